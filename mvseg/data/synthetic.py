@@ -1,0 +1,505 @@
+"""Procedural street-scene videos with labels and ground-truth optical flow.
+
+The embedded default dataset: no dataset can be downloaded, and a new user must be able to
+run every experiment with nothing but the package. Each clip is a layered 2.5D scene:
+
+    sky (far) < buildings < trees < ground (road, sidewalk, grass) < objects (near)
+
+The camera pans and moves forward. Every layer's image->canvas map is
+``c = (p - foe) / S_t(z) + foe + T_t(z)`` with zoom ``S_t(z) = exp(zoom * z * t)`` about the
+focus of expansion and pan ``T_t(z) = pan * z * t``: near layers (large depth factor z) move
+and grow faster, so layers show parallax. Objects (cars, people, poles with signs) sit in
+the ground layer's canvas with their own velocity (cars and people enter, leave and occlude
+each other). Because every pixel's layer and map are known, the backward optical flow
+(content at p in frame t came from p + flow(p) in frame t-1) is exact.
+
+Class colours are drawn from overlapping distributions (grey roads, grey buildings, grey
+cars, greenish cars, grey-blue sky, ...), so a per-pixel colour classifier cannot separate
+them: shape (cars, people), texture (windows, paving tiles, lane marks, foliage) and context
+(sky above buildings above the road) are needed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+CLASSES = ("road", "sidewalk", "building", "vegetation", "sky", "car", "person", "pole", "sign")
+ROAD, SIDEWALK, BUILDING, VEGETATION, SKY, CAR, PERSON, POLE, SIGN = range(len(CLASSES))
+IGNORE_INDEX = 255
+# Cityscapes-like colours, for visualisation only.
+PALETTE = (
+    (128, 64, 128), (244, 35, 232), (70, 70, 70), (107, 142, 35), (70, 130, 180),
+    (0, 0, 142), (220, 20, 60), (153, 153, 153), (220, 220, 0),
+)
+
+
+@dataclass
+class SyntheticConfig:
+    """Size and dynamics of the generated clips (defaults suit 2 CPU cores)."""
+
+    height: int = 128
+    width: int = 256
+    frames: int = 30
+    max_pan: float = 1.6  # canvas pixels per frame at depth factor 1
+    max_zoom: float = 0.012  # log-scale per frame at depth factor 1 (forward motion)
+    cars: tuple[int, int] = (2, 6)
+    people: tuple[int, int] = (1, 5)
+    poles: tuple[int, int] = (1, 4)
+    illumination: float = 0.15  # amplitude of the global brightness change
+    noise: float = 3.0  # per-frame sensor noise (std, grey levels)
+
+
+@dataclass
+class Clip:
+    frames: np.ndarray  # (T, H, W, 3) uint8
+    labels: np.ndarray  # (T, H, W) uint8
+    flow: np.ndarray  # (T, 2, H, W) float32 backward flow, frame 0 is zero
+    objects: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (T, H, W) int16 object id, -1 = static layer
+
+
+# ----------------------------------------------------------------------------- textures
+
+
+def _noise(rng: np.random.Generator, h: int, w: int, cell: float) -> np.ndarray:
+    """Smooth value noise in [-1, 1] of size (h, w) with features about `cell` pixels wide."""
+    gh, gw = int(h / cell) + 3, int(w / cell) + 3
+    g = rng.uniform(-1, 1, (gh, gw)).astype(np.float32)
+    y = np.arange(h, dtype=np.float32) / cell
+    x = np.arange(w, dtype=np.float32) / cell
+    return _bilinear(g, x[None, :].repeat(h, 0), y[:, None].repeat(w, 1), wrap=False)
+
+
+def _bilinear(img: np.ndarray, x: np.ndarray, y: np.ndarray, wrap: bool = True) -> np.ndarray:
+    """Bilinear lookup of img (H, W[, C]) at float coordinates (wrapping or clamping)."""
+    h, w = img.shape[:2]
+    x0, y0 = np.floor(x), np.floor(y)
+    fx, fy = (x - x0).astype(np.float32), (y - y0).astype(np.float32)
+    x0, y0 = x0.astype(np.int64), y0.astype(np.int64)
+    if wrap:
+        xa, xb, ya, yb = x0 % w, (x0 + 1) % w, y0 % h, (y0 + 1) % h
+    else:
+        xa, xb = np.clip(x0, 0, w - 1), np.clip(x0 + 1, 0, w - 1)
+        ya, yb = np.clip(y0, 0, h - 1), np.clip(y0 + 1, 0, h - 1)
+    if img.ndim == 3:
+        fx, fy = fx[..., None], fy[..., None]
+    top = img[ya, xa] * (1 - fx) + img[ya, xb] * fx
+    bot = img[yb, xa] * (1 - fx) + img[yb, xb] * fx
+    return top * (1 - fy) + bot * fy
+
+
+class _Texture:
+    """A tileable multi-scale noise texture, looked up at canvas coordinates."""
+
+    def __init__(self, rng: np.random.Generator, fine: float, coarse: float, size: int = 128):
+        self.tex = 0.6 * _noise(rng, size, size, fine) + 0.4 * _noise(rng, size, size, coarse)
+
+    def __call__(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        return _bilinear(self.tex, x, y)
+
+
+def _colour(rng: np.random.Generator, kind: str) -> np.ndarray:
+    """Base colours; distributions overlap across classes on purpose."""
+    grey = rng.uniform(70, 190)
+    tint = rng.normal(0, 8, 3)
+    if kind == "grey":
+        return np.clip(grey + tint, 0, 255)
+    if kind == "sky":
+        return np.clip(np.array([150, 170, 200]) * rng.uniform(0.75, 1.15) + rng.normal(0, 15, 3), 0, 255)
+    if kind == "green":
+        return np.clip(np.array([rng.uniform(50, 120), rng.uniform(90, 160), rng.uniform(40, 110)]), 0, 255)
+    if kind == "building":
+        choice = rng.integers(4)
+        base = ([grey] * 3, [170, 140, 110], [150, 80, 60], [190, 185, 170])[choice]
+        return np.clip(np.array(base, float) * rng.uniform(0.8, 1.1) + tint, 0, 255)
+    if kind == "vivid":  # cars, clothes, signs: any of grey, green, blue, red, white, yellow
+        choice = rng.integers(6)
+        base = ([grey] * 3, [70, 130, 60], [60, 90, 170], [180, 40, 40], [225, 225, 225], [210, 190, 50])[choice]
+        return np.clip(np.array(base, float) + rng.normal(0, 15, 3), 0, 255)
+    raise ValueError(kind)
+
+
+# ----------------------------------------------------------------------------- scene
+
+
+@dataclass
+class _Camera:
+    foe: tuple[float, float]
+    pan: float
+    zoom: float
+    sway: float
+
+    def scale(self, z: float, t: float) -> float:
+        return math.exp(self.zoom * z * t)
+
+    def shift(self, z: float, t: float) -> tuple[float, float]:
+        return self.pan * z * t, self.sway * z * math.sin(0.3 * t)
+
+    def to_canvas(self, z: float, t: float, x: np.ndarray, y: np.ndarray):
+        s, (tx, ty) = self.scale(z, t), self.shift(z, t)
+        return (x - self.foe[0]) / s + self.foe[0] + tx, (y - self.foe[1]) / s + self.foe[1] + ty
+
+    def to_image(self, z: float, t: float, cx, cy):
+        s, (tx, ty) = self.scale(z, t), self.shift(z, t)
+        return (cx - self.foe[0] - tx) * s + self.foe[0], (cy - self.foe[1] - ty) * s + self.foe[1]
+
+
+@dataclass
+class _Object:
+    kind: str  # car | person | pole
+    x: float  # anchor (bottom centre) in ground canvas
+    y: float
+    vx: float  # canvas pixels per frame
+    half_w: float  # canvas pixels
+    half_h: float
+    colour: np.ndarray
+    colour2: np.ndarray
+    texture: _Texture
+    has_sign: bool = False
+
+
+def _shape(obj: _Object, u: np.ndarray, v: np.ndarray):
+    """Label and shading of an object at local coords (u right, v down; [-1, 1] box)."""
+    lab = np.full(u.shape, -1, np.int16)
+    shade = np.ones(u.shape, np.float32)
+    part = np.zeros(u.shape, bool)  # second colour (windows, clothes, sign plate)
+    if obj.kind == "car":
+        body = (np.abs(u) < 1.0) & (v > -0.15) & (v < 0.6)
+        cabin = (v > -0.75) & (v <= -0.15) & (np.abs(u) < 0.55 + 0.35 * (v + 0.75) / 0.6)
+        wheels = ((np.abs(u) - 0.6) ** 2 + ((v - 0.62) / 1.0) ** 2) < 0.3**2
+        lab[body | cabin | wheels] = CAR
+        part |= cabin & (np.abs(u) < 0.45 + 0.3 * (v + 0.75) / 0.6) & (v > -0.65)  # windows
+        shade[wheels] = 0.25
+    elif obj.kind == "person":
+        head = (u**2 + (v + 0.82) ** 2) < 0.17**2 * 1.0
+        torso = (np.abs(u) < 0.32) & (v > -0.66) & (v < 0.1)
+        legs = (np.abs(np.abs(u) - 0.16) < 0.13) & (v >= 0.1) & (v < 1.0)
+        lab[head | torso | legs] = PERSON
+        part |= legs
+        shade[head] = 1.15
+    else:  # pole, optionally with a sign plate near the top
+        pole = (np.abs(u) < 0.09) & (v > -1.0) & (v < 1.0)
+        lab[pole] = POLE
+        if obj.has_sign:
+            plate = ((u / 0.45) ** 2 + ((v + 0.7) / 0.2) ** 2) < 1
+            lab[plate] = SIGN
+            part |= plate
+    return lab, shade, part
+
+
+class StreetScene:
+    """One clip's scene; `render(t)` gives (image float [H,W,3], label, flow [2,H,W], object id)."""
+
+    def __init__(self, seed: int, cfg: SyntheticConfig):
+        self.cfg = cfg
+        rng = np.random.default_rng(seed)
+        h, w = cfg.height, cfg.width
+        self.horizon = h * rng.uniform(0.38, 0.5)
+        foe = (w * rng.uniform(0.35, 0.65), self.horizon)
+        self.cam = _Camera(
+            foe=foe,
+            pan=rng.uniform(-cfg.max_pan, cfg.max_pan),
+            zoom=rng.uniform(0.2, 1.0) * cfg.max_zoom,
+            sway=rng.uniform(0, 0.6),
+        )
+        # depth factors
+        self.z_sky, self.z_build, self.z_tree, self.z_ground = 0.03, 0.35, 0.6, 1.0
+        self.sky_top, self.sky_bottom = _colour(rng, "sky"), _colour(rng, "sky") * 1.1
+        self.sky_tex = _Texture(rng, 20, 60)
+        # buildings: a skyline of blocks along the canvas x axis
+        span = (-1.5 * w, 2.5 * w)
+        xs = [span[0]]
+        while xs[-1] < span[1]:
+            xs.append(xs[-1] + rng.uniform(0.12, 0.35) * w)
+        self.b_edges = np.array(xs)
+        nb = len(xs) - 1
+        self.b_tops = self.horizon - rng.uniform(0.15, 0.45, nb) * h
+        self.b_cols = np.stack([_colour(rng, "building") for _ in range(nb)])
+        self.b_win = rng.uniform(5, 9, nb)  # window spacing
+        self.b_gap = rng.random(nb) < 0.2  # gaps in the skyline (sky shows through)
+        self.b_tex = _Texture(rng, 3, 18)
+        # trees: canopies above the horizon line
+        nt = int(rng.integers(2, 7))
+        self.trees = [
+            (rng.uniform(-0.5 * w, 1.5 * w), self.horizon - rng.uniform(0.05, 0.2) * h,
+             rng.uniform(0.06, 0.14) * w, rng.uniform(0.08, 0.18) * h, _colour(rng, "green"))
+            for _ in range(nt)
+        ]
+        self.t_tex = _Texture(rng, 2.0, 8)
+        # ground: road wedge between two slopes through the focus of expansion
+        self.road_slope = rng.uniform(0.9, 1.8)  # |x - foe_x| < slope * (y - horizon)
+        self.walk_slope = self.road_slope * rng.uniform(1.5, 2.5)
+        self.grass = rng.random() < 0.5  # beyond the sidewalk: grass or more sidewalk
+        self.road_col, self.walk_col = _colour(rng, "grey"), _colour(rng, "grey")
+        self.grass_col = _colour(rng, "green")
+        self.road_tex, self.walk_tex = _Texture(rng, 2.0, 12), _Texture(rng, 4, 20)
+        self.tile = rng.uniform(6, 12)
+        # objects
+        self.objects: list[_Object] = []
+        gy = lambda lo, hi: self.horizon + rng.uniform(lo, hi) * (h - self.horizon)  # noqa: E731
+        for _ in range(int(rng.integers(*cfg.cars))):
+            y = gy(0.25, 1.0)
+            depth = y - self.horizon
+            lane = rng.uniform(-0.8, 0.8) * self.road_slope * depth
+            speed = rng.choice([0.0, rng.uniform(0.6, 2.5)]) * rng.choice([-1, 1])
+            x = foe[0] + lane - speed * cfg.frames * rng.uniform(0.2, 0.8)
+            hw = 0.45 * depth + 4
+            self.objects.append(_Object("car", x, y, speed, hw, 0.55 * hw, _colour(rng, "vivid"),
+                                        np.array([60, 70, 80.0]) * rng.uniform(0.6, 1.3), _Texture(rng, 2.5, 10)))
+        for _ in range(int(rng.integers(*cfg.people))):
+            y = gy(0.2, 1.0)
+            depth = y - self.horizon
+            side = rng.choice([-1, 1])
+            x = foe[0] + side * rng.uniform(1.05, 1.4) * self.road_slope * depth
+            hh = 0.3 * depth + 3
+            self.objects.append(_Object("person", x, y, rng.uniform(-0.8, 0.8), 0.35 * hh, hh,
+                                        _colour(rng, "vivid"), _colour(rng, "vivid"), _Texture(rng, 2.0, 6)))
+        for _ in range(int(rng.integers(*cfg.poles))):
+            y = gy(0.15, 0.9)
+            depth = y - self.horizon
+            x = foe[0] + rng.choice([-1, 1]) * rng.uniform(1.05, 1.3) * self.road_slope * depth
+            hh = 0.8 * depth + 6
+            self.objects.append(_Object("pole", x, y, 0.0, 0.12 * hh, hh, _colour(rng, "grey") * 0.7,
+                                        _colour(rng, "vivid"), _Texture(rng, 2.0, 6), has_sign=rng.random() < 0.7))
+        self.light_amp = rng.uniform(0, cfg.illumination)
+        self.light_phase = rng.uniform(0, 2 * np.pi)
+        self.light_freq = rng.uniform(0.5, 1.5) / cfg.frames
+        self.tint = 1 + rng.normal(0, 0.04, 3)
+
+    # -- static layers at canvas coords ------------------------------------------------
+
+    def _sky(self, cx, cy):
+        a = np.clip(cy / max(self.horizon, 1), 0, 1)[..., None]
+        col = self.sky_top * (1 - a) + self.sky_bottom * a
+        return col + 25 * self.sky_tex(cx, cy)[..., None], np.full(cx.shape, SKY, np.int16)
+
+    def _buildings(self, cx, cy):
+        i = np.clip(np.searchsorted(self.b_edges, cx) - 1, 0, len(self.b_tops) - 1)
+        cover = (cy > self.b_tops[i]) & ~self.b_gap[i]
+        col = self.b_cols[i].astype(np.float32)
+        sp = self.b_win[i]
+        wx = np.mod(cx - self.b_edges[i], sp) / sp
+        wy = np.mod(cy - self.b_tops[i], sp * 1.3) / (sp * 1.3)
+        window = (wx > 0.3) & (wx < 0.75) & (wy > 0.3) & (wy < 0.8) & (cy > self.b_tops[i] + 3)
+        col = col * np.where(window, 0.45, 1.0)[..., None] + 30 * self.b_tex(cx, cy)[..., None]
+        return col, np.where(cover, BUILDING, -1).astype(np.int16)
+
+    def _trees(self, cx, cy):
+        lab = np.full(cx.shape, -1, np.int16)
+        col = np.zeros(cx.shape + (3,), np.float32)
+        for tx, ty, rx, ry, c in self.trees:
+            inside = ((cx - tx) / rx) ** 2 + ((cy - ty) / ry) ** 2 < 1
+            trunk = (np.abs(cx - tx) < 0.12 * rx) & (cy > ty) & (cy < self.horizon + 2)
+            lab[inside | trunk] = VEGETATION
+            col[inside] = c
+            col[trunk & ~inside] = c * 0.5
+        col += 45 * self.t_tex(cx, cy)[..., None]
+        return col, lab
+
+    def _ground(self, cx, cy):
+        fx, fy = self.cam.foe
+        depth = cy - fy
+        cover = depth > 0
+        dx = np.abs(cx - fx)
+        road = cover & (dx < self.road_slope * depth)
+        walk = cover & ~road
+        if self.grass:
+            walk &= dx < self.walk_slope * depth
+        lab = np.where(road, ROAD, np.where(walk, SIDEWALK, np.where(cover, VEGETATION, -1)))
+        col = np.where(road[..., None], self.road_col, np.where(walk[..., None], self.walk_col, self.grass_col))
+        # perspective-consistent marks: dashes along the centre line, tiles on the sidewalk
+        d = np.maximum(depth, 1e-3)
+        logd = np.log(d)
+        dash = road & (dx < 0.04 * depth + 0.3) & (np.mod(logd * 6, 1) < 0.5)
+        tiles = walk & ((np.mod(logd * 12, 1) < 0.12) | (np.mod(dx / d * 6, 1) < 0.1))
+        col = np.where(dash[..., None], 225.0, col) * np.where(tiles, 0.75, 1.0)[..., None]
+        tex = np.where(road, 22 * self.road_tex(cx, cy), 30 * self.walk_tex(cx, cy))
+        return col + tex[..., None], lab.astype(np.int16)
+
+    # -- frame -------------------------------------------------------------------------
+
+    def render(self, t: int):
+        cfg, cam = self.cfg, self.cam
+        h, w = cfg.height, cfg.width
+        py, px = np.mgrid[0:h, 0:w].astype(np.float32)
+        img = np.zeros((h, w, 3), np.float32)
+        lab = np.full((h, w), IGNORE_INDEX, np.int16)
+        flow = np.zeros((2, h, w), np.float32)
+        obj_id = np.full((h, w), -1, np.int16)
+        for z, layer in ((self.z_sky, self._sky), (self.z_build, self._buildings),
+                         (self.z_tree, self._trees), (self.z_ground, self._ground)):
+            cx, cy = cam.to_canvas(z, t, px, py)
+            col, l = layer(cx, cy)
+            m = l >= 0
+            img[m], lab[m] = col[m], l[m]
+            qx, qy = cam.to_image(z, t - 1, cx, cy)
+            flow[0][m], flow[1][m] = (qx - px)[m], (qy - py)[m]
+        # objects, far to near (painter's order by ground depth)
+        for k in sorted(range(len(self.objects)), key=lambda i: self.objects[i].y):
+            self._draw(k, t, px, py, img, lab, flow, obj_id)
+        gain = 1 + self.light_amp * math.sin(2 * math.pi * self.light_freq * t + self.light_phase)
+        img = img * gain * self.tint
+        return img, lab.astype(np.uint8), flow, obj_id
+
+    def _draw(self, k, t, px, py, img, lab, flow, obj_id):
+        o, cam, z = self.objects[k], self.cam, self.z_ground
+
+        def placement(tt):  # anchor in the image and the pixels per local unit
+            ax, ay = cam.to_image(z, tt, o.x + o.vx * tt, o.y)
+            s = cam.scale(z, tt)
+            return ax, ay - o.half_h * s, o.half_w * s, o.half_h * s  # centre = anchor - half height
+
+        cxi, cyi, sx, sy = placement(t)
+        h, w = lab.shape
+        x0, x1 = int(max(cxi - sx - 1, 0)), int(min(cxi + sx + 2, w))
+        y0, y1 = int(max(cyi - sy - 1, 0)), int(min(cyi + sy * 1.1 + 2, h))
+        if x0 >= x1 or y0 >= y1:
+            return
+        bx, by = px[y0:y1, x0:x1], py[y0:y1, x0:x1]
+        u, v = (bx - cxi) / sx, (by - cyi) / sy
+        l, shade, part = _shape(o, u, v)
+        m = l >= 0
+        if not m.any():
+            return
+        col = np.where(part[..., None], o.colour2, o.colour) * shade[..., None]
+        col = col + 28 * o.texture(u * 12, v * 12)[..., None]
+        pcx, pcy, psx, psy = placement(t - 1)
+        fx, fy = pcx + u * psx - bx, pcy + v * psy - by
+        sl = (slice(y0, y1), slice(x0, x1))
+        img[sl][m], lab[sl][m], obj_id[sl][m] = col[m], l[m], k
+        flow[0][sl][m], flow[1][sl][m] = fx[m], fy[m]
+
+
+def render_clip(seed: int, cfg: SyntheticConfig | None = None) -> Clip:
+    """Render one clip deterministically from `seed`."""
+    cfg = cfg or SyntheticConfig()
+    scene = StreetScene(seed, cfg)
+    rng = np.random.default_rng(seed + 7919)
+    frames, labels, flows, ids = [], [], [], []
+    for t in range(cfg.frames):
+        img, lab, flow, oid = scene.render(t)
+        img = img + rng.normal(0, cfg.noise, img.shape)
+        frames.append(np.clip(img, 0, 255).astype(np.uint8))
+        labels.append(lab)
+        flows.append(flow if t > 0 else np.zeros_like(flow))
+        ids.append(oid)
+    return Clip(np.stack(frames), np.stack(labels), np.stack(flows), np.stack(ids))
+
+
+# ----------------------------------------------------------------------------- dataset
+
+FORMAT = "mvseg-folder-v1"
+
+
+def _write_clip(job: tuple) -> tuple[str, str, np.ndarray, np.ndarray, int]:
+    """Render, encode and store one clip (runs in a worker process)."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    from mvseg.video.encode import encode_video
+
+    root, split, name, seed, cfg, gop, crf, annotated, with_gt = job
+    root = Path(root)
+    clip = render_clip(seed, cfg)
+    video = root / "videos" / split / f"{name}.mp4"
+    encode_video(clip.frames, video, gop=gop, fps=17.0, crf=crf)
+    label_dir = root / "labels" / split / name
+    label_dir.mkdir(parents=True, exist_ok=True)
+    for t in annotated:
+        Image.fromarray(clip.labels[t]).save(label_dir / f"{t:06d}.png")
+    if with_gt:
+        gt = root / "gt" / split / f"{name}.npz"
+        gt.parent.mkdir(parents=True, exist_ok=True)
+        tmp = gt.with_name(gt.stem + ".part.npz")
+        np.savez_compressed(tmp, labels=clip.labels, flow=clip.flow.astype(np.float16), objects=clip.objects)
+        tmp.replace(gt)
+    px = clip.frames.reshape(-1, 3).astype(np.float64) / 255.0
+    return split, name, px.sum(0), (px**2).sum(0), len(px)
+
+
+def make_synthetic_dataset(
+    root: str,
+    *,
+    train_clips: int = 24,
+    val_clips: int = 12,
+    seed: int = 0,
+    config: SyntheticConfig | None = None,
+    gop: int | None = None,
+    crf: float = 18.0,
+    annotated: tuple[int, ...] = (9, 19),
+    with_gt: bool = True,
+    workers: int = 2,
+    progress: bool = True,
+) -> dict:
+    """Generate the synthetic street dataset in mvseg's folder layout and return its metadata.
+
+    Layout: ``dataset.json``, ``videos/{split}/{clip}.mp4`` (H.264, GOP `gop`, default the
+    clip length so any frame can serve as a keyframe with exact MV composition),
+    ``labels/{split}/{clip}/{frame:06d}.png`` for the annotated frames (like Cityscapes'
+    20th frame of 30) and ``gt/{split}/{clip}.npz`` (labels and backward flow of every
+    frame). Resumable: clips already written are kept; ``dataset.json`` is written last.
+    """
+    import json
+    import os
+    from multiprocessing import get_context
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    cfg = config or SyntheticConfig()
+    gop = gop or cfg.frames
+    bad = [t for t in annotated if not 0 <= t < cfg.frames]
+    if bad:
+        raise ValueError(f"annotated frames {bad} outside a clip of {cfg.frames} frames")
+    rootp = Path(root)
+    meta_path = rootp / "dataset.json"
+    generator = {"seed": seed, "gop": gop, "crf": crf, "annotated": list(annotated),
+                 "train_clips": train_clips, "val_clips": val_clips,
+                 "config": {k: list(v) if isinstance(v, tuple) else v for k, v in vars(cfg).items()}}
+    if meta_path.exists():
+        meta = json.loads(meta_path.read_text())
+        if meta.get("generator") == generator:
+            return meta
+        raise FileExistsError(
+            f"{rootp}: holds a synthetic dataset made with other settings; choose another --out "
+            "or delete it"
+        )
+    splits = {"train": train_clips, "val": val_clips}
+    jobs, offset = [], {"train": 0, "val": 100_000}
+    for split, n in splits.items():
+        for i in range(n):
+            name = f"clip_{i:04d}"
+            jobs.append((str(rootp), split, name, seed * 1_000_003 + offset[split] + i, cfg, gop, crf,
+                         tuple(annotated), with_gt))
+    s1, s2, count = np.zeros(3), np.zeros(3), 0
+    ctx = get_context("spawn" if os.name == "nt" else "fork")
+    with ctx.Pool(max(1, min(workers, os.cpu_count() or 1))) as pool:
+        it = pool.imap_unordered(_write_clip, jobs)
+        for split, name, a, b, n in tqdm(it, total=len(jobs), desc="synthetic clips", disable=not progress):
+            if split == "train":
+                s1, s2, count = s1 + a, s2 + b, count + n
+    mean = s1 / max(count, 1)
+    std = np.sqrt(np.maximum(s2 / max(count, 1) - mean**2, 1e-12))
+    meta = {
+        "format": FORMAT,
+        "name": "synthetic",
+        "classes": list(CLASSES),
+        "palette": [list(c) for c in PALETTE],
+        "ignore_index": IGNORE_INDEX,
+        "size": [cfg.height, cfg.width],
+        "fps": 17.0,
+        "mean": mean.round(4).tolist(),
+        "std": std.round(4).tolist(),
+        "splits": {
+            split: {f"clip_{i:04d}": {"frames": cfg.frames, "annotated": list(annotated)} for i in range(n)}
+            for split, n in splits.items()
+        },
+        "generator": generator,
+    }
+    tmp = meta_path.with_suffix(".json.part")
+    tmp.write_text(json.dumps(meta, indent=1))
+    tmp.replace(meta_path)
+    return meta

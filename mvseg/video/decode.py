@@ -1,0 +1,334 @@
+"""Decode compressed video with PyAV: frames, picture types, timestamps and raw block MVs.
+
+FFmpeg exports the encoder's motion vectors as `AV_FRAME_DATA_MOTION_VECTORS` side data
+when the decoder is opened with ``flags2=+export_mvs`` (see ../shared/DESIGN.md for the
+facts verified here). We read them as one structured array per frame
+(``side_data.to_ndarray()``), never MV by MV in Python.
+
+Threading: frame-threaded decoding makes exported MVs non-deterministic (frames lose their
+MVs), so the decoder is always opened with slice threading.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import av
+import numpy as np
+
+# Decoders whose FFmpeg implementation exports AVMotionVector side data. HEVC, VP9 and AV1
+# decoders in FFmpeg do not (no MVs to reuse).
+MV_CODECS = frozenset(
+    {"h264", "mpeg4", "mpeg2video", "mpeg1video", "h263", "h263p", "msmpeg4v2", "msmpeg4v3"}
+)
+
+# The structured dtype of FFmpeg's AVMotionVector as PyAV returns it (used for empty arrays).
+MV_DTYPE = np.dtype(
+    {
+        "names": ["source", "w", "h", "src_x", "src_y", "dst_x", "dst_y", "flags",
+                  "motion_x", "motion_y", "motion_scale"],
+        "formats": ["<i4", "u1", "u1", "<i2", "<i2", "<i2", "<i2", "<u8", "<i4", "<i4", "<u2"],
+        "offsets": [0, 4, 5, 6, 8, 10, 12, 16, 24, 28, 32],
+        "itemsize": 40,
+        "aligned": True,
+    }
+)
+
+# av_get_picture_type_char: AVPictureType enum value -> letter.
+_PICT_CHARS = {0: "?", 1: "I", 2: "P", 3: "B", 4: "S", 5: "i", 6: "p", 7: "b"}
+
+
+class VideoError(ValueError):
+    """A video that cannot be used; the message names the file and the problem."""
+
+    def __init__(self, path: str | Path, problem: str):
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{path}: {problem}")
+
+
+class NoMotionVectorsError(VideoError):
+    """The video's codec does not carry block motion vectors that FFmpeg can export."""
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What the container and the codec say about a video stream."""
+
+    path: str
+    codec: str
+    width: int
+    height: int
+    fps: float
+    num_frames: int  # as declared by the container (0 if unknown)
+    pix_fmt: str
+    has_b_frames: bool
+    max_ref_frames: int | None  # H.264 SPS max_num_ref_frames; None if not H.264/unknown
+
+    @property
+    def exports_mvs(self) -> bool:
+        return self.codec in MV_CODECS
+
+
+@dataclass
+class DecodedFrame:
+    """One decoded frame in output (display) order."""
+
+    index: int  # 0-based position in the decoder's output order
+    pict_type: str  # 'I', 'P', 'B', ...
+    pts: int | None
+    time: float | None
+    image: np.ndarray | None  # (H, W, 3) uint8 RGB, or None when rgb=False
+    mvs: np.ndarray  # structured MV_DTYPE array, empty when the frame has none
+
+
+@dataclass
+class DecodedVideo:
+    """A whole decoded video (use `iter_frames` for long videos)."""
+
+    info: VideoInfo
+    frames: np.ndarray  # (T, H, W, 3) uint8
+    pict_types: str  # e.g. "IPPPPIPPPP"
+    pts: list[int | None]
+    mvs: list[np.ndarray] = field(default_factory=list)  # one structured array per frame
+
+    def __len__(self) -> int:
+        return len(self.pict_types)
+
+
+# ----------------------------------------------------------------------------- H.264 SPS
+
+
+class _BitReader:
+    """Exp-Golomb bit reader over an RBSP (emulation-prevention bytes removed)."""
+
+    def __init__(self, data: bytes):
+        self.data = data
+        self.pos = 0
+
+    def u(self, n: int) -> int:
+        v = 0
+        for _ in range(n):
+            byte = self.data[self.pos >> 3]
+            v = (v << 1) | ((byte >> (7 - (self.pos & 7))) & 1)
+            self.pos += 1
+        return v
+
+    def ue(self) -> int:
+        zeros = 0
+        while self.u(1) == 0:
+            zeros += 1
+            if zeros > 31:
+                raise ValueError("invalid exp-Golomb code")
+        return (1 << zeros) - 1 + self.u(zeros)
+
+    def se(self) -> int:
+        k = self.ue()
+        return (k + 1) // 2 if k & 1 else -(k // 2)
+
+
+def _rbsp(nal: bytes) -> bytes:
+    out = bytearray()
+    zeros = 0
+    for b in nal:
+        if zeros >= 2 and b == 3:
+            zeros = 0
+            continue
+        out.append(b)
+        zeros = zeros + 1 if b == 0 else 0
+    return bytes(out)
+
+
+def _sps_nals(extradata: bytes) -> list[bytes]:
+    """SPS NAL units from avcC (MP4) or Annex-B extradata."""
+    if not extradata:
+        return []
+    if extradata[0] == 1 and len(extradata) > 7:  # avcC
+        n_sps = extradata[5] & 0x1F
+        pos, out = 6, []
+        for _ in range(n_sps):
+            size = int.from_bytes(extradata[pos : pos + 2], "big")
+            out.append(extradata[pos + 2 : pos + 2 + size])
+            pos += 2 + size
+        return out
+    parts = extradata.replace(b"\x00\x00\x00\x01", b"\x00\x00\x01").split(b"\x00\x00\x01")
+    return [p for p in parts if p and (p[0] & 0x1F) == 7]
+
+
+def h264_max_ref_frames(extradata: bytes | None) -> int | None:
+    """Parse `max_num_ref_frames` from the first H.264 SPS (ITU-T H.264 7.3.2.1.1)."""
+    for nal in _sps_nals(extradata or b""):
+        try:
+            r = _BitReader(_rbsp(nal[1:]))
+            profile_idc = r.u(8)
+            r.u(16)  # constraint flags + level_idc
+            r.ue()  # seq_parameter_set_id
+            if profile_idc in (100, 110, 122, 244, 44, 83, 86, 118, 128, 138, 139, 134, 135):
+                chroma_format_idc = r.ue()
+                if chroma_format_idc == 3:
+                    r.u(1)
+                r.ue(), r.ue()  # bit depths
+                r.u(1)  # qpprime_y_zero_transform_bypass_flag
+                if r.u(1):  # seq_scaling_matrix_present_flag
+                    for i in range(8 if chroma_format_idc != 3 else 12):
+                        if r.u(1):
+                            last, nxt = 8, 8
+                            for _ in range(16 if i < 6 else 64):
+                                if nxt != 0:
+                                    nxt = (last + r.se() + 256) % 256
+                                last = nxt or last
+            r.ue()  # log2_max_frame_num_minus4
+            poc_type = r.ue()
+            if poc_type == 0:
+                r.ue()
+            elif poc_type == 1:
+                r.u(1), r.se(), r.se()
+                for _ in range(r.ue()):
+                    r.se()
+            return r.ue()
+        except (IndexError, ValueError):
+            continue
+    return None
+
+
+# ----------------------------------------------------------------------------- opening
+
+
+def _open(path: str | Path) -> tuple[av.container.InputContainer, Path]:
+    p = Path(path)
+    if not p.exists():
+        raise VideoError(p, "no such file")
+    if p.is_dir():
+        raise VideoError(p, "is a directory, not a video file")
+    if p.stat().st_size == 0:
+        raise VideoError(p, "empty file (0 bytes)")
+    try:
+        container = av.open(str(p), mode="r")
+    except av.error.FFmpegError as e:
+        raise VideoError(p, f"not a readable video container ({e.strerror or e})") from e
+    if not container.streams.video:
+        kinds = ", ".join(s.type for s in container.streams) or "none"
+        container.close()
+        raise VideoError(p, f"has no video stream (streams: {kinds})")
+    return container, p
+
+
+def _info(container: av.container.InputContainer, p: Path) -> VideoInfo:
+    st = container.streams.video[0]
+    cc = st.codec_context
+    rate = st.average_rate or st.guessed_rate or 0
+    codec = cc.name
+    return VideoInfo(
+        path=str(p),
+        codec=codec,
+        width=int(cc.width),
+        height=int(cc.height),
+        fps=float(rate) if rate else 0.0,
+        num_frames=int(st.frames or 0),
+        pix_fmt=str(cc.pix_fmt),
+        has_b_frames=bool(getattr(cc, "has_b_frames", 0)),
+        max_ref_frames=h264_max_ref_frames(cc.extradata) if codec == "h264" else None,
+    )
+
+
+def probe(path: str | Path) -> VideoInfo:
+    """Read the container and codec headers (no decoding)."""
+    container, p = _open(path)
+    try:
+        info = _info(container, p)
+    finally:
+        container.close()
+    if info.width <= 0 or info.height <= 0:
+        raise VideoError(p, "video stream has no valid frame size (header-only or corrupt file)")
+    return info
+
+
+def iter_frames(
+    path: str | Path, *, mvs: bool = True, rgb: bool = True, strict_mvs: bool = True
+) -> Iterator[DecodedFrame]:
+    """Decode a video frame by frame (bounded memory), in the decoder's output order.
+
+    mvs: export block motion vectors (raises NoMotionVectorsError for codecs without them
+    when strict_mvs). rgb: convert each frame to an (H, W, 3) uint8 RGB array.
+    """
+    container, p = _open(path)
+    try:
+        info = _info(container, p)
+        st = container.streams.video[0]
+        if mvs and not info.exports_mvs and strict_mvs:
+            raise NoMotionVectorsError(
+                p,
+                f"codec '{info.codec}' carries no block motion vectors that FFmpeg can export "
+                f"(supported: {', '.join(sorted(MV_CODECS))}); re-encode it to H.264, "
+                "e.g. with mvseg.video.encode.encode_video",
+            )
+        st.thread_type = "SLICE"  # never frame threading: it drops exported MVs
+        if mvs:
+            st.codec_context.options = {"flags2": "+export_mvs"}
+        empty = np.zeros(0, dtype=MV_DTYPE)
+        index, frames_with_mvs, inter_frames = 0, 0, 0
+        size = None
+        try:
+            for frame in container.decode(st):
+                if size is None:
+                    size = (frame.width, frame.height)
+                elif (frame.width, frame.height) != size:
+                    raise VideoError(
+                        p,
+                        f"frame size changes mid-stream at frame {index} "
+                        f"({size[0]}x{size[1]} -> {frame.width}x{frame.height}); "
+                        "split the video at the change",
+                    )
+                ptype = _PICT_CHARS.get(int(frame.pict_type), "?")
+                arr = empty
+                if mvs:
+                    sd = frame.side_data.get("MOTION_VECTORS")
+                    if sd is not None:
+                        arr = sd.to_ndarray()
+                        frames_with_mvs += 1
+                    if ptype not in ("I", "i"):
+                        inter_frames += 1
+                yield DecodedFrame(
+                    index=index,
+                    pict_type=ptype,
+                    pts=frame.pts,
+                    time=frame.time,
+                    image=frame.to_ndarray(format="rgb24") if rgb else None,
+                    mvs=arr,
+                )
+                index += 1
+        except av.error.FFmpegError as e:
+            raise VideoError(p, f"decoding failed after frame {index} ({e.strerror or e})") from e
+        if index == 0:
+            raise VideoError(p, "no frame could be decoded (truncated or corrupt stream)")
+        if info.num_frames and index < info.num_frames:
+            warnings.warn(
+                f"{p}: container declares {info.num_frames} frames but only {index} decoded "
+                "(truncated file?)",
+                stacklevel=2,
+            )
+        if mvs and info.exports_mvs and inter_frames > 0 and frames_with_mvs == 0:
+            warnings.warn(
+                f"{p}: {inter_frames} inter frames but no motion vectors exported; "
+                "offsets will be zero (propagation degenerates to copying the keyframe)",
+                stacklevel=2,
+            )
+    finally:
+        container.close()
+
+
+def decode_video(path: str | Path, *, mvs: bool = True, rgb: bool = True) -> DecodedVideo:
+    """Decode a whole video into memory (frames, picture types, pts and raw MVs)."""
+    info = probe(path)
+    frames, types, pts, mv_list = [], [], [], []
+    for f in iter_frames(path, mvs=mvs, rgb=rgb):
+        if rgb:
+            frames.append(f.image)
+        types.append(f.pict_type)
+        pts.append(f.pts)
+        mv_list.append(f.mvs)
+    stack = np.stack(frames) if frames else np.zeros((0, info.height, info.width, 3), np.uint8)
+    return DecodedVideo(info=info, frames=stack, pict_types="".join(types), pts=pts, mvs=mv_list)

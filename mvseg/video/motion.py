@@ -1,0 +1,183 @@
+"""Block motion vectors -> motion offset fields, and the field algebra on top of them.
+
+Convention (../shared/DESIGN.md): an offset field is float32 ``[2, ceil(H/4), ceil(W/4)]``
+(x then y, in pixels of the full frame, one cell per 4x4 block), "backward": the content at
+pixel p of the current frame came from p + offset(p) in the reference frame. Cells that no
+MV covers (intra blocks, I-frames) carry zero offset and mask 0.
+
+From FFmpeg's AVMotionVector, ``offset = (motion_x, motion_y) / motion_scale`` (src = dst +
+motion/scale); src_x - dst_x is never used because it is truncated to whole pixels.
+
+Rules for streams that are not encoded the way mvseg prepares its datasets
+(``bframes=0:ref=1``):
+- B-frames: MVs with ``source < 0`` (past reference) are used as they are. A block that only
+  has a future MV (``source > 0``) takes the negated future MV (constant-velocity
+  assumption: the past reference is as far behind as the future one is ahead).
+- Multiple references: FFmpeg does not export the reference index, so every MV is taken to
+  point one frame back. `mvseg.video.decode` warns when the SPS allows more than one
+  reference frame or the stream has B-frames: composed offsets are then approximate.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+CELL = 4  # one offset cell per 4x4 pixel block
+
+
+def grid_size(height: int, width: int, cell: int = CELL) -> tuple[int, int]:
+    """Offset-grid size for a frame; partial blocks at the border get a cell of their own."""
+    return math.ceil(height / cell), math.ceil(width / cell)
+
+
+def rasterize_mvs(mvs: np.ndarray, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Raw AVMotionVector array of one frame -> (offset [2, Hc, Wc] float32, mask [Hc, Wc]).
+
+    Vectorised over MVs: every block of w x h pixels (any H.264 partition: 16x16 ... 4x4, or
+    MPEG-4's 8x8) is expanded to its (w/4)*(h/4) cells with index arithmetic.
+    """
+    hc, wc = grid_size(height, width)
+    offset = np.zeros((2, hc, wc), np.float32)
+    mask = np.zeros((hc, wc), np.float32)
+    if mvs is None or len(mvs) == 0:
+        return offset, mask
+    scale = np.maximum(mvs["motion_scale"].astype(np.float32), 1.0)
+    mx = mvs["motion_x"].astype(np.float32) / scale
+    my = mvs["motion_y"].astype(np.float32) / scale
+    w4 = np.maximum(mvs["w"].astype(np.int64) // CELL, 1)
+    h4 = np.maximum(mvs["h"].astype(np.int64) // CELL, 1)
+    x0 = (mvs["dst_x"].astype(np.int64) - mvs["w"].astype(np.int64) // 2) // CELL
+    y0 = (mvs["dst_y"].astype(np.int64) - mvs["h"].astype(np.int64) // 2) // CELL
+    counts = w4 * h4
+    rep = np.repeat(np.arange(len(mvs)), counts)
+    local = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
+    cx = x0[rep] + local % w4[rep]
+    cy = y0[rep] + local // w4[rep]
+    inside = (cx >= 0) & (cx < wc) & (cy >= 0) & (cy < hc)
+    future = mvs["source"][rep] > 0
+    # Future-only blocks first (negated: constant-velocity rule), then past MVs over them.
+    for sel, sign in ((inside & future, -1.0), (inside & ~future, 1.0)):
+        r, y, x = rep[sel], cy[sel], cx[sel]
+        offset[0, y, x] = sign * mx[r]
+        offset[1, y, x] = sign * my[r]
+        mask[y, x] = 1.0
+    return offset, mask
+
+
+# ----------------------------------------------------------------------------- sampling
+
+
+def cell_centres(hc: int, wc: int, device=None) -> tuple[Tensor, Tensor]:
+    """Pixel coordinates (x, y) of the centre of every cell, each [Hc, Wc]."""
+    ys = torch.arange(hc, device=device, dtype=torch.float32) * CELL + (CELL - 1) / 2
+    xs = torch.arange(wc, device=device, dtype=torch.float32) * CELL + (CELL - 1) / 2
+    return xs.expand(hc, wc), ys[:, None].expand(hc, wc)
+
+
+def sample_field(field: Tensor, x: Tensor, y: Tensor, mode: str = "bilinear") -> Tensor:
+    """Sample a cell field [B, C, Hc, Wc] at pixel positions x, y [B, Hq, Wq] -> [B, C, Hq, Wq].
+
+    Cell i's value sits at pixel 4i + 1.5; outside the grid the border value is used.
+    """
+    hc, wc = field.shape[-2:]
+    u = (x - (CELL - 1) / 2) / CELL  # continuous cell coordinates
+    v = (y - (CELL - 1) / 2) / CELL
+    gx = 2 * u / max(wc - 1, 1) - 1
+    gy = 2 * v / max(hc - 1, 1) - 1
+    grid = torch.stack((gx, gy), dim=-1)
+    return F.grid_sample(field, grid, mode=mode, padding_mode="border", align_corners=True)
+
+
+def _batched(t: Tensor, dims: int) -> tuple[Tensor, bool]:
+    return (t.unsqueeze(0), True) if t.dim() == dims else (t, False)
+
+
+def compose(offsets: Sequence[Tensor], masks: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
+    """Compose a chain of offset fields by sampling (DESIGN.md: never by summing).
+
+    offsets[0] maps the current frame to the next frame of the chain, offsets[1] that frame
+    to the one after, and so on. For keyframe k -> frame t pass [f_t, f_{t-1}, ..., f_{k+1}]
+    where f_j maps frame j to frame j-1. Each field is [2, Hc, Wc] or [B, 2, Hc, Wc], masks
+    [Hc, Wc] or [B, Hc, Wc]. A cell stays valid only if every link is valid and the path
+    stays inside the frame.
+    """
+    if len(offsets) == 0 or len(offsets) != len(masks):
+        raise ValueError("compose needs one mask per offset field and at least one field")
+    total, squeeze = _batched(offsets[0].float(), 3)
+    valid, _ = _batched(masks[0].float(), 2)
+    total, valid = total.clone(), valid.clone()
+    b, _, hc, wc = total.shape
+    bx, by = cell_centres(hc, wc, total.device)
+    for f, m in zip(offsets[1:], masks[1:]):
+        f, _ = _batched(f.float(), 3)
+        m, _ = _batched(m.float(), 2)
+        x, y = bx + total[:, 0], by + total[:, 1]
+        total = total + sample_field(f.expand(b, -1, -1, -1), x, y)
+        m_at = sample_field(m.expand(b, -1, -1)[:, None], x, y, mode="nearest")[:, 0]
+        valid = valid * m_at * _inside(x, y, hc, wc)
+    x, y = bx + total[:, 0], by + total[:, 1]
+    valid = valid * _inside(x, y, hc, wc)
+    return (total[0], valid[0]) if squeeze else (total, valid)
+
+
+def _inside(x: Tensor, y: Tensor, hc: int, wc: int) -> Tensor:
+    return ((x > -0.5) & (x < wc * CELL - 0.5) & (y > -0.5) & (y < hc * CELL - 0.5)).float()
+
+
+def invert(offset: Tensor, mask: Tensor, iterations: int = 20) -> tuple[Tensor, Tensor]:
+    """Invert a backward field f (frame t -> t-1) into g (frame t-1 -> t).
+
+    Fixed point (DESIGN.md): g(q) = -f(q + g(q)), iterated from g = -f(q). Used for offsets
+    from a future keyframe. Cells whose preimage is invalid or leaves the frame get mask 0.
+    """
+    f, squeeze = _batched(offset.float(), 3)
+    m, _ = _batched(mask.float(), 2)
+    b, _, hc, wc = f.shape
+    bx, by = cell_centres(hc, wc, f.device)
+    g = -f
+    for _ in range(iterations):
+        g = -sample_field(f, bx + g[:, 0], by + g[:, 1])
+    x, y = bx + g[:, 0], by + g[:, 1]
+    valid = sample_field(m[:, None], x, y, mode="nearest")[:, 0] * _inside(x, y, hc, wc)
+    return (g[0], valid[0]) if squeeze else (g, valid)
+
+
+def cell_index(n_out: int, n_cells: int, device=None) -> Tensor:
+    """For each of n_out output pixels spanning the same extent as n_cells cells, the cell
+    containing the output pixel's centre (the lookup the warp kernel does per pixel)."""
+    idx = ((torch.arange(n_out, device=device, dtype=torch.float64) + 0.5) * n_cells / n_out)
+    return idx.floor().long().clamp_(0, n_cells - 1)
+
+
+def to_feature_grid(offset: Tensor, size: tuple[int, int], frame_size: tuple[int, int]) -> Tensor:
+    """Dense offsets on a feature grid: [.., 2, Hc, Wc] (frame pixels) -> [.., 2, Hf, Wf] in
+    feature pixels (each feature pixel takes its cell's offset, scaled by Hf/H and Wf/W)."""
+    hf, wf = size
+    h, w = frame_size
+    iy = cell_index(hf, offset.shape[-2], offset.device)
+    ix = cell_index(wf, offset.shape[-1], offset.device)
+    dense = offset[..., iy, :][..., ix]
+    scale = torch.tensor([wf / w, hf / h], dtype=dense.dtype, device=dense.device)
+    return dense * scale.view(2, 1, 1)
+
+
+def resize_field(
+    offset: Tensor, mask: Tensor, old_size: tuple[int, int], new_size: tuple[int, int]
+) -> tuple[Tensor, Tensor]:
+    """The field of a frame resized from old_size (H, W) to new_size: each new cell takes the
+    old cell under its centre (nearest, block MVs are piecewise constant) and the offsets
+    are scaled into new-frame pixels."""
+    (h0, w0), (h1, w1) = old_size, new_size
+    hc, wc = grid_size(h1, w1)
+    cx, cy = cell_centres(hc, wc, offset.device)
+    ox = ((cx[0] + 0.5) * w0 / w1 - 0.5).div(CELL).floor().long().clamp(0, offset.shape[-1] - 1)
+    oy = ((cy[:, 0] + 0.5) * h0 / h1 - 0.5).div(CELL).floor().long().clamp(0, offset.shape[-2] - 1)
+    new = offset[..., oy, :][..., ox]
+    scale = torch.tensor([w1 / w0, h1 / h0], dtype=new.dtype, device=new.device)
+    return new * scale.view(2, 1, 1), mask[..., oy, :][..., ox]
