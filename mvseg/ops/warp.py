@@ -20,11 +20,13 @@ def warp_reference(
     offsets: Tensor,
     mask: Tensor | None = None,
     frame_size: tuple[int, int] | None = None,
+    padding_mode: str = "zeros",
 ) -> Tensor:
     """features [B, C, Hf, Wf], offsets [B, 2, Hm, Wm] in frame pixels, mask [B, Hm, Wm].
 
     frame_size: (H, W) of the frame the offsets are measured in; default (4*Hm, 4*Wm), the
-    4x4-cell MV grid of DESIGN.md. Cells with mask 0 take zero offset. Returns [B, C, Hf, Wf].
+    4x4-cell MV grid of DESIGN.md. Cells with mask 0 take zero offset. padding_mode "zeros"
+    (the kernel contract) or "border" (used to warp whole images). Returns [B, C, Hf, Wf].
     """
     b, _, hf, wf = features.shape
     if frame_size is None:
@@ -36,4 +38,4 @@ def warp_reference(
     gx = (xs.view(1, 1, wf) + dense[:, 0]) * (2 / max(wf - 1, 1)) - 1
     gy = (ys.view(1, hf, 1) + dense[:, 1]) * (2 / max(hf - 1, 1)) - 1
     grid = torch.stack((gx, gy), dim=-1)  # (B, Hf, Wf, 2)
-    return F.grid_sample(features, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+    return F.grid_sample(features, grid, mode="bilinear", padding_mode=padding_mode, align_corners=True)

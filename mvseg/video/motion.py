@@ -47,27 +47,66 @@ def rasterize_mvs(mvs: np.ndarray, height: int, width: int) -> tuple[np.ndarray,
     mask = np.zeros((hc, wc), np.float32)
     if mvs is None or len(mvs) == 0:
         return offset, mask
-    scale = np.maximum(mvs["motion_scale"].astype(np.float32), 1.0)
-    mx = mvs["motion_x"].astype(np.float32) / scale
-    my = mvs["motion_y"].astype(np.float32) / scale
-    w4 = np.maximum(mvs["w"].astype(np.int64) // CELL, 1)
-    h4 = np.maximum(mvs["h"].astype(np.int64) // CELL, 1)
-    x0 = (mvs["dst_x"].astype(np.int64) - mvs["w"].astype(np.int64) // 2) // CELL
-    y0 = (mvs["dst_y"].astype(np.int64) - mvs["h"].astype(np.int64) // 2) // CELL
-    counts = w4 * h4
-    rep = np.repeat(np.arange(len(mvs)), counts)
-    local = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
-    cx = x0[rep] + local % w4[rep]
-    cy = y0[rep] + local // w4[rep]
-    inside = (cx >= 0) & (cx < wc) & (cy >= 0) & (cy < hc)
-    future = mvs["source"][rep] > 0
-    # Future-only blocks first (negated: constant-velocity rule), then past MVs over them.
-    for sel, sign in ((inside & future, -1.0), (inside & ~future, 1.0)):
-        r, y, x = rep[sel], cy[sel], cx[sel]
-        offset[0, y, x] = sign * mx[r]
-        offset[1, y, x] = sign * my[r]
-        mask[y, x] = 1.0
+    scale = np.maximum(mvs["motion_scale"], 1).astype(np.float32)
+    future = mvs["source"] > 0
+    # Per-MV values with a trailing "no MV" entry, so an index of -1 reads offset 0, mask 0.
+    vx = np.empty(len(mvs) + 1, np.float32)
+    vy = np.empty(len(mvs) + 1, np.float32)
+    np.divide(mvs["motion_x"], scale, out=vx[:-1])
+    np.divide(mvs["motion_y"], scale, out=vy[:-1])
+    vx[-1] = vy[-1] = 0.0
+    if future.any():  # constant-velocity rule: a future MV, negated, stands for the past one
+        vx[:-1][future] *= -1
+        vy[:-1][future] *= -1
+    w, h = mvs["w"].astype(np.int32), mvs["h"].astype(np.int32)
+    x0 = mvs["dst_x"] - w // 2  # block corner in pixels (dst is the centre)
+    y0 = mvs["dst_y"] - h // 2
+    # Index maps (which MV covers each cell), one per direction; past MVs win over future ones.
+    # Blocks of 8x8 and larger are painted on an 8x8 grid and up-sampled (4x fewer writes than
+    # painting every 4x4 cell); smaller partitions are painted on the 4x4 grid afterwards.
+    coarse = (w >= 8) & (h >= 8)
+    maps = []
+    for direction in (~future, future) if future.any() else (~future,):
+        idx8 = _paint(np.nonzero(direction & coarse)[0], x0, y0, w, h, 8, grid_size(height, width, 8))
+        idx = np.repeat(np.repeat(idx8, 2, 0), 2, 1)
+        small = np.nonzero(direction & ~coarse)[0]
+        if len(small):
+            idx = _paint(small, x0, y0, w, h, CELL, idx.shape, idx)
+        maps.append(idx[:hc, :wc])
+    idx = maps[0] if len(maps) == 1 else np.where(maps[0] >= 0, maps[0], maps[1])
+    np.take(vx, idx, out=offset[0])
+    np.take(vy, idx, out=offset[1])
+    np.greater_equal(idx, 0, out=mask, casting="unsafe")
     return offset, mask
+
+
+def _paint(sel, x0, y0, w, h, cell: int, shape: tuple[int, int], idx: np.ndarray | None = None) -> np.ndarray:
+    """Index map of `cell`-pixel cells (at least `shape`, grown to hold every block) with the
+    MV indices `sel` written over their blocks; -1 where no MV."""
+    cx, cy = x0[sel] // cell, y0[sel] // cell
+    nx, ny = np.maximum(w[sel] // cell, 1), np.maximum(h[sel] // cell, 1)
+    ok = (cx >= 0) & (cy >= 0)
+    if not ok.all():  # corrupt MVs outside the coded picture are dropped
+        sel, cx, cy, nx, ny = sel[ok], cx[ok], cy[ok], nx[ok], ny[ok]
+    if len(sel):  # a coded picture is padded to whole macroblocks: grow the map to hold them
+        shape = (max(shape[0], int((cy + ny).max())), max(shape[1], int((cx + nx).max())))
+    if idx is None:
+        idx = np.full(shape, -1, np.int32)
+    elif idx.shape != shape:
+        grown = np.full(shape, -1, np.int32)
+        grown[: idx.shape[0], : idx.shape[1]] = idx
+        idx = grown
+    if len(sel):
+        # Write every block's k x k stencil; stencil cells past a block's own span are clamped
+        # onto its last row/column (a harmless rewrite of the same index), so no masks needed.
+        stride = idx.shape[1]
+        flat, base = idx.reshape(-1), cy * stride + cx
+        ly, lx = ny - 1, nx - 1
+        for dy in range(int(ny.max())):
+            row = base + np.minimum(ly, dy) * stride if dy else base
+            for dx in range(int(nx.max())):
+                flat[row + np.minimum(lx, dx) if dx else row] = sel
+    return idx
 
 
 # ----------------------------------------------------------------------------- sampling

@@ -1,0 +1,107 @@
+"""`mvseg bench ...`: measurements reported as ratios taken side by side in one run.
+
+Every bench prints a table and, with ``--json``, writes its figures for scripts. Nothing
+here is asserted in tests: the figures go to the README.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from mvseg.video.decode import iter_frames, probe
+from mvseg.video.motion import rasterize_mvs
+
+
+def print_table(rows: list[dict], columns: list[str]) -> str:
+    """A Markdown table of `rows` (also returned)."""
+    fmt = lambda v: f"{v:.3g}" if isinstance(v, float) else str(v)  # noqa: E731
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(fmt(r.get(c, "")) for c in columns) + " |" for r in rows]
+    text = "\n".join(lines)
+    print(text)
+    return text
+
+
+def write_json(path: str | Path | None, payload: dict) -> None:
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(payload, indent=1))
+
+
+def _best_of(fn: Callable[[], int], repeats: int) -> tuple[float, int]:
+    best, n = float("inf"), 0
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        n = fn()
+        best = min(best, time.perf_counter() - t0)
+    return best, n
+
+
+def bench_video(paths: list[str | Path], repeats: int = 7) -> list[dict]:
+    """Frames/s of plain decoding (to RGB), decoding + MV export, and decoding + MV export +
+    offset fields, on the same decoder settings (slice threading).
+
+    The variants run interleaved `repeats` times on each video and the best time of each is
+    kept (the least disturbed by other load), so the ratios are measured side by side.
+    """
+    rows = []
+    for path in paths:
+        info = probe(path)
+
+        def plain() -> int:
+            return sum(1 for _ in iter_frames(path, mvs=False))
+
+        def export() -> int:
+            return sum(1 for _ in iter_frames(path))
+
+        def offsets() -> int:
+            n = 0
+            for f in iter_frames(path):
+                rasterize_mvs(f.mvs, info.height, info.width)
+                n += 1
+            return n
+
+        best = {"plain": float("inf"), "export": float("inf"), "offsets": float("inf")}
+        n = 0
+        for _ in range(repeats):  # interleaved, so every variant sees the same machine state
+            for name, fn in (("plain", plain), ("export", export), ("offsets", offsets)):
+                t, n = _best_of(fn, 1)
+                best[name] = min(best[name], t)
+        rows.append({
+            "video": Path(path).name,
+            "size": f"{info.width}x{info.height}",
+            "frames": n,
+            "fps_decode": n / best["plain"],
+            "fps_decode_mvs": n / best["export"],
+            "fps_decode_mvs_offsets": n / best["offsets"],
+            "overhead_mvs_pct": 100 * (best["export"] / best["plain"] - 1),
+            "overhead_total_pct": 100 * (best["offsets"] / best["plain"] - 1),
+        })
+    return rows
+
+
+def make_bench_video(out_dir: str | Path, height: int = 360, width: int = 640, frames: int = 60) -> Path:
+    """A synthetic street clip at 640x360 (the issue's benchmark size), H.264 GOP 12."""
+    from mvseg.data.synthetic import SyntheticConfig, render_clip
+    from mvseg.video.encode import encode_video
+
+    clip = render_clip(1234, SyntheticConfig(height=height, width=width, frames=frames))
+    return encode_video(clip.frames, Path(out_dir) / f"synthetic_{width}x{height}.mp4", gop=12, fps=30)
+
+
+def run_bench_video(paths: list[str], json_out: str | None, repeats: int = 7) -> list[dict]:
+    with tempfile.TemporaryDirectory() as tmp:
+        if not paths:
+            print("no video given: generating a 640x360 synthetic street clip (60 frames)")
+            paths = [str(make_bench_video(tmp))]
+        rows = bench_video(paths, repeats=repeats)
+    table = print_table(rows, ["video", "size", "frames", "fps_decode", "fps_decode_mvs",
+                               "fps_decode_mvs_offsets", "overhead_mvs_pct", "overhead_total_pct"])
+    write_json(json_out, {"bench": "video", "rows": rows, "table": table})
+    return rows

@@ -1,0 +1,116 @@
+"""What `mvseg inspect` reports about a video: stream facts, MV statistics, MV CSV dumps,
+and the motion report (are this video's MVs usable for propagation?)."""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mvseg.video.decode import iter_frames, probe
+from mvseg.video.motion import compose, rasterize_mvs
+
+CSV_HEADER = "framenum,source,blockw,blockh,srcx,srcy,dstx,dsty,flags,motion_x,motion_y,motion_scale"
+# The row format of FFmpeg's doc/examples/extract_mvs.c, so dumps can be diffed against it.
+CSV_FORMAT = "%d,%2d,%2d,%2d,%4d,%4d,%4d,%4d,0x%x,%4d,%4d,%4d"
+
+
+def summarize(path: str | Path, dump_mvs: str | Path | None = None) -> dict:
+    """Stream facts and MV statistics; optionally write every MV to a CSV (one row per MV,
+    framenum 1-based in decoder output order, like FFmpeg's extract_mvs)."""
+    info = probe(path)
+    types, n_mvs, frames_with = [], 0, 0
+    sizes: Counter = Counter()
+    sources: Counter = Counter()
+    out = open(dump_mvs, "w") if dump_mvs else None
+    try:
+        if out:
+            out.write(CSV_HEADER + "\n")
+        for f in iter_frames(path, rgb=False, strict_mvs=False):
+            types.append(f.pict_type)
+            mv = f.mvs
+            if len(mv):
+                frames_with += 1
+                n_mvs += len(mv)
+                wh, counts = np.unique(np.stack([mv["w"], mv["h"]], 1), axis=0, return_counts=True)
+                sizes.update({f"{w}x{h}": int(c) for (w, h), c in zip(wh, counts)})
+                s, c = np.unique(mv["source"], return_counts=True)
+                sources.update({int(a): int(b) for a, b in zip(s, c)})
+                if out:
+                    cols = [np.full(len(mv), f.index + 1)] + [mv[k] for k in mv.dtype.names]
+                    np.savetxt(out, np.stack([c.astype(np.int64) for c in cols], 1), fmt=CSV_FORMAT)
+    finally:
+        if out:
+            out.close()
+    return {
+        "path": str(path),
+        "codec": info.codec,
+        "width": info.width,
+        "height": info.height,
+        "fps": round(info.fps, 3),
+        "frames": len(types),
+        "frames_declared": info.num_frames,
+        "max_ref_frames": info.max_ref_frames,
+        "has_b_frames": info.has_b_frames or "B" in types,
+        "pict_types": "".join(types),
+        "motion_vectors": n_mvs,
+        "frames_with_mvs": frames_with,
+        "block_sizes": dict(sorted(sizes.items())),
+        "mv_sources": {str(k): v for k, v in sorted(sources.items())},
+    }
+
+
+def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    mse = torch.mean((a - b) ** 2).item()
+    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+
+
+def warp_image(image: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Warp a frame [3, H, W] by a cell field; positions outside the frame take the border
+    pixel (as a codec's edge extension does)."""
+    from mvseg.ops.warp import warp_reference
+
+    h, w = image.shape[-2:]
+    out = warp_reference(image[None], offset[None], mask[None], frame_size=(h, w), padding_mode="border")
+    return out[0]
+
+
+def motion_report(path: str | Path, max_distance: int = 5) -> dict:
+    """PSNR of frame t-d warped to frame t by the composed MV offsets, against decoded frame
+    t, beside the PSNR of copying frame t-d, averaged over every pair of the video whose chain
+    crosses no I-frame, for d = 1..max_distance. Streams: holds max_distance + 1 frames."""
+    if max_distance < 1:
+        raise ValueError(f"max_distance must be >= 1, got {max_distance}")
+    info = probe(path)
+    window: deque = deque(maxlen=max_distance + 1)  # (image, offset, mask, intra)
+    warp_sum, copy_sum, pairs = np.zeros(max_distance), np.zeros(max_distance), np.zeros(max_distance, int)
+    for f in iter_frames(path):
+        o, m = rasterize_mvs(f.mvs, info.height, info.width)
+        img = torch.from_numpy(f.image).permute(2, 0, 1).float()
+        window.append((img, torch.from_numpy(o), torch.from_numpy(m), f.pict_type in ("I", "i")))
+        cur = window[-1]
+        if cur[3]:
+            continue
+        total, valid = cur[1], cur[2]
+        for d in range(1, len(window)):
+            ref = window[-1 - d]
+            if d > 1:
+                link = window[-d]
+                if link[3]:
+                    break
+                total, valid = compose([total, link[1]], [valid, link[2]])
+            warp_sum[d - 1] += _psnr(warp_image(ref[0], total, valid), cur[0])
+            copy_sum[d - 1] += _psnr(ref[0], cur[0])
+            pairs[d - 1] += 1
+    rows = []
+    for d in range(max_distance):
+        n = int(pairs[d])
+        rows.append({
+            "distance": d + 1,
+            "pairs": n,
+            "psnr_warp": round(warp_sum[d] / n, 3) if n else None,
+            "psnr_copy": round(copy_sum[d] / n, 3) if n else None,
+        })
+    return {"path": str(path), "max_distance": max_distance, "rows": rows}
