@@ -25,10 +25,10 @@ from pathlib import Path
 import numpy as np
 
 from mvseg.video.decode import iter_frames, probe
-from mvseg.video.motion import rasterize_mvs
+from mvseg.video.motion import rasterize_mvs, reference_distances
 
 CACHE_VERSION = 1
-DECODE_PARAMS = {"pix_fmt": "rgb24", "rasterizer": "cell4-past-first-v1", "threads": "slice"}
+DECODE_PARAMS = {"pix_fmt": "rgb24", "rasterizer": "cell4-anchor-distance-v1", "threads": "slice"}
 
 
 @dataclass
@@ -107,13 +107,15 @@ class VideoCache:
 
     def _build(self, src: Path, entry: Path) -> None:
         info = probe(src)
-        frames, offsets, masks, types = [], [], [], []
+        frames, raw, types, offsets, masks = [], [], [], [], []
         for f in iter_frames(src):
-            o, m = rasterize_mvs(f.mvs, info.height, info.width)
             frames.append(f.image)
+            raw.append(f.mvs)
+            types.append(f.pict_type)
+        for mvs, (dp, df) in zip(raw, reference_distances("".join(types))):
+            o, m = rasterize_mvs(mvs, info.height, info.width, dp, df)
             offsets.append(o)
             masks.append(m.astype(np.uint8))
-            types.append(f.pict_type)
         st = src.stat()
         arrays = {"frames": np.stack(frames), "offsets": np.stack(offsets), "masks": np.stack(masks)}
         meta = {

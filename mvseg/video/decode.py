@@ -265,6 +265,16 @@ def iter_frames(
                 f"(supported: {', '.join(sorted(MV_CODECS))}); re-encode it to H.264, "
                 "e.g. with mvseg.video.encode.encode_video",
             )
+        refs = info.max_ref_frames or 1
+        if mvs and info.exports_mvs and (info.has_b_frames or refs > 1):
+            warnings.warn(
+                f"{p}: stream has {'B-frames and ' if info.has_b_frames else ''}up to {refs} "
+                "reference frames; FFmpeg does not export which frame an MV points to, so mvseg "
+                "assumes the nearest I/P frame before (or after) each frame and composed "
+                "offsets are approximate. Re-encode with bframes=0:ref=1 "
+                "(mvseg.video.encode.encode_video) for exact composition",
+                stacklevel=2,
+            )
         st.thread_type = "SLICE"  # never frame threading: it drops exported MVs
         if mvs:
             st.codec_context.options = {"flags2": "+export_mvs"}

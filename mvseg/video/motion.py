@@ -10,12 +10,15 @@ motion/scale); src_x - dst_x is never used because it is truncated to whole pixe
 
 Rules for streams that are not encoded the way mvseg prepares its datasets
 (``bframes=0:ref=1``):
-- B-frames: MVs with ``source < 0`` (past reference) are used as they are. A block that only
-  has a future MV (``source > 0``) takes the negated future MV (constant-velocity
-  assumption: the past reference is as far behind as the future one is ahead).
-- Multiple references: FFmpeg does not export the reference index, so every MV is taken to
-  point one frame back. `mvseg.video.decode` warns when the SPS allows more than one
-  reference frame or the stream has B-frames: composed offsets are then approximate.
+- FFmpeg does not export the reference index. MVs are taken to reference the nearest anchor
+  (I/P frame) before the frame (``source < 0``) or after it (``source > 0``), see
+  `reference_distances`, and are divided by that distance to give per-frame offsets
+  (constant velocity). Without B-frames that anchor is the previous frame.
+- B-frames: where a block has a past MV it is used; a block with only a future MV takes it
+  negated (constant velocity again).
+- Multiple references: an MV to an older frame than the assumed anchor is over-scaled.
+  `mvseg.video.decode` warns when the SPS allows more than one reference frame or the
+  stream has B-frames: composed offsets are then approximate.
 """
 
 from __future__ import annotations
@@ -36,18 +39,40 @@ def grid_size(height: int, width: int, cell: int = CELL) -> tuple[int, int]:
     return math.ceil(height / cell), math.ceil(width / cell)
 
 
-def rasterize_mvs(mvs: np.ndarray, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+def reference_distances(pict_types: str) -> list[tuple[int, int]]:
+    """Per frame (display order), the distance in frames to the anchor (I/P frame) that its
+    past and its future MVs are assumed to reference: the nearest anchor before it and the
+    nearest after it. Without B-frames every distance is 1. With B-frames, P-frames reference
+    the previous anchor (e.g. 3 back in IBBP) and B-frames the anchors around them; this is
+    an assumption (FFmpeg does not export the reference index), exact for IBBP without
+    B-pyramid references and ref=1."""
+    is_b = np.array([c in ("B", "b") for c in pict_types], bool)
+    t = np.arange(len(is_b))
+    anchors = np.concatenate([[-1], t[~is_b], [len(is_b)]])  # sentinels: distance 1 at the ends
+    before = anchors[np.searchsorted(anchors, t, side="left") - 1]
+    after = anchors[np.searchsorted(anchors, t, side="right")]
+    past = np.maximum(t - before, 1)
+    future = np.where(is_b, np.maximum(after - t, 1), 1)
+    return list(zip(past.tolist(), future.tolist()))
+
+
+def rasterize_mvs(
+    mvs: np.ndarray, height: int, width: int, past_distance: float = 1, future_distance: float = 1
+) -> tuple[np.ndarray, np.ndarray]:
     """Raw AVMotionVector array of one frame -> (offset [2, Hc, Wc] float32, mask [Hc, Wc]).
 
-    Vectorised over MVs: every block of w x h pixels (any H.264 partition: 16x16 ... 4x4, or
-    MPEG-4's 8x8) is expanded to its (w/4)*(h/4) cells with index arithmetic.
+    The offsets are per frame (to frame t-1): an MV to a reference `past_distance` frames back
+    is divided by that distance, and one to a future reference is negated and divided by
+    `future_distance` (constant velocity; both 1 for the streams mvseg encodes). Vectorised
+    over MVs: every block (any H.264 partition 16x16 ... 4x4, or MPEG-4's 8x8) is painted on
+    an index map of its cells, never in a Python loop over MVs.
     """
     hc, wc = grid_size(height, width)
     offset = np.zeros((2, hc, wc), np.float32)
     mask = np.zeros((hc, wc), np.float32)
     if mvs is None or len(mvs) == 0:
         return offset, mask
-    scale = np.maximum(mvs["motion_scale"], 1).astype(np.float32)
+    scale = np.maximum(mvs["motion_scale"], 1).astype(np.float32) * np.float32(past_distance)
     future = mvs["source"] > 0
     # Per-MV values with a trailing "no MV" entry, so an index of -1 reads offset 0, mask 0.
     vx = np.empty(len(mvs) + 1, np.float32)
@@ -56,8 +81,9 @@ def rasterize_mvs(mvs: np.ndarray, height: int, width: int) -> tuple[np.ndarray,
     np.divide(mvs["motion_y"], scale, out=vy[:-1])
     vx[-1] = vy[-1] = 0.0
     if future.any():  # constant-velocity rule: a future MV, negated, stands for the past one
-        vx[:-1][future] *= -1
-        vy[:-1][future] *= -1
+        ratio = np.float32(-past_distance / future_distance)
+        vx[:-1][future] *= ratio
+        vy[:-1][future] *= ratio
     w, h = mvs["w"].astype(np.int32), mvs["h"].astype(np.int32)
     x0 = mvs["dst_x"] - w // 2  # block corner in pixels (dst is the centre)
     y0 = mvs["dst_y"] - h // 2

@@ -1,0 +1,154 @@
+"""Decoding real H.264 with PyAV: frames, picture types, raw MVs, stream facts, bad input."""
+
+from __future__ import annotations
+
+import av
+import numpy as np
+import pytest
+
+from mvseg.video.decode import (
+    MV_DTYPE,
+    NoMotionVectorsError,
+    VideoError,
+    decode_video,
+    h264_max_ref_frames,
+    iter_frames,
+    probe,
+)
+from mvseg.video.encode import encode_video
+
+
+def test_decode_frames_types_and_mvs(pan_video):
+    path, frames = pan_video
+    v = decode_video(path)
+    assert v.frames.shape == (20, 96, 128, 3) and v.frames.dtype == np.uint8
+    assert v.pict_types == "I" + "P" * 9 + "I" + "P" * 9  # GOP 10, no B-frames
+    assert v.info.max_ref_frames == 1 and not v.info.has_b_frames
+    assert v.info.codec == "h264" and (v.info.width, v.info.height) == (128, 96)
+    # I-frames carry no MVs, P-frames carry the structured AVMotionVector array
+    assert len(v.mvs[0]) == 0 and len(v.mvs[10]) == 0
+    assert all(len(v.mvs[t]) > 0 for t in range(1, 20) if t != 10)
+    assert v.mvs[3].dtype.names == MV_DTYPE.names
+    # decoded frames are close to the sources but not identical (4:2:0 chroma, quantisation)
+    err = np.abs(v.frames.astype(float) - frames.astype(float)).mean()
+    assert 0 < err < 8
+
+
+def test_pts_increase_and_streaming_matches_whole(pan_video):
+    path, _ = pan_video
+    whole = decode_video(path)
+    streamed = list(iter_frames(path))
+    assert [f.index for f in streamed] == list(range(20))
+    assert all(b.pts > a.pts for a, b in zip(streamed, streamed[1:]))
+    for f in streamed:
+        np.testing.assert_array_equal(f.image, whole.frames[f.index])
+        np.testing.assert_array_equal(f.mvs, whole.mvs[f.index])
+
+
+def test_mvs_deterministic_across_decodes(bframe_video):
+    path, _ = bframe_video
+    a, b = decode_video(path, rgb=False), decode_video(path, rgb=False)
+    assert [len(m) for m in a.mvs] == [len(m) for m in b.mvs]
+    for x, y in zip(a.mvs, b.mvs):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_bframes_and_multiref_are_reported(bframe_video):
+    path, _ = bframe_video
+    with pytest.warns(UserWarning, match=r"bframes.mp4: stream has B-frames and up to 4 reference frames"):
+        v = decode_video(path, rgb=False)
+    assert "B" in v.pict_types
+    # parsed from the SPS: x264 raises ref=3 to 4 for its B-pyramid (DPB size)
+    assert v.info.max_ref_frames == 4
+    sources = np.unique(np.concatenate([m["source"] for m in v.mvs if len(m)]))
+    assert set(sources) == {-1, 1}  # B-frames reference the future too
+
+
+def test_sps_parser_on_constructed_sps():
+    # profile 66 (baseline), constraint/level bytes, then ue(v) fields:
+    # sps_id=0 '1', log2_max_frame_num_minus4=0 '1', poc_type=2 '011', max_num_ref_frames=4 '00101'
+    bits = "1" + "1" + "011" + "00101" + "1"
+    payload = int(bits.ljust(16, "0"), 2).to_bytes(2, "big")
+    nal = bytes([0x67, 66, 0xC0, 30]) + payload
+    assert h264_max_ref_frames(b"\x00\x00\x00\x01" + nal) == 4
+    assert h264_max_ref_frames(b"") is None
+
+
+def test_size_not_multiple_of_16(video_dir):
+    from helpers import translating_frames
+
+    from mvseg.video.motion import rasterize_mvs
+
+    path = encode_video(translating_frames(5, 50, 70, 2.0, 0.0), video_dir / "odd.mp4", gop=5)
+    v = decode_video(path)
+    assert v.frames.shape == (5, 50, 70, 3)
+    offset, mask = rasterize_mvs(v.mvs[2], 50, 70)
+    assert offset.shape == (2, 13, 18)  # ceil(50/4) x ceil(70/4): partial blocks get a cell
+    assert mask[-1, -1] == 1  # the bottom-right partial block is covered by its macroblock
+    assert np.median(offset[0][mask > 0]) == pytest.approx(2.0, abs=0.25)
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+def test_missing_file_names_it(tmp_path):
+    with pytest.raises(VideoError, match="nope.mp4: no such file"):
+        probe(tmp_path / "nope.mp4")
+
+
+def test_directory_and_empty_file(tmp_path):
+    with pytest.raises(VideoError, match="is a directory"):
+        probe(tmp_path)
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    with pytest.raises(VideoError, match=r"empty.mp4: empty file"):
+        probe(empty)
+
+
+def test_not_a_video(tmp_path):
+    p = tmp_path / "notes.mp4"
+    p.write_text("this is not a video\n" * 50)
+    with pytest.raises(VideoError, match="notes.mp4: not a readable video container"):
+        decode_video(p)
+
+
+def test_truncated_file(pan_video, tmp_path):
+    path, _ = pan_video
+    data = path.read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: len(data) // 2])  # MP4 index (moov) is at the end: gone
+    with pytest.raises(VideoError, match="cut.mp4"):
+        decode_video(cut)
+
+
+def test_audio_only_file(tmp_path):
+    p = tmp_path / "audio.m4a"
+    with av.open(str(p), "w") as c:
+        s = c.add_stream("aac", rate=16000)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+        frame.sample_rate = 16000
+        for i in range(5):
+            frame.pts = i * 1024
+            for pkt in s.encode(frame):
+                c.mux(pkt)
+        for pkt in s.encode():
+            c.mux(pkt)
+    with pytest.raises(VideoError, match=r"audio.m4a: has no video stream \(streams: audio\)"):
+        probe(p)
+
+
+def test_vp9_has_no_mvs(tmp_path):
+    p = tmp_path / "clip.webm"
+    with av.open(str(p), "w") as c:
+        s = c.add_stream("libvpx-vp9", rate=10)
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+        for i in range(3):
+            img = np.full((48, 64, 3), 40 * i, np.uint8)
+            for pkt in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                c.mux(pkt)
+        for pkt in s.encode():
+            c.mux(pkt)
+    with pytest.raises(NoMotionVectorsError, match=r"clip.webm: codec 'vp9' carries no block motion vectors"):
+        decode_video(p)
+    # frames alone can still be decoded (mvs=False)
+    assert decode_video(p, mvs=False).frames.shape == (3, 48, 64, 3)

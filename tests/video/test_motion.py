@@ -1,0 +1,188 @@
+"""MV rasterisation and the offset-field algebra (composition, inversion, resizing)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from helpers import translating_frames
+from mvseg.video.decode import MV_DTYPE, decode_video
+from mvseg.video.encode import encode_video
+from mvseg.video.motion import (
+    cell_index,
+    compose,
+    grid_size,
+    invert,
+    rasterize_mvs,
+    reference_distances,
+    resize_field,
+    sample_field,
+    to_feature_grid,
+)
+
+
+def mv(x, y, w, h, mx, my, source=-1, scale=4):
+    """One AVMotionVector for the block with top-left (x, y): dst is the block centre."""
+    a = np.zeros(1, MV_DTYPE)
+    a["source"], a["w"], a["h"] = source, w, h
+    a["dst_x"], a["dst_y"] = x + w // 2, y + h // 2
+    a["src_x"], a["src_y"] = x + w // 2 + mx // scale, y + h // 2 + my // scale
+    a["motion_x"], a["motion_y"], a["motion_scale"] = mx, my, scale
+    return a
+
+
+@pytest.mark.parametrize("w,h", [(16, 16), (16, 8), (8, 16), (8, 8), (8, 4), (4, 8), (4, 4)])
+def test_every_partition_size_covers_its_cells(w, h):
+    mvs = mv(16, 8, w, h, mx=6, my=-3)  # quarter-pel: (1.5, -0.75) px
+    off, mask = rasterize_mvs(mvs, 32, 48)
+    assert off.shape == (2, 8, 12) and mask.shape == (8, 12)
+    expect = np.zeros((8, 12), np.float32)
+    expect[2 : 2 + h // 4, 4 : 4 + w // 4] = 1
+    np.testing.assert_array_equal(mask, expect)
+    np.testing.assert_allclose(off[0][mask > 0], 1.5)
+    np.testing.assert_allclose(off[1][mask > 0], -0.75)
+    assert np.all(off[:, mask == 0] == 0)
+
+
+def test_macroblock_mixture_and_mpeg4_scale():
+    mvs = np.concatenate([
+        mv(0, 0, 16, 16, 4, 0),  # 1 px right
+        mv(16, 0, 8, 8, 0, 8),  # 2 px down
+        mv(24, 0, 8, 8, 2, 0, scale=2),  # MPEG-4 half-pel: 1 px
+        mv(16, 8, 4, 4, -4, -4),  # sub-8x8 partition
+    ])
+    off, mask = rasterize_mvs(mvs, 16, 32)
+    assert mask[:, :4].all() and np.all(off[0, :, :4] == 1.0)
+    assert mask[:2, 4:6].all() and np.all(off[1, :2, 4:6] == 2.0)
+    assert np.all(off[0, :2, 6:8] == 1.0)
+    assert off[0, 2, 4] == -1.0 and off[1, 2, 4] == -1.0
+    assert mask.sum() == 16 + 4 + 4 + 1  # the rest of the bottom-right macroblock: intra
+
+
+def test_bframe_rule_past_wins_and_future_is_negated():
+    past = mv(0, 0, 16, 16, 8, 0, source=-1)
+    fut_same = mv(0, 0, 16, 16, -8, 4, source=1)  # bi-predicted block: the past MV is used
+    fut_only = mv(16, 0, 16, 16, -8, 4, source=1)  # future only: negated
+    off, mask = rasterize_mvs(np.concatenate([fut_same, past, fut_only]), 16, 32)
+    assert np.all(off[0, :, :4] == 2.0) and np.all(off[1, :, :4] == 0.0)
+    assert np.all(off[0, :, 4:] == 2.0) and np.all(off[1, :, 4:] == -1.0)
+    assert mask.all()
+
+
+def test_no_mvs_gives_zero_invalid_field():
+    off, mask = rasterize_mvs(np.zeros(0, MV_DTYPE), 20, 36)
+    assert off.shape == (2, *grid_size(20, 36)) == (2, 5, 9)
+    assert not off.any() and not mask.any()
+
+
+def test_real_video_mvs_recover_known_pan(pan_video):
+    path, _ = pan_video
+    v = decode_video(path)
+    for t in (1, 5, 11):
+        off, mask = rasterize_mvs(v.mvs[t], 96, 128)
+        assert mask.mean() > 0.8
+        assert np.median(off[0][mask > 0]) == pytest.approx(2.0, abs=0.25)
+        assert np.median(off[1][mask > 0]) == pytest.approx(1.0, abs=0.25)
+
+
+def test_quarter_pel_precision(tmp_path):
+    frames = translating_frames(8, 64, 96, 0.75, -0.5, seed=3)
+    v = decode_video(encode_video(frames, tmp_path / "qpel.mp4", gop=8, crf=12))
+    off = np.concatenate([rasterize_mvs(v.mvs[t], 64, 96)[0].reshape(2, -1) for t in range(2, 8)], 1)
+    assert np.median(off[0]) == pytest.approx(0.75, abs=0.13)
+    assert np.median(off[1]) == pytest.approx(-0.5, abs=0.13)
+
+
+# ----------------------------------------------------------------------------- algebra
+
+
+def const_field(hc, wc, dx, dy):
+    off = torch.zeros(2, hc, wc)
+    off[0], off[1] = dx, dy
+    return off, torch.ones(hc, wc)
+
+
+def test_compose_translations_add_and_border_invalidates():
+    a, ma = const_field(16, 16, 4.0, 0.0)
+    b, mb = const_field(16, 16, 0.0, -2.0)
+    c, mc = const_field(16, 16, 1.5, 1.0)
+    off, valid = compose([a, b, c], [ma, mb, mc])
+    torch.testing.assert_close(off[0], torch.full((16, 16), 5.5))
+    torch.testing.assert_close(off[1], torch.full((16, 16), -1.0))
+    # cells whose path leaves the 64x64 frame on the right are invalid, the rest valid
+    assert valid[:, -1].sum() == 0 and valid[4:12, :10].all()
+
+
+def test_compose_samples_the_next_field_at_the_displaced_position():
+    # f1 moves everything 8 px right; f2 is 1 in the right half of the frame, 0 elsewhere:
+    # cells in columns 4..7 land at columns 6..9, whose f2 is the right half's.
+    f1, m1 = const_field(4, 16, 8.0, 0.0)
+    f2 = torch.zeros(2, 4, 16)
+    f2[0, :, 8:] = 1.0
+    off, _ = compose([f1, f2], [m1, torch.ones(4, 16)])
+    assert torch.all(off[0, :, :6] == 8.0) and torch.all(off[0, :, 6:] == 9.0)
+
+
+def test_compose_mask_propagates_intra_cells():
+    f, m = const_field(8, 8, 4.0, 0.0)  # one cell right
+    m2 = torch.ones(8, 8)
+    m2[:, 3] = 0  # intra column in the reference
+    _, valid = compose([f, torch.zeros(2, 8, 8)], [m, m2])
+    assert torch.all(valid[:, 2] == 0) and torch.all(valid[:, 1] == 1)
+
+
+def test_invert_translation_and_round_trip_on_smooth_field():
+    f, m = const_field(12, 12, 3.0, -1.0)
+    g, gv = invert(f, m)
+    torch.testing.assert_close(g, -f)
+    # a smooth rotation-like field: compose(f, invert(f)) is near zero inside the frame
+    y, x = torch.meshgrid(torch.arange(16.0), torch.arange(16.0), indexing="ij")
+    f = torch.stack([torch.sin(y / 5) * 3, torch.cos(x / 6) * 2])
+    m = torch.ones(16, 16)
+    g, gv = invert(f, m)
+    back, valid = compose([g, f], [gv, m])
+    inner = valid[2:-2, 2:-2] > 0
+    assert back[:, 2:-2, 2:-2][:, inner].abs().max() < 0.05
+
+
+def test_sample_field_reads_cell_centres():
+    f = torch.arange(12.0).view(1, 1, 3, 4)
+    x = torch.tensor([[[1.5, 5.5, 3.5]]])
+    y = torch.tensor([[[1.5, 1.5, 5.5]]])
+    out = sample_field(f, x, y)
+    torch.testing.assert_close(out[0, 0, 0], torch.tensor([0.0, 1.0, 4.5]))
+
+
+def test_to_feature_grid_scales_offsets():
+    off = torch.zeros(2, 4, 8)
+    off[0, :, 4:] = 8.0  # right half moves 8 frame px
+    dense = to_feature_grid(off, (2, 4), frame_size=(16, 32))  # stride 8
+    assert dense.shape == (2, 2, 4)
+    torch.testing.assert_close(dense[0], torch.tensor([[0.0, 0.0, 1.0, 1.0]] * 2))
+    assert cell_index(32, 8).tolist() == [i // 4 for i in range(32)]
+
+
+def test_resize_field_halves_offsets_and_grid():
+    off = torch.zeros(2, 8, 16)
+    off[0] = 4.0
+    off[1, 4:] = -2.0
+    mask = torch.ones(8, 16)
+    mask[:, 0] = 0
+    new, nm = resize_field(off, mask, (32, 64), (16, 32))
+    assert new.shape == (2, 4, 8)
+    assert torch.all(new[0] == 2.0) and torch.all(new[1, 2:] == -1.0) and torch.all(new[1, :2] == 0)
+    assert torch.all(nm[:, 0] == 0) and torch.all(nm[:, 1:] == 1)
+
+
+def test_reference_distances_follow_anchors():
+    assert reference_distances("IPPP") == [(1, 1)] * 4
+    # IBBP: B-frames between anchors 0 and 3; P at 3 references the I at 0
+    assert reference_distances("IBBPBBP") == [(1, 1), (1, 2), (2, 1), (3, 1), (1, 2), (2, 1), (3, 1)]
+
+
+def test_distance_scaling_gives_per_frame_offsets():
+    mvs = np.concatenate([mv(0, 0, 16, 16, 12, 0, source=-1), mv(16, 0, 16, 16, -8, 0, source=1)])
+    off, _ = rasterize_mvs(mvs, 16, 32, past_distance=3, future_distance=2)
+    assert np.all(off[0, :, :4] == 1.0)  # 3 px over 3 frames
+    assert np.all(off[0, :, 4:] == 1.0)  # -2 px to a frame 2 ahead: +1 px per frame backwards
