@@ -11,6 +11,7 @@ MVs), so the decoder is always opened with slice threading.
 
 from __future__ import annotations
 
+import gc
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -297,8 +298,16 @@ def iter_frames(
                 if mvs:
                     sd = frame.side_data.get("MOTION_VECTORS")
                     if sd is not None:
-                        arr = sd.to_ndarray()
+                        # A copy: a view would keep the side data, and through it the decoded
+                        # frame and its decoder buffers, alive as long as the MVs are kept.
+                        arr = np.frombuffer(sd, dtype=MV_DTYPE).copy()
                         frames_with_mvs += 1
+                        del sd
+                    if index % 16 == 15:
+                        # PyAV's frame <-> side-data container is a reference cycle: frames are
+                        # freed only by the cyclic GC. Collect the young generation now and
+                        # then so decoded frames do not pile up on long streams.
+                        gc.collect(0)
                     if ptype not in ("I", "i"):
                         inter_frames += 1
                 yield DecodedFrame(
