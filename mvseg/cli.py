@@ -1,5 +1,7 @@
-"""The `mvseg` console script.
+"""The `mvseg` console script: LightningCLI for training plus the project's own commands.
 
+    mvseg fit|validate|test --config experiments/per_frame.yaml [--key value ...]
+    mvseg predict VIDEO --ckpt RUN/checkpoints/last.ckpt [--out overlay.mp4] [--labels-dir DIR]
     mvseg inspect VIDEO [--dump-mvs OUT.csv] [--motion-report [--max-distance N]] [--json OUT]
     mvseg data prepare synthetic --out DIR [...]
     mvseg bench video [PATH ...] [--json OUT.json]
@@ -16,7 +18,8 @@ import sys
 import warnings
 from collections.abc import Sequence
 
-OWN_COMMANDS = ("inspect", "data", "bench")
+OWN_COMMANDS = ("inspect", "data", "bench", "predict")
+LIGHTNING_COMMANDS = ("fit", "validate", "test")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -25,6 +28,19 @@ def _parser() -> argparse.ArgumentParser:
         description="Fast semantic segmentation of compressed video with block motion vectors.",
     )
     sub = p.add_subparsers(dest="command", required=True)
+    for name, what in (("fit", "train a strategy"), ("validate", "evaluate on the validation split"),
+                       ("test", "evaluate on the test split")):
+        sub.add_parser(name, help=f"{what} (LightningCLI: mvseg {name} --config CONFIG.yaml; --help for all options)",
+                       add_help=False)
+
+    pr = sub.add_parser("predict", help="segment a video with a trained checkpoint (colour-overlay MP4)")
+    pr.add_argument("video")
+    pr.add_argument("--ckpt", required=True, help="checkpoint written by mvseg fit")
+    pr.add_argument("--out", help="overlay MP4 (default: VIDEO stem + '.seg.mp4' beside the video)")
+    pr.add_argument("--labels-dir", help="also write one label PNG per frame here")
+    pr.add_argument("--policy", choices=["fixed", "iframes"], default=None, help="keyframe policy (default: the model's)")
+    pr.add_argument("--interval", type=int, default=None, help="keyframe interval for the fixed policy")
+    pr.add_argument("--alpha", type=float, default=0.5, help="overlay opacity")
 
     ins = sub.add_parser("inspect", help="codec, size, picture types and MV statistics of a video")
     ins.add_argument("video")
@@ -118,11 +134,29 @@ def _bench(a: argparse.Namespace) -> int:
     return 0
 
 
+def _predict(a: argparse.Namespace) -> int:
+    from mvseg.predict import predict_video
+
+    out = predict_video(a.video, a.ckpt, out=a.out, labels_dir=a.labels_dir, policy=a.policy,
+                        interval=a.interval, alpha=a.alpha)
+    print(f"wrote {out}")
+    return 0
+
+
+def _lightning(argv: list[str], from_sys_argv: bool) -> int:
+    from mvseg.lightning_cli import run_lightning_cli
+
+    return run_lightning_cli(None if from_sys_argv else argv)
+
+
 def main(args: Sequence[str] | None = None) -> int:
-    """Entry point of the `mvseg` console script."""
+    """Entry point of the `mvseg` console script; returns the exit status."""
+    from mvseg.data.folder import DatasetError
     from mvseg.video.decode import VideoError
 
     argv = list(sys.argv[1:] if args is None else args)
+    if argv and argv[0] in LIGHTNING_COMMANDS:
+        return _lightning(argv, from_sys_argv=args is None)
     a = _parser().parse_args(argv)
 
     shown: set[str] = set()
@@ -135,8 +169,8 @@ def main(args: Sequence[str] | None = None) -> int:
     with warnings.catch_warnings():
         warnings.showwarning = show
         try:
-            return {"inspect": _inspect, "data": _data, "bench": _bench}[a.command](a)
-        except (VideoError, FileNotFoundError, FileExistsError, ValueError) as e:
+            return {"inspect": _inspect, "data": _data, "bench": _bench, "predict": _predict}[a.command](a)
+        except (VideoError, DatasetError, FileNotFoundError, FileExistsError, ValueError) as e:
             print(f"mvseg {a.command}: error: {e}", file=sys.stderr)
             return 2
 

@@ -30,3 +30,27 @@ def bframe_video(video_dir):
     """x264 with B-frames and 3 references (like a camera's default encode)."""
     frames = translating_frames(24, 96, 128, 1.0, 0.0, seed=1)
     return encode_video(frames, video_dir / "bframes.mp4", gop=24, crf=16, bframes=2, ref=3), frames
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory):
+    """A small synthetic dataset in mvseg's folder layout: 2+2 clips of 12 frames, 64x128."""
+    from mvseg.data.synthetic import SyntheticConfig, make_synthetic_dataset
+
+    root = tmp_path_factory.mktemp("data") / "synthetic"
+    make_synthetic_dataset(str(root), train_clips=2, val_clips=2, config=SyntheticConfig(height=64, width=128, frames=12),
+                           annotated=(5, 8), workers=1, progress=False)
+    return root
+
+
+@pytest.fixture
+def tiny_data_args(tiny_dataset, tmp_path):
+    """CLI overrides that point an experiment config at the tiny dataset."""
+    return [
+        "--data.init_args.root", str(tiny_dataset),
+        "--data.init_args.dataset", "folder",
+        "--data.init_args.cache_dir", str(tiny_dataset / ".cache"),
+        "--data.init_args.num_workers", "0",
+        "--trainer.default_root_dir", str(tmp_path / "run"),
+        "--trainer.logger.init_args.save_dir", str(tmp_path / "run"),
+    ]

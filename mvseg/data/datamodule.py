@@ -1,0 +1,123 @@
+"""CompressedVideoDataModule: the one DataModule every strategy trains and evaluates on."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from mvseg.data.cache import VideoCache
+from mvseg.data.folder import FolderDataset, load_folder_dataset, read_dataset_info
+from mvseg.data.samples import Augment, KeyframeSamples
+from mvseg.data.synthetic import CLASSES, SyntheticConfig, make_synthetic_dataset
+
+
+@dataclass
+class SyntheticSpec:
+    """The embedded synthetic dataset, generated at `root` by prepare_data if missing."""
+
+    train_clips: int = 24
+    val_clips: int = 12
+    height: int = 128
+    width: int = 256
+    frames: int = 30
+    annotated: tuple[int, ...] = (9, 19)
+    seed: int = 0
+
+
+class CompressedVideoDataModule(L.LightningDataModule):
+    """Keyframe / current-frame samples with composed MV offsets, from an mvseg folder dataset.
+
+    Args:
+        root: dataset folder (mvseg folder layout, see mvseg.data.folder).
+        dataset: "synthetic" (generated at `root` if missing) or "folder" (prepared already).
+        keyframe_interval: L, the keyframe interval of the strategies.
+        train_distances: keyframe distances drawn in training (default 0..L-1).
+        eval_distances: distances evaluated (default 0..L-1: the protocol of DESIGN.md).
+        crop_size, scale_range, hflip: training augmentation (crop in pixels, multiple of 4).
+        with_next: also load the next keyframe and offsets to it (interpolating methods).
+        cache_dir: decoded-frame cache (default ROOT/.cache).
+    """
+
+    def __init__(
+        self,
+        root: str = "data/synthetic",
+        dataset: str = "synthetic",
+        keyframe_interval: int = 5,
+        train_distances: list[int] | None = None,
+        eval_distances: list[int] | None = None,
+        crop_size: tuple[int, int] | None = None,
+        scale_range: tuple[float, float] = (1.0, 1.0),
+        hflip: bool = True,
+        with_next: bool = False,
+        batch_size: int = 8,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        cache_dir: str | None = None,
+        synthetic: SyntheticSpec | None = None,
+    ):
+        super().__init__()
+        if dataset not in ("synthetic", "folder"):
+            raise ValueError(f"data.dataset must be 'synthetic' or 'folder', got {dataset!r}")
+        if keyframe_interval < 1:
+            raise ValueError(f"data.keyframe_interval must be >= 1, got {keyframe_interval}")
+        for name, ds in (("train_distances", train_distances), ("eval_distances", eval_distances)):
+            if ds is not None and (not ds or any(not 0 <= d < keyframe_interval for d in ds)):
+                raise ValueError(f"data.{name} must be a non-empty subset of 0..{keyframe_interval - 1}, got {ds}")
+        self.root = Path(root)
+        self.dataset = dataset
+        self.keyframe_interval = keyframe_interval
+        self.train_distances = list(train_distances) if train_distances is not None else list(range(keyframe_interval))
+        self.eval_distances = list(eval_distances) if eval_distances is not None else list(range(keyframe_interval))
+        self.augment = Augment(tuple(crop_size) if crop_size else None, tuple(scale_range), hflip)
+        self.with_next = with_next
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers = num_workers
+        self.cache = VideoCache(cache_dir or self.root / ".cache")
+        self.synthetic = synthetic or SyntheticSpec()
+        self.ds: FolderDataset | None = None
+
+    @property
+    def num_classes(self) -> int:
+        """Known before prepare_data (linked into the model by the CLI)."""
+        if self.dataset == "synthetic" and not (self.root / "dataset.json").exists():
+            return len(CLASSES)
+        return len(read_dataset_info(self.root)["classes"])
+
+    def prepare_data(self) -> None:
+        if self.dataset == "synthetic":
+            s = self.synthetic
+            make_synthetic_dataset(
+                str(self.root), train_clips=s.train_clips, val_clips=s.val_clips, seed=s.seed,
+                config=SyntheticConfig(height=s.height, width=s.width, frames=s.frames), annotated=tuple(s.annotated),
+            )
+        ds = load_folder_dataset(self.root)
+        clips = [c for split in ds.clips.values() for c in split]
+        for clip in tqdm(clips, desc="decode cache", disable=len(clips) < 4):
+            self.cache.load(clip.video)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.ds is None:
+            self.ds = load_folder_dataset(self.root)
+        L_ = self.keyframe_interval
+        self.train_set = KeyframeSamples(self.ds, "train", self.cache, L_, self.train_distances, True,
+                                         self.augment, self.with_next)
+        self.val_set = KeyframeSamples(self.ds, "val", self.cache, L_, self.eval_distances, False, None, self.with_next)
+
+    def _loader(self, ds, shuffle: bool, batch: int) -> DataLoader:
+        drop_last = shuffle and len(ds) > batch  # never an empty epoch on a tiny dataset
+        return DataLoader(ds, batch_size=batch, shuffle=shuffle, drop_last=drop_last, num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0, pin_memory=False)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, True, self.batch_size)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, False, self.eval_batch_size)
+
+    def test_dataloader(self) -> DataLoader:
+        return self.val_dataloader()

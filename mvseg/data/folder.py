@@ -1,0 +1,137 @@
+"""mvseg's on-disk dataset layout ("folder" datasets), shared by every dataset it prepares:
+
+    ROOT/dataset.json                          classes, palette, mean/std, splits (below)
+    ROOT/videos/{split}/{clip}.mp4             H.264 (any video PyAV reads; MVs needed)
+    ROOT/labels/{split}/{clip}/{frame:06d}.png label ids, 255 = ignore; frame = decoded index
+
+``dataset.json``::
+
+    {"format": "mvseg-folder-v1", "classes": [...], "ignore_index": 255,
+     "mean": [r, g, b], "std": [r, g, b],            # of frames scaled to 0..1 (optional)
+     "splits": {"train": {"clip": {"frames": 30, "annotated": [19]}}, ...}}   # optional
+
+Without "splits", clips are found by listing ``videos/{split}`` and their annotated frames
+by listing ``labels/{split}/{clip}``. Every path is resolved inside ROOT.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+FORMAT = "mvseg-folder-v1"
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class DatasetError(ValueError):
+    """A dataset that cannot be used; the message names the file and the problem."""
+
+
+@dataclass
+class Clip:
+    split: str
+    name: str
+    video: Path
+    label_dir: Path
+    annotated: list[int]
+    frames: int | None = None  # as declared; checked against the decoded video
+
+    def label_path(self, frame: int) -> Path:
+        return self.label_dir / f"{frame:06d}.png"
+
+
+@dataclass
+class FolderDataset:
+    root: Path
+    classes: list[str]
+    ignore_index: int = 255
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    palette: list[list[int]] | None = None
+    clips: dict[str, list[Clip]] = field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+def _inside(root: Path, rel: str | Path) -> Path:
+    p = (root / rel).resolve()
+    if not p.is_relative_to(root.resolve()):
+        raise DatasetError(f"{root / 'dataset.json'}: path {rel!s} escapes the dataset root")
+    return p
+
+
+def read_dataset_info(root: str | Path) -> dict:
+    root = Path(root)
+    meta_path = root / "dataset.json"
+    if not meta_path.is_file():
+        raise DatasetError(f"{meta_path}: missing (not an mvseg folder dataset; see mvseg.data.folder)")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except ValueError as e:
+        raise DatasetError(f"{meta_path}: not valid JSON ({e})") from e
+    if not isinstance(meta.get("classes"), list) or not meta["classes"]:
+        raise DatasetError(f"{meta_path}: needs a non-empty list 'classes'")
+    return meta
+
+
+def load_folder_dataset(root: str | Path, splits: tuple[str, ...] = ("train", "val")) -> FolderDataset:
+    """Read and check a folder dataset: every clip's video and annotated label must exist."""
+    root = Path(root)
+    meta = read_dataset_info(root)
+    ds = FolderDataset(
+        root=root,
+        classes=list(meta["classes"]),
+        ignore_index=int(meta.get("ignore_index", 255)),
+        mean=tuple(meta.get("mean", IMAGENET_MEAN)),
+        std=tuple(meta.get("std", IMAGENET_STD)),
+        palette=meta.get("palette"),
+    )
+    for split in splits:
+        listed = meta.get("splits", {}).get(split)
+        if listed is None:
+            vdir = _inside(root, Path("videos") / split)
+            if not vdir.is_dir():
+                raise DatasetError(f"{vdir}: split '{split}' has no video folder")
+            listed = {}
+            for v in sorted(vdir.glob("*.mp4")):
+                ldir = root / "labels" / split / v.stem
+                listed[v.stem] = {"annotated": sorted(int(p.stem) for p in ldir.glob("*.png"))}
+        clips = []
+        for name, spec in listed.items():
+            video = _inside(root, Path("videos") / split / f"{name}.mp4")
+            if not video.is_file():
+                raise DatasetError(f"{video}: video of clip '{name}' ({split}) is missing")
+            clip = Clip(split, name, video, _inside(root, Path("labels") / split / name),
+                        [int(t) for t in spec.get("annotated", [])], spec.get("frames"))
+            for t in clip.annotated:
+                if not clip.label_path(t).is_file():
+                    raise DatasetError(f"{clip.label_path(t)}: label of annotated frame {t} is missing")
+            clips.append(clip)
+        if not clips or not any(c.annotated for c in clips):
+            raise DatasetError(f"{root}: split '{split}' has no annotated frames")
+        ds.clips[split] = clips
+    return ds
+
+
+def read_label(path: Path, num_classes: int, ignore_index: int, size: tuple[int, int]) -> np.ndarray:
+    """A label PNG as (H, W) int64, checked against the class set and the frame size."""
+    from PIL import Image
+
+    try:
+        lab = np.asarray(Image.open(path))
+    except OSError as e:
+        raise DatasetError(f"{path}: unreadable label image ({e})") from e
+    if lab.ndim != 2:
+        raise DatasetError(f"{path}: a label must be a single-channel image of class ids, got shape {lab.shape}")
+    if lab.shape != tuple(size):
+        raise DatasetError(f"{path}: label is {lab.shape[1]}x{lab.shape[0]} but its frame is {size[1]}x{size[0]}")
+    bad = np.setdiff1d(np.unique(lab), [*range(num_classes), ignore_index])
+    if len(bad):
+        raise DatasetError(f"{path}: label ids {bad.tolist()} outside the {num_classes} classes and {ignore_index}")
+    return lab.astype(np.int64)

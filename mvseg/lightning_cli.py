@@ -1,0 +1,78 @@
+"""LightningCLI for `mvseg fit|validate|test` (subclass mode for model and data, as torchgeo)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from pathlib import Path
+
+from lightning.pytorch.cli import LightningCLI
+
+from mvseg.data.datamodule import CompressedVideoDataModule
+from mvseg.strategies.base import SegStrategy
+
+
+class MVSegCLI(LightningCLI):
+    def add_arguments_to_parser(self, parser) -> None:
+        # The class count comes from the dataset; the keyframe interval is the data's L.
+        parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
+        parser.link_arguments("data.init_args.keyframe_interval", "model.init_args.keyframe_interval")
+
+    def instantiate_trainer(self, **kwargs):
+        trainer = super().instantiate_trainer(**kwargs)
+        # Checkpoints go to RUN_DIR/checkpoints (not inside the logger's folders), so a user,
+        # and a re-queued job, finds them at one fixed place: trainer.default_root_dir.
+        for cb in trainer.checkpoint_callbacks:
+            if cb.dirpath is None:
+                cb.dirpath = str(Path(trainer.default_root_dir) / "checkpoints")
+        return trainer
+
+
+def _wandb_reachable(timeout: float = 2.0) -> bool:
+    try:
+        with socket.create_connection(("api.wandb.ai", 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def ensure_wandb_never_blocks() -> str | None:
+    """With no W&B login, or no route to W&B, runs go offline with a one-line notice instead
+    of prompting for a key or hanging on the network. Returns the notice (None if online)."""
+    if os.environ.get("WANDB_MODE"):
+        return None
+    netrc = Path.home() / ".netrc"
+    logged_in = bool(os.environ.get("WANDB_API_KEY")) or (netrc.is_file() and "api.wandb.ai" in netrc.read_text(errors="ignore"))
+    if logged_in and _wandb_reachable():
+        return None
+    why = "no W&B login found" if not logged_in else "W&B is not reachable"
+    os.environ["WANDB_MODE"] = "offline"
+    notice = f"mvseg: {why}; W&B logs offline (upload later with `wandb sync`)"
+    print(notice, file=sys.stderr)
+    return notice
+
+
+def run_lightning_cli(argv: list[str] | None) -> int:
+    """Run LightningCLI on `argv` (None: sys.argv); returns the exit status."""
+    ensure_wandb_never_blocks()
+    try:
+        MVSegCLI(
+            SegStrategy,
+            CompressedVideoDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            args=argv,
+            # a re-queued job reuses its run directory: overwrite the saved config
+            save_config_kwargs={"overwrite": True},
+            parser_kwargs={"prog": "mvseg"},
+        )
+    except SystemExit as e:  # jsonargparse reports bad keys/values and exits
+        return int(e.code or 0) if not isinstance(e.code, str) else 2
+    finally:
+        # Close this run's W&B run, so a later main() in the same process (tests, local
+        # sweeps) starts its own instead of silently appending to this one.
+        wandb = sys.modules.get("wandb")
+        if wandb is not None and getattr(wandb, "run", None) is not None:
+            wandb.finish()
+    return 0

@@ -1,0 +1,100 @@
+"""`mvseg predict`: segment a video with a trained strategy, frame by frame, and write a
+colour-overlay MP4 (and optionally one label PNG per frame).
+
+Frames are decoded and processed one at a time in stream order (bounded memory): keyframes
+(chosen by the strategy's keyframe policy) go through the full network, other frames through
+the method's propagation.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from mvseg.data.synthetic import PALETTE
+from mvseg.strategies.base import SegStrategy
+from mvseg.strategies.policies import make_policy
+from mvseg.video.decode import iter_frames, probe
+from mvseg.video.encode import encode_video
+from mvseg.video.motion import rasterize_mvs, reference_distances
+
+
+def load_strategy(ckpt: str | Path) -> tuple[SegStrategy, dict]:
+    """A strategy from an mvseg checkpoint, loaded without executing code (weights_only)."""
+    ckpt = Path(ckpt)
+    if not ckpt.is_file():
+        raise FileNotFoundError(f"{ckpt}: checkpoint not found")
+    raw = torch.load(ckpt, map_location="cpu", weights_only=True)
+    name = raw.get("mvseg_strategy")
+    if not name or not name.startswith("mvseg.strategies."):
+        raise ValueError(f"{ckpt}: not an mvseg strategy checkpoint (no 'mvseg_strategy' entry)")
+    module, _, cls_name = name.rpartition(".")
+    cls = getattr(importlib.import_module(module), cls_name)
+    model = cls.load_from_checkpoint(ckpt, map_location="cpu", weights_only=True)
+    model.eval()
+    return model, raw.get("mvseg_data", {})
+
+
+def overlay(frame: np.ndarray, label: np.ndarray, palette: np.ndarray, alpha: float) -> np.ndarray:
+    return (frame * (1 - alpha) + palette[label] * alpha).astype(np.uint8)
+
+
+def segment_stream(model: SegStrategy, video: str | Path, data: dict, policy=None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Yield (frame RGB uint8, label uint8) for every frame of `video`, in display order."""
+    info = probe(video)
+    dists = None
+    if info.has_b_frames:  # anchor distances need the picture types (a cheap first pass)
+        dists = reference_distances("".join(f.pict_type for f in iter_frames(video, rgb=False, mvs=False)))
+    mean = torch.tensor(data.get("mean", (0.485, 0.456, 0.406))).view(1, 3, 1, 1)
+    std = torch.tensor(data.get("std", (0.229, 0.224, 0.225))).view(1, 3, 1, 1)
+    policy = policy or model.policy
+    model.stream_reset()
+    policy.reset()
+    with torch.inference_mode():
+        for f in iter_frames(video):
+            off, mask = rasterize_mvs(f.mvs, info.height, info.width, *(dists[f.index] if dists else (1, 1)))
+            x = (torch.from_numpy(f.image).permute(2, 0, 1)[None].float() / 255 - mean) / std
+            key = policy.is_key(f.index, f.pict_type)
+            logits = model.stream_step(x, torch.from_numpy(off)[None], torch.from_numpy(mask)[None], key)
+            yield f.image, logits.argmax(1)[0].to(torch.uint8).numpy()
+
+
+def predict_video(
+    video: str | Path,
+    ckpt: str | Path,
+    out: str | Path | None = None,
+    labels_dir: str | Path | None = None,
+    policy: str | None = None,
+    interval: int | None = None,
+    alpha: float = 0.5,
+) -> Path:
+    """Write the colour overlay of `video`'s segmentation to `out` (an MP4); returns its path."""
+    from PIL import Image
+
+    model, data = load_strategy(ckpt)
+    info = probe(video)
+    pol = make_policy(policy or "fixed", interval or model.keyframe_interval) if (policy or interval) else None
+    palette = np.array(data.get("palette") or PALETTE, np.float32)
+    if len(palette) < model.num_classes:  # more classes than colours: add deterministic ones
+        extra = np.random.default_rng(0).integers(0, 255, (model.num_classes - len(palette), 3))
+        palette = np.concatenate([palette, extra])
+    out = Path(out) if out else Path(video).with_suffix(".seg.mp4")
+    if labels_dir:
+        Path(labels_dir).mkdir(parents=True, exist_ok=True)
+
+    def frames() -> Iterator[np.ndarray]:
+        stream = segment_stream(model, video, data, pol)
+        for i, (img, lab) in enumerate(tqdm(stream, total=info.num_frames or None, desc="predict")):
+            if labels_dir:
+                Image.fromarray(lab).save(Path(labels_dir) / f"{i:06d}.png")
+            yield overlay(img, lab, palette, alpha)
+
+    h, w = info.height, info.width
+    if h % 2 or w % 2:
+        raise ValueError(f"{video}: odd frame size {w}x{h} cannot be written as H.264 4:2:0")
+    return encode_video(frames(), out, gop=max(int(round(info.fps or 30)), 1), fps=info.fps or 30.0, crf=20)

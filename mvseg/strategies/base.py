@@ -1,0 +1,224 @@
+"""The strategy base: what every method shares (losses and modules are the method's own).
+
+- Evaluation protocol (DFF, Jain & Gonzalez, AR-Seg; ../shared/DESIGN.md): every annotated
+  frame is scored with its keyframe d frames before it, for each d in 0..L-1; mIoU per d
+  (torchmetrics, ignore index 255), its mean (the headline) and its minimum. Metric names:
+  ``val/mIoU``, ``val/mIoU_min``, ``val/mIoU_d{d}`` (``test/...`` likewise).
+- Optimiser from config (SGD with momentum, or AdamW) with the poly learning-rate schedule.
+- Example predictions logged as W&B image masks during validation.
+- The streaming interface the runtime calls: ``stream_reset()`` then ``stream_step(...)``
+  once per frame, keyframes decided by a pluggable policy (fixed interval or I-frames).
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from dataclasses import asdict, dataclass, is_dataclass
+from typing import Any, TypeVar
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchmetrics.classification import MulticlassJaccardIndex
+
+from mvseg.strategies.policies import KeyframePolicy, make_policy
+
+C = TypeVar("C")
+
+
+def as_config(cls: type[C], value: C | dict | None) -> C:
+    """A dataclass config from itself, a dict (as stored in checkpoints) or None (defaults)."""
+    if value is None:
+        return cls()
+    if isinstance(value, dict):
+        return cls(**value)
+    return value
+
+
+@dataclass
+class OptimConfig:
+    optimizer: str = "sgd"  # sgd | adamw
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    poly_power: float = 0.9  # lr = base * (1 - step / total) ** power
+
+
+class SegStrategy(L.LightningModule):
+    """Base class of every method. Subclasses define `training_loss`, `predict_batch` and
+    `stream_step` and own their modules."""
+
+    #: True when the prediction does not depend on the keyframe distance (the per-frame
+    #: baseline): distance 0 is evaluated and its mIoU reported for every d.
+    distance_invariant: bool = False
+
+    def __init__(
+        self,
+        num_classes: int,
+        keyframe_interval: int = 5,
+        optim: OptimConfig | None = None,
+        ignore_index: int = 255,
+        log_masks: int = 4,
+        keyframe_policy: str = "fixed",
+    ):
+        super().__init__()
+        if num_classes < 2:
+            raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+        if keyframe_interval < 1:
+            raise ValueError(f"keyframe_interval must be >= 1, got {keyframe_interval}")
+        self.num_classes = num_classes
+        self.keyframe_interval = keyframe_interval
+        self.optim = as_config(OptimConfig, optim)
+        if self.optim.optimizer not in ("sgd", "adamw"):
+            raise ValueError(f"optim.optimizer must be 'sgd' or 'adamw', got {self.optim.optimizer!r}")
+        self.ignore_index = ignore_index
+        self.log_masks = log_masks
+        self.policy: KeyframePolicy = make_policy(keyframe_policy, keyframe_interval)
+        self.metrics = nn.ModuleDict({
+            stage: nn.ModuleList(
+                MulticlassJaccardIndex(num_classes, ignore_index=ignore_index, average="macro", validate_args=False)
+                for _ in range(keyframe_interval)
+            )
+            for stage in ("val", "test")
+        })
+        self._seen: dict[str, set[int]] = {"val": set(), "test": set()}
+
+    # -- what a method defines ---------------------------------------------------------
+
+    @abstractmethod
+    def training_loss(self, batch: dict) -> dict[str, Tensor]:
+        """Losses of a training batch; "loss" is optimised, every entry is logged."""
+
+    @abstractmethod
+    def predict_batch(self, batch: dict) -> Tensor:
+        """Logits (B, K, H, W) for the batch's current frames, the method's eval path."""
+
+    @abstractmethod
+    def stream_step(self, frame: Tensor, offset: Tensor | None, mask: Tensor | None, is_key: bool) -> Tensor:
+        """One frame of a stream: frame (1, 3, H, W) normalised, offset (1, 2, Hc, Wc) of this
+        frame to the previous one (None for the first), is_key from the policy -> logits."""
+
+    def stream_reset(self) -> None:
+        """Forget the state of the previous stream."""
+        self.policy.reset()
+
+    # -- training ----------------------------------------------------------------------
+
+    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+        losses = self.training_loss(batch)
+        bs = batch["cur"].shape[0]
+        for k, v in losses.items():
+            self.log(f"train/{k}", v, prog_bar=k == "loss", batch_size=bs, sync_dist=False)
+        return losses["loss"]
+
+    def configure_optimizers(self) -> Any:
+        o = self.optim
+        params = [p for p in self.parameters() if p.requires_grad]
+        if o.optimizer == "sgd":
+            opt = torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+        else:
+            opt = torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
+        total = max(int(self.trainer.estimated_stepping_batches), 1)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: max(1 - s / total, 0.0) ** o.poly_power)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    # -- evaluation protocol -----------------------------------------------------------
+
+    def _eval_step(self, batch: dict, batch_idx: int, stage: str) -> None:
+        dist = torch.as_tensor(batch["distance"], device=batch["cur"].device)
+        if self.distance_invariant:
+            keep = (dist == 0).nonzero().flatten()
+            if len(keep) == 0:
+                return
+            batch = select(batch, keep)
+            dist = dist[keep]
+        logits = self.predict_batch(batch)
+        label = batch["label"]
+        loss = F.cross_entropy(logits, label, ignore_index=self.ignore_index)
+        self.log(f"{stage}/loss", loss, batch_size=len(label), sync_dist=True)
+        pred = logits.argmax(1)
+        for d in dist.unique().tolist():
+            sel = dist == d
+            self.metrics[stage][d].update(pred[sel], label[sel])
+            self._seen[stage].add(d)
+        if stage == "val" and batch_idx == 0:
+            self._log_masks(batch, pred)
+
+    def _eval_epoch_end(self, stage: str) -> None:
+        metrics = self.metrics[stage]
+        seen = sorted(self._seen[stage])
+        if not seen:
+            return
+        values = {d: metrics[d].compute() for d in seen}
+        if self.distance_invariant and 0 in values:
+            values = {d: values[0] for d in range(self.keyframe_interval)}
+        for d, v in values.items():
+            self.log(f"{stage}/mIoU_d{d}", v, sync_dist=False)
+        stacked = torch.stack(list(values.values()))
+        self.log(f"{stage}/mIoU", stacked.mean(), prog_bar=True, sync_dist=False)
+        self.log(f"{stage}/mIoU_min", stacked.min(), sync_dist=False)
+        for m in metrics:
+            m.reset()
+        self._seen[stage] = set()
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._eval_step(batch, batch_idx, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_epoch_end("val")
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._eval_step(batch, batch_idx, "test")
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_epoch_end("test")
+
+    def _log_masks(self, batch: dict, pred: Tensor) -> None:
+        """A few validation frames with predicted and true masks (W&B image masks)."""
+        from lightning.pytorch.loggers import WandbLogger
+
+        logger = self.logger
+        if self.log_masks <= 0 or not isinstance(logger, WandbLogger) or not self.trainer.is_global_zero:
+            return
+        import wandb
+
+        dm = getattr(self.trainer, "datamodule", None)
+        ds = getattr(dm, "ds", None)
+        mean = torch.tensor(ds.mean if ds else (0.5,) * 3).view(3, 1, 1)
+        std = torch.tensor(ds.std if ds else (0.25,) * 3).view(3, 1, 1)
+        names = {i: n for i, n in enumerate(ds.classes)} if ds else {i: str(i) for i in range(self.num_classes)}
+        images = []
+        for i in range(min(self.log_masks, len(pred))):
+            img = ((batch["cur"][i].detach().cpu() * std + mean).clamp(0, 1) * 255).byte().permute(1, 2, 0).numpy()
+            gt = batch["label"][i].cpu().numpy().copy()
+            gt[gt == self.ignore_index] = self.num_classes  # W&B masks need an id for "ignore"
+            images.append(wandb.Image(img, caption=f"{batch['clip'][i]} frame {int(batch['frame'][i])} d={int(batch['distance'][i])}",
+                                      masks={"prediction": {"mask_data": pred[i].cpu().numpy(), "class_labels": names},
+                                             "ground_truth": {"mask_data": gt, "class_labels": {**names, self.num_classes: "ignore"}}}))
+        logger.experiment.log({"val/examples": images, "trainer/global_step": self.global_step})
+
+    # -- checkpoints -------------------------------------------------------------------
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # Plain dicts instead of dataclasses, so checkpoints load with weights_only=True.
+        hp = checkpoint.get("hyper_parameters", {})
+        checkpoint["hyper_parameters"] = {k: asdict(v) if is_dataclass(v) else v for k, v in hp.items()}
+        checkpoint["mvseg_strategy"] = f"{type(self).__module__}.{type(self).__qualname__}"
+        ds = getattr(getattr(self._trainer, "datamodule", None), "ds", None) if self._trainer else None
+        if ds is not None:  # what inference needs to read frames and draw classes
+            checkpoint["mvseg_data"] = {"mean": list(ds.mean), "std": list(ds.std), "classes": list(ds.classes),
+                                        "palette": ds.palette, "ignore_index": ds.ignore_index}
+
+
+def select(batch: dict, idx: Tensor) -> dict:
+    """The items `idx` of a collated batch (tensors indexed, lists picked)."""
+    out = {}
+    for k, v in batch.items():
+        if isinstance(v, Tensor) and v.dim() > 0 and v.shape[0] == len(batch["cur"]):
+            out[k] = v[idx.to(v.device)]
+        elif isinstance(v, (list, tuple)):
+            out[k] = [v[i] for i in idx.tolist()]
+        else:
+            out[k] = v
+    return out

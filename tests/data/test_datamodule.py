@@ -1,0 +1,116 @@
+"""The shared CompressedVideoDataModule: samples, composed offsets, augmentation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from mvseg.data.datamodule import CompressedVideoDataModule
+from mvseg.data.folder import DatasetError, load_folder_dataset
+from mvseg.data.samples import transform_sample
+from mvseg.ops.warp import warp_reference
+
+
+def make_dm(root, **kw) -> CompressedVideoDataModule:
+    dm = CompressedVideoDataModule(root=str(root), dataset="folder", keyframe_interval=3, batch_size=2, **kw)
+    dm.prepare_data()
+    dm.setup("fit")
+    return dm
+
+
+def warp_full(img: torch.Tensor, off: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    h, w = img.shape[-2:]
+    return warp_reference(img[None], off[None], mask[None], frame_size=(h, w), padding_mode="border")[0]
+
+
+def test_sample_follows_design(tiny_dataset):
+    dm = make_dm(tiny_dataset, with_next=True)
+    assert dm.num_classes == 9
+    # evaluation: every annotated frame (5, 8) of both clips at every distance 0..2
+    assert len(dm.val_set) == 2 * 2 * 3
+    s = dm.val_set[4]  # clip 0, frame 8, distance 1
+    assert (s["clip"], s["frame"], s["distance"]) == ("clip_0000", 8, 1)
+    assert s["key"].shape == s["cur"].shape == s["next_key"].shape == (3, 64, 128)
+    assert s["label"].shape == (64, 128) and s["label"].dtype == torch.int64
+    assert s["offset_cur_to_key"].shape == (2, 16, 32) and s["mask_cur_to_key"].shape == (16, 32)
+    assert s["offset_cur_to_next"].shape == (2, 16, 32)
+    assert s["next_distance"] == 2  # next keyframe = key + L = 7 + 3 = 10
+    # images are normalised with the dataset's statistics
+    assert abs(float(s["cur"].mean())) < 1.0 and 0.5 < float(s["cur"].std()) < 2.0
+
+
+def test_composed_offsets_bring_the_keyframe_to_the_current_frame(tiny_dataset):
+    dm = make_dm(tiny_dataset, with_next=True)
+    for i in (2, 5):  # distance 2 samples
+        s = dm.val_set[i]
+        assert s["distance"] == 2
+        warped = warp_full(s["key"], s["offset_cur_to_key"], s["mask_cur_to_key"])
+        assert (warped - s["cur"]).abs().mean() < 0.8 * (s["key"] - s["cur"]).abs().mean()
+        ahead = warp_full(s["next_key"], s["offset_cur_to_next"], s["mask_cur_to_next"])
+        assert (ahead - s["cur"]).abs().mean() < 0.8 * (s["next_key"] - s["cur"]).abs().mean()
+
+
+def test_distance_zero_is_identity(tiny_dataset):
+    dm = make_dm(tiny_dataset)
+    s = dm.val_set[0]
+    assert s["distance"] == 0
+    torch.testing.assert_close(s["key"], s["cur"])
+    assert not s["offset_cur_to_key"].any() and s["mask_cur_to_key"].all()
+
+
+def test_flip_and_scale_commute_with_warping(tiny_dataset):
+    """A flipped and scaled sample warps to the same result as the unaugmented one."""
+    dm = make_dm(tiny_dataset)
+    s = dm.val_set[5]  # distance 2
+    ref = warp_full(s["key"], s["offset_cur_to_key"], s["mask_cur_to_key"])
+    a = transform_sample(s, (96, 192), crop=(64, 128), origin=(16, 32), flip=True)
+    got = warp_full(a["key"], a["offset_cur_to_key"], a["mask_cur_to_key"])
+    expect = transform_sample({**s, "cur": ref}, (96, 192), crop=(64, 128), origin=(16, 32), flip=True)["cur"]
+    # compare away from the crop border (content there comes from outside the crop)
+    err = (got - expect)[:, 8:-8, 8:-8].abs().mean()
+    moved = (a["key"] - expect)[:, 8:-8, 8:-8].abs().mean()
+    assert err < 0.25 * moved
+    # the label is transformed with the images: flipped and scaled, same classes
+    assert set(a["label"].unique().tolist()) <= set(s["label"].unique().tolist()) | {255}
+
+
+def test_training_samples_are_augmented_consistently(tiny_dataset):
+    dm = make_dm(tiny_dataset, crop_size=(48, 96), scale_range=(0.75, 1.25))
+    torch.manual_seed(0)
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["cur"].shape == (2, 3, 48, 96) and batch["label"].shape == (2, 48, 96)
+    assert batch["offset_cur_to_key"].shape == (2, 2, 12, 24)
+    assert set(batch["distance"].tolist()) <= {0, 1, 2}
+
+
+def test_bad_dataset_inputs_name_the_file(tiny_dataset, tmp_path):
+    import shutil
+
+    root = tmp_path / "ds"
+    shutil.copytree(tiny_dataset, root, ignore=shutil.ignore_patterns(".cache"))
+    label = root / "labels" / "val" / "clip_0001" / "000008.png"
+    label.unlink()
+    with pytest.raises(DatasetError, match=r"000008.png: label of annotated frame 8 is missing"):
+        load_folder_dataset(root)
+    from PIL import Image
+
+    Image.fromarray(np.full((64, 128), 42, np.uint8)).save(label)
+    dm = make_dm(root)
+    with pytest.raises(DatasetError, match=r"000008.png: label ids \[42\] outside the 9 classes"):
+        dm.val_set[len(dm.val_set) - 1]
+    Image.fromarray(np.zeros((32, 64), np.uint8)).save(label)
+    with pytest.raises(DatasetError, match=r"000008.png: label is 64x32 but its frame is 128x64"):
+        dm.val_set[len(dm.val_set) - 1]
+    (root / "videos" / "train" / "clip_0000.mp4").unlink()
+    with pytest.raises(DatasetError, match=r"clip_0000.mp4: video of clip 'clip_0000' \(train\) is missing"):
+        load_folder_dataset(root)
+
+
+def test_bad_datamodule_arguments():
+    with pytest.raises(ValueError, match="keyframe_interval must be >= 1"):
+        CompressedVideoDataModule(keyframe_interval=0)
+    with pytest.raises(ValueError, match=r"eval_distances must be a non-empty subset of 0..4"):
+        CompressedVideoDataModule(keyframe_interval=5, eval_distances=[5])
+    with pytest.raises(ValueError, match="multiple of 4"):
+        CompressedVideoDataModule(crop_size=(30, 64))

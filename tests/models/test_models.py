@@ -1,0 +1,62 @@
+"""Backbones (torchvision-compatible dilated ResNets), heads, and the N_feat / N_task split."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mvseg.models import HEADS, ResNet, SegNet, SegNetConfig, load_pretrained
+
+
+@pytest.mark.parametrize("depth,params", [("resnet18", 11_176_512), ("resnet50", 23_508_032)])
+def test_parameter_names_and_counts_match_torchvision(depth, params):
+    m = ResNet(depth, output_stride=8, width=1.0)
+    # torchvision's resnet18 / resnet50 have 11,689,512 / 25,557,032 parameters incl. the fc layer
+    assert sum(p.numel() for p in m.parameters()) == params
+    sd = m.state_dict()
+    assert sd["conv1.weight"].shape == (64, 3, 7, 7)
+    assert "layer2.0.downsample.0.weight" in sd and "layer2.0.downsample.1.running_var" in sd
+    last = "layer4.1.bn2.running_var" if depth == "resnet18" else "layer4.2.conv3.weight"
+    assert last in sd
+
+
+@pytest.mark.parametrize("os_", [8, 16, 32])
+def test_output_stride(os_):
+    m = ResNet("resnet18", output_stride=os_, width=0.25).eval()
+    out = m(torch.randn(1, 3, 64, 96))
+    assert out["layer4"].shape[-2:] == (64 // os_, 96 // os_)
+    assert out["layer1"].shape[-2:] == (16, 24)
+
+
+def test_load_pretrained_by_path(tmp_path):
+    src = ResNet("resnet18", width=1.0)
+    sd = dict(src.state_dict())
+    sd["fc.weight"], sd["fc.bias"] = torch.zeros(1000, 512), torch.zeros(1000)
+    path = tmp_path / "resnet18.pth"
+    torch.save(sd, path)
+    dst = ResNet("resnet18", width=1.0)
+    assert sorted(load_pretrained(dst, path)) == ["fc.bias", "fc.weight"]
+    torch.testing.assert_close(dst.state_dict()["layer3.1.conv2.weight"], sd["layer3.1.conv2.weight"])
+    with pytest.raises(ValueError, match="width must be 1.0"):
+        load_pretrained(ResNet("resnet18", width=0.5), path)
+    with pytest.raises(FileNotFoundError, match="nope.pth"):
+        load_pretrained(dst, tmp_path / "nope.pth")
+
+
+@pytest.mark.parametrize("head", sorted(HEADS))
+def test_segnet_shapes_and_split(head):
+    cfg = SegNetConfig(width=0.125, feat_dim=32, head=head, head_dim=16)
+    net = SegNet(cfg, num_classes=5).eval()
+    x = torch.randn(2, 3, 64, 96)
+    feat = net.feat(x)  # N_feat
+    assert feat.shape == (2, 32, 8, 12)
+    logits = net.task(feat)  # N_task
+    assert logits.shape == (2, 5, 8, 12)
+    assert net(x).shape == (2, 5, 64, 96)
+
+
+def test_unknown_backbone_and_head():
+    with pytest.raises(ValueError, match="unknown backbone 'resnet7'"):
+        SegNet(SegNetConfig(backbone="resnet7"), 3)
+    with pytest.raises(ValueError, match="unknown head 'fpn'"):
+        SegNet(SegNetConfig(head="fpn", width=0.125), 3)

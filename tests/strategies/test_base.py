@@ -1,0 +1,79 @@
+"""The strategy base: the keyframe-distance evaluation protocol on hand-built cases."""
+
+from __future__ import annotations
+
+import lightning as L
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from mvseg.strategies.base import SegStrategy
+from mvseg.strategies.policies import FixedInterval, IFrames, make_policy
+
+
+class Oracle(SegStrategy):
+    """Predicts whatever the batch says (batch["pred"]): the metric is then known."""
+
+    def __init__(self, num_classes: int = 2, keyframe_interval: int = 2, invariant: bool = False):
+        super().__init__(num_classes, keyframe_interval, log_masks=0)
+        self.distance_invariant = invariant
+        self.dummy = torch.nn.Parameter(torch.zeros(()))
+
+    def training_loss(self, batch):
+        return {"loss": self.dummy * 0}
+
+    def predict_batch(self, batch):
+        return F.one_hot(batch["pred"], self.num_classes).permute(0, 3, 1, 2).float()
+
+    def stream_step(self, frame, offset, mask, is_key):
+        return frame
+
+
+def item(label, pred, d):
+    return {"cur": torch.zeros(3, 1, 4), "label": torch.tensor([label]), "pred": torch.tensor([pred]), "distance": d,
+            "clip": "c", "frame": 0}
+
+
+def run_validate(model, items):
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+    return trainer.validate(model, DataLoader(items, batch_size=2), verbose=False)[0]
+
+
+def test_protocol_mIoU_per_distance_mean_and_min():
+    items = [
+        item([0, 0, 1, 1], [0, 0, 1, 1], 0),  # perfect at d = 0
+        item([0, 0, 1, 1], [0, 1, 1, 1], 1),  # d = 1: IoU class 0 = 1/2, class 1 = 2/3
+        item([0, 0, 255, 255], [0, 0, 0, 1], 1),  # ignore pixels do not count
+    ]
+    m = run_validate(Oracle(), items)
+    # d = 1 accumulates both items: class 0: inter 3, union 4; class 1: inter 2, union 3
+    d1 = (3 / 4 + 2 / 3) / 2
+    assert m["val/mIoU_d0"] == pytest.approx(1.0)
+    assert m["val/mIoU_d1"] == pytest.approx(d1)
+    assert m["val/mIoU"] == pytest.approx((1 + d1) / 2)
+    assert m["val/mIoU_min"] == pytest.approx(d1)
+
+
+def test_distance_invariant_strategies_report_d0_for_every_distance():
+    items = [item([0, 1, 1, 1], [0, 1, 1, 0], 0), item([0, 0, 0, 0], [1, 1, 1, 1], 1)]  # d=1 is skipped
+    m = run_validate(Oracle(keyframe_interval=3, invariant=True), items)
+    d0 = (1 / 2 + 2 / 3) / 2
+    assert [m[f"val/mIoU_d{d}"] for d in range(3)] == pytest.approx([d0] * 3)
+    assert m["val/mIoU"] == pytest.approx(d0) and m["val/mIoU_min"] == pytest.approx(d0)
+
+
+def test_metrics_reset_between_epochs():
+    model = Oracle()
+    run_validate(model, [item([0, 1], [1, 0], 0)])  # all wrong
+    m = run_validate(model, [item([0, 1], [0, 1], 0)])  # all right
+    assert m["val/mIoU"] == pytest.approx(1.0)
+
+
+def test_keyframe_policies():
+    assert [FixedInterval(3).is_key(i, "P") for i in range(7)] == [True, False, False, True, False, False, True]
+    assert [IFrames().is_key(i, t) for i, t in enumerate("PPIPPBI")] == [True, False, True, False, False, False, True]
+    with pytest.raises(ValueError, match="unknown keyframe policy"):
+        make_policy("random", 3)
+    with pytest.raises(ValueError, match="keyframe interval must be >= 1"):
+        FixedInterval(0)

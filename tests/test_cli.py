@@ -1,0 +1,128 @@
+"""The `mvseg` console script: LightningCLI configs, errors, W&B offline, predict."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mvseg.cli import main
+from mvseg.lightning_cli import ensure_wandb_never_blocks
+from mvseg.video.decode import decode_video
+
+EXPERIMENTS = sorted((Path(__file__).parents[1] / "experiments").glob("*.yaml"))
+
+
+def test_there_are_experiments():
+    assert {p.name for p in EXPERIMENTS} >= {"per_frame.yaml", "colour_only.yaml"}
+
+
+@pytest.mark.parametrize("config", EXPERIMENTS, ids=[p.stem for p in EXPERIMENTS])
+def test_every_experiment_runs_fast_dev_run(config, tiny_data_args, capsys):
+    rc = main(["fit", "--config", str(config), "--trainer.fast_dev_run", "1", *tiny_data_args])
+    assert rc == 0
+
+
+def test_checkpoints_land_in_the_run_directory(tiny_data_args, tmp_path):
+    rc = main(["fit", "--config", str(EXPERIMENTS[0]), *tiny_data_args, "--trainer.max_steps", "1",
+               "--trainer.limit_val_batches", "1", "--trainer.check_val_every_n_epoch", "1"])
+    assert rc == 0
+    assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
+    assert (tmp_path / "run" / "config.yaml").is_file()
+    # a re-queued job reuses its run directory: the saved config is overwritten, no error
+    assert main(["fit", "--config", str(EXPERIMENTS[0]), *tiny_data_args, "--trainer.max_steps", "1",
+                 "--trainer.limit_val_batches", "0"]) == 0
+
+
+def test_print_config_round_trip(tiny_data_args, tmp_path, capsys):
+    cfg = EXPERIMENTS[0]
+    assert main(["fit", "--config", str(cfg), *tiny_data_args, "--print_config"]) == 0
+    printed = capsys.readouterr().out
+    conf = yaml.safe_load(printed)
+    assert conf["model"]["class_path"].startswith("mvseg.strategies.")
+    assert conf["data"]["init_args"]["root"] == tiny_data_args[1]
+    saved = tmp_path / "printed.yaml"
+    saved.write_text(printed)
+    # the printed config is itself a valid config
+    assert main(["fit", "--config", str(saved), "--print_config"]) == 0
+
+
+def test_wrong_config_key_gets_a_clear_message(capsys):
+    rc = main(["fit", "--config", str(EXPERIMENTS[0]), "--model.init_args.nett.width", "2"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "nett" in err and "Traceback" not in err
+
+
+def test_wrong_value_gets_a_clear_message(capsys):
+    rc = main(["fit", "--config", str(EXPERIMENTS[0]), "--data.init_args.keyframe_interval", "zero"])
+    assert rc == 2
+    assert "keyframe_interval" in capsys.readouterr().err
+
+
+def test_num_classes_and_interval_are_linked_into_the_model(tiny_data_args, capsys):
+    from mvseg.lightning_cli import MVSegCLI
+    from mvseg.data.datamodule import CompressedVideoDataModule
+    from mvseg.strategies.base import SegStrategy
+
+    cli = MVSegCLI(SegStrategy, CompressedVideoDataModule, subclass_mode_model=True, subclass_mode_data=True, run=False,
+                   args=["--config", str(EXPERIMENTS[0]), *tiny_data_args, "--data.init_args.keyframe_interval", "4"])
+    assert cli.model.num_classes == 9 and cli.model.keyframe_interval == 4
+    assert len(cli.model.metrics["val"]) == 4
+
+
+def test_wandb_goes_offline_without_login(monkeypatch, tmp_path, capsys):
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc
+    notice = ensure_wandb_never_blocks()
+    assert os.environ["WANDB_MODE"] == "offline"
+    assert notice and "offline" in capsys.readouterr().err
+    monkeypatch.setenv("WANDB_MODE", "online")  # an explicit choice is respected
+    assert ensure_wandb_never_blocks() is None and os.environ["WANDB_MODE"] == "online"
+
+
+def test_fit_with_wandb_logger_offline_writes_a_local_run(tiny_data_args, monkeypatch, tmp_path):
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    run = tmp_path / "wb"
+    rc = main(["fit", "--config", str(EXPERIMENTS[0]), *tiny_data_args, "--trainer.max_steps", "2",
+               "--trainer.check_val_every_n_epoch", "1", "--trainer.limit_val_batches", "1",
+               "--trainer.logger.init_args.save_dir", str(run)])
+    assert rc == 0
+    assert list((run / "wandb").glob("offline-run-*")), "no offline W&B run written"
+
+
+def test_predict_writes_overlay_video_and_labels(tiny_dataset, tmp_path, capsys):
+    import lightning as L
+
+    from mvseg.data.datamodule import CompressedVideoDataModule
+    from mvseg.models.segnet import SegNetConfig
+    from mvseg.strategies import PerFrame
+
+    dm = CompressedVideoDataModule(str(tiny_dataset), "folder", keyframe_interval=3, batch_size=2)
+    model = PerFrame(9, 3, net=SegNetConfig(width=0.125, feat_dim=16, head_dim=16))
+    trainer = L.Trainer(accelerator="cpu", max_steps=1, logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, default_root_dir=tmp_path, limit_val_batches=0)
+    trainer.fit(model, dm)
+    ckpt = tmp_path / "m.ckpt"
+    trainer.save_checkpoint(ckpt)
+    video = tiny_dataset / "videos" / "val" / "clip_0000.mp4"
+    out, labels = tmp_path / "overlay.mp4", tmp_path / "labels"
+    assert main(["predict", str(video), "--ckpt", str(ckpt), "--out", str(out), "--labels-dir", str(labels)]) == 0
+    v = decode_video(out, mvs=False)
+    assert v.frames.shape == (12, 64, 128, 3)
+    assert len(list(labels.glob("*.png"))) == 12
+    assert main(["predict", str(video), "--ckpt", str(tmp_path / "missing.ckpt")]) == 2
+    assert "missing.ckpt: checkpoint not found" in capsys.readouterr().err
+
+
+def test_help_lists_every_command(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    for cmd in ("fit", "validate", "test", "predict", "inspect", "data", "bench"):
+        assert cmd in out
