@@ -94,6 +94,8 @@ def test_fit_with_wandb_logger_offline_writes_a_local_run(tiny_data_args, monkey
                "--trainer.logger.init_args.save_dir", str(run)])
     assert rc == 0
     assert list((run / "wandb").glob("offline-run-*")), "no offline W&B run written"
+    # validation logged example frames with predicted and true masks
+    assert list((run / "wandb").glob("offline-run-*/files/media/images/mask/val/*.mask.png"))
 
 
 def test_predict_writes_overlay_video_and_labels(tiny_dataset, tmp_path, capsys):

@@ -114,3 +114,31 @@ def test_bad_datamodule_arguments():
         CompressedVideoDataModule(keyframe_interval=5, eval_distances=[5])
     with pytest.raises(ValueError, match="multiple of 4"):
         CompressedVideoDataModule(crop_size=(30, 64))
+
+
+def test_folder_dataset_without_split_lists(tiny_dataset, tmp_path):
+    """A plain folder of videos and label PNGs: clips and annotated frames are listed."""
+    import json
+    import shutil
+
+    root = tmp_path / "plain"
+    shutil.copytree(tiny_dataset, root, ignore=shutil.ignore_patterns(".cache", "gt"))
+    meta = json.loads((root / "dataset.json").read_text())
+    (root / "dataset.json").write_text(json.dumps({"classes": meta["classes"]}))
+    ds = load_folder_dataset(root)
+    assert [c.name for c in ds.clips["val"]] == ["clip_0000", "clip_0001"]
+    assert ds.clips["train"][1].annotated == [5, 8]
+    assert ds.mean == (0.485, 0.456, 0.406)  # ImageNet statistics when none are given
+
+
+def test_paths_may_not_escape_the_root(tiny_dataset, tmp_path):
+    import json
+    import shutil
+
+    root = tmp_path / "evil"
+    shutil.copytree(tiny_dataset, root, ignore=shutil.ignore_patterns(".cache", "gt"))
+    meta = json.loads((root / "dataset.json").read_text())
+    meta["splits"]["val"] = {"../../../../etc/passwd": {"annotated": [1]}}
+    (root / "dataset.json").write_text(json.dumps(meta))
+    with pytest.raises(DatasetError, match="escapes the dataset root"):
+        load_folder_dataset(root)
