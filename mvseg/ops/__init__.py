@@ -1,7 +1,71 @@
-"""Differentiable local operations with a PyTorch reference implementation."""
+"""Differentiable local operations: a PyTorch reference (the CPU path and the ground truth)
+and a Triton path (triton_kernels) used on CUDA tensors, the dinov2 pattern of an optional
+fast path that falls back to the plain implementation.
 
+The environment variable MVSEG_KERNELS chooses: "auto" (default: Triton for CUDA tensors
+when Triton imports, the reference otherwise), "torch" (always the reference) or "triton"
+(always Triton; on a CPU this needs TRITON_INTERPRET=1, as the tests set).
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+
+from torch import Tensor
+
+from mvseg.ops.local_attention import local_attention_reference, local_attention_unfold
+from mvseg.ops.sv_conv import sv_conv_reference, sv_conv_unfold
 from mvseg.ops.warp import warp_reference
 
-warp = warp_reference
 
-__all__ = ["warp", "warp_reference"]
+@lru_cache(maxsize=1)
+def triton_available() -> bool:
+    try:
+        import triton_kernels  # noqa: F401
+    except Exception:  # no triton wheel for this platform, or it fails to initialise
+        return False
+    return True
+
+
+def backend(t: Tensor) -> str:
+    """'triton' or 'torch' for an op on tensor `t` (see MVSEG_KERNELS)."""
+    mode = os.environ.get("MVSEG_KERNELS", "auto").lower()
+    if mode not in ("auto", "torch", "triton"):
+        raise ValueError(f"MVSEG_KERNELS must be auto, torch or triton, got {mode!r}")
+    if mode == "auto":
+        return "triton" if t.is_cuda and triton_available() else "torch"
+    return mode
+
+
+def warp(features: Tensor, offsets: Tensor, mask: Tensor | None = None,
+         frame_size: tuple[int, int] | None = None) -> Tensor:
+    """Backward-warp features (B, C, Hf, Wf) by block offsets (B, 2, Hm, Wm) in pixels of a
+    frame of `frame_size` (default 4*Hm x 4*Wm); mask (B, Hm, Wm) zeroes cells' motion."""
+    if backend(features) == "triton":
+        from triton_kernels.warp import warp as warp_triton
+
+        return warp_triton(features, offsets, mask, frame_size)
+    return warp_reference(features, offsets, mask, frame_size)
+
+
+def local_attention(q: Tensor, k: Tensor, v: Tensor, window: int = 7, scale: float | None = None) -> Tensor:
+    """CReFF's KxK local attention; scale None = no 1/sqrt(C) (as AR-Seg's code)."""
+    if backend(q) == "triton":
+        from triton_kernels.local_attention import local_attention as la_triton
+
+        return la_triton(q, k, v, window, scale)
+    return local_attention_reference(q, k, v, window, scale)
+
+
+def sv_conv(features: Tensor, kernels: Tensor) -> Tensor:
+    """Li et al.'s spatially-variant convolution: per-pixel KxK kernels shared by channels."""
+    if backend(features) == "triton":
+        from triton_kernels.sv_conv import sv_conv as svc_triton
+
+        return svc_triton(features, kernels)
+    return sv_conv_reference(features, kernels)
+
+
+__all__ = ["backend", "triton_available", "warp", "warp_reference", "local_attention", "local_attention_reference",
+           "local_attention_unfold", "sv_conv", "sv_conv_reference", "sv_conv_unfold"]
