@@ -181,3 +181,187 @@ def run_bench_synthetic(json_out: str | None, steps: int = 300) -> dict:
     table = print_table(rows, ["model", "val_mIoU", "final_train_loss"])
     write_json(json_out, {"bench": "synthetic", "rows": rows, "table": table})
     return res
+
+
+# ----------------------------------------------------------------------------- kernels
+
+# Paper sizes (issue 4): (name, op, shapes, window)
+KERNEL_CASES = [
+    ("warp C=256 1/8 of 1024x2048", "warp", {"feat": (1, 256, 128, 256), "off": (1, 2, 256, 512), "frame": (1024, 2048)}),
+    ("warp C=256 1/4 of 720x960", "warp", {"feat": (1, 256, 180, 240), "off": (1, 2, 180, 240), "frame": (720, 960)}),
+    ("local attention C=64 720x960 K=7", "local_attention", {"qkv": (1, 64, 720, 960), "window": 7}),
+    ("local attention C=512 128x256 K=7", "local_attention", {"qkv": (1, 512, 128, 256), "window": 7}),
+    ("sv_conv C=256 9x9 1/8 of 1024x2048", "sv_conv", {"feat": (1, 256, 128, 256), "window": 9}),
+]
+
+
+def _kernel_inputs(op: str, shapes: dict, device: str, grad: bool):
+    import torch
+
+    g = torch.Generator(device="cpu").manual_seed(0)
+
+    def rnd(*s, scale=1.0):
+        return (torch.randn(*s, generator=g) * scale).to(device).requires_grad_(grad)
+
+    if op == "warp":
+        h, w = shapes["frame"]
+        return (rnd(*shapes["feat"]), rnd(*shapes["off"], scale=8.0), None, (h, w))
+    if op == "local_attention":
+        s = shapes["qkv"]
+        return (rnd(*s), rnd(*s), rnd(*s), shapes["window"])
+    k = shapes["window"]
+    f = shapes["feat"]
+    return (rnd(*f), rnd(f[0], k * k, *f[2:]))
+
+
+def _kernel_impls(op: str) -> dict:
+    """name -> callable, for an op: the reference, the naive baseline, and Triton."""
+    import torch
+    import torch.nn.functional as F
+
+    from mvseg.ops import local_attention_reference, local_attention_unfold, sv_conv_reference, sv_conv_unfold
+    from mvseg.ops.warp import warp_reference
+
+    def warp_grid_sample(feat, off, mask, frame):  # dense flow + normalised grid + grid_sample
+        b, _, hf, wf = feat.shape
+        flow = F.interpolate(off, size=(hf, wf), mode="nearest") * torch.tensor([wf / frame[1], hf / frame[0]],
+                                                                               device=off.device).view(1, 2, 1, 1)
+        ys, xs = torch.meshgrid(torch.arange(hf, device=feat.device, dtype=feat.dtype),
+                                torch.arange(wf, device=feat.device, dtype=feat.dtype), indexing="ij")
+        grid = torch.stack(((xs + flow[:, 0]) / (wf - 1) * 2 - 1, (ys + flow[:, 1]) / (hf - 1) * 2 - 1), -1)
+        return F.grid_sample(feat, grid, align_corners=True)
+
+    impls = {
+        "warp": {"reference": warp_reference, "grid_sample+grid": warp_grid_sample},
+        "local_attention": {"reference": local_attention_reference, "unfold": local_attention_unfold},
+        "sv_conv": {"reference": sv_conv_reference, "unfold": sv_conv_unfold},
+    }[op]
+    try:
+        import triton_kernels as tk
+
+        impls["triton"] = {"warp": tk.warp, "local_attention": tk.local_attention, "sv_conv": tk.sv_conv}[op]
+    except Exception:  # no triton on this platform
+        pass
+    return impls
+
+
+def _unfold_bytes(op: str, shapes: dict) -> int:
+    if op == "local_attention":
+        b, c, h, w = shapes["qkv"]
+        return 2 * b * c * shapes["window"] ** 2 * h * w * 4  # unfolded k and v
+    if op == "sv_conv":
+        b, c, h, w = shapes["feat"]
+        return b * c * shapes["window"] ** 2 * h * w * 4
+    return 0
+
+
+def _rss_kb(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def _reset_peak_rss() -> None:
+    """Return freed heap to the OS and reset the kernel's peak-RSS mark (Linux >= 4.0)."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
+def _cpu_measure(conn, op: str, shapes: dict, impl: str, repeats: int) -> None:
+    """In a forked child: peak RSS above the inputs during one forward pass (the kernel's
+    high-water mark, reset after the inputs exist), then forward and forward+backward times
+    (median of `repeats`)."""
+    import torch
+
+    fn = _kernel_impls(op)[impl]
+    args = _kernel_inputs(op, shapes, "cpu", grad=False)
+    _reset_peak_rss()
+    base = _rss_kb("VmRSS")
+    with torch.no_grad():
+        t0 = time.perf_counter()
+        out = fn(*args)
+        first = time.perf_counter() - t0
+    peak = _rss_kb("VmHWM")
+    del out
+    fwd = [first]
+    with torch.no_grad():
+        for _ in range(repeats - 1):
+            t0 = time.perf_counter()
+            fn(*args)
+            fwd.append(time.perf_counter() - t0)
+    gargs = _kernel_inputs(op, shapes, "cpu", grad=True)
+    t0 = time.perf_counter()
+    fn(*gargs).sum().backward()
+    bwd = time.perf_counter() - t0
+    conn.send({"fwd_ms": 1e3 * float(np.median(fwd)), "fwd_bwd_ms": 1e3 * bwd, "peak_mb": (peak - base) / 1024})
+
+
+def bench_kernels(repeats: int = 3, max_unfold_gb: float = 8.0) -> list[dict]:
+    """Time and peak memory of each op at paper sizes. On CUDA: Triton vs the reference and
+    the naive baseline with triton.testing.do_bench and torch.cuda.max_memory_allocated. On a
+    CPU: the reference vs the naive baseline (each measured in its own forked process)."""
+    import multiprocessing as mp
+
+    import torch
+
+    rows = []
+    cuda = torch.cuda.is_available()
+    for name, op, shapes in KERNEL_CASES:
+        for impl in _kernel_impls(op):
+            if impl == "triton" and not cuda:
+                continue
+            row = {"case": name, "impl": impl, "device": "cuda" if cuda else "cpu"}
+            if impl == "unfold" and _unfold_bytes(op, shapes) > max_unfold_gb * 2**30:
+                row["note"] = f"skipped: the unfold needs {_unfold_bytes(op, shapes) / 2**30:.1f} GB"
+                rows.append(row)
+                continue
+            if cuda:
+                from triton.testing import do_bench
+
+                fn = _kernel_impls(op)[impl]
+                args = _kernel_inputs(op, shapes, "cuda", grad=False)
+                torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats()
+                base = torch.cuda.memory_allocated()
+                with torch.no_grad():
+                    fn(*args)
+                torch.cuda.synchronize()
+                row["peak_mb"] = (torch.cuda.max_memory_allocated() - base) / 2**20
+                with torch.no_grad():
+                    row["fwd_ms"] = do_bench(lambda: fn(*args))
+                gargs = _kernel_inputs(op, shapes, "cuda", grad=True)
+                row["fwd_bwd_ms"] = do_bench(lambda: fn(*gargs).sum().backward())
+            else:
+                ctx = mp.get_context("fork")
+                parent, child = ctx.Pipe()
+                proc = ctx.Process(target=_cpu_measure, args=(child, op, shapes, impl, repeats))
+                proc.start()
+                row.update(parent.recv() if parent.poll(1800) else {"note": "timed out"})
+                proc.join()
+            rows.append(row)
+    # ratios against the reference, within one run
+    ref = {r["case"]: r for r in rows if r["impl"] == "reference" and "fwd_ms" in r}
+    for r in rows:
+        base = ref.get(r["case"])
+        if base and "fwd_ms" in r and r is not base:
+            r["speedup_vs_reference"] = base["fwd_ms"] / r["fwd_ms"]
+            r["memory_vs_reference"] = r["peak_mb"] / max(base["peak_mb"], 1e-3)
+    return rows
+
+
+def run_bench_kernels(json_out: str | None, repeats: int = 3) -> list[dict]:
+    rows = bench_kernels(repeats=repeats)
+    table = print_table(rows, ["case", "impl", "device", "fwd_ms", "fwd_bwd_ms", "peak_mb", "speedup_vs_reference",
+                               "memory_vs_reference", "note"])
+    write_json(json_out, {"bench": "kernels", "rows": rows, "table": table})
+    return rows

@@ -6,6 +6,7 @@
     mvseg data prepare synthetic --out DIR [...]
     mvseg bench video [PATH ...] [--json OUT.json]
     mvseg bench synthetic [--json OUT.json]
+    mvseg bench kernels [--json OUT.json]
 
 `main(args)` is callable from tests; it returns the process exit status.
 """
@@ -71,6 +72,9 @@ def _parser() -> argparse.ArgumentParser:
     bv.add_argument("paths", nargs="*", help="videos (default: a generated 640x360 clip)")
     bv.add_argument("--repeats", type=int, default=7)
     bv.add_argument("--json", metavar="OUT.json")
+    bk = bsub.add_parser("kernels", help="warp / local attention / sv_conv: Triton vs PyTorch at paper sizes")
+    bk.add_argument("--repeats", type=int, default=3)
+    bk.add_argument("--json", metavar="OUT.json")
     bs = bsub.add_parser("synthetic", help="per-pixel colour classifier vs a small CNN on the synthetic data")
     bs.add_argument("--steps", type=int, default=300)
     bs.add_argument("--json", metavar="OUT.json")
@@ -129,6 +133,8 @@ def _bench(a: argparse.Namespace) -> int:
 
     if a.bench_command == "video":
         bench.run_bench_video(a.paths, a.json, repeats=a.repeats)
+    elif a.bench_command == "kernels":
+        bench.run_bench_kernels(a.json, repeats=a.repeats)
     elif a.bench_command == "synthetic":
         bench.run_bench_synthetic(a.json, steps=a.steps)
     return 0

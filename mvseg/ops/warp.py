@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mvseg.video.motion import CELL, to_feature_grid
+from mvseg.video.motion import CELL, cell_index
 
 
 def warp_reference(
@@ -29,13 +29,20 @@ def warp_reference(
     (the kernel contract) or "border" (used to warp whole images). Returns [B, C, Hf, Wf].
     """
     b, _, hf, wf = features.shape
+    hm, wm = offsets.shape[-2:]
     if frame_size is None:
-        frame_size = (offsets.shape[-2] * CELL, offsets.shape[-1] * CELL)
+        frame_size = (hm * CELL, wm * CELL)
+    # Scale and normalise on the (small) cell grid, then gather straight into grid_sample's
+    # (B, Hf, Wf, 2) layout: the dense grid is built with one gather and one add.
+    ax, ay = 2 / max(wf - 1, 1), 2 / max(hf - 1, 1)  # feature pixels -> [-1, 1]
+    sx, sy = wf / frame_size[1], hf / frame_size[0]  # frame pixels -> feature pixels
     off = offsets if mask is None else offsets * mask.unsqueeze(1).to(offsets.dtype)
-    dense = to_feature_grid(off.to(features.dtype), (hf, wf), frame_size)  # (B, 2, Hf, Wf)
-    ys = torch.arange(hf, device=features.device, dtype=features.dtype)
-    xs = torch.arange(wf, device=features.device, dtype=features.dtype)
-    gx = (xs.view(1, 1, wf) + dense[:, 0]) * (2 / max(wf - 1, 1)) - 1
-    gy = (ys.view(1, hf, 1) + dense[:, 1]) * (2 / max(hf - 1, 1)) - 1
-    grid = torch.stack((gx, gy), dim=-1)  # (B, Hf, Wf, 2)
+    scale = torch.tensor([sx * ax, sy * ay], dtype=features.dtype, device=features.device)
+    cells = off.to(features.dtype).permute(0, 2, 3, 1) * scale  # (B, Hm, Wm, 2)
+    iy = cell_index(hf, hm, features.device)
+    ix = cell_index(wf, wm, features.device)
+    ys = torch.arange(hf, device=features.device, dtype=features.dtype) * ay - 1
+    xs = torch.arange(wf, device=features.device, dtype=features.dtype) * ax - 1
+    base = torch.stack(torch.broadcast_tensors(xs.view(1, wf), ys.view(hf, 1)), -1)  # (Hf, Wf, 2)
+    grid = cells[:, iy][:, :, ix] + base  # (B, Hf, Wf, 2)
     return F.grid_sample(features, grid, mode="bilinear", padding_mode=padding_mode, align_corners=True)
