@@ -278,7 +278,7 @@ def _reset_peak_rss() -> None:
 
 
 def _cpu_measure(conn, op: str, shapes: dict, impl: str, repeats: int) -> None:
-    """In a forked child: peak RSS above the inputs during one forward pass (the kernel's
+    """In a child process: peak RSS above the inputs during one forward pass (the kernel's
     high-water mark, reset after the inputs exist), then forward and forward+backward times
     (median of `repeats`)."""
     import torch
@@ -306,10 +306,10 @@ def _cpu_measure(conn, op: str, shapes: dict, impl: str, repeats: int) -> None:
     conn.send({"fwd_ms": 1e3 * float(np.median(fwd)), "fwd_bwd_ms": 1e3 * bwd, "peak_mb": (peak - base) / 1024})
 
 
-def bench_kernels(repeats: int = 3, max_unfold_gb: float = 8.0) -> list[dict]:
+def bench_kernels(repeats: int = 3, max_unfold_gb: float = 8.0, timeout: float = 1800) -> list[dict]:
     """Time and peak memory of each op at paper sizes. On CUDA: Triton vs the reference and
     the naive baseline with triton.testing.do_bench and torch.cuda.max_memory_allocated. On a
-    CPU: the reference vs the naive baseline (each measured in its own forked process)."""
+    CPU: the reference vs the naive baseline (each measured in its own process)."""
     import multiprocessing as mp
 
     import torch
@@ -342,12 +342,16 @@ def bench_kernels(repeats: int = 3, max_unfold_gb: float = 8.0) -> list[dict]:
                 gargs = _kernel_inputs(op, shapes, "cuda", grad=True)
                 row["fwd_bwd_ms"] = do_bench(lambda: fn(*gargs).sum().backward())
             else:
-                ctx = mp.get_context("fork")
+                # a fresh process per case ("spawn": forking a process whose torch thread pools
+                # are running can deadlock), so each peak-memory figure is the case's own
+                ctx = mp.get_context("spawn")
                 parent, child = ctx.Pipe()
                 proc = ctx.Process(target=_cpu_measure, args=(child, op, shapes, impl, repeats))
                 proc.start()
-                row.update(parent.recv() if parent.poll(1800) else {"note": "timed out"})
-                proc.join()
+                row.update(parent.recv() if parent.poll(timeout) else {"note": f"timed out after {timeout} s"})
+                proc.join(5)
+                if proc.is_alive():
+                    proc.kill()
             rows.append(row)
     # ratios against the reference, within one run
     ref = {r["case"]: r for r in rows if r["impl"] == "reference" and "fwd_ms" in r}

@@ -475,12 +475,20 @@ def make_synthetic_dataset(
             jobs.append((str(rootp), split, name, seed * 1_000_003 + offset[split] + i, cfg, gop, crf,
                          tuple(annotated), with_gt))
     s1, s2, count = np.zeros(3), np.zeros(3), 0
-    ctx = get_context("spawn" if os.name == "nt" else "fork")
-    with ctx.Pool(max(1, min(workers, os.cpu_count() or 1))) as pool:
-        it = pool.imap_unordered(_write_clip, jobs)
-        for split, name, a, b, n in tqdm(it, total=len(jobs), desc="synthetic clips", disable=not progress):
-            if split == "train":
-                s1, s2, count = s1 + a, s2 + b, count + n
+    workers = max(1, min(workers, os.cpu_count() or 1, len(jobs)))
+
+    def results():
+        if workers == 1:
+            yield from map(_write_clip, jobs)
+            return
+        # "spawn", not "fork": forking a process whose torch/OpenMP thread pools are running
+        # can deadlock the children
+        with get_context("spawn").Pool(workers) as pool:
+            yield from pool.imap_unordered(_write_clip, jobs)
+
+    for split, name, a, b, n in tqdm(results(), total=len(jobs), desc="synthetic clips", disable=not progress):
+        if split == "train":
+            s1, s2, count = s1 + a, s2 + b, count + n
     mean = s1 / max(count, 1)
     std = np.sqrt(np.maximum(s2 / max(count, 1) - mean**2, 1e-12))
     meta = {
