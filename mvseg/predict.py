@@ -1,9 +1,8 @@
 """`mvseg predict`: segment a video with a trained strategy, frame by frame, and write a
 colour-overlay MP4 (and optionally one label PNG per frame).
 
-Frames are decoded and processed one at a time in stream order (bounded memory): keyframes
-(chosen by the strategy's keyframe policy) go through the full network, other frames through
-the method's propagation.
+Frames stream through mvseg.runtime (bounded memory): keyframes (the strategy's keyframe
+policy) go through the full network, other frames through the method's propagation.
 """
 
 from __future__ import annotations
@@ -17,11 +16,11 @@ import torch
 from tqdm import tqdm
 
 from mvseg.data.synthetic import PALETTE
+from mvseg.runtime import run_stream
 from mvseg.strategies.base import SegStrategy
 from mvseg.strategies.policies import make_policy
-from mvseg.video.decode import iter_frames, probe
+from mvseg.video.decode import probe
 from mvseg.video.encode import encode_video
-from mvseg.video.motion import rasterize_mvs, reference_distances
 
 
 def load_strategy(ckpt: str | Path) -> tuple[SegStrategy, dict]:
@@ -42,26 +41,6 @@ def load_strategy(ckpt: str | Path) -> tuple[SegStrategy, dict]:
 
 def overlay(frame: np.ndarray, label: np.ndarray, palette: np.ndarray, alpha: float) -> np.ndarray:
     return (frame * (1 - alpha) + palette[label] * alpha).astype(np.uint8)
-
-
-def segment_stream(model: SegStrategy, video: str | Path, data: dict, policy=None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Yield (frame RGB uint8, label uint8) for every frame of `video`, in display order."""
-    info = probe(video)
-    dists = None
-    if info.has_b_frames:  # anchor distances need the picture types (a cheap first pass)
-        dists = reference_distances("".join(f.pict_type for f in iter_frames(video, rgb=False, mvs=False)))
-    mean = torch.tensor(data.get("mean", (0.485, 0.456, 0.406))).view(1, 3, 1, 1)
-    std = torch.tensor(data.get("std", (0.229, 0.224, 0.225))).view(1, 3, 1, 1)
-    policy = policy or model.policy
-    model.stream_reset()
-    policy.reset()
-    with torch.inference_mode():
-        for f in iter_frames(video):
-            off, mask = rasterize_mvs(f.mvs, info.height, info.width, *(dists[f.index] if dists else (1, 1)))
-            x = (torch.from_numpy(f.image).permute(2, 0, 1)[None].float() / 255 - mean) / std
-            key = policy.is_key(f.index, f.pict_type)
-            logits = model.stream_step(x, torch.from_numpy(off)[None], torch.from_numpy(mask)[None], key)
-            yield f.image, logits.argmax(1)[0].to(torch.uint8).numpy()
 
 
 def predict_video(
@@ -88,11 +67,12 @@ def predict_video(
         Path(labels_dir).mkdir(parents=True, exist_ok=True)
 
     def frames() -> Iterator[np.ndarray]:
-        stream = segment_stream(model, video, data, pol)
-        for i, (img, lab) in enumerate(tqdm(stream, total=info.num_frames or None, desc="predict")):
+        kw = {k: data[k] for k in ("mean", "std") if k in data}
+        stream = run_stream(model, video, policy=pol, **kw)
+        for r in tqdm(stream, total=info.num_frames or None, desc="predict"):
             if labels_dir:
-                Image.fromarray(lab).save(Path(labels_dir) / f"{i:06d}.png")
-            yield overlay(img, lab, palette, alpha)
+                Image.fromarray(r.label).save(Path(labels_dir) / f"{r.index:06d}.png")
+            yield overlay(r.image, r.label, palette, alpha)
 
     h, w = info.height, info.width
     if h % 2 or w % 2:

@@ -21,7 +21,7 @@ from torch.utils.data import Dataset
 
 from mvseg.data.cache import CachedVideo, VideoCache
 from mvseg.data.folder import Clip, DatasetError, FolderDataset, read_label
-from mvseg.video.motion import CELL, compose, invert, resize_field
+from mvseg.video.motion import CELL, compose, compose_forward, resize_field
 
 IMAGE_KEYS = ("key", "cur", "next_key")
 FIELD_KEYS = (("offset_cur_to_key", "mask_cur_to_key"), ("offset_cur_to_next", "mask_cur_to_next"))
@@ -57,9 +57,9 @@ def chain_offsets_forward(video: CachedVideo, t: int, n: int) -> tuple[Tensor, T
     hc, wc = video.offsets.shape[-2:]
     if n == t:
         return torch.zeros(2, hc, wc), torch.ones(hc, wc)
-    inv = [invert(torch.from_numpy(np.array(video.offsets[j])), torch.from_numpy(video.masks[j].astype(np.float32)))
-           for j in range(t + 1, n + 1)]
-    return compose([g for g, _ in inv], [m for _, m in inv])
+    js = range(t + 1, n + 1)
+    return compose_forward([torch.from_numpy(np.array(video.offsets[j])) for j in js],
+                           [torch.from_numpy(video.masks[j].astype(np.float32)) for j in js])
 
 
 class KeyframeSamples(Dataset):

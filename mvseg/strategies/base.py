@@ -102,6 +102,19 @@ class SegStrategy(L.LightningModule):
     def stream_reset(self) -> None:
         """Forget the state of the previous stream."""
         self.policy.reset()
+        self._stream_index = 0
+
+    def stream_push(self, frame: Tensor, offset: Tensor | None, mask: Tensor | None, is_key: bool) -> list[tuple[int, Tensor]]:
+        """Feed the next frame; returns the (frame index, logits) pairs that are ready. Causal
+        methods answer every frame at once; methods that look ahead (interp-MV) hold frames
+        back until the next keyframe arrives, and `stream_flush` releases the rest."""
+        i = getattr(self, "_stream_index", 0)
+        self._stream_index = i + 1
+        return [(i, self.stream_step(frame, offset, mask, is_key))]
+
+    def stream_flush(self) -> list[tuple[int, Tensor]]:
+        """End of the stream: the frames still held back (none for causal methods)."""
+        return []
 
     # -- training ----------------------------------------------------------------------
 

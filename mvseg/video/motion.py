@@ -213,6 +213,13 @@ def invert(offset: Tensor, mask: Tensor, iterations: int = 20) -> tuple[Tensor, 
     return (g[0], valid[0]) if squeeze else (g, valid)
 
 
+def compose_forward(offsets: Sequence[Tensor], masks: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
+    """Offsets from frame t forward to frame n > t, given the backward fields of frames
+    t+1..n (f_j maps j -> j-1): each is inverted and the inverses composed t -> t+1 -> ... -> n."""
+    inv = [invert(o, m) for o, m in zip(offsets, masks)]
+    return compose([g for g, _ in inv], [m for _, m in inv])
+
+
 def cell_index(n_out: int, n_cells: int, device=None) -> Tensor:
     """For each of n_out output pixels spanning the same extent as n_cells cells, the cell
     containing the output pixel's centre (the lookup the warp kernel does per pixel)."""
