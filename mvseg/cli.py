@@ -7,6 +7,7 @@
     mvseg bench video [PATH ...] [--json OUT.json]
     mvseg bench synthetic [--json OUT.json]
     mvseg bench kernels [--json OUT.json]
+    mvseg bench strategies --run NAME=CKPT ... [--intervals 1 5 10]
 
 `main(args)` is callable from tests; it returns the process exit status.
 """
@@ -75,6 +76,14 @@ def _parser() -> argparse.ArgumentParser:
     bk = bsub.add_parser("kernels", help="warp / local attention / sv_conv: Triton vs PyTorch at paper sizes")
     bk.add_argument("--repeats", type=int, default=3)
     bk.add_argument("--json", metavar="OUT.json")
+    bst = bsub.add_parser("strategies", help="mIoU, fps, latency and GFLOPs of trained strategies per keyframe interval")
+    bst.add_argument("--run", action="append", required=True, metavar="NAME=CKPT", help="a method and its checkpoint")
+    bst.add_argument("--intervals", type=int, nargs="+", default=list(range(1, 11)))
+    bst.add_argument("--data-root", default="data/synthetic", help="mvseg folder dataset (its val split)")
+    bst.add_argument("--cache-dir", default=None)
+    bst.add_argument("--max-videos", type=int, default=None, help="videos for the speed measurement")
+    bst.add_argument("--out-dir", default="bench/strategies", help="results.json, table.md, accuracy_vs_fps.png")
+    bst.add_argument("--json", metavar="OUT.json")
     bs = bsub.add_parser("synthetic", help="per-pixel colour classifier vs a small CNN on the synthetic data")
     bs.add_argument("--steps", type=int, default=300)
     bs.add_argument("--json", metavar="OUT.json")
@@ -133,6 +142,10 @@ def _bench(a: argparse.Namespace) -> int:
 
     if a.bench_command == "video":
         bench.run_bench_video(a.paths, a.json, repeats=a.repeats)
+    elif a.bench_command == "strategies":
+        from mvseg.bench_strategies import run_bench_strategies
+
+        run_bench_strategies(a.run, a.intervals, a.data_root, a.out_dir, a.max_videos, a.json, a.cache_dir)
     elif a.bench_command == "kernels":
         bench.run_bench_kernels(a.json, repeats=a.repeats)
     elif a.bench_command == "synthetic":

@@ -46,3 +46,36 @@ def test_bench_kernels_skips_unfold_that_does_not_fit(monkeypatch):
     rows = bench.bench_kernels(repeats=1, timeout=120)
     (unfold,) = [r for r in rows if r["impl"] == "unfold"]
     assert unfold["note"].startswith("skipped: the unfold needs 1296.0 GB") and "fwd_ms" not in unfold
+
+
+def test_bench_strategies_writes_results_table_and_plot(tiny_dataset, tmp_path, capsys):
+    import lightning as L
+
+    from mvseg.data.datamodule import CompressedVideoDataModule
+    from mvseg.models.segnet import SegNetConfig
+    from mvseg.strategies import PerFrame, PropMV
+
+    net = SegNetConfig(width=0.125, feat_dim=16, head="plain", head_dim=16)
+    dm = CompressedVideoDataModule(str(tiny_dataset), "folder", keyframe_interval=3, batch_size=2)
+    ckpts = {"per_frame": tmp_path / "per_frame.ckpt", "prop_mv": tmp_path / "prop_mv.ckpt"}
+    for name, steps in (("per_frame", 1), ("prop_mv", 0)):  # prop-MV: the per-frame weights, untrained
+        model = PerFrame(9, 3, net=net) if name == "per_frame" else PropMV(9, 3, net=net, init_from=str(ckpts["per_frame"]))
+        trainer = L.Trainer(accelerator="cpu", max_steps=steps, logger=False, enable_progress_bar=False,
+                            enable_model_summary=False, default_root_dir=tmp_path, limit_val_batches=0)
+        trainer.fit(model, dm)
+        trainer.save_checkpoint(ckpts[name])
+    out = tmp_path / "bench"
+    rc = main(["bench", "strategies", "--run", f"per_frame={ckpts['per_frame']}", "--run", f"prop_mv={ckpts['prop_mv']}",
+               "--intervals", "1", "3", "--data-root", str(tiny_dataset), "--max-videos", "1", "--out-dir", str(out)])
+    assert rc == 0
+    rows = json.loads((out / "results.json").read_text())
+    assert [(r["method"], r["interval"]) for r in rows] == [("per_frame", 1), ("per_frame", 3), ("prop_mv", 1), ("prop_mv", 3)]
+    for r in rows:
+        assert 0 <= r["miou_min"] <= r["miou_mean"] <= 1 and r["fps"] > 0 and r["gflops_per_frame"] > 0
+        assert len([k for k in r if k.startswith("miou_d")]) == r["interval"]
+    by = {(r["method"], r["interval"]): r for r in rows}
+    # prop-MV at L=1 is the per-frame network on every frame; at L=3 it runs N_feat on a third
+    assert by[("prop_mv", 1)]["miou_mean"] == by[("per_frame", 1)]["miou_mean"]
+    assert by[("prop_mv", 3)]["gflops_per_frame"] < 0.6 * by[("prop_mv", 1)]["gflops_per_frame"]
+    assert (out / "accuracy_vs_fps.png").stat().st_size > 1000
+    assert "| prop_mv | 3 |" in (out / "table.md").read_text()

@@ -52,6 +52,9 @@ class SegStrategy(L.LightningModule):
     #: True when the prediction does not depend on the keyframe distance (the per-frame
     #: baseline): distance 0 is evaluated and its mIoU reported for every d.
     distance_invariant: bool = False
+    #: True when the method also needs the next keyframe (interp-MV): samples then carry
+    #: next_key and the offsets to it (data.init_args.with_next).
+    needs_next: bool = False
 
     def __init__(
         self,

@@ -26,6 +26,8 @@ from mvseg.video.motion import compose, compose_forward
 
 
 class InterpMV(Propagation):
+    needs_next = True
+
     def __init__(
         self,
         num_classes: int,
