@@ -40,6 +40,22 @@ def _sample_pos(off_ptr, mask_ptr, b, p, pm, Hf, Wf, Hm, Wm, sx, sy, HAS_MASK: t
 
 
 @triton.jit
+def _corners(px, py, pm, Hf, Wf):
+    """Bilinear corners of sample positions: flat indices, in-image masks, fractions."""
+    x0f = tl.floor(px)
+    y0f = tl.floor(py)
+    x0 = x0f.to(tl.int32)
+    y0 = y0f.to(tl.int32)
+    x1 = x0 + 1
+    y1 = y0 + 1
+    m00 = pm & (x0 >= 0) & (x0 < Wf) & (y0 >= 0) & (y0 < Hf)
+    m01 = pm & (x1 >= 0) & (x1 < Wf) & (y0 >= 0) & (y0 < Hf)
+    m10 = pm & (x0 >= 0) & (x0 < Wf) & (y1 >= 0) & (y1 < Hf)
+    m11 = pm & (x1 >= 0) & (x1 < Wf) & (y1 >= 0) & (y1 < Hf)
+    return y0 * Wf + x0, y0 * Wf + x1, y1 * Wf + x0, y1 * Wf + x1, m00, m01, m10, m11, px - x0f, py - y0f
+
+
+@triton.jit
 def _warp_fwd(feat_ptr, off_ptr, mask_ptr, out_ptr, C, Hf, Wf, Hm, Wm, sx, sy,
               HAS_MASK: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
     b = tl.program_id(0)
@@ -47,26 +63,7 @@ def _warp_fwd(feat_ptr, off_ptr, mask_ptr, out_ptr, C, Hf, Wf, Hm, Wm, sx, sy,
     HW = Hf * Wf
     pm = p < HW
     px, py, cell, ex, ey = _sample_pos(off_ptr, mask_ptr, b, p, pm, Hf, Wf, Hm, Wm, sx, sy, HAS_MASK)
-    x0f = tl.floor(px)
-    y0f = tl.floor(py)
-    fx = px - x0f
-    fy = py - y0f
-    x0 = x0f.to(tl.int32)
-    y0 = y0f.to(tl.int32)
-    x1 = x0 + 1
-    y1 = y0 + 1
-    vx0 = (x0 >= 0) & (x0 < Wf)
-    vx1 = (x1 >= 0) & (x1 < Wf)
-    vy0 = (y0 >= 0) & (y0 < Hf)
-    vy1 = (y1 >= 0) & (y1 < Hf)
-    m00 = pm & vx0 & vy0
-    m01 = pm & vx1 & vy0
-    m10 = pm & vx0 & vy1
-    m11 = pm & vx1 & vy1
-    i00 = y0 * Wf + x0
-    i01 = y0 * Wf + x1
-    i10 = y1 * Wf + x0
-    i11 = y1 * Wf + x1
+    i00, i01, i10, i11, m00, m01, m10, m11, fx, fy = _corners(px, py, pm, Hf, Wf)
     w00 = (1 - fx) * (1 - fy)
     w01 = fx * (1 - fy)
     w10 = (1 - fx) * fy
@@ -92,22 +89,7 @@ def _warp_bwd(feat_ptr, off_ptr, mask_ptr, dout_ptr, dfeat_ptr, doff_ptr, C, Hf,
     HW = Hf * Wf
     pm = p < HW
     px, py, cell, ex, ey = _sample_pos(off_ptr, mask_ptr, b, p, pm, Hf, Wf, Hm, Wm, sx, sy, HAS_MASK)
-    x0f = tl.floor(px)
-    y0f = tl.floor(py)
-    fx = px - x0f
-    fy = py - y0f
-    x0 = x0f.to(tl.int32)
-    y0 = y0f.to(tl.int32)
-    x1 = x0 + 1
-    y1 = y0 + 1
-    m00 = pm & (x0 >= 0) & (x0 < Wf) & (y0 >= 0) & (y0 < Hf)
-    m01 = pm & (x1 >= 0) & (x1 < Wf) & (y0 >= 0) & (y0 < Hf)
-    m10 = pm & (x0 >= 0) & (x0 < Wf) & (y1 >= 0) & (y1 < Hf)
-    m11 = pm & (x1 >= 0) & (x1 < Wf) & (y1 >= 0) & (y1 < Hf)
-    i00 = y0 * Wf + x0
-    i01 = y0 * Wf + x1
-    i10 = y1 * Wf + x0
-    i11 = y1 * Wf + x1
+    i00, i01, i10, i11, m00, m01, m10, m11, fx, fy = _corners(px, py, pm, Hf, Wf)
     gx = tl.zeros([BLOCK_P], tl.float32)
     gy = tl.zeros([BLOCK_P], tl.float32)
     for c0 in range(0, C, BLOCK_C):
