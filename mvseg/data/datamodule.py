@@ -39,6 +39,8 @@ class CompressedVideoDataModule(L.LightningDataModule):
         eval_distances: distances evaluated (default 0..L-1: the protocol of DESIGN.md).
         crop_size, scale_range, hflip: training augmentation (crop in pixels, multiple of 4).
         with_next: also load the next keyframe and offsets to it (interpolating methods).
+        with_gt_flow: also load the ground-truth flow to the keyframe (synthetic data; flow
+            network pretraining for DFF).
         cache_dir: decoded-frame cache (default ROOT/.cache).
     """
 
@@ -53,6 +55,7 @@ class CompressedVideoDataModule(L.LightningDataModule):
         scale_range: tuple[float, float] = (1.0, 1.0),
         hflip: bool = True,
         with_next: bool = False,
+        with_gt_flow: bool = False,
         batch_size: int = 8,
         eval_batch_size: int | None = None,
         num_workers: int = 0,
@@ -74,6 +77,7 @@ class CompressedVideoDataModule(L.LightningDataModule):
         self.eval_distances = list(eval_distances) if eval_distances is not None else list(range(keyframe_interval))
         self.augment = Augment(tuple(crop_size) if crop_size else None, tuple(scale_range), hflip)
         self.with_next = with_next
+        self.with_gt_flow = with_gt_flow
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers
@@ -105,8 +109,9 @@ class CompressedVideoDataModule(L.LightningDataModule):
             self.ds = load_folder_dataset(self.root)
         L_ = self.keyframe_interval
         self.train_set = KeyframeSamples(self.ds, "train", self.cache, L_, self.train_distances, True,
-                                         self.augment, self.with_next)
-        self.val_set = KeyframeSamples(self.ds, "val", self.cache, L_, self.eval_distances, False, None, self.with_next)
+                                         self.augment, self.with_next, self.with_gt_flow)
+        self.val_set = KeyframeSamples(self.ds, "val", self.cache, L_, self.eval_distances, False, None, self.with_next,
+                                       self.with_gt_flow)
 
     def _loader(self, ds, shuffle: bool, batch: int) -> DataLoader:
         drop_last = shuffle and len(ds) > batch  # never an empty epoch on a tiny dataset

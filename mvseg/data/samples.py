@@ -4,7 +4,9 @@ composed MV offsets between them (../shared/DESIGN.md, "A training/evaluation sa
 For an annotated frame t and a keyframe distance d, the keyframe is k = t - d and the next
 keyframe n = k + L. ``offset_cur_to_key`` composes the per-frame fields t -> t-1 -> ... -> k
 by sampling; ``offset_cur_to_next`` composes the inverted fields t -> t+1 -> ... -> n.
-Augmentation (scale, crop, horizontal flip) is applied identically to every image, the
+With ``with_gt_flow`` (datasets with ground-truth flow, as the synthetic one), samples also
+carry ``flow_cur_to_key``: the true flow t -> k on the same 4x4 cell grid, composed the same way
+(the target that pretrains DFF's flow network). Augmentation (scale, crop, horizontal flip) is applied identically to every image, the
 label and the offset fields (a flip negates x offsets, a scale scales them).
 """
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -24,7 +27,8 @@ from mvseg.data.folder import Clip, DatasetError, FolderDataset, read_label
 from mvseg.video.motion import CELL, compose, compose_forward, resize_field
 
 IMAGE_KEYS = ("key", "cur", "next_key")
-FIELD_KEYS = (("offset_cur_to_key", "mask_cur_to_key"), ("offset_cur_to_next", "mask_cur_to_next"))
+FIELD_KEYS = (("offset_cur_to_key", "mask_cur_to_key"), ("offset_cur_to_next", "mask_cur_to_next"),
+              ("flow_cur_to_key", "flowmask_cur_to_key"))
 
 
 @dataclass
@@ -62,6 +66,29 @@ def chain_offsets_forward(video: CachedVideo, t: int, n: int) -> tuple[Tensor, T
                            [torch.from_numpy(video.masks[j].astype(np.float32)) for j in js])
 
 
+def gt_flow_path(ds: FolderDataset, clip: Clip) -> Path:
+    """Ground-truth flow of a clip: ROOT/gt/{split}/{clip}.npz, array "flow" (T, 2, H, W),
+    frame t -> t-1 in pixels (written by the synthetic generator)."""
+    return ds.root / "gt" / clip.split / f"{clip.name}.npz"
+
+
+def load_gt_flow(path: Path, frames: int, size: tuple[int, int]) -> Tensor:
+    """Per-frame ground-truth flow averaged over 4x4 cells -> (T, 2, Hc, Wc) float32."""
+    if not path.is_file():
+        raise DatasetError(f"{path}: ground-truth flow not found (with_gt_flow needs gt/{{split}}/{{clip}}.npz, "
+                           "as `mvseg data prepare synthetic` writes)")
+    try:
+        with np.load(path) as z:
+            flow = np.asarray(z["flow"], dtype=np.float32)
+    except (KeyError, ValueError, OSError) as e:
+        raise DatasetError(f"{path}: unreadable ground-truth flow ({e})") from e
+    if flow.ndim != 4 or flow.shape[0] != frames or flow.shape[1] != 2 or tuple(flow.shape[2:]) != tuple(size):
+        raise DatasetError(f"{path}: flow has shape {flow.shape}, expected ({frames}, 2, {size[0]}, {size[1]})")
+    # A cell's flow is the mean over its pixels (our choice: a target on the MV grid, so the
+    # composition, augmentation and warping code of the MV offsets applies unchanged).
+    return F.avg_pool2d(torch.from_numpy(flow), CELL, ceil_mode=True)
+
+
 class KeyframeSamples(Dataset):
     """Samples of one split. Training: one item per annotated frame, its distance drawn from
     `distances` each time. Evaluation: one item per (annotated frame, distance)."""
@@ -76,7 +103,10 @@ class KeyframeSamples(Dataset):
         train: bool,
         augment: Augment | None = None,
         with_next: bool = False,
+        with_gt_flow: bool = False,
     ):
+        self.with_gt_flow = with_gt_flow
+        self._gt: dict[int, Tensor] = {}
         self.ds, self.split, self.cache, self.interval = ds, split, cache, interval
         self.distances, self.train, self.augment, self.with_next = list(distances), train, augment, with_next
         self.clips: list[Clip] = ds.clips[split]
@@ -134,6 +164,16 @@ class KeyframeSamples(Dataset):
             "clip": clip.name,
             "frame": t,
         }
+        if self.with_gt_flow:
+            if ci not in self._gt:
+                self._gt[ci] = load_gt_flow(gt_flow_path(self.ds, clip), len(v), (h, w))
+            gt = self._gt[ci]
+            if k == t:
+                s["flow_cur_to_key"], s["flowmask_cur_to_key"] = torch.zeros_like(gt[0]), torch.ones(gt.shape[-2:])
+            else:
+                js = range(t, k, -1)
+                s["flow_cur_to_key"], s["flowmask_cur_to_key"] = compose([gt[j] for j in js],
+                                                                         [torch.ones(gt.shape[-2:]) for _ in js])
         if self.with_next:
             n = min(k + self.interval, len(v) - 1)  # clamped at the end of the clip
             off_n, m_n = chain_offsets_forward(v, t, max(n, t))

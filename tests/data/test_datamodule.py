@@ -142,3 +142,28 @@ def test_paths_may_not_escape_the_root(tiny_dataset, tmp_path):
     (root / "dataset.json").write_text(json.dumps(meta))
     with pytest.raises(DatasetError, match="escapes the dataset root"):
         load_folder_dataset(root)
+
+
+def test_ground_truth_flow_samples(tiny_dataset, tmp_path):
+    """with_gt_flow: the true flow t -> k on the cell grid, composed like the MV offsets; it
+    warps the keyframe onto the current frame better than the block MVs, and is augmented
+    with the sample (a flip negates x)."""
+    dm = make_dm(tiny_dataset, with_gt_flow=True)
+    s0 = dm.val_set[0]
+    assert s0["distance"] == 0 and not s0["flow_cur_to_key"].any()
+    s = dm.val_set[5]  # distance 2
+    assert s["flow_cur_to_key"].shape == (2, 16, 32) and s["flowmask_cur_to_key"].shape == (16, 32)
+    gt = warp_full(s["key"], s["flow_cur_to_key"], s["flowmask_cur_to_key"])
+    copy_err = (s["key"] - s["cur"]).abs().mean()
+    assert (gt - s["cur"]).abs().mean() < 0.5 * copy_err
+    a = transform_sample(s, (64, 128), flip=True)
+    torch.testing.assert_close(a["flow_cur_to_key"][0], -s["flow_cur_to_key"][0].flip(-1))
+    # a dataset without ground truth: a clear error naming the missing file
+    import shutil
+
+    root = tmp_path / "nogt"
+    shutil.copytree(tiny_dataset, root)
+    shutil.rmtree(root / "gt")
+    dm = make_dm(root, with_gt_flow=True)
+    with pytest.raises(DatasetError, match=r"gt[/\\]val[/\\]clip_0000\.npz: ground-truth flow not found"):
+        dm.val_set[0]
