@@ -8,11 +8,18 @@ Per (method, interval L):
 - fps, latency_mean_ms, latency_max_ms: the streaming runtime over every validation video
   (decoding, MV rasterisation and the network included; frames/s over the whole run);
 - gflops_per_frame: torch.utils.flop_counter over one whole video in the runtime, divided by
-  its frames (a multiply-add counts as 2 FLOPs, torch's convention).
+  its frames (a multiply-add counts as 2 FLOPs, torch's convention); gflops_nonkey: the same
+  for a non-keyframe alone ((total - keyframes x keyframe cost) / non-keyframes). The counter
+  sees convolutions and matmuls only: a warp (grid_sample) counts 0, so cost is also timed:
+- nonkey_ms: mean latency of the non-keyframes in the runtime, and propagation_ms: that minus
+  the time of N_task on one frame (task_ms), i.e. the cost of moving keyframe features to the
+  frame (DFF: the flow network and warp; prop-MV: composing MVs and the warp). For look-ahead
+  methods (interp-MV) the non-keyframe latency includes the wait for the next keyframe.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from pathlib import Path
@@ -48,15 +55,48 @@ def evaluate(model, root: str, interval: int, cache_dir: str | None = None) -> d
             **{f"miou_d{d}": m[f"val/mIoU_d{d}"] for d in range(interval)}}
 
 
+def task_ms(model, frame_size: tuple[int, int], repeats: int = 20) -> float:
+    """Time of N_task (+ up-sampling) on one frame's features: the part of a non-keyframe that
+    every propagation method shares."""
+    net = getattr(model, "net", None)
+    if net is None or not hasattr(model, "task"):
+        return float("nan")
+    with torch.inference_mode():
+        feat = net.feat(torch.zeros(1, 3, *frame_size))
+        model.task(feat, frame_size)  # warm-up
+        t0 = time.perf_counter()
+        for _ in range(repeats):
+            model.task(feat, frame_size)
+    return 1e3 * (time.perf_counter() - t0) / repeats
+
+
 def speed(model, videos: list[Path], data: dict, interval: int) -> dict:
     kw = {k: data[k] for k in ("mean", "std") if k in data}
+    # warm-up (allocator, first-call dispatch) on a few frames, not timed
+    for _ in itertools.islice(run_stream(model, videos[0], policy=FixedInterval(interval), **kw), 2 * interval + 1):
+        pass
     results, t0 = [], time.perf_counter()
     for v in videos:
         results += list(run_stream(model, v, policy=FixedInterval(interval), **kw))
     stats = stream_stats(results, time.perf_counter() - t0)
+    nonkey = [r.latency_ms for r in results if not r.is_key]
+    stats["nonkey_ms"] = sum(nonkey) / len(nonkey) if nonkey else float("nan")
+    stats["task_ms"] = task_ms(model, results[0].label.shape)
+    stats["propagation_ms"] = stats["nonkey_ms"] - stats["task_ms"]
+    # FLOPs: the total over one video, and a keyframe alone (the first frame)
     with FlopCounterMode(display=False) as fc:
-        n = sum(1 for _ in run_stream(model, videos[0], policy=FixedInterval(interval), **kw))
-    stats["gflops_per_frame"] = fc.get_total_flops() / n / 1e9
+        stream = run_stream(model, videos[0], policy=FixedInterval(interval), **kw)
+        first = next(stream)
+        key_flops = fc.get_total_flops() if first.is_key and first.index == 0 and not model.needs_next else None
+        rest = list(stream)
+    n, n_key = 1 + len(rest), int(first.is_key) + sum(r.is_key for r in rest)
+    total = fc.get_total_flops()
+    stats["gflops_per_frame"] = total / n / 1e9
+    if key_flops is None:  # look-ahead methods emit frames late: measure a keyframe on its own
+        with FlopCounterMode(display=False) as fk:
+            next(run_stream(model, videos[0], policy=FixedInterval(interval), **kw))
+        key_flops = fk.get_total_flops()
+    stats["gflops_nonkey"] = (total - n_key * key_flops) / (n - n_key) / 1e9 if n > n_key else float("nan")
     return stats
 
 
@@ -98,8 +138,31 @@ def plot(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+COLUMNS = ["method", "interval", "miou_mean", "miou_min", "fps", "latency_mean_ms", "latency_max_ms",
+           "gflops_per_frame", "gflops_nonkey", "nonkey_ms", "propagation_ms"]
+
+
+def log_wandb(rows: list[dict], table: str, out: Path, project: str = "mvseg") -> str | None:
+    """The rows as a W&B table, the plot as an image and the Markdown table as a file (offline
+    without a login, as training runs). Returns the run's directory."""
+    import wandb
+
+    from mvseg.lightning_cli import ensure_wandb_never_blocks
+
+    ensure_wandb_never_blocks()
+    cols = sorted({k for r in rows for k in r}, key=lambda k: (COLUMNS + [k]).index(k))
+    run = wandb.init(project=project, job_type="bench-strategies", dir=str(out), reinit="finish_previous")
+    try:
+        run.log({"bench/strategies": wandb.Table(columns=cols, data=[[r.get(c) for c in cols] for r in rows]),
+                 "bench/accuracy_vs_fps": wandb.Image(str(out / "accuracy_vs_fps.png"))})
+        run.summary["bench/table_md"] = table
+        return run.dir
+    finally:
+        run.finish()
+
+
 def run_bench_strategies(runs: list[str], intervals: list[int], root: str, out_dir: str, max_videos: int | None,
-                         json_out: str | None, cache_dir: str | None = None) -> list[dict]:
+                         json_out: str | None, cache_dir: str | None = None, wandb: bool = True) -> list[dict]:
     parsed = {}
     for r in runs:
         name, sep, ckpt = r.partition("=")
@@ -109,10 +172,11 @@ def run_bench_strategies(runs: list[str], intervals: list[int], root: str, out_d
     rows = bench_strategies(parsed, intervals, root, max_videos, cache_dir)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    cols = ["method", "interval", "miou_mean", "miou_min", "fps", "latency_mean_ms", "latency_max_ms", "gflops_per_frame"]
-    table = print_table(rows, cols)
+    table = print_table(rows, COLUMNS)
     (out / "results.json").write_text(json.dumps(rows, indent=1))
     (out / "table.md").write_text(table + "\n")
     plot(rows, out / "accuracy_vs_fps.png")
     write_json(json_out, {"bench": "strategies", "rows": rows, "table": table})
+    if wandb:
+        log_wandb(rows, table, out)
     return rows

@@ -84,6 +84,7 @@ def _parser() -> argparse.ArgumentParser:
     bst.add_argument("--max-videos", type=int, default=None, help="videos for the speed measurement")
     bst.add_argument("--out-dir", default="bench/strategies", help="results.json, table.md, accuracy_vs_fps.png")
     bst.add_argument("--json", metavar="OUT.json")
+    bst.add_argument("--no-wandb", action="store_true", help="do not log the table and plot to W&B")
     bs = bsub.add_parser("synthetic", help="per-pixel colour classifier vs a small CNN on the synthetic data")
     bs.add_argument("--steps", type=int, default=300)
     bs.add_argument("--json", metavar="OUT.json")
@@ -145,7 +146,8 @@ def _bench(a: argparse.Namespace) -> int:
     elif a.bench_command == "strategies":
         from mvseg.bench_strategies import run_bench_strategies
 
-        run_bench_strategies(a.run, a.intervals, a.data_root, a.out_dir, a.max_videos, a.json, a.cache_dir)
+        run_bench_strategies(a.run, a.intervals, a.data_root, a.out_dir, a.max_videos, a.json, a.cache_dir,
+                             wandb=not a.no_wandb)
     elif a.bench_command == "kernels":
         bench.run_bench_kernels(a.json, repeats=a.repeats)
     elif a.bench_command == "synthetic":

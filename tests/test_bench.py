@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from mvseg.cli import main
 
 
@@ -79,3 +81,8 @@ def test_bench_strategies_writes_results_table_and_plot(tiny_dataset, tmp_path, 
     assert by[("prop_mv", 3)]["gflops_per_frame"] < 0.6 * by[("prop_mv", 1)]["gflops_per_frame"]
     assert (out / "accuracy_vs_fps.png").stat().st_size > 1000
     assert "| prop_mv | 3 |" in (out / "table.md").read_text()
+    # a non-keyframe of prop-MV runs N_task only: far cheaper than a keyframe (N_feat + N_task)
+    assert by[("prop_mv", 3)]["gflops_nonkey"] < 0.5 * by[("prop_mv", 1)]["gflops_per_frame"]
+    assert by[("per_frame", 3)]["gflops_nonkey"] == pytest.approx(by[("per_frame", 1)]["gflops_per_frame"])
+    # logged to W&B (offline in tests): a run with the table
+    assert list((out / "wandb").glob("offline-run-*"))
