@@ -1,5 +1,6 @@
 """One LightningModule per method, on the shared SegStrategy base."""
 
+from mvseg.strategies.arseg import ARSeg
 from mvseg.strategies.base import OptimConfig, SegStrategy
 from mvseg.strategies.dff import DFF
 from mvseg.strategies.flow_pretrain import FlowPretrain
@@ -8,4 +9,4 @@ from mvseg.strategies.per_frame import PerFrame
 from mvseg.strategies.prop_mv import PropMV
 from mvseg.strategies.policies import FixedInterval, IFrames, KeyframePolicy, make_policy
 
-__all__ = ["OptimConfig", "SegStrategy", "PerFrame", "PropMV", "InterpMV", "DFF", "FlowPretrain", "FixedInterval", "IFrames", "KeyframePolicy", "make_policy"]
+__all__ = ["OptimConfig", "SegStrategy", "PerFrame", "PropMV", "InterpMV", "DFF", "FlowPretrain", "ARSeg", "FixedInterval", "IFrames", "KeyframePolicy", "make_policy"]
