@@ -85,6 +85,12 @@ def _parser() -> argparse.ArgumentParser:
     bst.add_argument("--out-dir", default="bench/strategies", help="results.json, table.md, accuracy_vs_fps.png")
     bst.add_argument("--json", metavar="OUT.json")
     bst.add_argument("--no-wandb", action="store_true", help="do not log the table and plot to W&B")
+    bf = bsub.add_parser("flops", help="AR-Seg GFLOPs per frame (1.0x vs AR^s), a table like its Table 1")
+    bf.add_argument("--backbones", nargs="+", default=["psp18"], help="psp18 (paper) | cpu (experiments/arseg.yaml)")
+    bf.add_argument("--sizes", nargs="+", default=["1024x2048", "720x960"], help="HxW")
+    bf.add_argument("--scales", type=float, nargs="+", default=[1.0, 0.7, 0.6, 0.5])
+    bf.add_argument("--interval", type=int, default=12, help="keyframe interval L")
+    bf.add_argument("--json", metavar="OUT.json")
     bs = bsub.add_parser("synthetic", help="per-pixel colour classifier vs a small CNN on the synthetic data")
     bs.add_argument("--steps", type=int, default=300)
     bs.add_argument("--json", metavar="OUT.json")
@@ -148,6 +154,16 @@ def _bench(a: argparse.Namespace) -> int:
 
         run_bench_strategies(a.run, a.intervals, a.data_root, a.out_dir, a.max_videos, a.json, a.cache_dir,
                              wandb=not a.no_wandb)
+    elif a.bench_command == "flops":
+        from mvseg.bench_flops import run_bench_flops
+
+        sizes = []
+        for text in a.sizes:
+            h, sep, w = text.partition("x")
+            if not (sep and h.isdigit() and w.isdigit()):
+                raise SystemExit(f"mvseg bench flops: --sizes expects HxW, got {text!r}")
+            sizes.append((int(h), int(w)))
+        run_bench_flops(a.backbones, sizes, a.scales, a.interval, a.json)
     elif a.bench_command == "kernels":
         bench.run_bench_kernels(a.json, repeats=a.repeats)
     elif a.bench_command == "synthetic":
