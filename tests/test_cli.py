@@ -13,6 +13,7 @@ from mvseg.lightning_cli import ensure_wandb_never_blocks
 from mvseg.video.decode import decode_video
 
 EXPERIMENTS = sorted((Path(__file__).parents[1] / "experiments").glob("*.yaml"))
+PER_FRAME = Path(__file__).parents[1] / "experiments" / "per_frame.yaml"
 
 
 def test_there_are_experiments():
@@ -31,18 +32,19 @@ def test_every_experiment_runs_fast_dev_run(config, tiny_data_args, capsys):
 
 
 def test_checkpoints_land_in_the_run_directory(tiny_data_args, tmp_path):
-    rc = main(["fit", "--config", str(EXPERIMENTS[0]), *tiny_data_args, "--trainer.max_steps", "1",
+    rc = main(["fit", "--config", str(PER_FRAME), *tiny_data_args, "--trainer.max_steps", "1",
                "--trainer.limit_val_batches", "1", "--trainer.check_val_every_n_epoch", "1"])
     assert rc == 0
     assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
     assert (tmp_path / "run" / "config.yaml").is_file()
     # a re-queued job reuses its run directory: the saved config is overwritten, no error
-    assert main(["fit", "--config", str(EXPERIMENTS[0]), *tiny_data_args, "--trainer.max_steps", "1",
+    assert main(["fit", "--config", str(PER_FRAME), *tiny_data_args, "--trainer.max_steps", "1",
                  "--trainer.limit_val_batches", "0"]) == 0
 
 
-def test_print_config_round_trip(tiny_data_args, tmp_path, capsys):
-    cfg = EXPERIMENTS[0]
+@pytest.mark.parametrize("name", ["per_frame", "arseg"])
+def test_print_config_round_trip(name, tiny_data_args, tmp_path, capsys):
+    cfg = PER_FRAME.with_name(f"{name}.yaml")
     assert main(["fit", "--config", str(cfg), *tiny_data_args, "--print_config"]) == 0
     printed = capsys.readouterr().out
     conf = yaml.safe_load(printed)
@@ -52,17 +54,19 @@ def test_print_config_round_trip(tiny_data_args, tmp_path, capsys):
     saved.write_text(printed)
     # the printed config is itself a valid config
     assert main(["fit", "--config", str(saved), "--print_config"]) == 0
+    again = yaml.safe_load(capsys.readouterr().out)
+    assert again["model"] == conf["model"] and again["data"] == conf["data"]
 
 
 def test_wrong_config_key_gets_a_clear_message(capsys):
-    rc = main(["fit", "--config", str(EXPERIMENTS[0]), "--model.init_args.nett.width", "2"])
+    rc = main(["fit", "--config", str(PER_FRAME), "--model.init_args.nett.width", "2"])
     assert rc == 2
     err = capsys.readouterr().err
     assert "nett" in err and "Traceback" not in err
 
 
 def test_wrong_value_gets_a_clear_message(capsys):
-    rc = main(["fit", "--config", str(EXPERIMENTS[0]), "--data.init_args.keyframe_interval", "zero"])
+    rc = main(["fit", "--config", str(PER_FRAME), "--data.init_args.keyframe_interval", "zero"])
     assert rc == 2
     assert "keyframe_interval" in capsys.readouterr().err
 
@@ -73,7 +77,7 @@ def test_num_classes_and_interval_are_linked_into_the_model(tiny_data_args, caps
     from mvseg.strategies.base import SegStrategy
 
     cli = MVSegCLI(SegStrategy, CompressedVideoDataModule, subclass_mode_model=True, subclass_mode_data=True, run=False,
-                   args=["--config", str(EXPERIMENTS[0]), *tiny_data_args, "--data.init_args.keyframe_interval", "4"])
+                   args=["--config", str(PER_FRAME), *tiny_data_args, "--data.init_args.keyframe_interval", "4"])
     assert cli.model.num_classes == 9 and cli.model.keyframe_interval == 4
     assert len(cli.model.metrics["val"]) == 4
 
@@ -94,7 +98,7 @@ def test_fit_with_wandb_logger_offline_writes_a_local_run(tiny_data_args, monkey
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))
     run = tmp_path / "wb"
-    rc = main(["fit", "--config", str(EXPERIMENTS[0]), *tiny_data_args, "--trainer.max_steps", "2",
+    rc = main(["fit", "--config", str(PER_FRAME), *tiny_data_args, "--trainer.max_steps", "2",
                "--trainer.check_val_every_n_epoch", "1", "--trainer.limit_val_batches", "1",
                "--trainer.logger.init_args.save_dir", str(run)])
     assert rc == 0

@@ -146,8 +146,8 @@ def test_paths_may_not_escape_the_root(tiny_dataset, tmp_path):
 
 def test_ground_truth_flow_samples(tiny_dataset, tmp_path):
     """with_gt_flow: the true flow t -> k on the cell grid, composed like the MV offsets; it
-    warps the keyframe onto the current frame better than the block MVs, and is augmented
-    with the sample (a flip negates x)."""
+    warps the keyframe onto the current frame better than copying it and than the block MVs,
+    and is augmented with the sample (a flip negates x)."""
     dm = make_dm(tiny_dataset, with_gt_flow=True)
     s0 = dm.val_set[0]
     assert s0["distance"] == 0 and not s0["flow_cur_to_key"].any()
@@ -155,7 +155,10 @@ def test_ground_truth_flow_samples(tiny_dataset, tmp_path):
     assert s["flow_cur_to_key"].shape == (2, 16, 32) and s["flowmask_cur_to_key"].shape == (16, 32)
     gt = warp_full(s["key"], s["flow_cur_to_key"], s["flowmask_cur_to_key"])
     copy_err = (s["key"] - s["cur"]).abs().mean()
-    assert (gt - s["cur"]).abs().mean() < 0.5 * copy_err
+    mv = warp_full(s["key"], s["offset_cur_to_key"], s["mask_cur_to_key"])
+    # (occlusions and 4x4-cell averaging leave a residual: the bound is not tight)
+    assert (gt - s["cur"]).abs().mean() < 0.8 * copy_err
+    assert (gt - s["cur"]).abs().mean() < (mv - s["cur"]).abs().mean()
     a = transform_sample(s, (64, 128), flip=True)
     torch.testing.assert_close(a["flow_cur_to_key"][0], -s["flow_cur_to_key"][0].flip(-1))
     # a dataset without ground truth: a clear error naming the missing file
