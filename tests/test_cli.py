@@ -12,8 +12,10 @@ from mvseg.cli import main
 from mvseg.lightning_cli import ensure_wandb_never_blocks
 from mvseg.video.decode import decode_video
 
-EXPERIMENTS = sorted((Path(__file__).parents[1] / "experiments").glob("*.yaml"))
-PER_FRAME = Path(__file__).parents[1] / "experiments" / "per_frame.yaml"
+ROOT = Path(__file__).parents[1] / "experiments"
+EXPERIMENTS = sorted(ROOT.glob("*.yaml"))
+RECIPES = sorted(ROOT.glob("*/*.yaml"))  # paper-scale recipes (experiments/cityscapes, camvid)
+PER_FRAME = ROOT / "per_frame.yaml"
 
 
 def test_there_are_experiments():
@@ -21,12 +23,20 @@ def test_there_are_experiments():
                                           "flownet_pretrain.yaml", "dff.yaml", "arseg.yaml", "arseg_lr.yaml"}
 
 
-@pytest.mark.parametrize("config", EXPERIMENTS, ids=[p.stem for p in EXPERIMENTS])
+def test_there_are_paper_recipes():
+    assert {f"{p.parent.name}/{p.name}" for p in RECIPES} >= {"cityscapes/arseg_psp18.yaml", "camvid/arseg_psp18.yaml"}
+
+
+@pytest.mark.parametrize("config", EXPERIMENTS + RECIPES, ids=[str(p.relative_to(ROOT)) for p in EXPERIMENTS + RECIPES])
 def test_every_experiment_runs_fast_dev_run(config, tiny_data_args, capsys):
     text = config.read_text()  # the checkpoints a fine-tuning config starts from are not there in tests
     extra = [arg for key in ("init_from", "flow_init") if f"{key}:" in text for arg in (f"--model.init_args.{key}", "null")]
     if "keyframe_interval: 12" in text:  # AR-Seg's L = 12 is longer than the tiny clips (12 frames)
-        extra += ["--data.init_args.keyframe_interval", "3", "--data.init_args.train_distances", "[2]"]
+        extra += ["--data.init_args.keyframe_interval", "3"]
+        extra += ["--data.init_args.train_distances", "[2]"] if "train_distances" in text else []
+    if config in RECIPES:  # GPU-sized: run them on the CPU, small
+        extra += ["--trainer.accelerator", "cpu", "--trainer.precision", "32", "--data.init_args.crop_size", "[64, 128]",
+                  "--data.init_args.batch_size", "2"]
     rc = main(["fit", "--config", str(config), "--trainer.fast_dev_run", "1", *tiny_data_args, *extra])
     assert rc == 0
 
