@@ -30,7 +30,7 @@ def test_there_are_paper_recipes():
 @pytest.mark.parametrize("config", EXPERIMENTS + RECIPES, ids=[str(p.relative_to(ROOT)) for p in EXPERIMENTS + RECIPES])
 def test_every_experiment_runs_fast_dev_run(config, tiny_data_args, capsys):
     text = config.read_text()  # the checkpoints a fine-tuning config starts from are not there in tests
-    extra = [arg for key in ("init_from", "flow_init") if f"{key}:" in text for arg in (f"--model.init_args.{key}", "null")]
+    extra = [arg for key in ("init_from", "flow_init", "lr_init") if f"{key}:" in text for arg in (f"--model.init_args.{key}", "null")]
     if "keyframe_interval: 12" in text:  # AR-Seg's L = 12 is longer than the tiny clips (12 frames)
         extra += ["--data.init_args.keyframe_interval", "3"]
         extra += ["--data.init_args.train_distances", "[2]"] if "train_distances" in text else []

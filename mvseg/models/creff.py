@@ -37,6 +37,9 @@ class CReFF(nn.Module):
         self.q = depthwise3x3(channels)
         self.k = depthwise3x3(channels)
         self.v = depthwise3x3(channels)
+        for conv in (self.q, self.k, self.v):  # the authors' code: Kaiming normal (a=1), zero bias
+            nn.init.kaiming_normal_(conv.weight, a=1)
+            nn.init.zeros_(conv.bias)
 
     def forward(self, lr_feat: Tensor, key_feat: Tensor, offset: Tensor | None, mask: Tensor | None,
                 frame_size: tuple[int, int]) -> Tensor:
