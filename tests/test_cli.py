@@ -42,14 +42,20 @@ def test_every_experiment_runs_fast_dev_run(config, tiny_data_args, capsys):
 
 
 def test_checkpoints_land_in_the_run_directory(tiny_data_args, tmp_path):
-    rc = main(["fit", "--config", str(PER_FRAME), *tiny_data_args, "--trainer.max_steps", "1",
-               "--trainer.limit_val_batches", "1", "--trainer.check_val_every_n_epoch", "1"])
-    assert rc == 0
-    assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
+    import torch
+
+    args = ["fit", "--config", str(PER_FRAME), *tiny_data_args, "--trainer.max_epochs", "3",
+            "--trainer.limit_train_batches", "1", "--trainer.limit_val_batches", "1",
+            "--trainer.check_val_every_n_epoch", "1", "--model.init_args.optim.lr", "0.5"]
+    assert main(args) == 0
+    ckpts = tmp_path / "run" / "checkpoints"
     assert (tmp_path / "run" / "config.yaml").is_file()
-    # a re-queued job reuses its run directory: the saved config is overwritten, no error
-    assert main(["fit", "--config", str(PER_FRAME), *tiny_data_args, "--trainer.max_steps", "1",
-                 "--trainer.limit_val_batches", "0"]) == 0
+    # last.ckpt is the last epoch (for resuming), whatever the best by val/mIoU is
+    assert torch.load(ckpts / "last.ckpt", map_location="cpu", weights_only=True)["epoch"] == 2
+    assert len(list(ckpts.glob("best-epoch=*.ckpt"))) == 1
+    # a re-queued job reuses its run directory: config and last.ckpt are overwritten, no error
+    assert main(args) == 0
+    assert not list(ckpts.glob("*-v1.ckpt"))
 
 
 @pytest.mark.parametrize("name", ["per_frame", "arseg"])
