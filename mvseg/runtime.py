@@ -56,7 +56,9 @@ def run_stream(
         now = time.perf_counter()
         for idx, logits in ready:
             image, key, t0 = waiting.pop(idx)
-            yield FrameResult(idx, image, logits.argmax(1)[0].to(torch.uint8).numpy(), key, 1e3 * (now - t0))
+            # max(1).indices, not argmax(1): same result (first maximum), but torch's CPU argmax
+            # over the channel dim of NCHW logits took 4 ms per 128x256 frame, 0.7 ms this way
+            yield FrameResult(idx, image, logits.max(1).indices[0].to(torch.uint8).numpy(), key, 1e3 * (now - t0))
 
     with torch.inference_mode():
         for f in iter_frames(video):
