@@ -31,3 +31,43 @@ def translating_frames(n: int, h: int, w: int, vx: float, vy: float, seed: int =
         bot = a[1:, :-1] * (1 - fx) + a[1:, 1:] * fx
         out.append(np.clip(top * (1 - fy) + bot * fy, 0, 255).astype(np.uint8))
     return np.stack(out)
+
+
+def fit_batch(model, batch: dict, steps: int = 25, lr: float = 3e-3) -> list[float]:
+    """AdamW on one batch of `model.training_loss` (trainable parameters only); the losses."""
+    import torch
+
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
+    losses = []
+    for _ in range(steps):
+        loss = model.training_loss(batch)["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses
+
+
+def runtime_vs_protocol(model, root, interval: int, with_next: bool = False, clip: str = "clip_0000"):
+    """Stream `clip` of the val split through the runtime (keyframes every `interval`) and
+    evaluate the same frames on the DataModule's samples whose keyframe the runtime also used.
+    Returns (runtime results, [(frame, distance, fraction of pixels that agree)])."""
+    import torch
+
+    from mvseg.data.datamodule import CompressedVideoDataModule
+    from mvseg.runtime import run_stream
+    from mvseg.strategies.policies import FixedInterval
+
+    dm = CompressedVideoDataModule(str(root), "folder", keyframe_interval=interval, with_next=with_next)
+    dm.setup("validate")
+    results = list(run_stream(model, root / "videos" / "val" / f"{clip}.mp4", dm.ds.mean, dm.ds.std,
+                              FixedInterval(interval)))
+    agreement = []
+    for s in (dm.val_set[i] for i in range(len(dm.val_set))):
+        if s["clip"] != clip or (s["frame"] - s["distance"]) % interval:
+            continue  # the runtime's keyframes are the multiples of L
+        with torch.no_grad():
+            b = {k: (v[None] if isinstance(v, torch.Tensor) else torch.tensor([v])) for k, v in s.items() if k != "clip"}
+            expect = model.predict_batch(b).argmax(1)[0].numpy()
+        agreement.append((s["frame"], s["distance"], float((results[s["frame"]].label == expect).mean())))
+    return results, agreement

@@ -6,8 +6,9 @@ keyframe n = k + L. ``offset_cur_to_key`` composes the per-frame fields t -> t-1
 by sampling; ``offset_cur_to_next`` composes the inverted fields t -> t+1 -> ... -> n.
 With ``with_gt_flow`` (datasets with ground-truth flow, as the synthetic one), samples also
 carry ``flow_cur_to_key``: the true flow t -> k on the same 4x4 cell grid, composed the same way
-(the target that pretrains DFF's flow network). Augmentation (scale, crop, horizontal flip) is applied identically to every image, the
-label and the offset fields (a flip negates x offsets, a scale scales them).
+(the target that pretrains DFF's flow network). Augmentation (scale, crop, horizontal flip)
+is applied identically to every image, the label and the offset fields (a flip negates x
+offsets, a scale scales them).
 """
 
 from __future__ import annotations

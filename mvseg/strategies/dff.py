@@ -23,7 +23,7 @@ from mvseg import ops
 from mvseg.models.flownet import FlowNetConfig, FlowNetS
 from mvseg.models.segnet import SegNetConfig
 from mvseg.strategies.base import OptimConfig, as_config
-from mvseg.strategies.propagation import Propagation, load_net_weights
+from mvseg.strategies.propagation import Propagation
 
 
 class DFF(Propagation):

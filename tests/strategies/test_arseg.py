@@ -6,12 +6,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from helpers import fit_batch, runtime_vs_protocol
+
 from mvseg.data.datamodule import CompressedVideoDataModule
 from mvseg.models.segnet import SegNetConfig
-from mvseg.runtime import run_stream
 from mvseg.strategies import ARSeg, PerFrame
 from mvseg.strategies.arseg import features
-from mvseg.strategies.policies import FixedInterval
 
 NET = SegNetConfig(width=0.125, feat_dim=16, head="plain", head_dim=16, dropout=0.0)
 
@@ -65,25 +65,13 @@ def test_arseg_training_loss_falls_and_stage_one_feeds_stage_two(tiny_dataset, t
     # the HR image model first (AR-Seg starts from a trained one: a frozen random classifier
     # would bound the loss), saved as a per-frame checkpoint
     pf = PerFrame(dm.num_classes, 3, net=NET)
-    opt = torch.optim.AdamW(pf.parameters(), lr=3e-3)
     batch = next(iter(dm.train_dataloader()))
-    for _ in range(30):
-        loss = pf.training_loss(batch)["loss"]
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    fit_batch(pf, batch, steps=30)
     torch.save({"state_dict": {f"net.{k}": v for k, v in pf.net.state_dict().items()}}, tmp_path / "hr.ckpt")
     model = ARSeg(dm.num_classes, 3, net=NET, init_from=str(tmp_path / "hr.ckpt"))
     torch.testing.assert_close(model.lr.task.head.conv[0].weight, pf.net.task.head.conv[0].weight)  # LR starts as HR
     hr_before = {k: v.clone() for k, v in model.hr.state_dict().items()}
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
-    losses = []
-    for _ in range(25):
-        loss = model.training_loss(batch)["loss"]
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = fit_batch(model, batch)
     assert losses[-1] < 0.5 * losses[0]
     for k, v in model.hr.state_dict().items():  # BN running stats included
         torch.testing.assert_close(v, hr_before[k])
@@ -102,18 +90,6 @@ def test_arseg_training_loss_falls_and_stage_one_feeds_stage_two(tiny_dataset, t
 
 def test_runtime_equals_the_step_by_step_protocol(tiny_dataset):
     torch.manual_seed(0)
-    dm = CompressedVideoDataModule(str(tiny_dataset), "folder", keyframe_interval=3)
-    dm.setup("validate")
     model = ARSeg(9, 3, net=NET).eval()
-    results = list(run_stream(model, tiny_dataset / "videos" / "val" / "clip_0000.mp4", dm.ds.mean, dm.ds.std,
-                              FixedInterval(3)))
-    checked = 0
-    for s in (dm.val_set[i] for i in range(len(dm.val_set))):
-        if s["clip"] != "clip_0000" or (s["frame"] - s["distance"]) % 3:
-            continue
-        with torch.no_grad():
-            b = {k: (v[None] if isinstance(v, torch.Tensor) else torch.tensor([v])) for k, v in s.items() if k != "clip"}
-            expect = model.predict_batch(b).argmax(1)[0].numpy()
-        assert (results[s["frame"]].label == expect).mean() > 0.999
-        checked += 1
-    assert checked == 2
+    _, agreement = runtime_vs_protocol(model, tiny_dataset, 3)
+    assert len(agreement) == 2 and all(agree > 0.999 for _, _, agree in agreement)

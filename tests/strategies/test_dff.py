@@ -6,12 +6,12 @@ import lightning as L
 import pytest
 import torch
 
+from helpers import fit_batch, runtime_vs_protocol
+
 from mvseg.data.datamodule import CompressedVideoDataModule
 from mvseg.models.flownet import FlowNetConfig
 from mvseg.models.segnet import SegNetConfig
-from mvseg.runtime import run_stream
 from mvseg.strategies import DFF, FlowPretrain
-from mvseg.strategies.policies import FixedInterval
 
 NET = SegNetConfig(width=0.125, feat_dim=16, head="plain", head_dim=16, dropout=0.0)
 FLOW = FlowNetConfig(width=0.125, levels=4)
@@ -76,39 +76,19 @@ def test_dff_training_loss_falls(tiny_dataset):
     dm.prepare_data()
     dm.setup("fit")
     model = DFF(dm.num_classes, 3, net=NET, flownet=FLOW)
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    batch = next(iter(dm.train_dataloader()))
-    losses = []
-    for _ in range(25):
-        loss = model.training_loss(batch)["loss"]
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = fit_batch(model, next(iter(dm.train_dataloader())))
     assert losses[-1] < 0.5 * losses[0]
     assert model.flownet.predict_final.weight.grad.abs().sum() > 0  # trained end to end, flow included
 
 
 def test_runtime_equals_the_step_by_step_protocol(tiny_dataset):
     torch.manual_seed(0)
-    dm = CompressedVideoDataModule(str(tiny_dataset), "folder", keyframe_interval=3)
-    dm.setup("validate")
     model = DFF(9, 3, net=NET, flownet=FLOW).eval()
     with torch.no_grad():  # a non-trivial flow and scale, so propagation matters
         model.flownet.predict_final.bias.copy_(torch.tensor([0.1, -0.05]))
         model.flownet.scale.bias.uniform_(0.5, 1.5)
-    results = list(run_stream(model, tiny_dataset / "videos" / "val" / "clip_0000.mp4", dm.ds.mean, dm.ds.std,
-                              FixedInterval(3)))
-    checked = 0
-    for s in (dm.val_set[i] for i in range(len(dm.val_set))):
-        if s["clip"] != "clip_0000" or (s["frame"] - s["distance"]) % 3:
-            continue
-        with torch.no_grad():
-            b = {k: (v[None] if isinstance(v, torch.Tensor) else torch.tensor([v])) for k, v in s.items() if k != "clip"}
-            expect = model.predict_batch(b).argmax(1)[0].numpy()
-        assert (results[s["frame"]].label == expect).mean() > 0.999
-        checked += 1
-    assert checked == 2
+    _, agreement = runtime_vs_protocol(model, tiny_dataset, 3)
+    assert len(agreement) == 2 and all(agree > 0.999 for _, _, agree in agreement)
 
 
 def test_flow_pretraining_then_dff_from_its_checkpoint(tiny_dataset, tmp_path):

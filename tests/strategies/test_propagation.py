@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
+from helpers import fit_batch, runtime_vs_protocol
+
 from mvseg.data.datamodule import CompressedVideoDataModule
 from mvseg.models.segnet import SegNetConfig
-from mvseg.runtime import run_stream, stream_stats
-from mvseg.strategies import InterpMV, OptimConfig, PerFrame, PropMV
-from mvseg.strategies.policies import FixedInterval
+from mvseg.runtime import stream_stats
+from mvseg.strategies import InterpMV, PerFrame, PropMV
 
 NET = SegNetConfig(width=0.125, feat_dim=16, head="plain", head_dim=16, dropout=0.0)
 
@@ -67,15 +67,7 @@ def test_training_loss_falls(tiny_dataset, cls, kw):
     dm.prepare_data()
     dm.setup("fit")
     model = cls(dm.num_classes, 3, net=NET, **kw)
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    batch = next(iter(dm.train_dataloader()))
-    losses = []
-    for _ in range(25):
-        loss = model.training_loss(batch)["loss"]
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = fit_batch(model, next(iter(dm.train_dataloader())))
     assert losses[-1] < 0.5 * losses[0]
 
 
@@ -102,23 +94,14 @@ def test_runtime_equals_the_step_by_step_protocol(tiny_dataset, cls, kw):
     DataModule's samples (same keyframe, same composed offsets) for every annotated frame."""
     torch.manual_seed(0)
     L_ = 3
-    dm = CompressedVideoDataModule(str(tiny_dataset), "folder", keyframe_interval=L_, with_next=True)
-    dm.setup("validate")
     model = cls(9, L_, net=NET, **kw).eval()
-    video = tiny_dataset / "videos" / "val" / "clip_0000.mp4"
-    results = list(run_stream(model, video, dm.ds.mean, dm.ds.std, FixedInterval(L_)))
+    results, agreement = runtime_vs_protocol(model, tiny_dataset, L_, with_next=True)
     assert [r.index for r in results] == list(range(12))  # every frame, in display order
     assert [r.is_key for r in results] == [i % L_ == 0 for i in range(12)]
-    checked = 0
-    for s in (dm.val_set[i] for i in range(len(dm.val_set))):
-        if s["clip"] != "clip_0000" or (s["frame"] - s["distance"]) % L_:
-            continue  # the runtime's keyframes are the multiples of L
-        with torch.no_grad():
-            b = {k: (v[None] if isinstance(v, torch.Tensor) else torch.tensor([v])) for k, v in s.items() if k != "clip"}
-            expect = model.predict_batch(b).argmax(1)[0].numpy()
-        agree = (results[s["frame"]].label == expect).mean()
-        assert agree > 0.999, (s["frame"], s["distance"], agree)
-        checked += 1
-    assert checked == 2  # frames 5 and 8
+    for frame, d, agree in agreement:
+        assert agree > 0.999, (frame, d, agree)
+    assert len(agreement) == 2  # frames 5 and 8
+    stats = stream_stats(results, wall_s=1.0)
+    assert stats["frames"] == 12 and stats["keyframes"] == 4 and stats["latency_max_ms"] >= stats["latency_mean_ms"]
     stats = stream_stats(results, wall_s=1.0)
     assert stats["frames"] == 12 and stats["keyframes"] == 4 and stats["latency_max_ms"] >= stats["latency_mean_ms"]
