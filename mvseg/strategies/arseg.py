@@ -29,7 +29,7 @@ from mvseg.models.creff import CReFF
 from mvseg.models.segnet import SegNet, SegNetConfig
 from mvseg.strategies.base import OptimConfig, SegStrategy, as_config
 from mvseg.strategies.propagation import load_net_weights
-from mvseg.video.motion import compose
+from mvseg.video.motion import extend_chain
 
 
 def features(net: SegNet, x: Tensor) -> Tensor:
@@ -135,15 +135,14 @@ class ARSeg(SegStrategy):
     def stream_reset(self) -> None:
         super().stream_reset()
         self._key_feat = None
-        self._fields: list[tuple[Tensor, Tensor]] = []
+        self._chain: tuple[Tensor, Tensor] | None = None  # composed offsets t -> k and mask
 
     def stream_step(self, frame: Tensor, offset: Tensor | None, mask: Tensor | None, is_key: bool) -> Tensor:
         size = tuple(frame.shape[-2:])
         if self.creff is None:
             return self.classify(self.lr_feature(frame, None, None, None), size)
         if is_key or self._key_feat is None:
-            self._key_feat, self._fields = features(self.hr, frame), []
+            self._key_feat, self._chain = features(self.hr, frame), None
             return self.classify(self._key_feat, size)
-        self._fields.append((offset[0].float(), mask[0].float()))  # composed t -> k as in training
-        off, m = compose([f for f, _ in reversed(self._fields)], [m for _, m in reversed(self._fields)])
-        return self.classify(self.lr_feature(frame, self._key_feat, off[None], m[None]), size)
+        self._chain = extend_chain(self._chain, offset, mask)  # t -> k as in training, O(1) per frame
+        return self.classify(self.lr_feature(frame, self._key_feat, *self._chain), size)

@@ -22,7 +22,7 @@ from mvseg.models.heads import conv_bn_relu
 from mvseg.models.segnet import SegNetConfig
 from mvseg.strategies.base import OptimConfig
 from mvseg.strategies.propagation import Propagation
-from mvseg.video.motion import compose, compose_forward
+from mvseg.video.motion import extend_chain, invert
 
 
 class InterpMV(Propagation):
@@ -75,7 +75,9 @@ class InterpMV(Propagation):
 
     def stream_reset(self) -> None:
         super().stream_reset()
-        self._held: list[tuple[int, tuple[int, int], Tensor, Tensor]] = []  # (index, size, offset, mask)
+        # held frames: (index, size, own field t -> t-1 and mask, composed t -> k and mask)
+        self._held: list[tuple[int, tuple[int, int], tuple[Tensor, Tensor], tuple[Tensor, Tensor]]] = []
+        self._chain: tuple[Tensor, Tensor] | None = None
 
     def stream_step(self, frame: Tensor, offset: Tensor | None, mask: Tensor | None, is_key: bool) -> Tensor:
         """A frame whose answer cannot wait (only keyframes): interp-MV streams via stream_push."""
@@ -86,25 +88,26 @@ class InterpMV(Propagation):
 
     def _release(self, next_feat: Tensor | None) -> list[tuple[int, Tensor]]:
         """Answer the held frames between the previous keyframe and `next_feat`'s keyframe, with
-        offsets composed in the same order as the training samples."""
+        the offsets the training samples use. Backward chains t -> k were extended as frames
+        arrived; forward chains t -> n are built from n back to k + 1, one inversion and one
+        link per frame (O(L) per interval, not O(L^2))."""
         out = []
-        fields = [(off, m) for _, _, off, m in self._held]  # f_{k+1}, ..., f_{n-1}
-        if next_feat is not None:
-            fields.append(self._next_field)  # f_n, arrived with the keyframe n
+        ahead = None  # composed t -> n and mask, for the frame being answered
         n = len(self._held)
-        for i, (idx, size, _, _) in enumerate(self._held):
-            back = fields[i::-1]  # f_t, ..., f_{k+1}
-            prev = ops.warp(self._key_feat, *(x[None] for x in compose([f for f, _ in back], [m for _, m in back])), size)
+        for i in range(n - 1, -1, -1):
+            idx, size, _, back = self._held[i]
+            prev = ops.warp(self._key_feat, *back, size)
             if next_feat is None:  # end of stream: no next keyframe, propagate from the last one
                 feat = prev
             else:
-                ahead = fields[i + 1 :]  # f_{t+1}, ..., f_n
-                fo, fm = compose_forward([f for f, _ in ahead], [m for _, m in ahead])
-                nxt = ops.warp(next_feat, fo[None], fm[None], size)
+                f_ahead = self._held[i + 1][2] if i + 1 < n else self._next_field  # f_{t+1}: t+1 -> t
+                g = invert(*f_ahead)  # t -> t+1
+                ahead = extend_chain(ahead, *g)
+                nxt = ops.warp(next_feat, *ahead, size)
                 feat = self.combine(prev, nxt, torch.tensor([i + 1]), torch.tensor([n - i]))
             out.append((idx, self.task(feat, size)))
-        self._held = []
-        return out
+        self._held, self._chain = [], None
+        return out[::-1]
 
     def stream_push(self, frame: Tensor, offset: Tensor | None, mask: Tensor | None, is_key: bool) -> list[tuple[int, Tensor]]:
         i = getattr(self, "_stream_index", 0)
@@ -113,14 +116,16 @@ class InterpMV(Propagation):
         if is_key or self._key_feat is None:
             out = []
             if self._key_feat is not None and self._held:
-                self._next_field = (offset[0].float(), mask[0].float())  # this keyframe -> previous frame
+                self._next_field = (offset.float(), mask.float())  # this keyframe -> previous frame
                 next_feat = self.net.feat(frame)
                 out = self._release(next_feat)
                 self._key_feat = next_feat
             else:
                 self._key_feat = self.net.feat(frame)
             return out + [(i, self.task(self._key_feat, size))]
-        self._held.append((i, size, offset[0].float(), mask[0].float()))
+        field = (offset.float(), mask.float())
+        self._chain = extend_chain(self._chain, *field)  # t -> k, one link per frame
+        self._held.append((i, size, field, self._chain))
         return []
 
     def stream_flush(self) -> list[tuple[int, Tensor]]:

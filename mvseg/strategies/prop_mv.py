@@ -14,7 +14,7 @@ from torch import Tensor
 
 from mvseg import ops
 from mvseg.strategies.propagation import Propagation
-from mvseg.video.motion import compose
+from mvseg.video.motion import extend_chain
 
 
 class PropMV(Propagation):
@@ -30,17 +30,16 @@ class PropMV(Propagation):
 
     def stream_reset(self) -> None:
         super().stream_reset()
-        self._fields: list[tuple[Tensor, Tensor]] = []
+        self._chain: tuple[Tensor, Tensor] | None = None  # composed offsets t -> k and mask
 
     def stream_step(self, frame: Tensor, offset: Tensor | None, mask: Tensor | None, is_key: bool) -> Tensor:
         size = tuple(frame.shape[-2:])
         if is_key or self._key_feat is None:
             self._key_feat = self.net.feat(frame)
-            self._fields = []
+            self._chain = None
             return self.task(self._key_feat, size)
-        # t -> k composed in the same order as the training samples: f_t, f_{t-1}, ..., f_{k+1}
-        # (at most L-1 fields on the coarse cell grid: cheap next to N_task)
-        self._fields.append((offset[0].float(), mask[0].float()))
-        off, m = compose([f for f, _ in reversed(self._fields)], [m for _, m in reversed(self._fields)])
-        warped = self.warp_features(self._key_feat, off[None], m[None], size)
+        # t -> k = f_t o (t-1 -> k): one link per frame (O(1), not O(L)), exactly the offsets
+        # the training samples compose (motion.compose folds the chain from the same end)
+        self._chain = extend_chain(self._chain, offset, mask)
+        warped = self.warp_features(self._key_feat, *self._chain, size)
         return self.task(warped, size)

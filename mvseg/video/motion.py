@@ -171,24 +171,47 @@ def compose(offsets: Sequence[Tensor], masks: Sequence[Tensor]) -> tuple[Tensor,
     where f_j maps frame j to frame j-1. Each field is [2, Hc, Wc] or [B, 2, Hc, Wc], masks
     [Hc, Wc] or [B, Hc, Wc]. A cell stays valid only if every link is valid and the path
     stays inside the frame.
+
+    The chain is folded from its far end, f_t o (f_{t-1} o (... o f_{k+1})), one `prepend` per
+    link, so that a stream extends the composed field t-1 -> k to t -> k in O(1) (prepend
+    f_t) and gets exactly the offsets the training samples use.
     """
     if len(offsets) == 0 or len(offsets) != len(masks):
         raise ValueError("compose needs one mask per offset field and at least one field")
-    total, squeeze = _batched(offsets[0].float(), 3)
-    valid, _ = _batched(masks[0].float(), 2)
-    total, valid = total.clone(), valid.clone()
-    b, _, hc, wc = total.shape
+    total, squeeze = _batched(offsets[-1].float(), 3)
+    valid, _ = _batched(masks[-1].float(), 2)
+    hc, wc = total.shape[-2:]
     bx, by = cell_centres(hc, wc, total.device)
-    for f, m in zip(offsets[1:], masks[1:]):
-        f, _ = _batched(f.float(), 3)
-        m, _ = _batched(m.float(), 2)
-        x, y = bx + total[:, 0], by + total[:, 1]
-        total = total + sample_field(f.expand(b, -1, -1, -1), x, y)
-        m_at = sample_field(m.expand(b, -1, -1)[:, None], x, y, mode="nearest")[:, 0]
-        valid = valid * m_at * _inside(x, y, hc, wc)
-    x, y = bx + total[:, 0], by + total[:, 1]
-    valid = valid * _inside(x, y, hc, wc)
+    valid = valid * _inside(bx + total[:, 0], by + total[:, 1], hc, wc)
+    for f, m in zip(reversed(offsets[:-1]), reversed(masks[:-1])):
+        total, valid = prepend(_batched(f, 3)[0], _batched(m, 2)[0], total, valid)
     return (total[0], valid[0]) if squeeze else (total, valid)
+
+
+def prepend(offset: Tensor, mask: Tensor, total: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
+    """One link in front of a composed chain: `offset` maps frame t to t-1 and `total` maps
+    t-1 to k; returns t -> k, i.e. offset(p) + total(p + offset(p)), and its mask (the link
+    valid, the landing cell valid, the landing point inside the frame). Shapes as `compose`;
+    `valid` must already hold the tail's own inside-the-frame test (as `compose` returns)."""
+    f, squeeze = _batched(offset.float(), 3)
+    m, _ = _batched(mask.float(), 2)
+    total, _ = _batched(total.float(), 3)
+    valid, _ = _batched(valid.float(), 2)
+    b = max(f.shape[0], total.shape[0])
+    hc, wc = f.shape[-2:]
+    bx, by = cell_centres(hc, wc, f.device)
+    x, y = bx + f[:, 0], by + f[:, 1]  # (B, Hc, Wc) where each cell lands in frame t-1
+    x, y = x.expand(b, -1, -1), y.expand(b, -1, -1)
+    out = f + sample_field(total.expand(b, -1, -1, -1), x, y)
+    v = m * sample_field(valid.expand(b, -1, -1)[:, None], x, y, mode="nearest")[:, 0] * _inside(x, y, hc, wc)
+    return (out[0], v[0]) if squeeze else (out, v)
+
+
+def extend_chain(chain: tuple[Tensor, Tensor] | None, offset: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    """A stream's composed offsets (t-1 -> k, mask) extended by frame t's field (t -> t-1)
+    to t -> k in one `prepend`; `None` starts the chain at the frame after the keyframe. The
+    result equals `compose([f_t, ..., f_{k+1}], ...)`, i.e. what the training samples use."""
+    return compose([offset], [mask]) if chain is None else prepend(offset, mask, *chain)
 
 
 def _inside(x: Tensor, y: Tensor, hc: int, wc: int) -> Tensor:

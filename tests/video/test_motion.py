@@ -12,6 +12,7 @@ from mvseg.video.encode import encode_video
 from mvseg.video.motion import (
     cell_index,
     compose,
+    extend_chain,
     grid_size,
     invert,
     rasterize_mvs,
@@ -186,3 +187,18 @@ def test_distance_scaling_gives_per_frame_offsets():
     off, _ = rasterize_mvs(mvs, 16, 32, past_distance=3, future_distance=2)
     assert np.all(off[0, :, :4] == 1.0)  # 3 px over 3 frames
     assert np.all(off[0, :, 4:] == 1.0)  # -2 px to a frame 2 ahead: +1 px per frame backwards
+
+
+def test_extend_chain_streams_the_same_offsets_as_compose():
+    # a stream extends t-1 -> k to t -> k one frame at a time; the training samples compose the
+    # whole chain [f_t, ..., f_{k+1}] at once: both must give the same field and mask
+    g = torch.Generator().manual_seed(0)
+    fields = [torch.randn(1, 2, 6, 9, generator=g) * 3 for _ in range(5)]
+    masks = [(torch.rand(1, 6, 9, generator=g) > 0.1).float() for _ in range(5)]
+    chain = None
+    for t in range(5):
+        chain = extend_chain(chain, fields[t], masks[t])
+        off, valid = compose(fields[t::-1], masks[t::-1])
+        torch.testing.assert_close(chain[0], off, rtol=0, atol=0)
+        torch.testing.assert_close(chain[1], valid, rtol=0, atol=0)
+    assert 0 < valid.mean() < 1  # the masks and the border did invalidate some cells
