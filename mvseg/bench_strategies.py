@@ -62,7 +62,7 @@ def task_ms(model, frame_size: tuple[int, int], repeats: int = 20) -> float:
     if net is None or not hasattr(model, "task"):
         return float("nan")
     with torch.inference_mode():
-        feat = net.feat(torch.zeros(1, 3, *frame_size))
+        feat = net.features(torch.zeros(1, 3, *frame_size))
         model.task(feat, frame_size)  # warm-up
         t0 = time.perf_counter()
         for _ in range(repeats):

@@ -1,10 +1,15 @@
 """The image segmentation network, split as Deep Feature Flow does (Zhu et al., CVPR 2017):
 
-    N_feat: backbone + a 1x1 feature conv       (expensive; keyframes only in DFF/prop-MV)
-    N_task: context head + 1x1 classifier        (cheap; every frame)
+    backbone -> 1x1 feature conv (`feat`) -> context head (`task.head`) -> 1x1 classifier
 
-so that propagation strategies warp the N_feat output and reuse the same N_task. The per-frame
-baseline runs both on every frame.
+Propagation strategies run N_feat on keyframes only, warp its output and run N_task on every
+frame. Where the cut lies is `SegNetConfig.split`:
+    "head" (default): N_feat = backbone + feature conv + context head, N_task = the classifier.
+        DFF's N_task is one 1x1 conv (Sec. 4); Jain & Gonzalez call it "cheap, shallow".
+    "feat": N_feat = backbone + feature conv, N_task = context head + classifier (the context
+        is recomputed on every frame, at the cost of a PSP/ASPP head per frame).
+The per-frame baseline runs the whole network on every frame, so the split does not change it,
+and module names (checkpoint keys) are the same for both.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ class SegNetConfig:
     head_dim: int = 64
     dropout: float = 0.1
     pretrained: str | None = None  # path to a torchvision ImageNet state dict (no download)
+    split: str = "head"  # where propagation cuts N_feat | N_task: "head" (after the context head) | "feat"
 
 
 class PixelBackbone(nn.Module):
@@ -83,9 +89,27 @@ class SegNet(nn.Module):
 
     def __init__(self, cfg: SegNetConfig, num_classes: int):
         super().__init__()
+        if cfg.split not in ("head", "feat"):
+            raise ValueError(f"net.split must be 'head' or 'feat', got {cfg.split!r}")
         self.cfg = cfg
         self.feat = FeatureNet(cfg)
         self.task = TaskNet(cfg, num_classes)
+
+    @property
+    def feature_dim(self) -> int:
+        """Channels of the features propagation strategies warp."""
+        return self.cfg.head_dim if self.cfg.split == "head" else self.cfg.feat_dim
+
+    def features(self, x: Tensor) -> Tensor:
+        """N_feat at `cfg.split`: image (B, 3, H, W) -> (B, feature_dim, H/os, W/os)."""
+        f = self.feat(x)
+        return self.task.head(f) if self.cfg.split == "head" else f
+
+    def logits(self, feat: Tensor) -> Tensor:
+        """N_task at `cfg.split`: features (B, feature_dim, h, w) -> logits (B, K, h, w)."""
+        if self.cfg.split == "head":
+            return self.task.classifier(self.task.dropout(feat))
+        return self.task(feat)
 
     def forward(self, x: Tensor) -> Tensor:
         logits = self.task(self.feat(x))  # (B, K, H/os, W/os)

@@ -43,7 +43,7 @@ class DFF(Propagation):
         super().__init__(num_classes, keyframe_interval, net, optim, init_from, ignore_index, log_masks,
                          keyframe_policy)
         self.save_hyperparameters(ignore=["init_from", "flow_init"])
-        self.flownet = FlowNetS(as_config(FlowNetConfig, flownet), scale_channels=self.net.cfg.feat_dim)
+        self.flownet = FlowNetS(as_config(FlowNetConfig, flownet), scale_channels=self.net.feature_dim)
         if flow_init:
             load_flownet_weights(self.flownet, flow_init)
         self._key_image: Tensor | None = None
@@ -60,7 +60,7 @@ class DFF(Propagation):
 
     def predict_batch(self, batch: dict) -> Tensor:
         size = tuple(batch["cur"].shape[-2:])
-        key_feat = self.net.feat(batch["key"])  # (B, C, H/os, W/os)
+        key_feat = self.net.features(batch["key"])  # (B, C, H/os, W/os)
         feat = self.propagate(key_feat, batch["cur"], batch["key"])
         # At distance 0 the frame is the keyframe: its own features, as in DFF's inference.
         is_key = torch.as_tensor(batch["distance"], device=feat.device).view(-1, 1, 1, 1) == 0
@@ -73,7 +73,7 @@ class DFF(Propagation):
     def stream_step(self, frame: Tensor, offset: Tensor | None, mask: Tensor | None, is_key: bool) -> Tensor:
         size = tuple(frame.shape[-2:])
         if is_key or self._key_feat is None:
-            self._key_feat, self._key_image = self.net.feat(frame), frame
+            self._key_feat, self._key_image = self.net.features(frame), frame
             return self.task(self._key_feat, size)
         return self.task(self.propagate(self._key_feat, frame, self._key_image), size)
 

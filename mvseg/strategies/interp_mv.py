@@ -46,7 +46,7 @@ class InterpMV(Propagation):
             raise ValueError(f"fusion must be 'learned' or 'linear', got {fusion!r}")
         self.save_hyperparameters(ignore=["init_from"])
         self.fusion = fusion
-        c = self.net.cfg.feat_dim
+        c = self.net.feature_dim
         if fusion == "learned":
             self.fuse = nn.Sequential(conv_bn_relu(2 * c, max(c // 2, 8), 3), nn.Conv2d(max(c // 2, 8), 2, 1))
 
@@ -65,8 +65,8 @@ class InterpMV(Propagation):
         if "next_key" not in batch:
             raise ValueError("interp-MV needs the next keyframe: set data.init_args.with_next: true")
         size = tuple(batch["cur"].shape[-2:])
-        prev = ops.warp(self.net.feat(batch["key"]), batch["offset_cur_to_key"], batch["mask_cur_to_key"], size)
-        nxt = ops.warp(self.net.feat(batch["next_key"]), batch["offset_cur_to_next"], batch["mask_cur_to_next"], size)
+        prev = ops.warp(self.net.features(batch["key"]), batch["offset_cur_to_key"], batch["mask_cur_to_key"], size)
+        nxt = ops.warp(self.net.features(batch["next_key"]), batch["offset_cur_to_next"], batch["mask_cur_to_next"], size)
         d_prev = torch.as_tensor(batch["distance"], device=prev.device)
         d_next = torch.as_tensor(batch["next_distance"], device=prev.device)
         return self.task(self.combine(prev, nxt, d_prev, d_next), size)
@@ -83,7 +83,7 @@ class InterpMV(Propagation):
         """A frame whose answer cannot wait (only keyframes): interp-MV streams via stream_push."""
         if not is_key:
             raise ValueError("interp-MV answers non-keyframes only when the next keyframe has arrived: use stream_push")
-        self._key_feat = self.net.feat(frame)
+        self._key_feat = self.net.features(frame)
         return self.task(self._key_feat, tuple(frame.shape[-2:]))
 
     def _release(self, next_feat: Tensor | None) -> list[tuple[int, Tensor]]:
@@ -117,11 +117,11 @@ class InterpMV(Propagation):
             out = []
             if self._key_feat is not None and self._held:
                 self._next_field = (offset.float(), mask.float())  # this keyframe -> previous frame
-                next_feat = self.net.feat(frame)
+                next_feat = self.net.features(frame)
                 out = self._release(next_feat)
                 self._key_feat = next_feat
             else:
-                self._key_feat = self.net.feat(frame)
+                self._key_feat = self.net.features(frame)
             return out + [(i, self.task(self._key_feat, size))]
         field = (offset.float(), mask.float())
         self._chain = extend_chain(self._chain, *field)  # t -> k, one link per frame

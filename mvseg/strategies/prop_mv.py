@@ -24,7 +24,7 @@ class PropMV(Propagation):
 
     def predict_batch(self, batch: dict) -> Tensor:
         size = tuple(batch["cur"].shape[-2:])  # the current image itself is never processed
-        feat = self.net.feat(batch["key"])  # (B, C, H/os, W/os)
+        feat = self.net.features(batch["key"])  # (B, C, H/os, W/os)
         warped = self.warp_features(feat, batch["offset_cur_to_key"], batch["mask_cur_to_key"], size)
         return self.task(warped, size)
 
@@ -35,7 +35,7 @@ class PropMV(Propagation):
     def stream_step(self, frame: Tensor, offset: Tensor | None, mask: Tensor | None, is_key: bool) -> Tensor:
         size = tuple(frame.shape[-2:])
         if is_key or self._key_feat is None:
-            self._key_feat = self.net.feat(frame)
+            self._key_feat = self.net.features(frame)
             self._chain = None
             return self.task(self._key_feat, size)
         # t -> k = f_t o (t-1 -> k): one link per frame (O(1), not O(L)), exactly the offsets

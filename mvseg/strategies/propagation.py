@@ -35,7 +35,8 @@ def load_net_weights(net: torch.nn.Module, path: str | Path, prefix: str = "net.
 
 
 class Propagation(SegStrategy):
-    """Base of the propagation strategies: `self.net.feat` is N_feat, `self.net.task` N_task."""
+    """Base of the propagation strategies: `self.net.features` is N_feat, `self.net.logits`
+    N_task (cut where `net.split` says)."""
 
     def __init__(
         self,
@@ -58,7 +59,7 @@ class Propagation(SegStrategy):
 
     def task(self, feat: Tensor, size: tuple[int, int]) -> Tensor:
         """N_task on (warped) features, up-sampled to the frame size -> (B, K, H, W)."""
-        return F.interpolate(self.net.task(feat), size, mode="bilinear", align_corners=False)
+        return F.interpolate(self.net.logits(feat), size, mode="bilinear", align_corners=False)
 
     def training_loss(self, batch: dict) -> dict[str, Tensor]:
         logits = self.predict_batch(batch)

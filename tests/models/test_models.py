@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from mvseg.models import HEADS, ResNet, SegNet, SegNetConfig, load_pretrained
 
@@ -53,6 +54,20 @@ def test_segnet_shapes_and_split(head):
     logits = net.task(feat)  # N_task
     assert logits.shape == (2, 5, 8, 12)
     assert net(x).shape == (2, 5, 64, 96)
+
+
+@pytest.mark.parametrize("split,channels", [("head", 16), ("feat", 32)])
+def test_split_features_then_logits_is_the_whole_network(split, channels):
+    # propagation cuts the network at net.split; with no motion the two halves are the network
+    net = SegNet(SegNetConfig(width=0.125, feat_dim=32, head="psp", head_dim=16, split=split), 5).eval()
+    x = torch.randn(2, 3, 64, 96)
+    with torch.no_grad():
+        feat = net.features(x)
+        assert feat.shape == (2, channels, 8, 12) and net.feature_dim == channels
+        logits = F.interpolate(net.logits(feat), (64, 96), mode="bilinear", align_corners=False)
+        torch.testing.assert_close(logits, net(x))
+    with pytest.raises(ValueError, match="net.split must be"):
+        SegNet(SegNetConfig(width=0.125, split="backbone"), 5)
 
 
 def test_unknown_backbone_and_head():
