@@ -6,7 +6,9 @@ Per (method, interval L):
 - miou_mean / miou_min: the evaluation protocol (mIoU per keyframe distance d = 0..L-1) on the
   dataset's validation split;
 - fps, latency_mean_ms, latency_max_ms: the streaming runtime over every validation video
-  (decoding, MV rasterisation and the network included; frames/s over the whole run);
+  (decoding, MV rasterisation and the network included; frames/s over the whole run; labels
+  only, as a deployment would: frames whose pixels a method does not read are not converted
+  to RGB, see `run_stream(images=False)`);
 - gflops_per_frame: torch.utils.flop_counter over one whole video in the runtime, divided by
   its frames (a multiply-add counts as 2 FLOPs, torch's convention); gflops_nonkey: the same
   for a non-keyframe alone ((total - keyframes x keyframe cost) / non-keyframes). The counter
@@ -73,11 +75,12 @@ def task_ms(model, frame_size: tuple[int, int], repeats: int = 20) -> float:
 def speed(model, videos: list[Path], data: dict, interval: int) -> dict:
     kw = {k: data[k] for k in ("mean", "std") if k in data}
     # warm-up (allocator, first-call dispatch) on a few frames, not timed
-    for _ in itertools.islice(run_stream(model, videos[0], policy=FixedInterval(interval), **kw), 2 * interval + 1):
+    for _ in itertools.islice(run_stream(model, videos[0], policy=FixedInterval(interval), images=False, **kw),
+                                 2 * interval + 1):
         pass
     results, t0 = [], time.perf_counter()
     for v in videos:
-        results += list(run_stream(model, v, policy=FixedInterval(interval), **kw))
+        results += list(run_stream(model, v, policy=FixedInterval(interval), images=False, **kw))
     stats = stream_stats(results, time.perf_counter() - t0)
     nonkey = [r.latency_ms for r in results if not r.is_key]
     stats["nonkey_ms"] = sum(nonkey) / len(nonkey) if nonkey else float("nan")

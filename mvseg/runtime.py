@@ -26,7 +26,7 @@ from mvseg.video.motion import rasterize_mvs, reference_distances
 @dataclass
 class FrameResult:
     index: int
-    image: np.ndarray  # (H, W, 3) uint8, the decoded frame
+    image: np.ndarray | None  # (H, W, 3) uint8, the decoded frame (None when run with images=False)
     label: np.ndarray  # (H, W) uint8 prediction
     is_key: bool
     latency_ms: float
@@ -38,8 +38,14 @@ def run_stream(
     mean=(0.485, 0.456, 0.406),
     std=(0.229, 0.224, 0.225),
     policy: KeyframePolicy | None = None,
+    images: bool = True,
 ) -> Iterator[FrameResult]:
-    """Segment `video` frame by frame; yields results in display order as they are ready."""
+    """Segment `video` frame by frame; yields results in display order as they are ready.
+
+    images=False: results carry no image (`FrameResult.image` is None), and frames whose pixels
+    the strategy does not read (non-keyframes of prop-MV and interp-MV) are never converted to
+    RGB nor normalised, only their MVs are read: what a deployment that needs labels only does.
+    """
     info = probe(video)
     dists = None
     if info.has_b_frames:  # anchor distances need the picture types (a cheap first pass)
@@ -50,7 +56,16 @@ def run_stream(
     policy.reset()
     model.eval()
     model.stream_reset()
-    waiting: dict[int, tuple[np.ndarray, bool, float]] = {}  # frames decoded, answer not yet out
+    waiting: dict[int, tuple[np.ndarray | None, bool, float]] = {}  # frames decoded, answer not yet out
+    keys: dict[int, bool] = {}  # the policy's decision, taken once per frame as it is decoded
+
+    def wants_pixels(index: int, pict_type: str) -> bool:
+        keys[index] = policy.is_key(index, pict_type)
+        return images or keys[index] or model.reads_nonkey_pixels
+
+    # stands in for the pixels of a frame the strategy does not read: the right shape, no cost,
+    # and NaN should anything read it after all
+    no_pixels = torch.full((1, 3, 1, 1), float("nan")).expand(1, 3, info.height, info.width)
 
     def emit(ready):
         now = time.perf_counter()
@@ -61,12 +76,12 @@ def run_stream(
             yield FrameResult(idx, image, logits.max(1).indices[0].to(torch.uint8).numpy(), key, 1e3 * (now - t0))
 
     with torch.inference_mode():
-        for f in iter_frames(video):
+        for f in iter_frames(video, rgb=wants_pixels):
             off, mask = rasterize_mvs(f.mvs, info.height, info.width, *(dists[f.index] if dists else (1, 1)))
             t0 = time.perf_counter()
-            x = (torch.from_numpy(f.image).permute(2, 0, 1)[None].float() / 255 - m) / s
-            key = policy.is_key(f.index, f.pict_type)
-            waiting[f.index] = (f.image, key, t0)
+            key = keys.pop(f.index)
+            x = no_pixels if f.image is None else (torch.from_numpy(f.image).permute(2, 0, 1)[None].float() / 255 - m) / s
+            waiting[f.index] = (f.image if images else None, key, t0)
             yield from emit(model.stream_push(x, torch.from_numpy(off)[None], torch.from_numpy(mask)[None], key))
         yield from emit(model.stream_flush())
 

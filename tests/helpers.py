@@ -48,7 +48,8 @@ def fit_batch(model, batch: dict, steps: int = 25, lr: float = 3e-3) -> list[flo
     return losses
 
 
-def runtime_vs_protocol(model, root, interval: int, with_next: bool = False, clip: str = "clip_0000"):
+def runtime_vs_protocol(model, root, interval: int, with_next: bool = False, clip: str = "clip_0000",
+                        images: bool = True):
     """Stream `clip` of the val split through the runtime (keyframes every `interval`) and
     evaluate the same frames on the DataModule's samples whose keyframe the runtime also used.
     Returns (runtime results, [(frame, distance, fraction of pixels that agree)])."""
@@ -61,7 +62,7 @@ def runtime_vs_protocol(model, root, interval: int, with_next: bool = False, cli
     dm = CompressedVideoDataModule(str(root), "folder", keyframe_interval=interval, with_next=with_next)
     dm.setup("validate")
     results = list(run_stream(model, root / "videos" / "val" / f"{clip}.mp4", dm.ds.mean, dm.ds.std,
-                              FixedInterval(interval)))
+                              FixedInterval(interval), images=images))
     agreement = []
     for s in (dm.val_set[i] for i in range(len(dm.val_set))):
         if s["clip"] != clip or (s["frame"] - s["distance"]) % interval:

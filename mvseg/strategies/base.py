@@ -55,6 +55,9 @@ class SegStrategy(L.LightningModule):
     #: True when the method also needs the next keyframe (interp-MV): samples then carry
     #: next_key and the offsets to it (data.init_args.with_next).
     needs_next: bool = False
+    #: False when non-keyframes are segmented from motion alone (prop-MV, interp-MV): the
+    #: streaming runtime may then skip decoding their pixels to RGB.
+    reads_nonkey_pixels: bool = True
 
     def __init__(
         self,

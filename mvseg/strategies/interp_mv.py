@@ -27,6 +27,7 @@ from mvseg.video.motion import extend_chain, invert
 
 class InterpMV(Propagation):
     needs_next = True
+    reads_nonkey_pixels = False  # non-keyframes: MVs only
 
     def __init__(
         self,

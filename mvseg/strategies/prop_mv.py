@@ -18,6 +18,8 @@ from mvseg.video.motion import extend_chain
 
 
 class PropMV(Propagation):
+    reads_nonkey_pixels = False  # non-keyframes: MVs only
+
     def warp_features(self, feat: Tensor, offset: Tensor, mask: Tensor, frame_size: tuple[int, int]) -> Tensor:
         """Key features (B, C, h, w) warped by cur->key offsets (B, 2, Hc, Wc) -> (B, C, h, w)."""
         return ops.warp(feat, offset.to(feat.dtype), mask.to(feat.dtype), frame_size)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import gc
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -248,12 +248,18 @@ def probe(path: str | Path) -> VideoInfo:
 
 
 def iter_frames(
-    path: str | Path, *, mvs: bool = True, rgb: bool = True, strict_mvs: bool = True
+    path: str | Path,
+    *,
+    mvs: bool = True,
+    rgb: bool | Callable[[int, str], bool] = True,
+    strict_mvs: bool = True,
 ) -> Iterator[DecodedFrame]:
     """Decode a video frame by frame (bounded memory), in the decoder's output order.
 
     mvs: export block motion vectors (raises NoMotionVectorsError for codecs without them
-    when strict_mvs). rgb: convert each frame to an (H, W, 3) uint8 RGB array.
+    when strict_mvs). rgb: convert each frame to an (H, W, 3) uint8 RGB array; or a function
+    of (index, picture type) saying which frames to convert (the YUV -> RGB conversion is
+    about half of the decoding time: a stream that needs only some frames' pixels skips it).
     """
     container, p = _open(path)
     try:
@@ -315,7 +321,7 @@ def iter_frames(
                     pict_type=ptype,
                     pts=frame.pts,
                     time=frame.time,
-                    image=frame.to_ndarray(format="rgb24") if rgb else None,
+                    image=frame.to_ndarray(format="rgb24") if (rgb(index, ptype) if callable(rgb) else rgb) else None,
                     mvs=arr,
                 )
                 index += 1

@@ -91,17 +91,18 @@ def test_init_from_a_per_frame_checkpoint(tiny_dataset, tmp_path):
 @pytest.mark.parametrize("cls,kw", [(PropMV, {}), (InterpMV, {"fusion": "learned"}), (InterpMV, {"fusion": "linear"})])
 def test_runtime_equals_the_step_by_step_protocol(tiny_dataset, cls, kw):
     """The streaming runtime's output on a video equals the strategy evaluated on the
-    DataModule's samples (same keyframe, same composed offsets) for every annotated frame."""
+    DataModule's samples (same keyframe, same composed offsets) for every annotated frame,
+    also when the runtime skips the pixels of the non-keyframes (labels only, as bench runs)."""
     torch.manual_seed(0)
     L_ = 3
     model = cls(9, L_, net=NET, **kw).eval()
-    results, agreement = runtime_vs_protocol(model, tiny_dataset, L_, with_next=True)
+    assert not model.reads_nonkey_pixels
+    results, agreement = runtime_vs_protocol(model, tiny_dataset, L_, with_next=True, images=False)
+    assert all(r.image is None for r in results)
     assert [r.index for r in results] == list(range(12))  # every frame, in display order
     assert [r.is_key for r in results] == [i % L_ == 0 for i in range(12)]
     for frame, d, agree in agreement:
         assert agree > 0.999, (frame, d, agree)
     assert len(agreement) == 2  # frames 5 and 8
-    stats = stream_stats(results, wall_s=1.0)
-    assert stats["frames"] == 12 and stats["keyframes"] == 4 and stats["latency_max_ms"] >= stats["latency_mean_ms"]
     stats = stream_stats(results, wall_s=1.0)
     assert stats["frames"] == 12 and stats["keyframes"] == 4 and stats["latency_max_ms"] >= stats["latency_mean_ms"]

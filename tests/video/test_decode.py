@@ -43,6 +43,11 @@ def test_pts_increase_and_streaming_matches_whole(pan_video):
     for f in streamed:
         np.testing.assert_array_equal(f.image, whole.frames[f.index])
         np.testing.assert_array_equal(f.mvs, whole.mvs[f.index])
+    # rgb as a function of (index, picture type): only the I-frames' pixels, same MVs
+    only_i = list(iter_frames(path, rgb=lambda i, t: t == "I"))
+    assert [f.image is not None for f in only_i] == [f.pict_type == "I" for f in streamed]
+    np.testing.assert_array_equal(only_i[10].image, whole.frames[10])
+    np.testing.assert_array_equal(only_i[7].mvs, whole.mvs[7])
 
 
 def test_mvs_deterministic_across_decodes(bframe_video):
