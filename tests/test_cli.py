@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -15,12 +16,29 @@ from mvseg.video.decode import decode_video
 ROOT = Path(__file__).parents[1] / "experiments"
 EXPERIMENTS = sorted(ROOT.glob("*.yaml"))
 RECIPES = sorted(ROOT.glob("*/*.yaml"))  # paper-scale recipes (experiments/cityscapes, camvid)
+ABLATIONS = sorted(p for p in RECIPES if p.parent.name == "bdnet_ablation")  # overrides on top of bdnet.yaml
+RECIPES = [p for p in RECIPES if p not in ABLATIONS]
 PER_FRAME = ROOT / "per_frame.yaml"
 
 
 def test_there_are_experiments():
     assert {p.name for p in EXPERIMENTS} >= {"per_frame.yaml", "colour_only.yaml", "prop_mv.yaml", "interp_mv.yaml",
-                                          "flownet_pretrain.yaml", "dff.yaml", "arseg.yaml", "arseg_lr.yaml"}
+                                          "flownet_pretrain.yaml", "dff.yaml", "arseg.yaml", "arseg_lr.yaml",
+                                          "teacher.yaml", "bdnet.yaml"}
+    assert {p.stem for p in ABLATIONS} == {"mv", "mv_bas", "mv_bas_pw"}
+
+
+@pytest.fixture(scope="module")
+def teacher_ckpt(tiny_dataset, tmp_path_factory):
+    """experiments/teacher.yaml trained for one step on the tiny dataset: BDNet's teacher."""
+    run = tmp_path_factory.mktemp("teacher")
+    args = ["fit", "--config", str(ROOT / "teacher.yaml"), "--data.init_args.root", str(tiny_dataset),
+            "--data.init_args.dataset", "folder", "--data.init_args.cache_dir", str(tiny_dataset / ".cache"),
+            "--data.init_args.num_workers", "0", "--trainer.default_root_dir", str(run),
+            "--trainer.logger.init_args.save_dir", str(run), "--trainer.max_epochs", "1",
+            "--trainer.limit_train_batches", "1", "--trainer.limit_val_batches", "0"]
+    assert main(args) == 0
+    return run / "checkpoints" / "last.ckpt"
 
 
 def test_there_are_paper_recipes():
@@ -28,9 +46,11 @@ def test_there_are_paper_recipes():
 
 
 @pytest.mark.parametrize("config", EXPERIMENTS + RECIPES, ids=[str(p.relative_to(ROOT)) for p in EXPERIMENTS + RECIPES])
-def test_every_experiment_runs_fast_dev_run(config, tiny_data_args, capsys):
+def test_every_experiment_runs_fast_dev_run(config, tiny_data_args, capsys, request):
     text = config.read_text()  # the checkpoints a fine-tuning config starts from are not there in tests
     extra = [arg for key in ("init_from", "flow_init", "lr_init") if f"{key}:" in text for arg in (f"--model.init_args.{key}", "null")]
+    if re.search(r"^\s+teacher:", text, re.M):  # BDNet's teacher: a PerFrame checkpoint made from experiments/teacher.yaml
+        extra += ["--model.init_args.teacher", str(request.getfixturevalue("teacher_ckpt"))]
     if "keyframe_interval: 12" in text:  # AR-Seg's L = 12 is longer than the tiny clips (12 frames)
         extra += ["--data.init_args.keyframe_interval", "3"]
         extra += ["--data.init_args.train_distances", "[2]"] if "train_distances" in text else []
@@ -39,6 +59,25 @@ def test_every_experiment_runs_fast_dev_run(config, tiny_data_args, capsys):
                   "--data.init_args.batch_size", "2"]
     rc = main(["fit", "--config", str(config), "--trainer.fast_dev_run", "1", *tiny_data_args, *extra])
     assert rc == 0
+
+
+@pytest.mark.parametrize("ablation", ABLATIONS, ids=[p.stem for p in ABLATIONS])
+def test_bdnet_ablation_rows(ablation, tiny_data_args, capsys, request):
+    """Each row of BDNet's Table 2 is bdnet.yaml plus one override file: it switches the right
+    parts off, writes to its own run directory, and trains."""
+    base = ["fit", "--config", str(ROOT / "bdnet.yaml"), "--config", str(ablation)]
+    assert main([*base, "--print_config"]) == 0
+    conf = yaml.safe_load(capsys.readouterr().out)
+    m = conf["model"]["init_args"]
+    expect = {"mv": (0.0, 0.0, 1.0), "mv_bas": (1.0, 0.0, 1.0), "mv_bas_pw": (1.0, 1.0, 0.0)}[ablation.stem]
+    assert (m["boundary_weight"], m["distill_weight"], m["inn_weight"]) == expect
+    assert conf["trainer"]["default_root_dir"] == f"runs/bdnet_{ablation.stem}"
+    assert conf["trainer"]["logger"]["init_args"]["name"] == f"bdnet_{ablation.stem}"
+    assert conf["trainer"]["logger"]["init_args"]["project"] == "mvseg"  # merged, not replaced
+    extra = ["--model.init_args.init_from", "null"]
+    if m["distill_weight"] > 0:
+        extra += ["--model.init_args.teacher", str(request.getfixturevalue("teacher_ckpt"))]
+    assert main([*base, "--trainer.fast_dev_run", "1", *tiny_data_args, *extra]) == 0
 
 
 def test_checkpoints_land_in_the_run_directory(tiny_data_args, tmp_path):

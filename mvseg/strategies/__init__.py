@@ -2,6 +2,7 @@
 
 from mvseg.strategies.arseg import ARSeg
 from mvseg.strategies.base import OptimConfig, SegStrategy
+from mvseg.strategies.bdnet import BDNet
 from mvseg.strategies.dff import DFF
 from mvseg.strategies.flow_pretrain import FlowPretrain
 from mvseg.strategies.interp_mv import InterpMV
@@ -9,4 +10,4 @@ from mvseg.strategies.per_frame import PerFrame
 from mvseg.strategies.prop_mv import PropMV
 from mvseg.strategies.policies import FixedInterval, IFrames, KeyframePolicy, make_policy
 
-__all__ = ["OptimConfig", "SegStrategy", "PerFrame", "PropMV", "InterpMV", "DFF", "FlowPretrain", "ARSeg", "FixedInterval", "IFrames", "KeyframePolicy", "make_policy"]
+__all__ = ["OptimConfig", "SegStrategy", "PerFrame", "PropMV", "InterpMV", "DFF", "FlowPretrain", "ARSeg", "BDNet", "FixedInterval", "IFrames", "KeyframePolicy", "make_policy"]

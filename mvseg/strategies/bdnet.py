@@ -1,0 +1,143 @@
+"""BDNet (Lu & Deng, "A Boundary-aware Distillation Network for Compressed Video Semantic
+Segmentation"): prop-MV's main stream trained with two streams that exist in training only.
+
+- Main stream (Fig. 3a, middle): N_feat on the keyframe, features warped to the current
+  frame by the block MVs, N_task (the paper: an ASPP decoder) and N_out (up-sampling) — the
+  same network and inference as prop-MV, so BDNet costs exactly what prop-MV costs.
+- Boundary-aware stream (top): a top-down decoder over the shared backbone whose warped
+  keyframe laterals feed a boundary-aware module per level (mvseg.models.boundary), each
+  supervised by the labels' silhouettes with L_B = sum_k BCE + IoU + SSIM.
+- Distillation stream (bottom): a frozen per-frame teacher on the current frame; pixel-wise
+  KL (l_pw) and inner-relation (l_inn) distillation, L_D = w_pw l_pw + w_inn l_inn.
+
+    L = L_S + lambda L_B + beta L_D        (the paper's total loss)
+
+The ablation rows of the paper's Table 2 are the same class with parts switched off
+(boundary_weight 0, distill_weight 0, pw_weight / inn_weight 0).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from mvseg import ops
+from mvseg.losses import boundary_loss, boundary_map, inner_relation_loss, pixelwise_kl
+from mvseg.models.boundary import BoundaryConfig, BoundaryStream
+from mvseg.models.segnet import SegNet, SegNetConfig
+from mvseg.strategies.base import OptimConfig, as_config
+from mvseg.strategies.prop_mv import PropMV
+
+
+def load_teacher(path: str | Path, num_classes: int) -> SegNet:
+    """The image network of a trained PerFrame checkpoint (loaded without executing code),
+    frozen and in eval mode; a missing file, another method or another class count is a clear
+    error at start-up."""
+    from mvseg.predict import load_strategy  # (the runtime imports the strategies package)
+    from mvseg.strategies.per_frame import PerFrame
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: teacher checkpoint not found (train experiments/teacher.yaml first)")
+    model, _ = load_strategy(path)
+    if not isinstance(model, PerFrame):
+        raise ValueError(f"{path}: the teacher must be a PerFrame checkpoint, got {type(model).__name__}")
+    if model.num_classes != num_classes:
+        raise ValueError(f"{path}: teacher has {model.num_classes} classes, the student {num_classes}: "
+                         "train the teacher on the same dataset")
+    net = model.net.eval()
+    net.requires_grad_(False)
+    return net
+
+
+class BDNet(PropMV):
+    def __init__(
+        self,
+        num_classes: int,
+        keyframe_interval: int = 5,
+        net: SegNetConfig | None = None,
+        optim: OptimConfig | None = None,
+        init_from: str | None = None,
+        boundary: BoundaryConfig | None = None,
+        boundary_weight: float = 1.0,
+        teacher: str | None = None,
+        distill_weight: float = 1.0,
+        pw_weight: float = 1.0,
+        inn_weight: float = 1.0,
+        inner_pool: tuple[int, int] = (8, 16),
+        ignore_index: int = 255,
+        log_masks: int = 4,
+        keyframe_policy: str = "fixed",
+    ):
+        """boundary_weight: lambda (0 switches the boundary-aware stream off); teacher: a
+        PerFrame checkpoint; distill_weight: beta (0, or no teacher, switches distillation off);
+        pw_weight, inn_weight: the two distillation terms inside L_D; inner_pool: the grid both
+        feature maps are average-pooled to before l_inn's (h w)^2 similarities."""
+        super().__init__(num_classes, keyframe_interval, net, optim, init_from, ignore_index, log_masks,
+                         keyframe_policy)
+        # the teacher is not part of the model: a trained BDNet loads and runs without it
+        self.save_hyperparameters(ignore=["init_from", "teacher"])
+        for name, w in (("boundary_weight", boundary_weight), ("distill_weight", distill_weight),
+                        ("pw_weight", pw_weight), ("inn_weight", inn_weight)):
+            if w < 0:
+                raise ValueError(f"{name} must be >= 0, got {w}")
+        if distill_weight > 0 and teacher is None:
+            raise ValueError("distill_weight > 0 needs a teacher checkpoint (model.init_args.teacher), "
+                             "or set distill_weight: 0")
+        self.boundary_cfg = as_config(BoundaryConfig, boundary)
+        self.boundary_weight, self.distill_weight = boundary_weight, distill_weight
+        self.pw_weight, self.inn_weight, self.inner_pool = pw_weight, inn_weight, tuple(inner_pool)
+        backbone = self.net.feat.backbone
+        self.boundary = (BoundaryStream(self.boundary_cfg, self.net.feature_dim, backbone.channels)
+                         if boundary_weight > 0 else None)
+        # not registered as a submodule: no teacher weights in BDNet's checkpoints or optimiser,
+        # and Lightning's train() never switches its BatchNorm back to training mode
+        self._teacher: list[SegNet] = [load_teacher(teacher, num_classes)] if teacher and distill_weight > 0 else []
+
+    @property
+    def teacher(self) -> SegNet | None:
+        return self._teacher[0] if self._teacher else None
+
+    def on_fit_start(self) -> None:
+        if self.teacher is not None:
+            self.teacher.to(self.device)
+
+    def training_loss(self, batch: dict) -> dict[str, Tensor]:
+        size = tuple(batch["cur"].shape[-2:])
+        net = self.net
+        stages = net.feat.backbone(batch["key"])  # keyframe backbone stages, shared by both streams
+        feat = net.feat.feat(stages["layer4"])  # N_feat ...
+        if net.cfg.split == "head":
+            feat = net.task.head(feat)  # ... up to where net.split cuts it: (B, C, H/os, W/os)
+
+        def warp(t: Tensor) -> Tensor:  # keyframe tensor -> current frame, by the composed MVs
+            return ops.warp(t, batch["offset_cur_to_key"], batch["mask_cur_to_key"], size)
+
+        warped = warp(feat)
+        last = warped if net.cfg.split == "head" else net.task.head(warped)  # the feature before the classifier
+        logits = net.task.classifier(net.task.dropout(last))  # (B, K, H/os, W/os)
+        ce = F.cross_entropy(F.interpolate(logits, size, mode="bilinear", align_corners=False), batch["label"],
+                             ignore_index=self.ignore_index)
+        out = {"ce": ce}
+        loss = ce
+        if self.boundary is not None:
+            edge, valid = boundary_map(batch["label"], self.boundary_cfg.thickness, self.ignore_index)
+            levels = self.boundary(warped, stages, warp)
+            # every level is supervised at the label's resolution, as BASNet's side outputs are
+            l_b = sum(boundary_loss(torch.sigmoid(F.interpolate(lg, size, mode="bilinear", align_corners=False)),
+                                    edge, valid) for lg in levels)
+            out["boundary"] = l_b
+            loss = loss + self.boundary_weight * l_b
+        if self.teacher is not None:
+            with torch.no_grad():
+                t_last = self.teacher.task.head(self.teacher.feat(batch["cur"]))  # teacher sees the current frame
+                t_logits = self.teacher.task.classifier(t_last)
+            l_pw = pixelwise_kl(logits, t_logits)
+            l_inn = inner_relation_loss(last, t_last, self.inner_pool)
+            out["distill_pw"], out["distill_inn"] = l_pw, l_inn
+            loss = loss + self.distill_weight * (self.pw_weight * l_pw + self.inn_weight * l_inn)
+        out["loss"] = loss
+        return out
