@@ -48,7 +48,7 @@ def run_stream(
     """
     info = probe(video)
     dists = None
-    if info.has_b_frames:  # anchor distances need the picture types (a cheap first pass)
+    if info.has_b_frames and model.reads_motion:  # anchor distances need the picture types (a cheap first pass)
         dists = reference_distances("".join(f.pict_type for f in iter_frames(video, rgb=False, mvs=False)))
     m = torch.tensor(mean).view(1, 3, 1, 1)
     s = torch.tensor(std).view(1, 3, 1, 1)
@@ -76,13 +76,16 @@ def run_stream(
             yield FrameResult(idx, image, logits.max(1).indices[0].to(torch.uint8).numpy(), key, 1e3 * (now - t0))
 
     with torch.inference_mode():
-        for f in iter_frames(video, rgb=wants_pixels):
-            off, mask = rasterize_mvs(f.mvs, info.height, info.width, *(dists[f.index] if dists else (1, 1)))
+        for f in iter_frames(video, rgb=wants_pixels, mvs=model.reads_motion):
+            off = mask = None
+            if model.reads_motion:
+                off, mask = rasterize_mvs(f.mvs, info.height, info.width, *(dists[f.index] if dists else (1, 1)))
+                off, mask = torch.from_numpy(off)[None], torch.from_numpy(mask)[None]
             t0 = time.perf_counter()
             key = keys.pop(f.index)
             x = no_pixels if f.image is None else (torch.from_numpy(f.image).permute(2, 0, 1)[None].float() / 255 - m) / s
             waiting[f.index] = (f.image if images else None, key, t0)
-            yield from emit(model.stream_push(x, torch.from_numpy(off)[None], torch.from_numpy(mask)[None], key))
+            yield from emit(model.stream_push(x, off, mask, key))
         yield from emit(model.stream_flush())
 
 

@@ -58,6 +58,9 @@ class SegStrategy(L.LightningModule):
     #: False when non-keyframes are segmented from motion alone (prop-MV, interp-MV): the
     #: streaming runtime may then skip decoding their pixels to RGB.
     reads_nonkey_pixels: bool = True
+    #: False when the method never uses motion (the per-frame baseline): the streaming runtime
+    #: then neither exports nor rasterises MVs for it.
+    reads_motion: bool = True
 
     def __init__(
         self,

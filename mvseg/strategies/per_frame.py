@@ -13,6 +13,7 @@ class PerFrame(SegStrategy):
     """N_task(N_feat(I_t)) for every frame t; keyframes and MVs are not used."""
 
     distance_invariant = True
+    reads_motion = False
 
     def __init__(
         self,

@@ -48,3 +48,35 @@ def test_checkpoint_round_trip_without_pickle(tiny_dataset, tmp_path):
     torch.testing.assert_close(loaded.predict_batch({"cur": x}), model.predict_batch({"cur": x}))
     # streaming gives the per-frame prediction whatever the keyframe decision
     torch.testing.assert_close(loaded.stream_step(x, None, None, False), loaded.predict_batch({"cur": x}))
+
+
+def test_runtime_streams_a_video_without_mvs_for_the_per_frame_model(tmp_path):
+    """The per-frame baseline reads no motion: the runtime neither exports nor rasterises MVs
+    for it, so a VP9 video (no MVs) streams, with the same labels as the network on each frame."""
+    import av
+    import numpy as np
+
+    from mvseg.runtime import run_stream
+    from mvseg.video.decode import decode_video
+
+    p = tmp_path / "clip.webm"
+    rng = np.random.default_rng(0)
+    with av.open(str(p), "w") as c:
+        s = c.add_stream("libvpx-vp9", rate=10)
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+        for _ in range(4):
+            img = rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)
+            for pkt in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                c.mux(pkt)
+        for pkt in s.encode():
+            c.mux(pkt)
+    torch.manual_seed(0)
+    model = PerFrame(5, 2, net=TINY_NET).eval()
+    assert not model.reads_motion
+    results = list(run_stream(model, p, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25)))
+    frames = decode_video(p, mvs=False).frames
+    assert [r.index for r in results] == [0, 1, 2, 3]
+    for r in results:
+        x = (torch.from_numpy(frames[r.index]).permute(2, 0, 1)[None].float() / 255 - 0.5) / 0.25
+        with torch.no_grad():
+            np.testing.assert_array_equal(r.label, model.net(x).argmax(1)[0].numpy())
