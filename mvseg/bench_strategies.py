@@ -5,7 +5,8 @@ Table 1 and a plot like their Fig. 2).
 Per (method, interval L):
 - miou_mean / miou_min: the evaluation protocol (mIoU per keyframe distance d = 0..L-1) on the
   dataset's validation split;
-- fps, latency_mean_ms, latency_max_ms: the streaming runtime over every validation video
+- fps, latency_mean_ms, latency_max_ms: the streaming runtime over every validation video, the
+  fastest of `repeats` passes
   (decoding, MV rasterisation and the network included; frames/s over the whole run; labels
   only, as a deployment would: frames whose pixels a method does not read are not converted
   to RGB, see `run_stream(images=False)`);
@@ -72,16 +73,24 @@ def task_ms(model, frame_size: tuple[int, int], repeats: int = 20) -> float:
     return 1e3 * (time.perf_counter() - t0) / repeats
 
 
-def speed(model, videos: list[Path], data: dict, interval: int) -> dict:
+def speed(model, videos: list[Path], data: dict, interval: int, repeats: int = 3) -> dict:
+    """Runtime speed over `videos`: the fastest of `repeats` passes (as timeit takes the
+    minimum: other load on the machine only ever slows a pass down)."""
     kw = {k: data[k] for k in ("mean", "std") if k in data}
     # warm-up (allocator, first-call dispatch) on a few frames, not timed
     for _ in itertools.islice(run_stream(model, videos[0], policy=FixedInterval(interval), images=False, **kw),
-                                 2 * interval + 1):
+                              2 * interval + 1):
         pass
-    results, t0 = [], time.perf_counter()
-    for v in videos:
-        results += list(run_stream(model, v, policy=FixedInterval(interval), images=False, **kw))
-    stats = stream_stats(results, time.perf_counter() - t0)
+    best = None
+    for _ in range(max(repeats, 1)):
+        results, t0 = [], time.perf_counter()
+        for v in videos:
+            results += list(run_stream(model, v, policy=FixedInterval(interval), images=False, **kw))
+        wall = time.perf_counter() - t0
+        if best is None or wall < best[1]:
+            best = (results, wall)
+    results = best[0]
+    stats = stream_stats(results, best[1])
     nonkey = [r.latency_ms for r in results if not r.is_key]
     stats["nonkey_ms"] = sum(nonkey) / len(nonkey) if nonkey else float("nan")
     stats["task_ms"] = task_ms(model, results[0].label.shape)
@@ -104,7 +113,7 @@ def speed(model, videos: list[Path], data: dict, interval: int) -> dict:
 
 
 def bench_strategies(runs: dict[str, str], intervals: list[int], root: str, max_videos: int | None = None,
-                     cache_dir: str | None = None) -> list[dict]:
+                     cache_dir: str | None = None, repeats: int = 3) -> list[dict]:
     ds = load_folder_dataset(root, splits=("val",))
     videos = [c.video for c in ds.clips["val"]][:max_videos]
     rows = []
@@ -112,7 +121,7 @@ def bench_strategies(runs: dict[str, str], intervals: list[int], root: str, max_
         for interval in intervals:
             model, data = _load(ckpt, interval)
             row = {"method": name, "interval": interval, **evaluate(model, root, interval, cache_dir)}
-            row.update(speed(model, videos, data, interval))
+            row.update(speed(model, videos, data, interval, repeats))
             rows.append(row)
             print(f"{name} L={interval}: mIoU {row['miou_mean']:.3f} (min {row['miou_min']:.3f}), "
                   f"{row['fps']:.1f} fps, {row['gflops_per_frame']:.2f} GFLOPs/frame", flush=True)
@@ -165,14 +174,15 @@ def log_wandb(rows: list[dict], table: str, out: Path, project: str = "mvseg") -
 
 
 def run_bench_strategies(runs: list[str], intervals: list[int], root: str, out_dir: str, max_videos: int | None,
-                         json_out: str | None, cache_dir: str | None = None, wandb: bool = True) -> list[dict]:
+                         json_out: str | None, cache_dir: str | None = None, wandb: bool = True,
+                         repeats: int = 3) -> list[dict]:
     parsed = {}
     for r in runs:
         name, sep, ckpt = r.partition("=")
         if not sep or not ckpt:
             raise ValueError(f"--run expects NAME=CHECKPOINT, got {r!r}")
         parsed[name] = ckpt
-    rows = bench_strategies(parsed, intervals, root, max_videos, cache_dir)
+    rows = bench_strategies(parsed, intervals, root, max_videos, cache_dir, repeats)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     table = print_table(rows, COLUMNS)

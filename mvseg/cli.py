@@ -85,6 +85,7 @@ def _parser() -> argparse.ArgumentParser:
     bst.add_argument("--out-dir", default="bench/strategies", help="results.json, table.md, accuracy_vs_fps.png")
     bst.add_argument("--json", metavar="OUT.json")
     bst.add_argument("--no-wandb", action="store_true", help="do not log the table and plot to W&B")
+    bst.add_argument("--repeats", type=int, default=3, help="speed passes per method and interval; the fastest counts")
     bf = bsub.add_parser("flops", help="AR-Seg GFLOPs per frame (1.0x vs AR^s), a table like its Table 1")
     bf.add_argument("--backbones", nargs="+", default=["psp18"], help="psp18 (paper) | cpu (experiments/arseg.yaml)")
     bf.add_argument("--sizes", nargs="+", default=["1024x2048", "720x960"], help="HxW")
@@ -153,7 +154,7 @@ def _bench(a: argparse.Namespace) -> int:
         from mvseg.bench_strategies import run_bench_strategies
 
         run_bench_strategies(a.run, a.intervals, a.data_root, a.out_dir, a.max_videos, a.json, a.cache_dir,
-                             wandb=not a.no_wandb)
+                             wandb=not a.no_wandb, repeats=a.repeats)
     elif a.bench_command == "flops":
         from mvseg.bench_flops import run_bench_flops
 

@@ -68,7 +68,8 @@ def test_bench_strategies_writes_results_table_and_plot(tiny_dataset, tmp_path, 
         trainer.save_checkpoint(ckpts[name])
     out = tmp_path / "bench"
     rc = main(["bench", "strategies", "--run", f"per_frame={ckpts['per_frame']}", "--run", f"prop_mv={ckpts['prop_mv']}",
-               "--intervals", "1", "3", "--data-root", str(tiny_dataset), "--max-videos", "1", "--out-dir", str(out)])
+               "--intervals", "1", "3", "--data-root", str(tiny_dataset), "--max-videos", "1", "--out-dir", str(out),
+               "--repeats", "2"])
     assert rc == 0
     rows = json.loads((out / "results.json").read_text())
     assert [(r["method"], r["interval"]) for r in rows] == [("per_frame", 1), ("per_frame", 3), ("prop_mv", 1), ("prop_mv", 3)]
