@@ -84,9 +84,6 @@ class BDNet(PropMV):
                         ("pw_weight", pw_weight), ("inn_weight", inn_weight)):
             if w < 0:
                 raise ValueError(f"{name} must be >= 0, got {w}")
-        if distill_weight > 0 and teacher is None:
-            raise ValueError("distill_weight > 0 needs a teacher checkpoint (model.init_args.teacher), "
-                             "or set distill_weight: 0")
         self.boundary_cfg = as_config(BoundaryConfig, boundary)
         self.boundary_weight, self.distill_weight = boundary_weight, distill_weight
         self.pw_weight, self.inn_weight, self.inner_pool = pw_weight, inn_weight, tuple(inner_pool)
@@ -102,6 +99,10 @@ class BDNet(PropMV):
         return self._teacher[0] if self._teacher else None
 
     def on_fit_start(self) -> None:
+        # checked here, not in __init__: a trained BDNet is loaded for inference without its teacher
+        if self.distill_weight > 0 and self.teacher is None:
+            raise ValueError("distill_weight > 0 needs a teacher checkpoint (model.init_args.teacher), "
+                             "or set distill_weight: 0")
         if self.teacher is not None:
             self.teacher.to(self.device)
 

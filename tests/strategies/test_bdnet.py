@@ -73,7 +73,30 @@ def test_teacher_is_frozen_and_not_part_of_the_model(teacher_ckpt, train_batch):
     with pytest.raises(FileNotFoundError, match="nope.ckpt: teacher checkpoint not found"):
         BDNet(9, 3, net=NET, teacher=str(teacher_ckpt.parent / "nope.ckpt"))
     with pytest.raises(ValueError, match="needs a teacher"):
-        BDNet(9, 3, net=NET)
+        BDNet(9, 3, net=NET).on_fit_start()  # at the start of training, not when loading a trained model
+
+
+def test_trained_bdnet_loads_and_predicts_without_its_teacher(teacher_ckpt, tiny_dataset, train_batch, tmp_path):
+    import lightning as L
+
+    from mvseg.predict import load_strategy
+
+    torch.manual_seed(0)
+    model = BDNet(9, 3, net=NET, teacher=str(teacher_ckpt))
+    dm = CompressedVideoDataModule(str(tiny_dataset), "folder", keyframe_interval=3, batch_size=2)
+    trainer = L.Trainer(accelerator="cpu", max_steps=1, logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, default_root_dir=tmp_path, limit_val_batches=0)
+    trainer.fit(model, dm)
+    trainer.save_checkpoint(tmp_path / "bdnet.ckpt")
+    teacher_ckpt.rename(teacher_ckpt.with_suffix(".away"))  # the teacher file is gone
+    try:
+        loaded, _ = load_strategy(tmp_path / "bdnet.ckpt")
+    finally:
+        teacher_ckpt.with_suffix(".away").rename(teacher_ckpt)
+    assert isinstance(loaded, BDNet) and loaded.teacher is None
+    b = {k: v for k, v in train_batch.items() if k != "label"}
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.predict_batch(b), model.eval().predict_batch(b))
 
 
 def test_ablation_switches_remove_streams(train_batch):
