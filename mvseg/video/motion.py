@@ -184,7 +184,7 @@ def compose(offsets: Sequence[Tensor], masks: Sequence[Tensor]) -> tuple[Tensor,
     bx, by = cell_centres(hc, wc, total.device)
     valid = valid * _inside(bx + total[:, 0], by + total[:, 1], hc, wc)
     for f, m in zip(reversed(offsets[:-1]), reversed(masks[:-1])):
-        total, valid = prepend(_batched(f, 3)[0], _batched(m, 2)[0], total, valid)
+        total, valid = prepend(f, m, total, valid)
     return (total[0], valid[0]) if squeeze else (total, valid)
 
 
@@ -193,10 +193,11 @@ def prepend(offset: Tensor, mask: Tensor, total: Tensor, valid: Tensor) -> tuple
     t-1 to k; returns t -> k, i.e. offset(p) + total(p + offset(p)), and its mask (the link
     valid, the landing cell valid, the landing point inside the frame). Shapes as `compose`;
     `valid` must already hold the tail's own inside-the-frame test (as `compose` returns)."""
-    f, squeeze = _batched(offset.float(), 3)
+    f, f_single = _batched(offset.float(), 3)
     m, _ = _batched(mask.float(), 2)
-    total, _ = _batched(total.float(), 3)
+    total, t_single = _batched(total.float(), 3)
     valid, _ = _batched(valid.float(), 2)
+    squeeze = f_single and t_single  # unbatched result only when neither input has a batch
     b = max(f.shape[0], total.shape[0])
     hc, wc = f.shape[-2:]
     bx, by = cell_centres(hc, wc, f.device)

@@ -13,6 +13,7 @@ from mvseg.video.motion import (
     cell_index,
     compose,
     extend_chain,
+    prepend,
     grid_size,
     invert,
     rasterize_mvs,
@@ -202,3 +203,11 @@ def test_extend_chain_streams_the_same_offsets_as_compose():
         torch.testing.assert_close(chain[0], off, rtol=0, atol=0)
         torch.testing.assert_close(chain[1], valid, rtol=0, atol=0)
     assert 0 < valid.mean() < 1  # the masks and the border did invalidate some cells
+
+
+def test_prepend_keeps_the_batch_of_either_input():
+    f, m = const_field(4, 6, 4.0, 0.0)  # one field for the whole batch
+    chain = compose([torch.zeros(3, 2, 4, 6)], [torch.ones(3, 4, 6)])  # a batch of 3 chains
+    off, valid = prepend(f, m, *chain)
+    assert off.shape == (3, 2, 4, 6) and valid.shape == (3, 4, 6)
+    assert prepend(f, m, f, m)[0].shape == (2, 4, 6)  # unbatched in, unbatched out
