@@ -100,16 +100,23 @@ class SegNet(nn.Module):
         """Channels of the features propagation strategies warp."""
         return self.cfg.head_dim if self.cfg.split == "head" else self.cfg.feat_dim
 
-    def features(self, x: Tensor) -> Tensor:
-        """N_feat at `cfg.split`: image (B, 3, H, W) -> (B, feature_dim, H/os, W/os)."""
-        f = self.feat(x)
-        return self.task.head(f) if self.cfg.split == "head" else f
+    def features(self, x: Tensor, return_stages: bool = False) -> Tensor | tuple[Tensor, dict[str, Tensor]]:
+        """N_feat at `cfg.split`: image (B, 3, H, W) -> (B, feature_dim, H/os, W/os), and the
+        backbone's stages too when asked (BDNet's boundary stream reads them)."""
+        stages = self.feat.backbone(x)
+        f = self.feat.feat(stages["layer4"])  # = self.feat(x)
+        if self.cfg.split == "head":
+            f = self.task.head(f)
+        return (f, stages) if return_stages else f
+
+    def last_features(self, feat: Tensor) -> Tensor:
+        """The rest of the context up to the classifier: N_feat's output -> the feature the 1x1
+        classifier reads (identity when the head is already in N_feat)."""
+        return feat if self.cfg.split == "head" else self.task.head(feat)
 
     def logits(self, feat: Tensor) -> Tensor:
         """N_task at `cfg.split`: features (B, feature_dim, h, w) -> logits (B, K, h, w)."""
-        if self.cfg.split == "head":
-            return self.task.classifier(self.task.dropout(feat))
-        return self.task(feat)
+        return self.task.classifier(self.task.dropout(self.last_features(feat)))
 
     def forward(self, x: Tensor) -> Tensor:
         logits = self.task(self.feat(x))  # (B, K, H/os, W/os)

@@ -109,16 +109,14 @@ class BDNet(PropMV):
     def training_loss(self, batch: dict) -> dict[str, Tensor]:
         size = tuple(batch["cur"].shape[-2:])
         net = self.net
-        stages = net.feat.backbone(batch["key"])  # keyframe backbone stages, shared by both streams
-        feat = net.feat.feat(stages["layer4"])  # N_feat ...
-        if net.cfg.split == "head":
-            feat = net.task.head(feat)  # ... up to where net.split cuts it: (B, C, H/os, W/os)
+        # N_feat on the keyframe (B, C, H/os, W/os), and its backbone stages, shared by both streams
+        feat, stages = net.features(batch["key"], return_stages=True)
 
         def warp(t: Tensor) -> Tensor:  # keyframe tensor -> current frame, by the composed MVs
             return ops.warp(t, batch["offset_cur_to_key"], batch["mask_cur_to_key"], size)
 
         warped = warp(feat)
-        last = warped if net.cfg.split == "head" else net.task.head(warped)  # the feature before the classifier
+        last = net.last_features(warped)  # the feature before the classifier
         logits = net.task.classifier(net.task.dropout(last))  # (B, K, H/os, W/os)
         ce = F.cross_entropy(F.interpolate(logits, size, mode="bilinear", align_corners=False), batch["label"],
                              ignore_index=self.ignore_index)
