@@ -154,7 +154,8 @@ COLUMNS = ["method", "interval", "miou_mean", "miou_min", "fps", "latency_mean_m
            "gflops_per_frame", "gflops_nonkey", "nonkey_ms", "propagation_ms"]
 
 
-def log_wandb(rows: list[dict], table: str, out: Path, project: str = "mvseg") -> str | None:
+def log_wandb(rows: list[dict], table: str, out: Path, project: str = "mvseg",
+              image: str = "accuracy_vs_fps.png") -> str | None:
     """The rows as a W&B table, the plot as an image and the Markdown table as a file (offline
     without a login, as training runs). Returns the run's directory."""
     import wandb
@@ -166,7 +167,7 @@ def log_wandb(rows: list[dict], table: str, out: Path, project: str = "mvseg") -
     run = wandb.init(project=project, job_type="bench-strategies", dir=str(out), reinit="finish_previous")
     try:
         run.log({"bench/strategies": wandb.Table(columns=cols, data=[[r.get(c) for c in cols] for r in rows]),
-                 "bench/accuracy_vs_fps": wandb.Image(str(out / "accuracy_vs_fps.png"))})
+                 f"bench/{Path(image).stem}": wandb.Image(str(out / image))})
         run.summary["bench/table_md"] = table
         return run.dir
     finally:
@@ -175,21 +176,43 @@ def log_wandb(rows: list[dict], table: str, out: Path, project: str = "mvseg") -
 
 def run_bench_strategies(runs: list[str], intervals: list[int], root: str, out_dir: str, max_videos: int | None,
                          json_out: str | None, cache_dir: str | None = None, wandb: bool = True,
-                         repeats: int = 3) -> list[dict]:
+                         repeats: int = 3, view: str = "protocol", thresholds: list[float] | None = None) -> list[dict]:
+    """view: "protocol" (mIoU per keyframe distance, speed, GFLOPs: results.json, table.md,
+    accuracy_vs_fps.png), "latency" (keyframe schedules over whole streams, see
+    mvseg.bench_schedule: schedules.json, latency.md, threshold_sweep.png) or "both"."""
+    if view not in ("protocol", "latency", "both"):
+        raise ValueError(f"--view must be protocol, latency or both, got {view!r}")
     parsed = {}
     for r in runs:
         name, sep, ckpt = r.partition("=")
         if not sep or not ckpt:
             raise ValueError(f"--run expects NAME=CHECKPOINT, got {r!r}")
         parsed[name] = ckpt
-    rows = bench_strategies(parsed, intervals, root, max_videos, cache_dir, repeats)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    table = print_table(rows, COLUMNS)
-    (out / "results.json").write_text(json.dumps(rows, indent=1))
-    (out / "table.md").write_text(table + "\n")
-    plot(rows, out / "accuracy_vs_fps.png")
-    write_json(json_out, {"bench": "strategies", "rows": rows, "table": table})
+    rows, payload, tables = [], {"bench": "strategies"}, []
+    if view in ("protocol", "both"):
+        rows = bench_strategies(parsed, intervals, root, max_videos, cache_dir, repeats)
+        table = print_table(rows, COLUMNS)
+        (out / "results.json").write_text(json.dumps(rows, indent=1))
+        (out / "table.md").write_text(table + "\n")
+        plot(rows, out / "accuracy_vs_fps.png")
+        payload.update(rows=rows, table=table)
+        tables.append((rows, table, "accuracy_vs_fps.png"))
+    if view in ("latency", "both"):
+        from mvseg import bench_schedule
+
+        ds = load_folder_dataset(root, splits=("val",))
+        models = {name: load_strategy(ckpt) for name, ckpt in parsed.items()}
+        sched = bench_schedule.bench_schedules(models, ds, intervals, thresholds or [], max_videos, repeats)
+        table = print_table(sched, bench_schedule.COLUMNS)
+        (out / "schedules.json").write_text(json.dumps(sched, indent=1))
+        (out / "latency.md").write_text(table + "\n")
+        bench_schedule.plot_sweep(sched, out / "threshold_sweep.png")
+        payload.update(schedules=sched, latency_table=table)
+        tables.append((sched, table, "threshold_sweep.png"))
+    write_json(json_out, payload)
     if wandb:
-        log_wandb(rows, table, out)
+        for r, t, png in tables:
+            log_wandb(r, t, out, image=png)
     return rows

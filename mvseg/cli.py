@@ -86,6 +86,11 @@ def _parser() -> argparse.ArgumentParser:
     bst.add_argument("--json", metavar="OUT.json")
     bst.add_argument("--no-wandb", action="store_true", help="do not log the table and plot to W&B")
     bst.add_argument("--repeats", type=int, default=3, help="speed passes per method and interval; the fastest counts")
+    bst.add_argument("--view", choices=["protocol", "latency", "both"], default="protocol",
+                     help="protocol: mIoU per keyframe distance; latency: keyframe schedules over whole streams "
+                          "(fixed L, adaptive thresholds, adaptive + low-latency; Li et al.'s Table 1)")
+    bst.add_argument("--thresholds", type=float, nargs="+", default=[0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2],
+                     help="deviation thresholds of the adaptive schedules (latency view)")
     bf = bsub.add_parser("flops", help="AR-Seg GFLOPs per frame (1.0x vs AR^s), a table like its Table 1")
     bf.add_argument("--backbones", nargs="+", default=["psp18"], help="psp18 (paper) | cpu (experiments/arseg.yaml)")
     bf.add_argument("--sizes", nargs="+", default=["1024x2048", "720x960"], help="HxW")
@@ -154,7 +159,7 @@ def _bench(a: argparse.Namespace) -> int:
         from mvseg.bench_strategies import run_bench_strategies
 
         run_bench_strategies(a.run, a.intervals, a.data_root, a.out_dir, a.max_videos, a.json, a.cache_dir,
-                             wandb=not a.no_wandb, repeats=a.repeats)
+                             wandb=not a.no_wandb, repeats=a.repeats, view=a.view, thresholds=a.thresholds)
     elif a.bench_command == "flops":
         from mvseg.bench_flops import run_bench_flops
 

@@ -59,9 +59,14 @@ def run_stream(
     waiting: dict[int, tuple[np.ndarray | None, bool, float]] = {}  # frames decoded, answer not yet out
     keys: dict[int, bool] = {}  # the policy's decision, taken once per frame as it is decoded
 
+    if policy.needs_deviation and type(model).stream_deviation is SegStrategy.stream_deviation:
+        raise ValueError(f"{type(model).__name__} has no deviation predictor: the adaptive keyframe policy "
+                         "needs mvseg.strategies.Adaptive")
+
     def wants_pixels(index: int, pict_type: str) -> bool:
-        keys[index] = policy.is_key(index, pict_type)
-        return images or keys[index] or model.reads_nonkey_pixels
+        # content policies decide after the frame's low-level features exist (None: undecided)
+        keys[index] = None if policy.needs_deviation else policy.is_key(index, pict_type)
+        return images or keys[index] is not False or model.reads_nonkey_pixels
 
     # stands in for the pixels of a frame the strategy does not read: the right shape, no cost,
     # and NaN should anything read it after all
@@ -84,8 +89,14 @@ def run_stream(
             t0 = time.perf_counter()
             key = keys.pop(f.index)
             x = no_pixels if f.image is None else (torch.from_numpy(f.image).permute(2, 0, 1)[None].float() / 255 - m) / s
+            if key is None:  # the predicted deviation is part of the frame's latency
+                key = policy.is_key(f.index, f.pict_type, model.stream_deviation(x))
             waiting[f.index] = (f.image if images else None, key, t0)
-            yield from emit(model.stream_push(x, off, mask, key))
+            model.stream_taken = None
+            ready = model.stream_push(x, off, mask, key)
+            if model.stream_taken is not None:  # the strategy overrode the decision
+                waiting[f.index] = (waiting[f.index][0], model.stream_taken, t0)
+            yield from emit(ready)
         yield from emit(model.stream_flush())
 
 

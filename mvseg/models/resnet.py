@@ -58,6 +58,8 @@ class Bottleneck(nn.Module):
         return self.relu(out + identity)
 
 
+STAGES = ("layer1", "layer2", "layer3", "layer4")
+
 SPECS = {
     "resnet18": (BasicBlock, (2, 2, 2, 2)),
     "resnet34": (BasicBlock, (3, 4, 6, 3)),
@@ -108,6 +110,19 @@ class ResNet(nn.Module):
         self.inplanes = planes * block.expansion
         layers += [block(self.inplanes, planes, 1, dilation) for _ in range(1, blocks)]
         return nn.Sequential(*layers)
+
+    def lower(self, x: Tensor, stage: str) -> Tensor:
+        """The trunk up to and including `stage` (layer1..layer4): Li et al.'s S_l."""
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        for name in STAGES[: STAGES.index(stage) + 1]:
+            x = getattr(self, name)(x)
+        return x
+
+    def upper(self, x: Tensor, stage: str) -> Tensor:
+        """The trunk after `stage` up to layer4: the backbone part of Li et al.'s S_h."""
+        for name in STAGES[STAGES.index(stage) + 1 :]:
+            x = getattr(self, name)(x)
+        return x
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))  # (B, c0, H/4, W/4)

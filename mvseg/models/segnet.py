@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mvseg.models.heads import HEADS, conv_bn_relu
-from mvseg.models.resnet import ResNet, load_pretrained
+from mvseg.models.resnet import STAGES, ResNet, load_pretrained
 
 
 @dataclass
@@ -108,6 +108,23 @@ class SegNet(nn.Module):
         if self.cfg.split == "head":
             f = self.task.head(f)
         return (f, stages) if return_stages else f
+
+    def low_features(self, x: Tensor, stage: str = "layer2") -> Tensor:
+        """Li et al.'s lower part S_l: image (B, 3, H, W) -> the backbone's `stage` output."""
+        self._check_stage(stage)
+        return self.feat.backbone.lower(x, stage)
+
+    def high_features(self, low: Tensor, stage: str = "layer2") -> Tensor:
+        """Li et al.'s higher part S_h: `low_features(x, stage)` -> `features(x)` (equal to it)."""
+        self._check_stage(stage)
+        f = self.feat.feat(self.feat.backbone.upper(low, stage))
+        return self.task.head(f) if self.cfg.split == "head" else f
+
+    def _check_stage(self, stage: str) -> None:
+        if not isinstance(self.feat.backbone, ResNet):
+            raise ValueError(f"S_l/S_h need a ResNet backbone, not {self.cfg.backbone!r}")
+        if stage not in STAGES[:-1]:
+            raise ValueError(f"low-level stage must be one of {STAGES[:-1]}, got {stage!r}")
 
     def last_features(self, feat: Tensor) -> Tensor:
         """The rest of the context up to the classifier: N_feat's output -> the feature the 1x1

@@ -1,5 +1,6 @@
 """One LightningModule per method, on the shared SegStrategy base."""
 
+from mvseg.strategies.adaptive import Adaptive, AdaptiveConfig
 from mvseg.strategies.arseg import ARSeg
 from mvseg.strategies.base import OptimConfig, SegStrategy
 from mvseg.strategies.bdnet import BDNet
@@ -8,6 +9,6 @@ from mvseg.strategies.flow_pretrain import FlowPretrain
 from mvseg.strategies.interp_mv import InterpMV
 from mvseg.strategies.per_frame import PerFrame
 from mvseg.strategies.prop_mv import PropMV
-from mvseg.strategies.policies import FixedInterval, IFrames, KeyframePolicy, make_policy
+from mvseg.strategies.policies import AdaptiveThreshold, FixedInterval, IFrames, KeyframePolicy, make_policy
 
-__all__ = ["OptimConfig", "SegStrategy", "PerFrame", "PropMV", "InterpMV", "DFF", "FlowPretrain", "ARSeg", "BDNet", "FixedInterval", "IFrames", "KeyframePolicy", "make_policy"]
+__all__ = ["OptimConfig", "SegStrategy", "PerFrame", "PropMV", "InterpMV", "DFF", "FlowPretrain", "ARSeg", "BDNet", "Adaptive", "AdaptiveConfig", "AdaptiveThreshold", "FixedInterval", "IFrames", "KeyframePolicy", "make_policy"]

@@ -83,7 +83,10 @@ class SegStrategy(L.LightningModule):
             raise ValueError(f"optim.optimizer must be 'sgd' or 'adamw', got {self.optim.optimizer!r}")
         self.ignore_index = ignore_index
         self.log_masks = log_masks
-        self.policy: KeyframePolicy = make_policy(keyframe_policy, keyframe_interval)
+        if keyframe_policy == "adaptive" and type(self).stream_deviation is SegStrategy.stream_deviation:
+            raise ValueError(f"keyframe_policy 'adaptive' needs a strategy with a deviation predictor "
+                             f"(mvseg.strategies.Adaptive); {type(self).__name__} has none")
+        self.policy: KeyframePolicy = make_policy(keyframe_policy, keyframe_interval, getattr(self, "_threshold", None))
         self.metrics = nn.ModuleDict({
             stage: nn.ModuleList(
                 MulticlassJaccardIndex(num_classes, ignore_index=ignore_index, average="macro", validate_args=False)
@@ -107,6 +110,17 @@ class SegStrategy(L.LightningModule):
     def stream_step(self, frame: Tensor, offset: Tensor | None, mask: Tensor | None, is_key: bool) -> Tensor:
         """One frame of a stream: frame (1, 3, H, W) normalised, offset (1, 2, Hc, Wc) of this
         frame to the previous one (None for the first), is_key from the policy -> logits."""
+
+    #: Set by `stream_step` when the strategy overrode the policy's keyframe decision for the
+    #: frame (Adaptive's low-latency schedule defers a keyframe while its slow track is busy).
+    stream_taken: bool | None = None
+
+    def stream_deviation(self, frame: Tensor) -> float | None:
+        """Predicted deviation of `frame`'s segmentation from the last keyframe's (content
+        keyframe policies); None before the first keyframe. Strategies with a deviation
+        predictor define it (and may keep what they computed for the `stream_step` that follows)."""
+        raise NotImplementedError(f"{type(self).__name__} has no deviation predictor: the adaptive keyframe "
+                                  "policy needs mvseg.strategies.Adaptive")
 
     def stream_reset(self) -> None:
         """Forget the state of the previous stream."""
@@ -136,7 +150,7 @@ class SegStrategy(L.LightningModule):
 
     def configure_optimizers(self) -> Any:
         o = self.optim
-        params = [p for p in self.parameters() if p.requires_grad]
+        params = self.param_groups()
         if o.optimizer == "sgd":
             opt = torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
         else:
@@ -144,6 +158,11 @@ class SegStrategy(L.LightningModule):
         total = max(int(self.trainer.estimated_stepping_batches), 1)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: max(1 - s / total, 0.0) ** o.poly_power)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def param_groups(self) -> list:
+        """What the optimiser trains: every parameter that requires grad (one group), or
+        param groups with their own "lr" (a method's new layers at a higher rate)."""
+        return [p for p in self.parameters() if p.requires_grad]
 
     # -- evaluation protocol -----------------------------------------------------------
 

@@ -1,0 +1,97 @@
+"""The small networks of Li et al.'s adaptive scheduler (Low-Latency Video Semantic Segmentation,
+CVPR 2018), all reading the low-level features F_l = S_l(I) of two frames:
+
+- DeviationPredictor (Sec. 3.2): how far frame t's segmentation has drifted from keyframe k's,
+  from F_l^t - F_l^k: two 3x3 convs (256 channels in the paper), global pooling, one fully
+  connected layer.
+- KernelPredictor (Sec. 3.3): per-pixel HxH kernels W_ij^(k,t), softmax-normalised, that
+  ops.sv_conv uses to propagate F_h^k to frame t (Eq. 1).
+- AdaptNet fusion (Sec. 3.3): the current frame's F_l^t fused with the propagated F_h^t
+  before the classifier, "to increase the robustness against scene changes".
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def deviation_target(logits_key: Tensor, logits_cur: Tensor) -> Tensor:
+    """What the deviation predictor regresses: the fraction of pixels whose predicted label
+    differs between keyframe and current frame. logits (B, K, h, w) -> (B,) in [0, 1]."""
+    return (logits_key.argmax(1) != logits_cur.argmax(1)).float().mean((1, 2))
+
+
+class DeviationPredictor(nn.Module):
+    """(F_l^t - F_l^k) (B, C_l, h, w) -> predicted deviation (B,) in (0, 1)."""
+
+    def __init__(self, in_channels: int, channels: int = 256):
+        super().__init__()
+        self.convs = nn.Sequential(
+            nn.Conv2d(in_channels, channels, 3, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(inplace=True),
+        )
+        self.fc = nn.Linear(channels, 1)
+
+    def forward(self, low_key: Tensor, low_cur: Tensor) -> Tensor:
+        h = self.convs(low_cur - low_key).mean((2, 3))  # global pooling: (B, channels)
+        # a sigmoid keeps the prediction a fraction (the paper does not say how it bounds it),
+        # so thresholds in [0, 1] are meaningful: 0 makes every frame a keyframe, 1 none
+        return torch.sigmoid(self.fc(h)).squeeze(1)
+
+
+class KernelPredictor(nn.Module):
+    """(F_l^k, F_l^t) (B, C_l, h, w) each -> kernels (B, H*H, h, w), softmax over the H*H taps.
+
+    The paper gives no layer sizes: two 3x3 conv-ReLU layers on the concatenated features and
+    a 1x1 conv to H*H logits. The last conv starts at zero weight with a bias on the centre
+    tap, so a fresh predictor propagates almost unchanged features (the centre tap holds
+    e^8 / (e^8 + H*H - 1) = 96 % of the weight for H = 9) instead of a 9x9 box blur.
+    """
+
+    def __init__(self, in_channels: int, kernel_size: int = 9, channels: int = 64):
+        super().__init__()
+        if kernel_size < 1 or kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be odd and >= 1, got {kernel_size}")
+        self.kernel_size = kernel_size
+        self.convs = nn.Sequential(
+            nn.Conv2d(2 * in_channels, channels, 3, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(inplace=True),
+        )
+        self.out = nn.Conv2d(channels, kernel_size * kernel_size, 1)
+        nn.init.zeros_(self.out.weight)
+        with torch.no_grad():
+            self.out.bias.zero_()
+            self.out.bias[kernel_size * kernel_size // 2] = 8.0
+
+    def forward(self, low_key: Tensor, low_cur: Tensor) -> Tensor:
+        return torch.softmax(self.out(self.convs(torch.cat([low_key, low_cur], 1))), 1)
+
+
+class AdaptNetFusion(nn.Module):
+    """F_h^t (B, C_h, h, w) propagated, F_l^t (B, C_l, h', w') -> fused (B, C_h, h, w).
+
+    The paper fuses without saying how; here a residual: F_h^t + conv3x3([F_h^t, proj(F_l^t)]),
+    the last conv zero-initialised so the fused feature starts as the propagated one and the
+    classifier of the image network applies unchanged.
+    """
+
+    def __init__(self, high_channels: int, low_channels: int, channels: int = 32):
+        super().__init__()
+        self.proj = nn.Sequential(nn.Conv2d(low_channels, channels, 1, bias=False), nn.BatchNorm2d(channels),
+                                  nn.ReLU(inplace=True))
+        self.fuse = nn.Conv2d(high_channels + channels, high_channels, 3, padding=1)
+        nn.init.zeros_(self.fuse.weight)
+        nn.init.zeros_(self.fuse.bias)
+
+    def forward(self, high: Tensor, low: Tensor) -> Tensor:
+        low = self.proj(resize_to(low, high))
+        return high + self.fuse(torch.cat([high, low], 1))
+
+
+def resize_to(x: Tensor, ref: Tensor) -> Tensor:
+    """x resampled to ref's grid (low-level features of a stride-4 stage meet stride-8 F_h)."""
+    if x.shape[-2:] == ref.shape[-2:]:
+        return x
+    return F.interpolate(x, ref.shape[-2:], mode="bilinear", align_corners=False)
