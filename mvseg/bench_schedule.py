@@ -12,7 +12,10 @@ labels, ROOT/gt/{split}/{clip}.npz, when present; else the annotated frames):
 
 Per schedule: stream mIoU, keyframes per 100 frames, frames/s, latency mean and max, the
 non-keyframe (propagation step) latency, and for the low-latency schedule the ratio of its
-max latency to the blocking propagation step's. A stream's first frame has no keyframe to
+max latency to the blocking propagation step's. Frames are released as a live camera would
+deliver them (each video's own frame rate; `run_stream(pace_fps=...)`), so the idle time
+between frames is there for the slow track to use, as on the paper's GPU, and a frame that
+waits behind a blocking keyframe counts its wait. A stream's first frame has no keyframe to
 propagate from and always runs S_h blocking: it is reported apart (first_ms) and left out of
 latency_max_ms, for every schedule alike.
 """
@@ -29,6 +32,7 @@ from torchmetrics.classification import MulticlassJaccardIndex
 
 from mvseg.data.folder import Clip, FolderDataset, read_label
 from mvseg.runtime import run_stream
+from mvseg.video.decode import probe
 from mvseg.strategies.policies import AdaptiveThreshold, FixedInterval, KeyframePolicy
 
 
@@ -43,10 +47,13 @@ def clip_labels(ds: FolderDataset, clip: Clip, size: tuple[int, int]) -> dict[in
 
 
 def run_schedule(model, ds: FolderDataset, clips: list[Clip], policy: KeyframePolicy, low_latency: bool,
-                 data: dict, repeats: int = 3) -> dict:
-    """Stream every clip under `policy`; the fastest of `repeats` passes is kept (its labels
-    are scored: with the low-latency schedule they depend on when the slow track finished)."""
+                 data: dict, repeats: int = 3, pace: float | None = None) -> dict:
+    """Stream every clip under `policy`; the best of `repeats` passes is kept (the fastest, or
+    when paced the lowest mean latency; its labels are scored: with the low-latency schedule
+    they depend on when the slow track finished). pace: None processes frames back to back,
+    0 releases them at each video's own frame rate (a live camera), x > 0 at x frames/s."""
     kw = {k: data[k] for k in ("mean", "std") if k in data}
+    fps_of = {c.video: (pace or probe(c.video).fps or 30.0) if pace is not None else None for c in clips}
     if hasattr(model, "low_latency"):
         model.low_latency = low_latency
     elif low_latency:
@@ -57,13 +64,14 @@ def run_schedule(model, ds: FolderDataset, clips: list[Clip], policy: KeyframePo
     for _ in range(max(repeats, 1)):
         per_clip, slow, deferred, t0 = [], 0, 0, time.perf_counter()
         for c in clips:
-            per_clip.append(list(run_stream(model, c.video, policy=policy, images=False, **kw)))
+            per_clip.append(list(run_stream(model, c.video, policy=policy, images=False, pace_fps=fps_of[c.video], **kw)))
             slow += getattr(model, "slow_tracks", 0)
             deferred += getattr(model, "deferred", 0)
         wall = time.perf_counter() - t0
-        if best is None or wall < best[1]:
-            best = (per_clip, wall, slow, deferred)
-    per_clip, wall, slow, deferred = best
+        score = wall if pace is None else float(np.mean([r.latency_ms for rs in per_clip for r in rs]))
+        if best is None or score < best[-1]:
+            best = (per_clip, wall, slow, deferred, score)
+    per_clip, wall, slow, deferred, _ = best
     metric = MulticlassJaccardIndex(ds.num_classes, ignore_index=ds.ignore_index, average="macro", validate_args=False)
     for c, results in zip(clips, per_clip):
         labels = clip_labels(ds, c, results[0].label.shape)
@@ -80,6 +88,7 @@ def run_schedule(model, ds: FolderDataset, clips: list[Clip], policy: KeyframePo
         "fps": len(flat) / wall,
         "latency_mean_ms": float(np.mean([r.latency_ms for r in later])),
         "latency_max_ms": float(np.max([r.latency_ms for r in later])),
+        "latency_p99_ms": float(np.percentile([r.latency_ms for r in later], 99)),
         "key_ms": float(np.mean([r.latency_ms for r in later if r.is_key])) if any(r.is_key for r in later) else float("nan"),
         "nonkey_ms": float(np.mean(nonkey)) if nonkey else float("nan"),
         "first_ms": float(np.mean([results[0].latency_ms for results in per_clip])),
@@ -100,7 +109,7 @@ def interpolate_fixed(rows: list[dict], method: str, keyframes: float) -> float:
 
 
 def bench_schedules(models: dict[str, tuple], ds: FolderDataset, intervals: list[int], thresholds: list[float],
-                    max_videos: int | None = None, repeats: int = 3) -> list[dict]:
+                    max_videos: int | None = None, repeats: int = 3, pace: float | None = 0) -> list[dict]:
     """models: name -> (strategy, data dict). Fixed intervals for every model; the adaptive
     schedules (blocking and low-latency) for those with a deviation predictor."""
     clips = ds.clips["val"][:max_videos]
@@ -112,7 +121,7 @@ def bench_schedules(models: dict[str, tuple], ds: FolderDataset, intervals: list
             schedules += [("adaptive+low-latency", t, AdaptiveThreshold(t), True) for t in thresholds]
         for schedule, param, policy, ll in schedules:
             row = {"method": name, "schedule": schedule, "param": param,
-                   **run_schedule(model, ds, clips, policy, ll, data, repeats)}
+                   **run_schedule(model, ds, clips, policy, ll, data, repeats, pace)}
             rows.append(row)
             print(f"{name} {schedule} {param}: mIoU {row['miou_stream']:.4f}, {row['keyframes_per_100']:.1f} "
                   f"keyframes/100, latency mean {row['latency_mean_ms']:.1f} max {row['latency_max_ms']:.1f} ms",
@@ -125,6 +134,8 @@ def bench_schedules(models: dict[str, tuple], ds: FolderDataset, intervals: list
             blocking = next(b for b in rows if b["method"] == r["method"] and b["schedule"] == "adaptive"
                             and b["param"] == r["param"])
             r["max_latency_vs_propagation"] = r["latency_max_ms"] / blocking["nonkey_ms"]
+            r["p99_latency_vs_propagation"] = r["latency_p99_ms"] / blocking["nonkey_ms"]
+            r["blocking_max_vs_propagation"] = blocking["latency_max_ms"] / blocking["nonkey_ms"]
     return rows
 
 
@@ -152,5 +163,5 @@ def plot_sweep(rows: list[dict], path: Path) -> None:
 
 
 COLUMNS = ["method", "schedule", "param", "keyframes_per_100", "miou_stream", "fixed_miou_same_keyframes",
-           "gain_vs_fixed", "fps", "latency_mean_ms", "latency_max_ms", "nonkey_ms", "key_ms",
-           "max_latency_vs_propagation", "deferred"]
+           "gain_vs_fixed", "fps", "latency_mean_ms", "latency_p99_ms", "latency_max_ms", "nonkey_ms", "key_ms",
+           "max_latency_vs_propagation", "blocking_max_vs_propagation", "deferred"]

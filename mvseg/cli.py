@@ -40,8 +40,12 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--ckpt", required=True, help="checkpoint written by mvseg fit")
     pr.add_argument("--out", help="overlay MP4 (default: VIDEO stem + '.seg.mp4' beside the video)")
     pr.add_argument("--labels-dir", help="also write one label PNG per frame here")
-    pr.add_argument("--policy", choices=["fixed", "iframes"], default=None, help="keyframe policy (default: the model's)")
+    pr.add_argument("--policy", choices=["fixed", "iframes", "adaptive"], default=None,
+                    help="keyframe policy (default: the model's; adaptive needs mvseg.strategies.Adaptive)")
     pr.add_argument("--interval", type=int, default=None, help="keyframe interval for the fixed policy")
+    pr.add_argument("--threshold", type=float, default=None, help="deviation threshold of the adaptive policy")
+    pr.add_argument("--low-latency", action=argparse.BooleanOptionalAction, default=None,
+                    help="Adaptive: answer keyframes by the fast track, S_h in the background (default: the model's)")
     pr.add_argument("--alpha", type=float, default=0.5, help="overlay opacity")
 
     ins = sub.add_parser("inspect", help="codec, size, picture types and MV statistics of a video")
@@ -91,6 +95,10 @@ def _parser() -> argparse.ArgumentParser:
                           "(fixed L, adaptive thresholds, adaptive + low-latency; Li et al.'s Table 1)")
     bst.add_argument("--thresholds", type=float, nargs="+", default=[0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2],
                      help="deviation thresholds of the adaptive schedules (latency view)")
+    bst.add_argument("--pace-fps", type=float, default=0.0,
+                     help="latency view: release frames at this rate, as a live camera (0: each video's own rate)")
+    bst.add_argument("--offline", action="store_true",
+                     help="latency view: process frames back to back instead (no idle time between frames)")
     bf = bsub.add_parser("flops", help="AR-Seg GFLOPs per frame (1.0x vs AR^s), a table like its Table 1")
     bf.add_argument("--backbones", nargs="+", default=["psp18"], help="psp18 (paper) | cpu (experiments/arseg.yaml)")
     bf.add_argument("--sizes", nargs="+", default=["1024x2048", "720x960"], help="HxW")
@@ -159,7 +167,8 @@ def _bench(a: argparse.Namespace) -> int:
         from mvseg.bench_strategies import run_bench_strategies
 
         run_bench_strategies(a.run, a.intervals, a.data_root, a.out_dir, a.max_videos, a.json, a.cache_dir,
-                             wandb=not a.no_wandb, repeats=a.repeats, view=a.view, thresholds=a.thresholds)
+                             wandb=not a.no_wandb, repeats=a.repeats, view=a.view, thresholds=a.thresholds,
+                             pace=None if a.offline else a.pace_fps)
     elif a.bench_command == "flops":
         from mvseg.bench_flops import run_bench_flops
 
@@ -181,7 +190,7 @@ def _predict(a: argparse.Namespace) -> int:
     from mvseg.predict import predict_video
 
     out = predict_video(a.video, a.ckpt, out=a.out, labels_dir=a.labels_dir, policy=a.policy,
-                        interval=a.interval, alpha=a.alpha)
+                        interval=a.interval, alpha=a.alpha, threshold=a.threshold, low_latency=a.low_latency)
     print(f"wrote {out}")
     return 0
 

@@ -51,13 +51,25 @@ def predict_video(
     policy: str | None = None,
     interval: int | None = None,
     alpha: float = 0.5,
+    threshold: float | None = None,
+    low_latency: bool | None = None,
 ) -> Path:
-    """Write the colour overlay of `video`'s segmentation to `out` (an MP4); returns its path."""
+    """Write the colour overlay of `video`'s segmentation to `out` (an MP4); returns its path.
+    policy / interval / threshold override the model's keyframe policy (threshold: the adaptive
+    policy's deviation threshold); low_latency the Adaptive strategy's schedule."""
     from PIL import Image
 
     model, data = load_strategy(ckpt)
     info = probe(video)
-    pol = make_policy(policy or "fixed", interval or model.keyframe_interval) if (policy or interval) else None
+    pol = None
+    if policy or interval or threshold is not None:
+        name = policy or ("adaptive" if threshold is not None else "fixed")
+        pol = make_policy(name, interval or model.keyframe_interval,
+                          threshold if threshold is not None else getattr(model, "_threshold", None))
+    if low_latency is not None:
+        if not hasattr(model, "low_latency"):
+            raise ValueError(f"{ckpt}: {type(model).__name__} has no low-latency schedule (mvseg.strategies.Adaptive has)")
+        model.low_latency = low_latency
     palette = np.array(data.get("palette") or PALETTE, np.float32)
     if len(palette) < model.num_classes:  # more classes than colours: add deterministic ones
         extra = np.random.default_rng(0).integers(0, 255, (model.num_classes - len(palette), 3))

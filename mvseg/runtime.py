@@ -39,12 +39,18 @@ def run_stream(
     std=(0.229, 0.224, 0.225),
     policy: KeyframePolicy | None = None,
     images: bool = True,
+    pace_fps: float | None = None,
 ) -> Iterator[FrameResult]:
     """Segment `video` frame by frame; yields results in display order as they are ready.
 
     images=False: results carry no image (`FrameResult.image` is None), and frames whose pixels
     the strategy does not read (non-keyframes of prop-MV and interp-MV) are never converted to
     RGB nor normalised, only their MVs are read: what a deployment that needs labels only does.
+
+    pace_fps: a live camera. Frame i is released at i / pace_fps seconds after the first; the
+    runtime waits for it (idle time a background track can use) and its latency runs from its
+    release, so a frame that waits behind a slow one counts the wait (queueing). None: frames
+    are processed back to back, each latency from the moment it is decoded.
     """
     info = probe(video)
     dists = None
@@ -80,6 +86,7 @@ def run_stream(
             # over the channel dim of NCHW logits took 4 ms per 128x256 frame, 0.7 ms this way
             yield FrameResult(idx, image, logits.max(1).indices[0].to(torch.uint8).numpy(), key, 1e3 * (now - t0))
 
+    start = None
     with torch.inference_mode():
         for f in iter_frames(video, rgb=wants_pixels, mvs=model.reads_motion):
             off = mask = None
@@ -87,6 +94,13 @@ def run_stream(
                 off, mask = rasterize_mvs(f.mvs, info.height, info.width, *(dists[f.index] if dists else (1, 1)))
                 off, mask = torch.from_numpy(off)[None], torch.from_numpy(mask)[None]
             t0 = time.perf_counter()
+            if pace_fps:
+                if start is None:
+                    start = t0
+                release = start + f.index / pace_fps
+                if release > t0:
+                    time.sleep(release - t0)
+                t0 = release
             key = keys.pop(f.index)
             x = no_pixels if f.image is None else (torch.from_numpy(f.image).permute(2, 0, 1)[None].float() / 255 - m) / s
             if key is None:  # the predicted deviation is part of the frame's latency

@@ -34,11 +34,22 @@ class DeviationPredictor(nn.Module):
         )
         self.fc = nn.Linear(channels, 1)
 
-    def forward(self, low_key: Tensor, low_cur: Tensor) -> Tensor:
+    def logit(self, low_key: Tensor, low_cur: Tensor) -> Tensor:
+        """The deviation before the sigmoid (B,): what the training loss reads."""
         h = self.convs(low_cur - low_key).mean((2, 3))  # global pooling: (B, channels)
+        return self.fc(h).squeeze(1)
+
+    def forward(self, low_key: Tensor, low_cur: Tensor) -> Tensor:
         # a sigmoid keeps the prediction a fraction (the paper does not say how it bounds it),
         # so thresholds in [0, 1] are meaningful: 0 makes every frame a keyframe, 1 none
-        return torch.sigmoid(self.fc(h)).squeeze(1)
+        return torch.sigmoid(self.logit(low_key, low_cur))
+
+
+def deviation_loss(logit: Tensor, target: Tensor) -> Tensor:
+    """Regression of the deviation (a fraction) by binary cross-entropy with the soft target.
+    The paper only says "regress"; MSE through the sigmoid has vanishing gradients once the
+    output is near 0 (with it our predictor settled on a relation inverse to the target's)."""
+    return F.binary_cross_entropy_with_logits(logit, target)
 
 
 class KernelPredictor(nn.Module):

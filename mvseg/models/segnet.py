@@ -131,9 +131,11 @@ class SegNet(nn.Module):
         classifier reads (identity when the head is already in N_feat)."""
         return feat if self.cfg.split == "head" else self.task.head(feat)
 
-    def logits(self, feat: Tensor) -> Tensor:
-        """N_task at `cfg.split`: features (B, feature_dim, h, w) -> logits (B, K, h, w)."""
-        return self.task.classifier(self.task.dropout(self.last_features(feat)))
+    def logits(self, feat: Tensor, dropout: bool = True) -> Tensor:
+        """N_task at `cfg.split`: features (B, feature_dim, h, w) -> logits (B, K, h, w);
+        dropout=False skips the dropout even in training mode (targets computed on the fly)."""
+        feat = self.last_features(feat)
+        return self.task.classifier(self.task.dropout(feat) if dropout else feat)
 
     def forward(self, x: Tensor) -> Tensor:
         logits = self.task(self.feat(x))  # (B, K, H/os, W/os)

@@ -28,7 +28,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from mvseg import ops
-from mvseg.models.adaptive import AdaptNetFusion, DeviationPredictor, KernelPredictor, deviation_target, resize_to
+from mvseg.models.adaptive import (AdaptNetFusion, DeviationPredictor, KernelPredictor, deviation_loss,
+                                   deviation_target, resize_to)
 from mvseg.models.segnet import SegNet, SegNetConfig
 from mvseg.strategies.base import OptimConfig, SegStrategy, as_config
 from mvseg.strategies.propagation import load_net_weights
@@ -63,6 +64,7 @@ class Adaptive(SegStrategy):
         new_lr_mult: float = 10.0,
         deviation_threshold: float = 0.1,
         low_latency: bool = False,
+        slow_track_threads: int | None = None,
         ignore_index: int = 255,
         log_masks: int = 4,
         keyframe_policy: str = "fixed",
@@ -84,6 +86,9 @@ class Adaptive(SegStrategy):
         self.deviation_weight = deviation_weight
         self.new_lr_mult = new_lr_mult
         self.low_latency = low_latency
+        # on a CPU the slow track's S_h and the main loop share the cores: None leaves the
+        # worker torch's default (all cores), n gives it n intra-op threads of its own
+        self.slow_track_threads = slow_track_threads
         self._executor: ThreadPoolExecutor | None = None
         self._stream_state()
 
@@ -128,11 +133,13 @@ class Adaptive(SegStrategy):
         logits, low_k, low_t, high_k = self._forward_pair(batch)
         seg = F.cross_entropy(logits, batch["label"], ignore_index=self.ignore_index)
         with torch.no_grad():  # target: how much the full network's labels changed from k to t
-            target = deviation_target(self.net.logits(high_k), self.net.logits(self.high(low_t)))
+            target = deviation_target(self.net.logits(high_k, dropout=False),
+                                      self.net.logits(self.high(low_t), dropout=False))
         # the predictor reads detached features: its regression must not reshape S_l
-        pred = self.deviation(low_k.detach(), low_t.detach())
-        dev = F.mse_loss(pred, target)
+        logit = self.deviation.logit(low_k.detach(), low_t.detach())
+        dev = deviation_loss(logit, target)
         return {"loss": seg + self.deviation_weight * dev, "seg": seg, "deviation": dev,
+                "deviation_mae": (torch.sigmoid(logit) - target).abs().mean().detach(),
                 "deviation_target": target.mean()}
 
     def param_groups(self) -> list:
@@ -188,7 +195,10 @@ class Adaptive(SegStrategy):
 
     def _start_slow_track(self, low: Tensor) -> None:
         if self._executor is None:
-            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mvseg-slow-track")
+            n = self.slow_track_threads
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mvseg-slow-track",
+                                                initializer=torch.set_num_threads if n else None,
+                                                initargs=(n,) if n else ())
         stream = None
         if low.is_cuda:  # its own CUDA stream, ordered after the work that produced `low`
             stream = torch.cuda.Stream(low.device)

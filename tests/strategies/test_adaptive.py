@@ -10,6 +10,7 @@ import torch
 
 from helpers import fit_batch, runtime_vs_protocol
 
+from mvseg.models.adaptive import deviation_target
 from mvseg.models.segnet import SegNetConfig
 from mvseg.runtime import run_stream
 from mvseg.strategies import Adaptive, AdaptiveConfig, AdaptiveThreshold, PropMV
@@ -52,7 +53,7 @@ def test_training_loss_falls_and_trains_the_new_modules():
     moved = {n.split(".")[0] for n, p in model.named_parameters() if not torch.equal(p, before[n])}
     assert moved == {"net", "deviation", "kernels", "fusion"}
     parts = model.training_loss(b)
-    assert set(parts) == {"loss", "seg", "deviation", "deviation_target"}
+    assert set(parts) == {"loss", "seg", "deviation", "deviation_mae", "deviation_target"}
     assert 0 <= parts["deviation_target"].item() <= 1
 
 
@@ -189,3 +190,31 @@ def test_no_frame_waits_for_a_slow_track():
         # the slow track's features are now the cache: S_h of frame 2's low-level features
         torch.testing.assert_close(model._key_high, real_high(model.low(fs[2])))
     model.stream_flush()
+
+
+def test_deviation_predictor_learns_to_rank_pairs_by_their_label_change():
+    """Frames whose left 0, 1/8, ..., 7/8 come from another scene: the full network's labels
+    change more the more is replaced; trained on the deviation loss alone, the predictor ranks
+    the pairs so and comes close to the fractions."""
+    model = make()
+    g = torch.Generator().manual_seed(3)
+    smooth = lambda: torch.nn.functional.interpolate(torch.randn(1, 3, 8, 12, generator=g), (64, 96), mode="bilinear")  # noqa: E731
+    key, other = smooth().repeat(8, 1, 1, 1), smooth()[0]
+    cur = key.clone()
+    for s in range(8):
+        cur[s, :, :, : 12 * s] = other[:, :, : 12 * s]
+    b = {"key": key, "cur": cur, "distance": torch.arange(8), "label": torch.zeros(8, 64, 96, dtype=torch.long)}
+    opt = torch.optim.Adam(model.deviation.parameters(), lr=1e-2)
+    for _ in range(80):
+        loss = model.training_loss(b)["deviation"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        low_k, low_t = model.low(key), model.low(cur)
+        target = deviation_target(model.net.logits(model.high(low_k)), model.net.logits(model.high(low_t)))
+        pred = model.deviation(low_k, low_t)
+    rank = lambda x: x.argsort().argsort().float()  # noqa: E731
+    assert target[0] == 0 and target[-1] > 0.2
+    assert torch.corrcoef(torch.stack([rank(pred), rank(target)]))[0, 1] > 0.9  # Spearman
+    assert (pred - target).abs().mean() < 0.05
