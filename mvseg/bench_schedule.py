@@ -111,14 +111,15 @@ def interpolate_fixed(rows: list[dict], method: str, keyframes: float) -> float:
 def bench_schedules(models: dict[str, tuple], ds: FolderDataset, intervals: list[int], thresholds: list[float],
                     max_videos: int | None = None, repeats: int = 3, pace: float | None = 0) -> list[dict]:
     """models: name -> (strategy, data dict). Fixed intervals for every model; the adaptive
-    schedules (blocking and low-latency) for those with a deviation predictor."""
+    schedule for those with a deviation predictor, and its low-latency variant for Adaptive."""
     clips = ds.clips["val"][:max_videos]
     rows = []
     for name, (model, data) in models.items():
         schedules = [("fixed", L, FixedInterval(L), False) for L in intervals]
-        if hasattr(model, "deviation"):
+        if model.has_deviation:
             schedules += [("adaptive", t, AdaptiveThreshold(t), False) for t in thresholds]
-            schedules += [("adaptive+low-latency", t, AdaptiveThreshold(t), True) for t in thresholds]
+            if hasattr(model, "low_latency"):  # Adaptive's fast track / slow track schedule
+                schedules += [("adaptive+low-latency", t, AdaptiveThreshold(t), True) for t in thresholds]
         for schedule, param, policy, ll in schedules:
             row = {"method": name, "schedule": schedule, "param": param,
                    **run_schedule(model, ds, clips, policy, ll, data, repeats, pace)}

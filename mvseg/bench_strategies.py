@@ -177,7 +177,7 @@ def log_wandb(rows: list[dict], table: str, out: Path, project: str = "mvseg",
 def run_bench_strategies(runs: list[str], intervals: list[int], root: str, out_dir: str, max_videos: int | None,
                          json_out: str | None, cache_dir: str | None = None, wandb: bool = True,
                          repeats: int = 3, view: str = "protocol", thresholds: list[float] | None = None,
-                         pace: float | None = 0) -> list[dict]:
+                         pace: float | None = 0, slow_track_threads: int | None = None) -> list[dict]:
     """view: "protocol" (mIoU per keyframe distance, speed, GFLOPs: results.json, table.md,
     accuracy_vs_fps.png), "latency" (keyframe schedules over whole streams, see
     mvseg.bench_schedule: schedules.json, latency.md, threshold_sweep.png) or "both"."""
@@ -205,6 +205,9 @@ def run_bench_strategies(runs: list[str], intervals: list[int], root: str, out_d
 
         ds = load_folder_dataset(root, splits=("val",))
         models = {name: load_strategy(ckpt) for name, ckpt in parsed.items()}
+        for model, _ in models.values():
+            if slow_track_threads and hasattr(model, "slow_track_threads"):
+                model.slow_track_threads = slow_track_threads
         sched = bench_schedule.bench_schedules(models, ds, intervals, thresholds or [], max_videos, repeats, pace)
         table = print_table(sched, bench_schedule.COLUMNS)
         (out / "schedules.json").write_text(json.dumps(sched, indent=1))

@@ -97,6 +97,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="deviation thresholds of the adaptive schedules (latency view)")
     bst.add_argument("--pace-fps", type=float, default=0.0,
                      help="latency view: release frames at this rate, as a live camera (0: each video's own rate)")
+    bst.add_argument("--slow-track-threads", type=int, default=None,
+                     help="latency view: CPU threads of Adaptive's background slow track (default: the checkpoint's)")
     bst.add_argument("--offline", action="store_true",
                      help="latency view: process frames back to back instead (no idle time between frames)")
     bf = bsub.add_parser("flops", help="AR-Seg GFLOPs per frame (1.0x vs AR^s), a table like its Table 1")
@@ -168,7 +170,7 @@ def _bench(a: argparse.Namespace) -> int:
 
         run_bench_strategies(a.run, a.intervals, a.data_root, a.out_dir, a.max_videos, a.json, a.cache_dir,
                              wandb=not a.no_wandb, repeats=a.repeats, view=a.view, thresholds=a.thresholds,
-                             pace=None if a.offline else a.pace_fps)
+                             pace=None if a.offline else a.pace_fps, slow_track_threads=a.slow_track_threads)
     elif a.bench_command == "flops":
         from mvseg.bench_flops import run_bench_flops
 

@@ -65,9 +65,9 @@ def run_stream(
     waiting: dict[int, tuple[np.ndarray | None, bool, float]] = {}  # frames decoded, answer not yet out
     keys: dict[int, bool] = {}  # the policy's decision, taken once per frame as it is decoded
 
-    if policy.needs_deviation and type(model).stream_deviation is SegStrategy.stream_deviation:
+    if policy.needs_deviation and not model.has_deviation:
         raise ValueError(f"{type(model).__name__} has no deviation predictor: the adaptive keyframe policy "
-                         "needs mvseg.strategies.Adaptive")
+                         "needs mvseg.strategies.Adaptive or PropMV with deviation_channels > 0")
 
     def wants_pixels(index: int, pict_type: str) -> bool:
         # content policies decide after the frame's low-level features exist (None: undecided)

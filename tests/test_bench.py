@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
@@ -108,3 +109,46 @@ def test_psp18_cost_matches_the_papers_table_1():
     full = arseg_flops(BACKBONES["psp18"], 1024, 2048, 1.0, 12)["per_frame"] / 2e9
     ar = arseg_flops(BACKBONES["psp18"], 1024, 2048, 0.5, 12)["per_frame"] / 2e9
     assert full == pytest.approx(560.97, rel=0.03) and ar == pytest.approx(177.44, rel=0.03)
+
+
+def test_bench_strategies_latency_view(tiny_dataset, tmp_path):
+    """Schedules over whole streams: fixed L, adaptive thresholds (0: every frame a keyframe,
+    above 1: only the first), and the low-latency variant; the stream mIoU of identical
+    schedules agree, and the comparison at the same number of keyframes is filled in."""
+    import lightning as L
+
+    from mvseg.data.datamodule import CompressedVideoDataModule
+    from mvseg.models.segnet import SegNetConfig
+    from mvseg.strategies import Adaptive, AdaptiveConfig
+
+    model = Adaptive(9, 3, net=SegNetConfig(width=0.125, feat_dim=16, head="plain", head_dim=16),
+                     adaptive=AdaptiveConfig(kernel_size=3, kernel_channels=8, deviation_channels=8, fuse_channels=4))
+    dm = CompressedVideoDataModule(str(tiny_dataset), "folder", keyframe_interval=3, batch_size=2)
+    trainer = L.Trainer(accelerator="cpu", max_steps=1, logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, default_root_dir=tmp_path, limit_val_batches=0)
+    trainer.fit(model, dm)
+    ckpt = tmp_path / "adaptive.ckpt"
+    trainer.save_checkpoint(ckpt)
+    out = tmp_path / "bench"
+    rc = main(["bench", "strategies", "--run", f"adaptive={ckpt}", "--view", "latency", "--intervals", "1", "3",
+               "--thresholds", "0", "1.01", "--data-root", str(tiny_dataset), "--max-videos", "1", "--out-dir", str(out),
+               "--repeats", "1", "--offline", "--no-wandb"])
+    assert rc == 0
+    rows = json.loads((out / "schedules.json").read_text())
+    by = {(r["schedule"], r["param"]): r for r in rows}
+    assert set(by) == {("fixed", 1), ("fixed", 3), ("adaptive", 0.0), ("adaptive", 1.01),
+                       ("adaptive+low-latency", 0.0), ("adaptive+low-latency", 1.01)}
+    assert by[("fixed", 1)]["keyframes_per_100"] == 100 and by[("fixed", 3)]["keyframes_per_100"] == pytest.approx(100 / 3)
+    assert by[("adaptive", 0.0)]["keyframes_per_100"] == 100
+    assert by[("adaptive", 1.01)]["keyframes_per_100"] == pytest.approx(100 / 12)
+    # identical schedules, identical labels: every frame a keyframe; only the first
+    assert by[("adaptive", 0.0)]["miou_stream"] == by[("fixed", 1)]["miou_stream"]
+    assert by[("adaptive", 0.0)]["gain_vs_fixed"] == 0
+    assert by[("adaptive+low-latency", 1.01)]["miou_stream"] == by[("adaptive", 1.01)]["miou_stream"]
+    assert by[("adaptive+low-latency", 1.01)]["slow_tracks"] == 0
+    assert math.isnan(by[("adaptive", 1.01)]["gain_vs_fixed"])  # fewer keyframes than any fixed schedule
+    for r in rows:
+        assert 0 < r["miou_stream"] <= 1 and r["latency_max_ms"] >= r["latency_p99_ms"] >= 0
+    assert by[("adaptive+low-latency", 1.01)]["max_latency_vs_propagation"] > 0
+    assert "| adaptive | adaptive | 1.01 |" in (out / "latency.md").read_text()
+    assert (out / "threshold_sweep.png").stat().st_size > 1000

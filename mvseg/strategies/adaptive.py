@@ -92,6 +92,10 @@ class Adaptive(SegStrategy):
         self._executor: ThreadPoolExecutor | None = None
         self._stream_state()
 
+    @property
+    def has_deviation(self) -> bool:
+        return True
+
     # -- the pieces (Fig. 1) -----------------------------------------------------------
 
     def low(self, x: Tensor) -> Tensor:
@@ -201,9 +205,11 @@ class Adaptive(SegStrategy):
                                                 initargs=(n,) if n else ())
         stream = None
         if low.is_cuda:  # its own CUDA stream, ordered after the work that produced `low`
-            stream = torch.cuda.Stream(low.device)
+            if getattr(self, "_cuda_stream", None) is None or self._cuda_stream.device != low.device:
+                self._cuda_stream = torch.cuda.Stream(low.device)
+            stream = self._cuda_stream
             stream.wait_stream(torch.cuda.current_stream(low.device))
-            low.record_stream(stream)
+            low.record_stream(stream)  # the allocator must not recycle it while the side stream reads it
         self.slow_tracks += 1
         self._pending = self._executor.submit(self._slow_track, low, stream)
 
@@ -218,14 +224,19 @@ class Adaptive(SegStrategy):
     def _poll(self) -> None:
         """Swap in the slow track's features if they are ready (never waits)."""
         if self._pending is not None and self._pending.done():
-            self._key_high = self._pending.result()
-            self._pending = None
+            self._swap()
 
     def stream_wait(self) -> None:
         """Block until the slow track (if any) is done and its features are cached."""
         if self._pending is not None:
-            self._key_high = self._pending.result()
-            self._pending = None
+            self._swap()
+
+    def _swap(self) -> None:
+        high = self._pending.result()
+        self._pending = None
+        if high.is_cuda:  # allocated on the side stream, read on this one from now on
+            high.record_stream(torch.cuda.current_stream(high.device))
+        self._key_high = high
 
     def stream_flush(self) -> list[tuple[int, Tensor]]:
         self.stream_wait()

@@ -83,9 +83,10 @@ class SegStrategy(L.LightningModule):
             raise ValueError(f"optim.optimizer must be 'sgd' or 'adamw', got {self.optim.optimizer!r}")
         self.ignore_index = ignore_index
         self.log_masks = log_masks
-        if keyframe_policy == "adaptive" and type(self).stream_deviation is SegStrategy.stream_deviation:
+        if keyframe_policy == "adaptive" and getattr(self, "_threshold", None) is None:
             raise ValueError(f"keyframe_policy 'adaptive' needs a strategy with a deviation predictor "
-                             f"(mvseg.strategies.Adaptive); {type(self).__name__} has none")
+                             f"(mvseg.strategies.Adaptive, or PropMV with deviation_channels > 0); "
+                             f"this {type(self).__name__} has none")
         self.policy: KeyframePolicy = make_policy(keyframe_policy, keyframe_interval, getattr(self, "_threshold", None))
         self.metrics = nn.ModuleDict({
             stage: nn.ModuleList(
@@ -115,12 +116,17 @@ class SegStrategy(L.LightningModule):
     #: frame (Adaptive's low-latency schedule defers a keyframe while its slow track is busy).
     stream_taken: bool | None = None
 
+    @property
+    def has_deviation(self) -> bool:
+        """Whether `stream_deviation` works (content keyframe policies need it)."""
+        return False
+
     def stream_deviation(self, frame: Tensor) -> float | None:
         """Predicted deviation of `frame`'s segmentation from the last keyframe's (content
         keyframe policies); None before the first keyframe. Strategies with a deviation
         predictor define it (and may keep what they computed for the `stream_step` that follows)."""
         raise NotImplementedError(f"{type(self).__name__} has no deviation predictor: the adaptive keyframe "
-                                  "policy needs mvseg.strategies.Adaptive")
+                                  "policy needs mvseg.strategies.Adaptive or PropMV with deviation_channels > 0")
 
     def stream_reset(self) -> None:
         """Forget the state of the previous stream."""

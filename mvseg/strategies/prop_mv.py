@@ -6,19 +6,78 @@ and N_task runs on the warped features:
     S_t = N_task(W(N_feat(I_k), M_{t->k}))
 
 No network runs on the non-keyframe image: propagation costs one warp (ops.warp).
+
+With `deviation_channels > 0` prop-MV also carries Li et al.'s deviation predictor (CVPR 2018,
+Sec. 3.2) on its own network's low-level features (the backbone up to `deviation_stage`), so
+`keyframe_policy: adaptive` can choose its keyframes by content; the non-keyframes' pixels
+are then read and their low-level features computed (the cost of adaptivity).
 """
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from mvseg import ops
+from mvseg.models.adaptive import DeviationPredictor, deviation_loss, deviation_target
+from mvseg.models.segnet import SegNetConfig
+from mvseg.strategies.base import OptimConfig
 from mvseg.strategies.propagation import Propagation
 from mvseg.video.motion import extend_chain
 
 
 class PropMV(Propagation):
-    reads_nonkey_pixels = False  # non-keyframes: MVs only
+    reads_nonkey_pixels = False  # non-keyframes: MVs only (unless a content policy reads them)
+
+    def __init__(
+        self,
+        num_classes: int,
+        keyframe_interval: int = 5,
+        net: SegNetConfig | None = None,
+        optim: OptimConfig | None = None,
+        init_from: str | None = None,
+        ignore_index: int = 255,
+        log_masks: int = 4,
+        keyframe_policy: str = "fixed",
+        deviation_channels: int = 0,
+        deviation_stage: str = "layer2",
+        deviation_weight: float = 1.0,
+        deviation_threshold: float = 0.1,
+    ):
+        if deviation_channels < 0:
+            raise ValueError(f"deviation_channels must be >= 0 (0: no deviation predictor), got {deviation_channels}")
+        self._threshold = deviation_threshold if deviation_channels else None  # the base builds the policy
+        super().__init__(num_classes, keyframe_interval, net, optim, init_from, ignore_index, log_masks, keyframe_policy)
+        self.deviation: DeviationPredictor | None = None
+        if deviation_channels:
+            self.net._check_stage(deviation_stage)
+            self.deviation = DeviationPredictor(self.net.feat.backbone.channels[deviation_stage], deviation_channels)
+        self.deviation_stage = deviation_stage
+        self.deviation_weight = deviation_weight
+
+    @property
+    def has_deviation(self) -> bool:
+        return self.deviation is not None
+
+    def param_groups(self) -> list:
+        if self.deviation is None:
+            return super().param_groups()
+        # the new predictor at 10x the fine-tuning rate, as Adaptive's new modules
+        dev = set(self.deviation.parameters())
+        return [{"params": [p for p in self.parameters() if p not in dev], "lr": self.optim.lr},
+                {"params": list(dev), "lr": 10 * self.optim.lr}]
+
+    def training_loss(self, batch: dict) -> dict[str, Tensor]:
+        losses = super().training_loss(batch)
+        if self.deviation is None:
+            return losses
+        # Li et al.'s target on prop-MV's own network: the full network's label change k -> t
+        with torch.no_grad():
+            low_k, low_t = (self.net.low_features(batch[k], self.deviation_stage) for k in ("key", "cur"))
+            high = [self.net.high_features(low, self.deviation_stage) for low in (low_k, low_t)]
+            target = deviation_target(*(self.net.logits(h, dropout=False) for h in high))
+        dev = deviation_loss(self.deviation.logit(low_k, low_t), target)
+        return {**losses, "loss": losses["loss"] + self.deviation_weight * dev, "deviation": dev}
 
     def warp_features(self, feat: Tensor, offset: Tensor, mask: Tensor, frame_size: tuple[int, int]) -> Tensor:
         """Key features (B, C, h, w) warped by cur->key offsets (B, 2, Hc, Wc) -> (B, C, h, w)."""
@@ -33,11 +92,27 @@ class PropMV(Propagation):
     def stream_reset(self) -> None:
         super().stream_reset()
         self._chain: tuple[Tensor, Tensor] | None = None  # composed offsets t -> k and mask
+        self._key_low: Tensor | None = None  # low-level features of the keyframe (deviation predictor)
+        self._cur_low: tuple[Tensor, Tensor] | None = None  # (frame, its low-level features)
+
+    def stream_deviation(self, frame: Tensor) -> float | None:
+        if self.deviation is None:
+            return super().stream_deviation(frame)
+        low = self.net.low_features(frame, self.deviation_stage)
+        self._cur_low = (frame, low)  # a keyframe's S_h continues from it
+        return None if self._key_low is None else float(self.deviation(self._key_low, low)[0])
 
     def stream_step(self, frame: Tensor, offset: Tensor | None, mask: Tensor | None, is_key: bool) -> Tensor:
         size = tuple(frame.shape[-2:])
+        low = self._cur_low[1] if self._cur_low is not None and self._cur_low[0] is frame else None
+        self._cur_low = None
         if is_key or self._key_feat is None:
-            self._key_feat = self.net.features(frame)
+            if low is not None:  # the deviation predictor already ran S_l on this frame
+                self._key_feat, self._key_low = self.net.high_features(low, self.deviation_stage), low
+            else:
+                self._key_feat = self.net.features(frame)
+                if self.deviation is not None:
+                    self._key_low = self.net.low_features(frame, self.deviation_stage)
             self._chain = None
             return self.task(self._key_feat, size)
         # t -> k = f_t o (t-1 -> k): one link per frame (O(1), not O(L)), exactly the offsets

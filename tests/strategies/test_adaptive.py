@@ -121,7 +121,7 @@ def test_adaptive_policy_follows_the_predicted_deviation(tiny_dataset, monkeypat
 
 def test_adaptive_policy_needs_a_deviation_predictor(tiny_dataset):
     with pytest.raises(ValueError, match="deviation predictor"):
-        PropMV(5, 3, net=NET, keyframe_policy="adaptive")
+        PropMV(5, 3, net=NET, keyframe_policy="adaptive")  # deviation_channels = 0: none
     prop = PropMV(5, 3, net=NET)
     with pytest.raises(ValueError, match="deviation predictor"):
         next(run_stream(prop, tiny_dataset / "videos" / "val" / "clip_0000.mp4", policy=AdaptiveThreshold(0.1)))
@@ -218,3 +218,27 @@ def test_deviation_predictor_learns_to_rank_pairs_by_their_label_change():
     assert target[0] == 0 and target[-1] > 0.2
     assert torch.corrcoef(torch.stack([rank(pred), rank(target)]))[0, 1] > 0.9  # Spearman
     assert (pred - target).abs().mean() < 0.05
+
+
+def test_prop_mv_with_a_deviation_predictor_follows_the_adaptive_policy(tiny_dataset):
+    """prop-MV's own low-level features feed the predictor: it trains with the extra loss, and
+    its keyframes follow the threshold (0: all, above 1: only the first)."""
+    torch.manual_seed(0)
+    prop = PropMV(9, 3, net=NET, deviation_channels=8, keyframe_policy="adaptive", deviation_threshold=0.0).eval()
+    assert prop.has_deviation and isinstance(prop.policy, AdaptiveThreshold)
+    b = pair(2)
+    b.update(offset_cur_to_key=torch.zeros(2, 2, 8, 12), mask_cur_to_key=torch.ones(2, 8, 12))
+    parts = prop.training_loss(b)
+    assert set(parts) == {"loss", "deviation"} and parts["loss"] > parts["deviation"] > 0
+    video = tiny_dataset / "videos" / "val" / "clip_0000.mp4"
+    with torch.no_grad():
+        assert all(r.is_key for r in run_stream(prop, video, images=False))
+        results = list(run_stream(prop, video, policy=AdaptiveThreshold(1.01), images=False))
+        assert [r.is_key for r in results] == [True] + [False] * 11
+        # with the same keyframes, the adaptive run is plain prop-MV's (S_l reused for S_h)
+        plain = PropMV(9, 3, net=NET).eval()
+        plain.load_state_dict({k: v for k, v in prop.state_dict().items() if not k.startswith("deviation.")})
+        from mvseg.strategies.policies import FixedInterval
+
+        same = list(run_stream(plain, video, policy=FixedInterval(100), images=False))
+    assert all((a.label == b.label).all() for a, b in zip(results, same))
