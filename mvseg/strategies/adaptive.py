@@ -62,7 +62,6 @@ class Adaptive(SegStrategy):
         init_from: str | None = None,
         deviation_weight: float = 1.0,
         new_lr_mult: float = 10.0,
-        deviation_target: str = "labels",
         deviation_threshold: float = 0.1,
         low_latency: bool = False,
         slow_track_threads: int | None = None,
@@ -86,11 +85,6 @@ class Adaptive(SegStrategy):
         self.fusion = AdaptNetFusion(self.net.feature_dim, low_ch, self.cfg.fuse_channels)
         self.deviation_weight = deviation_weight
         self.new_lr_mult = new_lr_mult
-        if deviation_target not in ("labels", "propagation"):
-            raise ValueError(f"deviation_target must be 'labels' or 'propagation', got {deviation_target!r}")
-        # labels: the paper's target; propagation: the fraction of pixels where the propagated
-        # prediction differs from the full network's on the frame (what a keyframe would fix)
-        self.deviation_target_kind = deviation_target
         self.low_latency = low_latency
         # on a CPU the slow track's S_h and the main loop share the cores: None leaves the
         # worker torch's default (all cores), n gives it n intra-op threads of its own
@@ -142,13 +136,9 @@ class Adaptive(SegStrategy):
     def training_loss(self, batch: dict) -> dict[str, Tensor]:
         logits, low_k, low_t, high_k = self._forward_pair(batch)
         seg = F.cross_entropy(logits, batch["label"], ignore_index=self.ignore_index)
-        with torch.no_grad():
-            full_t = self.net.logits(self.high(low_t), dropout=False)  # the full network on frame t
-            if self.deviation_target_kind == "labels":  # Li et al.: how much its labels changed from k to t
-                ref = self.net.logits(high_k, dropout=False)
-            else:  # "propagation" (ours): how far the propagated prediction is from it
-                ref = self.net.logits(self.fusion(self.propagate(high_k, low_k, low_t), low_t), dropout=False)
-            target = deviation_target(ref, full_t)
+        with torch.no_grad():  # target: how much the full network's labels changed from k to t
+            target = deviation_target(self.net.logits(high_k, dropout=False),
+                                      self.net.logits(self.high(low_t), dropout=False))
         # the predictor reads detached features: its regression must not reshape S_l
         logit = self.deviation.logit(low_k.detach(), low_t.detach())
         dev = deviation_loss(logit, target)

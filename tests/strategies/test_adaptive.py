@@ -243,16 +243,3 @@ def test_prop_mv_with_a_deviation_predictor_follows_the_adaptive_policy(tiny_dat
         same = list(run_stream(plain, video, policy=FixedInterval(100), images=False))
     assert all((a.label == b.label).all() for a, b in zip(results, same))
 
-
-def test_deviation_target_kinds():
-    """labels (the paper): the full network's label change k -> t, 0 for identical frames;
-    propagation: how far the propagated prediction is from the full network's on t, small for
-    a fresh (near-identity) propagation of identical frames and larger for moved ones."""
-    same = {**pair(0), "distance": torch.full((2,), 3)}
-    assert make().training_loss(same)["deviation_target"] == 0
-    prop = make(deviation_target="propagation")
-    small = prop.training_loss(same)["deviation_target"]
-    moved = prop.training_loss(pair(3))["deviation_target"]
-    assert 0 <= small < 0.2 and moved > small
-    with pytest.raises(ValueError, match="deviation_target"):
-        make(deviation_target="flow")
