@@ -64,6 +64,9 @@ def predict_video(
     pol = None
     if policy or interval or threshold is not None:
         name = policy or ("adaptive" if threshold is not None else "fixed")
+        if name == "adaptive" and not model.has_deviation:
+            raise ValueError(f"{ckpt}: {type(model).__name__} has no deviation predictor, so no adaptive keyframe policy "
+                             "(train mvseg.strategies.Adaptive, or PropMV with deviation_channels > 0)")
         pol = make_policy(name, interval or model.keyframe_interval,
                           threshold if threshold is not None else getattr(model, "_threshold", None))
     if low_latency is not None:

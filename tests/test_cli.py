@@ -184,6 +184,38 @@ def test_predict_writes_overlay_video_and_labels(tiny_dataset, tmp_path, capsys)
     assert len(list(labels.glob("*.png"))) == 12
     assert main(["predict", str(video), "--ckpt", str(tmp_path / "missing.ckpt")]) == 2
     assert "missing.ckpt: checkpoint not found" in capsys.readouterr().err
+    # the per-frame model has no deviation predictor and no low-latency schedule: said, not crashed
+    assert main(["predict", str(video), "--ckpt", str(ckpt), "--policy", "adaptive", "--out", str(out)]) == 2
+    assert "PerFrame has no deviation predictor" in capsys.readouterr().err
+    assert main(["predict", str(video), "--ckpt", str(ckpt), "--low-latency", "--out", str(out)]) == 2
+    assert "PerFrame has no low-latency schedule" in capsys.readouterr().err
+
+
+def test_predict_with_the_adaptive_policy_and_low_latency(tiny_dataset, tmp_path):
+    import lightning as L
+
+    from mvseg.data.datamodule import CompressedVideoDataModule
+    from mvseg.models.segnet import SegNetConfig
+    from mvseg.strategies import Adaptive, AdaptiveConfig
+
+    dm = CompressedVideoDataModule(str(tiny_dataset), "folder", keyframe_interval=3, batch_size=2)
+    model = Adaptive(9, 3, net=SegNetConfig(width=0.125, feat_dim=16, head_dim=16),
+                     adaptive=AdaptiveConfig(kernel_size=3, kernel_channels=8, deviation_channels=8, fuse_channels=4))
+    trainer = L.Trainer(accelerator="cpu", max_steps=1, logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, default_root_dir=tmp_path, limit_val_batches=0)
+    trainer.fit(model, dm)
+    ckpt = tmp_path / "a.ckpt"
+    trainer.save_checkpoint(ckpt)
+    video = tiny_dataset / "videos" / "val" / "clip_0000.mp4"
+    outs = {}
+    for name, extra in (("blocking", []), ("fast", ["--low-latency"])):
+        labels = tmp_path / name
+        assert main(["predict", str(video), "--ckpt", str(ckpt), "--policy", "adaptive", "--threshold", "1.5",
+                     "--out", str(tmp_path / f"{name}.mp4"), "--labels-dir", str(labels), *extra]) == 0
+        outs[name] = sorted(labels.glob("*.png"))
+    assert len(outs["blocking"]) == len(outs["fast"]) == 12
+    # threshold 1.5: only the first frame is a keyframe, so the fast track never runs: same labels
+    assert all(a.read_bytes() == b.read_bytes() for a, b in zip(outs["blocking"], outs["fast"]))
 
 
 def test_help_lists_every_command(capsys):
