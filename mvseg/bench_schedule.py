@@ -17,7 +17,9 @@ deliver them (each video's own frame rate; `run_stream(pace_fps=...)`), so the i
 between frames is there for the slow track to use, as on the paper's GPU, and a frame that
 waits behind a blocking keyframe counts its wait. A stream's first frame has no keyframe to
 propagate from and always runs S_h blocking: it is reported apart (first_ms) and left out of
-latency_max_ms, for every schedule alike.
+latency_max_ms, for every schedule alike. latency_max_robust_ms takes each frame's latency as
+its fastest over the `repeats` passes before the worst frame is picked: a schedule's slow
+frames are slow in every pass, a stall of a shared machine in one.
 """
 
 from __future__ import annotations
@@ -60,7 +62,7 @@ def run_schedule(model, ds: FolderDataset, clips: list[Clip], policy: KeyframePo
         raise ValueError(f"{type(model).__name__} has no low-latency schedule")
     for _ in itertools.islice(run_stream(model, clips[0].video, policy=policy, images=False, **kw), 8):
         pass  # warm-up
-    best = None
+    best, passes = None, []
     for _ in range(max(repeats, 1)):
         per_clip, slow, deferred, t0 = [], 0, 0, time.perf_counter()
         for c in clips:
@@ -68,6 +70,7 @@ def run_schedule(model, ds: FolderDataset, clips: list[Clip], policy: KeyframePo
             slow += getattr(model, "slow_tracks", 0)
             deferred += getattr(model, "deferred", 0)
         wall = time.perf_counter() - t0
+        passes.append([[r.latency_ms for r in results] for results in per_clip])
         score = wall if pace is None else float(np.mean([r.latency_ms for rs in per_clip for r in rs]))
         if best is None or score < best[-1]:
             best = (per_clip, wall, slow, deferred, score)
@@ -82,6 +85,9 @@ def run_schedule(model, ds: FolderDataset, clips: list[Clip], policy: KeyframePo
     later = [r for results in per_clip for r in results[1:]]
     nonkey = [r.latency_ms for r in later if not r.is_key]
     n_key = sum(r.is_key for r in flat)
+    # each frame's latency as its fastest over the passes, then the worst frame: a one-off stall
+    # of the machine hits one pass, a schedule's slow frame hits every pass
+    fastest = np.min(np.array([[lat for lats in ps for lat in lats[1:]] for ps in passes]), axis=0)
     return {
         "miou_stream": float(metric.compute()),
         "keyframes_per_100": 100.0 * n_key / len(flat),
@@ -89,6 +95,7 @@ def run_schedule(model, ds: FolderDataset, clips: list[Clip], policy: KeyframePo
         "latency_mean_ms": float(np.mean([r.latency_ms for r in later])),
         "latency_max_ms": float(np.max([r.latency_ms for r in later])),
         "latency_p99_ms": float(np.percentile([r.latency_ms for r in later], 99)),
+        "latency_max_robust_ms": float(fastest.max()),
         "key_ms": float(np.mean([r.latency_ms for r in later if r.is_key])) if any(r.is_key for r in later) else float("nan"),
         "nonkey_ms": float(np.mean(nonkey)) if nonkey else float("nan"),
         "first_ms": float(np.mean([results[0].latency_ms for results in per_clip])),
@@ -137,6 +144,8 @@ def bench_schedules(models: dict[str, tuple], ds: FolderDataset, intervals: list
             r["max_latency_vs_propagation"] = r["latency_max_ms"] / blocking["nonkey_ms"]
             r["p99_latency_vs_propagation"] = r["latency_p99_ms"] / blocking["nonkey_ms"]
             r["blocking_max_vs_propagation"] = blocking["latency_max_ms"] / blocking["nonkey_ms"]
+            r["robust_max_vs_propagation"] = r["latency_max_robust_ms"] / blocking["nonkey_ms"]
+            r["blocking_robust_max_vs_propagation"] = blocking["latency_max_robust_ms"] / blocking["nonkey_ms"]
     return rows
 
 
@@ -164,5 +173,6 @@ def plot_sweep(rows: list[dict], path: Path) -> None:
 
 
 COLUMNS = ["method", "schedule", "param", "keyframes_per_100", "miou_stream", "fixed_miou_same_keyframes",
-           "gain_vs_fixed", "fps", "latency_mean_ms", "latency_p99_ms", "latency_max_ms", "nonkey_ms", "key_ms",
-           "max_latency_vs_propagation", "blocking_max_vs_propagation", "deferred"]
+           "gain_vs_fixed", "fps", "latency_mean_ms", "latency_p99_ms", "latency_max_ms", "latency_max_robust_ms",
+           "nonkey_ms", "key_ms", "max_latency_vs_propagation", "robust_max_vs_propagation",
+           "blocking_robust_max_vs_propagation", "deferred"]
