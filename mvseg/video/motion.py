@@ -65,7 +65,9 @@ def rasterize_mvs(
     is divided by that distance, and one to a future reference is negated and divided by
     `future_distance` (constant velocity; both 1 for the streams mvseg encodes). Vectorised
     over MVs: every block (any H.264 partition 16x16 ... 4x4, or MPEG-4's 8x8) is painted on
-    an index map of its cells, never in a Python loop over MVs.
+    an index map of its cells, never in a Python loop over MVs. Block corners are multiples of
+    the block's size, as both codecs place partitions (blocks of 8x8 and more are painted on an
+    8x8 grid; a property test checks every cell against the blocks that cover it).
     """
     hc, wc = grid_size(height, width)
     offset = np.zeros((2, hc, wc), np.float32)
