@@ -101,6 +101,13 @@ def _parser() -> argparse.ArgumentParser:
                      help="latency view: CPU threads of Adaptive's background slow track (default: the checkpoint's)")
     bst.add_argument("--offline", action="store_true",
                      help="latency view: process frames back to back instead (no idle time between frames)")
+    bsm = bsub.add_parser("stream", help="constant memory of the streaming runtime on a long generated video")
+    bsm.add_argument("--frames", type=int, default=10_000)
+    bsm.add_argument("--size", default="64x128", help="HxW of the generated frames")
+    bsm.add_argument("--interval", type=int, default=10, help="keyframe interval (and GOP)")
+    bsm.add_argument("--methods", nargs="+", default=["per_frame", "prop_mv", "interp_mv"],
+                     choices=["per_frame", "prop_mv", "interp_mv"])
+    bsm.add_argument("--json", metavar="OUT.json")
     bf = bsub.add_parser("flops", help="AR-Seg GFLOPs per frame (1.0x vs AR^s), a table like its Table 1")
     bf.add_argument("--backbones", nargs="+", default=["psp18"], help="psp18 (paper) | cpu (experiments/arseg.yaml)")
     bf.add_argument("--sizes", nargs="+", default=["1024x2048", "720x960"], help="HxW")
@@ -181,6 +188,13 @@ def _bench(a: argparse.Namespace) -> int:
                 raise SystemExit(f"mvseg bench flops: --sizes expects HxW, got {text!r}")
             sizes.append((int(h), int(w)))
         run_bench_flops(a.backbones, sizes, a.scales, a.interval, a.json)
+    elif a.bench_command == "stream":
+        from mvseg.bench_stream import run_bench_stream
+
+        h, sep, w = a.size.partition("x")
+        if not (sep and h.isdigit() and w.isdigit()):
+            raise SystemExit(f"mvseg bench stream: --size expects HxW, got {a.size!r}")
+        run_bench_stream(a.frames, (int(h), int(w)), a.interval, tuple(a.methods), a.json)
     elif a.bench_command == "kernels":
         bench.run_bench_kernels(a.json, repeats=a.repeats)
     elif a.bench_command == "synthetic":

@@ -118,3 +118,26 @@ def stream_stats(results: list[FrameResult], wall_s: float) -> dict:
     lat = np.array([r.latency_ms for r in results])
     return {"frames": len(results), "fps": len(results) / wall_s, "latency_mean_ms": float(lat.mean()),
             "latency_max_ms": float(lat.max()), "keyframes": int(sum(r.is_key for r in results))}
+
+
+def stream_state_bytes(model: SegStrategy) -> int:
+    """Bytes of the tensors a strategy holds between frames (cached keyframe features, composed
+    offsets, held frames, ...): its plain attributes, walked through lists, tuples and dicts;
+    parameters, buffers and submodules are not state. Bounded by the keyframe interval in a
+    correct strategy, whatever the length of the stream."""
+    seen: set[int] = set()
+
+    def walk(v) -> int:
+        if isinstance(v, torch.Tensor):
+            if id(v) in seen:
+                return 0
+            seen.add(id(v))
+            return v.numel() * v.element_size()
+        if isinstance(v, (list, tuple)):
+            return sum(walk(x) for x in v)
+        if isinstance(v, dict):
+            return sum(walk(x) for x in v.values())
+        return 0
+
+    skip = {"_parameters", "_buffers", "_modules"}
+    return sum(walk(v) for k, v in vars(model).items() if k not in skip)
