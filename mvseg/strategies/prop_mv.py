@@ -107,12 +107,12 @@ class PropMV(Propagation):
         low = self._cur_low[1] if self._cur_low is not None and self._cur_low[0] is frame else None
         self._cur_low = None
         if is_key or self._key_feat is None:
-            if low is not None:  # the deviation predictor already ran S_l on this frame
+            if low is None and self.deviation is not None:  # keep S_l's output for the predictor
+                low = self.net.low_features(frame, self.deviation_stage)
+            if low is not None:  # S_h continues from it (the deviation predictor may have run S_l)
                 self._key_feat, self._key_low = self.net.high_features(low, self.deviation_stage), low
             else:
                 self._key_feat = self.net.features(frame)
-                if self.deviation is not None:
-                    self._key_low = self.net.low_features(frame, self.deviation_stage)
             self._chain = None
             return self.task(self._key_feat, size)
         # t -> k = f_t o (t-1 -> k): one link per frame (O(1), not O(L)), exactly the offsets
