@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from mvseg.data.synthetic import PALETTE
 from mvseg.runtime import run_stream
-from mvseg.strategies.base import SegStrategy
+from mvseg.strategies.base import SegStrategy, no_deviation_error
 from mvseg.strategies.policies import make_policy
 from mvseg.video.decode import probe
 from mvseg.video.encode import encode_video
@@ -65,8 +65,7 @@ def predict_video(
     if policy or interval or threshold is not None:
         name = policy or ("adaptive" if threshold is not None else "fixed")
         if name == "adaptive" and not model.has_deviation:
-            raise ValueError(f"{ckpt}: {type(model).__name__} has no deviation predictor, so no adaptive keyframe policy "
-                             "(train mvseg.strategies.Adaptive, or PropMV with deviation_channels > 0)")
+            raise ValueError(f"{ckpt}: {no_deviation_error(model)}")
         pol = make_policy(name, interval or model.keyframe_interval,
                           threshold if threshold is not None else getattr(model, "_threshold", None))
     if low_latency is not None:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mvseg.strategies.base import SegStrategy
+from mvseg.strategies.base import SegStrategy, no_deviation_error
 from mvseg.strategies.policies import KeyframePolicy
 from mvseg.video.decode import iter_frames, probe
 from mvseg.video.motion import rasterize_mvs, reference_distances
@@ -66,8 +66,7 @@ def run_stream(
     keys: dict[int, bool] = {}  # the policy's decision, taken once per frame as it is decoded
 
     if policy.needs_deviation and not model.has_deviation:
-        raise ValueError(f"{type(model).__name__} has no deviation predictor: the adaptive keyframe policy "
-                         "needs mvseg.strategies.Adaptive or PropMV with deviation_channels > 0")
+        raise no_deviation_error(model)
 
     def wants_pixels(index: int, pict_type: str) -> bool:
         # content policies decide after the frame's low-level features exist (None: undecided)

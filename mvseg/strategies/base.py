@@ -84,9 +84,7 @@ class SegStrategy(L.LightningModule):
         self.ignore_index = ignore_index
         self.log_masks = log_masks
         if keyframe_policy == "adaptive" and getattr(self, "_threshold", None) is None:
-            raise ValueError(f"keyframe_policy 'adaptive' needs a strategy with a deviation predictor "
-                             f"(mvseg.strategies.Adaptive, or PropMV with deviation_channels > 0); "
-                             f"this {type(self).__name__} has none")
+            raise no_deviation_error(self)
         self.policy: KeyframePolicy = make_policy(keyframe_policy, keyframe_interval, getattr(self, "_threshold", None))
         self.metrics = nn.ModuleDict({
             stage: nn.ModuleList(
@@ -124,9 +122,9 @@ class SegStrategy(L.LightningModule):
     def stream_deviation(self, frame: Tensor) -> float | None:
         """Predicted deviation of `frame`'s segmentation from the last keyframe's (content
         keyframe policies); None before the first keyframe. Strategies with a deviation
-        predictor define it (and may keep what they computed for the `stream_step` that follows)."""
-        raise NotImplementedError(f"{type(self).__name__} has no deviation predictor: the adaptive keyframe "
-                                  "policy needs mvseg.strategies.Adaptive or PropMV with deviation_channels > 0")
+        predictor define it (and may keep what they computed for the `stream_step` that follows);
+        without one it is a usage error, said as such."""
+        raise no_deviation_error(self)
 
     def stream_reset(self) -> None:
         """Forget the state of the previous stream."""
@@ -256,6 +254,12 @@ class SegStrategy(L.LightningModule):
         if ds is not None:  # what inference needs to read frames and draw classes
             checkpoint["mvseg_data"] = {"mean": list(ds.mean), "std": list(ds.std), "classes": list(ds.classes),
                                         "palette": ds.palette, "ignore_index": ds.ignore_index}
+
+
+def no_deviation_error(model: SegStrategy) -> ValueError:
+    """The error for a content keyframe policy on a strategy without a deviation predictor."""
+    return ValueError(f"{type(model).__name__} has no deviation predictor, so no adaptive keyframe policy "
+                      "(use mvseg.strategies.Adaptive, or PropMV with deviation_channels > 0)")
 
 
 def select(batch: dict, idx: Tensor) -> dict:
