@@ -238,7 +238,7 @@ def main(args: Sequence[str] | None = None) -> int:
         warnings.showwarning = show
         try:
             return {"inspect": _inspect, "data": _data, "bench": _bench, "predict": _predict}[a.command](a)
-        except (VideoError, DatasetError, FileNotFoundError, FileExistsError, ValueError) as e:
+        except (VideoError, DatasetError, OSError, ValueError) as e:  # OSError: a missing file, a full disk
             print(f"mvseg {a.command}: error: {e}", file=sys.stderr)
             return 2
 

@@ -8,9 +8,14 @@ import sys
 from pathlib import Path
 
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from mvseg.checkpoint_io import AtomicCheckpointIO, CheckpointWriteError
+from mvseg.data.cache import CacheWriteError
 from mvseg.data.datamodule import CompressedVideoDataModule
+from mvseg.data.folder import DatasetError
 from mvseg.strategies.base import SegStrategy
+from mvseg.video.decode import VideoError
 
 
 class MVSegCLI(LightningCLI):
@@ -26,6 +31,10 @@ class MVSegCLI(LightningCLI):
         for cb in trainer.checkpoint_callbacks:
             if cb.dirpath is None:
                 cb.dirpath = str(Path(trainer.default_root_dir) / "checkpoints")
+        # Checkpoints whole or absent (a kill or a full disk mid-write keeps the previous one),
+        # loaded weights-only; a CheckpointIO the user configured is left alone.
+        if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
+            trainer.strategy.checkpoint_io = AtomicCheckpointIO()
         return trainer
 
 
@@ -69,6 +78,10 @@ def run_lightning_cli(argv: list[str] | None) -> int:
         )
     except SystemExit as e:  # jsonargparse reports bad keys/values and exits
         return int(e.code or 0) if not isinstance(e.code, str) else 2
+    except (CheckpointWriteError, CacheWriteError, VideoError, DatasetError) as e:
+        # the message names the file and says what was kept; a traceback adds nothing
+        print(f"mvseg: error: {e}", file=sys.stderr)
+        return 1
     finally:
         # Close this run's W&B run, so a later main() in the same process (tests, local
         # sweeps) starts its own instead of silently appending to this one.

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import signal
+
 import numpy as np
+from lightning.pytorch.callbacks import Callback
 
 
 def smooth_texture(h: int, w: int, seed: int = 0) -> np.ndarray:
@@ -72,3 +76,16 @@ def runtime_vs_protocol(model, root, interval: int, with_next: bool = False, cli
             expect = model.predict_batch(b).argmax(1)[0].numpy()
         agreement.append((s["frame"], s["distance"], float((results[s["frame"]].label == expect).mean())))
     return results, agreement
+
+
+
+class SigkillAt(Callback):
+    """A Lightning callback that SIGKILLs its own process at a training batch (fault injection:
+    no handler, no cleanup, as a scheduler's kill or the OOM killer)."""
+
+    def __init__(self, epoch: int, batch: int):
+        self.epoch, self.batch = epoch, batch
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.current_epoch == self.epoch and batch_idx == self.batch:
+            os.kill(os.getpid(), signal.SIGKILL)

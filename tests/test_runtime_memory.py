@@ -35,6 +35,43 @@ def test_decoded_frames_do_not_pile_up(long_video):
         if seen == 150:
             assert alive() - before <= 6  # the few newest, not one in 8 of all decoded
     assert seen == 200
+    # and none is left for a later collection once the stream ends (see the next test)
+    gc.disable()
+    try:
+        assert alive() == before
+    finally:
+        gc.enable()
+
+
+def test_dataloader_workers_start_with_pyav_garbage_in_the_parent():
+    """A PyAV frame in a reference cycle, collected in a freshly forked DataLoader worker,
+    frees its swscale context there and waits forever for the parent's slice threads: a plain
+    DataLoader times out here; ForkSafeDataLoader collects before forking."""
+    import av
+    import numpy as np
+    from torch.utils.data import Dataset
+
+    from mvseg.data.datamodule import ForkSafeDataLoader
+
+    class Collecting(Dataset):
+        def __len__(self) -> int:
+            return 2
+
+        def __getitem__(self, i: int) -> int:
+            gc.collect()  # what the worker's allocations trigger sooner or later
+            return i
+
+    gc.disable()
+    try:
+        for _ in range(3):
+            f = av.VideoFrame.from_ndarray(np.zeros((360, 640, 3), np.uint8), format="rgb24").reformat(format="yuv420p")
+            f.to_ndarray(format="rgb24")  # the frame owns a swscale context now
+            holder = {"frame": f}
+            holder["self"] = holder  # garbage only the cyclic GC frees
+        del f, holder
+    finally:
+        gc.enable()
+    assert [int(b) for b in ForkSafeDataLoader(Collecting(), num_workers=1, timeout=30)] == [0, 1]
 
 
 @pytest.mark.parametrize("make", [

@@ -52,6 +52,10 @@ def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+class CacheWriteError(OSError):
+    """A cache entry could not be written (nothing partial is left behind)."""
+
+
 class VideoCache:
     """Cache of decoded videos under `root` (one sub-folder per video)."""
 
@@ -132,12 +136,19 @@ class VideoCache:
         tmp = self.root / f".tmp-{entry.name}-{uuid.uuid4().hex[:8]}"
         tmp.mkdir()
         try:
-            for name, arr in arrays.items():
-                np.save(tmp / f"{name}.npy", arr)
-            (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-            for p in tmp.iterdir():  # data on disk before the rename makes the entry visible
-                with open(p, "rb") as fh:
-                    os.fsync(fh.fileno())
+            try:
+                for name, arr in arrays.items():
+                    np.save(tmp / f"{name}.npy", arr)
+                (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+                for p in tmp.iterdir():  # data on disk before the rename makes the entry visible
+                    with open(p, "rb") as fh:
+                        os.fsync(fh.fileno())
+            except OSError as e:  # a full disk, a quota: the other entries stay as they were
+                err = CacheWriteError(
+                    f"{src}: could not write its decode cache to {self.root} ({e.strerror or e}); "
+                    "no entry was written and the existing ones are unchanged (free space or set data.cache_dir)")
+                err.errno = e.errno
+                raise err from e
             old = None
             if entry.exists():
                 old = entry.with_name(f".old-{entry.name}-{uuid.uuid4().hex[:8]}")

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import gc
 from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
+import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -13,6 +15,17 @@ from mvseg.data.cache import VideoCache
 from mvseg.data.folder import FolderDataset, load_folder_dataset, read_dataset_info
 from mvseg.data.samples import Augment, KeyframeSamples
 from mvseg.data.synthetic import CLASSES, SyntheticConfig, make_synthetic_dataset
+
+
+class ForkSafeDataLoader(DataLoader):
+    """A DataLoader that collects garbage before it forks its workers: a PyAV frame left in a
+    reference cycle and freed by the GC in a forked worker frees its swscale context there,
+    which waits forever for the parent's slice threads (the worker hangs at start-up)."""
+
+    def __iter__(self):
+        if self.num_workers > 0:
+            gc.collect()  # about 0.1 s, once per epoch and loader
+        return super().__iter__()
 
 
 @dataclass
@@ -84,6 +97,7 @@ class CompressedVideoDataModule(L.LightningDataModule):
         self.cache = VideoCache(cache_dir or self.root / ".cache")
         self.synthetic = synthetic or SyntheticSpec()
         self.ds: FolderDataset | None = None
+        self.train_generator: torch.Generator | None = None
 
     @property
     def num_classes(self) -> int:
@@ -112,11 +126,31 @@ class CompressedVideoDataModule(L.LightningDataModule):
                                          self.augment, self.with_next, self.with_gt_flow)
         self.val_set = KeyframeSamples(self.ds, "val", self.cache, L_, self.eval_distances, False, None, self.with_next,
                                        self.with_gt_flow)
+        if self.train_generator is None:  # seeded from the global RNG (seed_everything) once
+            self.train_generator = torch.Generator().manual_seed(int(torch.randint(2**62, (1,))))
+        self.train_set.generator = self.train_generator
+
+    # The training data's randomness (shuffling, worker seeds, distances and augmentation in the
+    # main process) comes from one generator, saved in checkpoints: a resumed fit draws the same
+    # batches as an uninterrupted one. Validation loaders get their own fixed generator, so a
+    # sanity check or a validation run never shifts the training streams.
+    def state_dict(self) -> dict:
+        return {"train_generator": self.train_generator.get_state()} if self.train_generator is not None else {}
+
+    def load_state_dict(self, state: dict) -> None:
+        if "train_generator" in state:  # restored after setup(), before the first train loader
+            if self.train_generator is None:
+                self.train_generator = torch.Generator()
+            self.train_generator.set_state(state["train_generator"])
 
     def _loader(self, ds, shuffle: bool, batch: int) -> DataLoader:
         drop_last = shuffle and len(ds) > batch  # never an empty epoch on a tiny dataset
-        return DataLoader(ds, batch_size=batch, shuffle=shuffle, drop_last=drop_last, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0, pin_memory=False)
+        gen = self.train_generator if shuffle else torch.Generator().manual_seed(0)
+        # Workers are not persistent: new ones each epoch take their seeds from the global RNG,
+        # which a checkpoint stores (SegStrategy.on_save_checkpoint), so a resumed fit augments
+        # exactly like an uninterrupted one; persistent workers would carry on their own streams.
+        return ForkSafeDataLoader(ds, batch_size=batch, shuffle=shuffle, drop_last=drop_last, num_workers=self.num_workers,
+                          persistent_workers=False, pin_memory=False, generator=gen)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, True, self.batch_size)

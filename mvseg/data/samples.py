@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, get_worker_info
 
 from mvseg.data.cache import CachedVideo, VideoCache
 from mvseg.data.folder import Clip, DatasetError, FolderDataset, read_label
@@ -114,6 +114,9 @@ class KeyframeSamples(Dataset):
         self.mean = torch.tensor(ds.mean).view(3, 1, 1)
         self.std = torch.tensor(ds.std).view(3, 1, 1)
         self._videos: dict[int, CachedVideo] = {}
+        #: random draws (distance, augmentation) in the main process (num_workers=0) come from
+        #: this generator, whose state the DataModule checkpoints; a worker uses its own seeded RNG
+        self.generator: torch.Generator | None = None
         self.items: list[tuple[int, int, int]] = []
         for ci, clip in enumerate(self.clips):
             for t in clip.annotated:
@@ -146,11 +149,12 @@ class KeyframeSamples(Dataset):
         ci, t, d = self.items[index]
         clip = self.clips[ci]
         v = self.video(ci)
+        gen = self.generator if get_worker_info() is None else None
         if t >= len(v):
             raise DatasetError(f"{clip.label_path(t)}: annotated frame {t} but {clip.video} has {len(v)} frames")
         if d < 0:
             valid = [x for x in self.distances if t - x >= 0]
-            d = valid[int(torch.randint(len(valid), (1,)))]
+            d = valid[int(torch.randint(len(valid), (1,), generator=gen))]
         k = t - d
         h, w = v.frames.shape[1:3]
         label = read_label(clip.label_path(t), self.ds.num_classes, self.ds.ignore_index, (h, w))
@@ -181,7 +185,7 @@ class KeyframeSamples(Dataset):
             s.update(next_key=self._image(v, max(n, t)), offset_cur_to_next=off_n, mask_cur_to_next=m_n,
                      next_distance=max(n, t) - t)
         if self.train and self.augment is not None:
-            s = augment_sample(s, self.augment)
+            s = augment_sample(s, self.augment, gen)
         return s
 
 

@@ -12,11 +12,13 @@
 
 from __future__ import annotations
 
+import random
 from abc import abstractmethod
 from dataclasses import asdict, dataclass, is_dataclass
 from typing import Any, TypeVar
 
 import lightning as L
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -94,6 +96,7 @@ class SegStrategy(L.LightningModule):
             for stage in ("val", "test")
         })
         self._seen: dict[str, set[int]] = {"val": set(), "test": set()}
+        self._resume_rng: dict | None = None
 
     # -- what a method defines ---------------------------------------------------------
 
@@ -254,6 +257,44 @@ class SegStrategy(L.LightningModule):
         if ds is not None:  # what inference needs to read frames and draw classes
             checkpoint["mvseg_data"] = {"mean": list(ds.mean), "std": list(ds.std), "classes": list(ds.classes),
                                         "palette": ds.palette, "ignore_index": ds.ignore_index}
+        # Lightning does not store the global RNG streams (dropout; the data's own generator is
+        # the DataModule's state): with them, a fit resumed from this checkpoint continues as an
+        # uninterrupted one (checkpoints are written at the end of an epoch).
+        checkpoint["mvseg_rng"] = rng_state()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self._resume_rng = checkpoint.get("mvseg_rng")
+
+    def on_train_epoch_start(self) -> None:
+        # Restored here, not at load, where model initialisation and the sanity check follow.
+        # Only when resuming a fit (not for weights loaded to fine-tune).
+        if self._resume_rng is not None and self.trainer.ckpt_path:
+            set_rng_state(self._resume_rng)
+        self._resume_rng = None
+
+
+def rng_state() -> dict:
+    """The global RNG states (torch, CUDA, NumPy, Python) as plain types and tensors, so a
+    checkpoint holding them still loads with torch.load(weights_only=True)."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "gauss": float(gauss)},
+        "python": random.getstate(),
+    }
+
+
+def set_rng_state(state: dict) -> None:
+    """Inverse of rng_state()."""
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    v, internal, g = state["python"]
+    random.setstate((v, tuple(internal), g))
 
 
 def no_deviation_error(model: SegStrategy) -> ValueError:

@@ -289,16 +289,16 @@ def iter_frames(
         index, frames_with_mvs, inter_frames = 0, 0, 0
         size = None
         try:
-            if mvs:
-                # PyAV's frame <-> side-data container is a reference cycle: a frame whose side
-                # data was read is freed only by the cyclic GC, and PyAV still holds the newest
-                # frame whenever we could collect, so any collection moves it to an older
-                # generation, where it stays until a full collection (1 frame in 8 piled up:
-                # +51 MB over 10,000 64x128 frames, GBs at 1080p). A full collection costs
-                # ~100 ms with torch loaded, but ~1 us over the objects created after a
-                # gc.freeze(): freeze what exists now, collect fully after every 4th frame's side
-                # data is read (the frames before it are garbage by then), unfreeze at the end.
-                gc.freeze()
+            # PyAV's frame <-> side-data container is a reference cycle: a frame whose side
+            # data was read is freed only by the cyclic GC, and PyAV still holds the newest
+            # frame whenever we could collect, so any collection moves it to an older
+            # generation, where it stays until a full collection (1 frame in 8 piled up:
+            # +51 MB over 10,000 64x128 frames, GBs at 1080p). A full collection costs
+            # ~100 ms with torch loaded, but ~1 us over the objects created after a
+            # gc.freeze(): freeze what exists now, collect fully after every 4th frame's side
+            # data is read (the frames before it are garbage by then), unfreeze at the end.
+            # (in both modes: the final collection below then stays cheap)
+            gc.freeze()
             for frame in container.decode(st):
                 if size is None:
                     size = (frame.width, frame.height)
@@ -351,9 +351,12 @@ def iter_frames(
                 stacklevel=2,
             )
     finally:
-        if mvs:
-            gc.unfreeze()
         container.close()
+        # The last frames' cycles die here, in this process: left for a later collection,
+        # one could run in a DataLoader worker forked meanwhile, where freeing a frame's
+        # swscale context waits forever on the parent's slice threads (a deadlock we hit).
+        gc.collect()
+        gc.unfreeze()
 
 
 def decode_video(path: str | Path, *, mvs: bool = True, rgb: bool = True) -> DecodedVideo:
