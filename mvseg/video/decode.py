@@ -221,7 +221,7 @@ def _info(container: av.container.InputContainer, p: Path) -> VideoInfo:
     st = container.streams.video[0]
     cc = st.codec_context
     rate = st.average_rate or st.guessed_rate or 0
-    codec = cc.name
+    codec = cc.codec.canonical_name if cc.codec is not None else cc.name  # 'av1', not the decoder 'libdav1d'
     return VideoInfo(
         path=str(p),
         codec=codec,
@@ -288,6 +288,7 @@ def iter_frames(
         empty = np.zeros(0, dtype=MV_DTYPE)
         index, frames_with_mvs, inter_frames = 0, 0, 0
         size = None
+        last_pts, bad_pts = None, False
         try:
             # PyAV's frame <-> side-data container is a reference cycle: a frame whose side
             # data was read is freed only by the cyclic GC, and PyAV still holds the newest
@@ -309,6 +310,20 @@ def iter_frames(
                         f"({size[0]}x{size[1]} -> {frame.width}x{frame.height}); "
                         "split the video at the change",
                     )
+                # Frames are numbered in decoder output order (what labels and offsets refer to);
+                # timestamps are informational, so missing or repeated ones only get a warning.
+                if frame.pts is None:
+                    if not bad_pts:
+                        warnings.warn(f"{p}: frame {index} has no timestamp (a raw stream?); mvseg numbers "
+                                      f"frames in decoding order and assumes {info.fps:g} fps", stacklevel=2)
+                    bad_pts = True
+                elif last_pts is not None and frame.pts <= last_pts:
+                    if not bad_pts:
+                        warnings.warn(f"{p}: timestamps do not increase at frame {index} ({last_pts} -> "
+                                      f"{frame.pts}); mvseg numbers frames in decoding order and ignores "
+                                      "timestamps", stacklevel=2)
+                    bad_pts = True
+                last_pts = frame.pts if frame.pts is not None else last_pts
                 ptype = _PICT_CHARS.get(int(frame.pict_type), "?")
                 arr = empty
                 if mvs:
