@@ -18,11 +18,47 @@ from mvseg.strategies.base import SegStrategy
 from mvseg.video.decode import VideoError
 
 
+class ConfigError(ValueError):
+    """A config that parses but cannot be instantiated (a value out of range, a checkpoint that
+    does not fit): one line that says what to change, instead of jsonargparse's traceback."""
+
+
+_PACKAGE = str(Path(__file__).resolve().parent)
+
+
+def _own_message(e: BaseException) -> str | None:
+    """The message of the first error in `e`'s chain that mvseg raised itself (our checks say
+    which key and what to change), else None."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        tb = e.__traceback__
+        while tb is not None and tb.tb_next is not None:
+            tb = tb.tb_next
+        where = Path(tb.tb_frame.f_code.co_filename).resolve() if tb is not None else None
+        if where is not None and str(where).startswith(_PACKAGE):
+            msg = str(e)
+            section = "data" if where.parent.name == "data" else "model"
+            return msg if msg.startswith(("data.", "model.")) else f"{section}.init_args: {msg}"
+
+        e = e.__cause__ or e.__context__
+    return None
+
+
 class MVSegCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         # The class count comes from the dataset; the keyframe interval is the data's L.
         parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
         parser.link_arguments("data.init_args.keyframe_interval", "model.init_args.keyframe_interval")
+
+    def instantiate_classes(self) -> None:
+        try:
+            super().instantiate_classes()
+        except Exception as e:
+            own = _own_message(e)
+            if own is None:
+                raise
+            raise ConfigError(own) from e
 
     def instantiate_trainer(self, **kwargs):
         trainer = super().instantiate_trainer(**kwargs)
@@ -78,6 +114,9 @@ def run_lightning_cli(argv: list[str] | None) -> int:
         )
     except SystemExit as e:  # jsonargparse reports bad keys/values and exits
         return int(e.code or 0) if not isinstance(e.code, str) else 2
+    except ConfigError as e:
+        print(f"mvseg: error: {e}\n(--print_config shows the whole config as parsed)", file=sys.stderr)
+        return 2
     except (CheckpointWriteError, CacheWriteError, VideoError, DatasetError) as e:
         # the message names the file and says what was kept; a traceback adds nothing
         print(f"mvseg: error: {e}", file=sys.stderr)

@@ -126,6 +126,67 @@ def test_wrong_value_gets_a_clear_message(capsys):
     assert "keyframe_interval" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("config, args, message", [
+    ("per_frame", ["--data.init_args.keyframe_interval", "0"], "data.keyframe_interval must be >= 1, got 0"),
+    ("per_frame", ["--data.init_args.eval_distances", "[0, 7]"],
+     r"data.eval_distances must be a non-empty subset of 0..4, got \[0, 7\]"),
+    ("per_frame", ["--model.init_args.optim.optimizer", "adam"],
+     "model.init_args: optim.optimizer must be 'sgd' or 'adamw', got 'adam'"),
+    ("arseg", ["--model.init_args.lr_scale", "2.0"], r"model.init_args: lr_scale must be in \[0.1, 1.0\]"),
+    ("prop_mv", ["--model.init_args.init_from", "missing.ckpt"], "missing.ckpt"),
+], ids=["interval-0", "distance-out-of-range", "optimizer", "lr-scale", "missing-init-checkpoint"])
+def test_bad_config_values_are_caught_at_start_up(config, args, message, tiny_data_args, capsys):
+    rc = main(["fit", "--config", str(ROOT / f"{config}.yaml"), *tiny_data_args, *args, "--trainer.fast_dev_run", "1"])
+    err = capsys.readouterr().err
+    assert rc == 2, err[-2000:]
+    assert re.search(f"mvseg: error: .*{message}", err), err[-2000:]
+    assert "Traceback" not in err
+
+
+def test_teacher_of_another_class_count_is_caught_at_start_up(teacher_ckpt, tiny_data_args, tmp_path, capsys):
+    import torch
+
+    from mvseg.strategies import PerFrame
+
+    raw = torch.load(teacher_ckpt, map_location="cpu", weights_only=True)
+    hp = dict(raw["hyper_parameters"], num_classes=5)
+    raw.update(hyper_parameters=hp, state_dict=PerFrame(**{k: v for k, v in hp.items() if not k.startswith("_")}).state_dict())
+    torch.save(raw, tmp_path / "teacher5.ckpt")
+    rc = main(["fit", "--config", str(ROOT / "bdnet.yaml"), *tiny_data_args, "--model.init_args.init_from", "null",
+               "--model.init_args.teacher", str(tmp_path / "teacher5.ckpt"), "--trainer.fast_dev_run", "1"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert re.search(r"mvseg: error: model.init_args: \S+teacher5.ckpt: teacher has 5 classes, the student 9: "
+                     "train the teacher on the same dataset", err), err[-2000:]
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "delete-label"])
+def test_a_bad_file_in_the_dataset_stops_fit_before_training(damage, tiny_dataset, tmp_path, capsys):
+    """Found by prepare_data (every video decoded into the cache, every label checked) with a
+    message naming the file, not mid-epoch in a DataLoader worker."""
+    import shutil
+
+    root = tmp_path / "data"
+    shutil.copytree(tiny_dataset, root, ignore=shutil.ignore_patterns(".cache"))
+    video = root / "videos" / "val" / "clip_0001.mp4"
+    if damage == "truncate":
+        video.write_bytes(video.read_bytes()[: video.stat().st_size // 3])
+    elif damage == "garbage":
+        data = bytearray(video.read_bytes())
+        data[len(data) // 4:] = bytes(range(256)) * (len(data[len(data) // 4:]) // 256) + bytes(len(data[len(data) // 4:]) % 256)
+        video.write_bytes(bytes(data))
+    else:
+        next((root / "labels" / "val" / "clip_0001").glob("*.png")).unlink()
+    rc = main(["fit", "--config", str(PER_FRAME), "--data.init_args.root", str(root), "--data.init_args.dataset", "folder",
+               "--data.init_args.num_workers", "1", "--trainer.default_root_dir", str(tmp_path / "run"),
+               "--trainer.logger", "false", "--trainer.fast_dev_run", "1"])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert re.search(r"mvseg: error: \S+clip_0001(\.mp4|/\d+\.png): ", err), err[-2000:]
+    assert "Traceback" not in err
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
 def test_num_classes_and_interval_are_linked_into_the_model(tiny_data_args, capsys):
     from mvseg.lightning_cli import MVSegCLI
     from mvseg.data.datamodule import CompressedVideoDataModule
