@@ -3,6 +3,7 @@
     mvseg fit|validate|test --config experiments/per_frame.yaml [--key value ...]
     mvseg predict VIDEO --ckpt RUN/checkpoints/last.ckpt [--out overlay.mp4] [--labels-dir DIR]
     mvseg inspect VIDEO [--dump-mvs OUT.csv] [--motion-report [--max-distance N]] [--json OUT]
+    mvseg fuzz [VIDEO ...] [--budget SECONDS] [--cases N] [--seed S] [--out DIR]
     mvseg data prepare synthetic --out DIR [...]
     mvseg bench video [PATH ...] [--json OUT.json]
     mvseg bench synthetic [--json OUT.json]
@@ -20,7 +21,7 @@ import sys
 import warnings
 from collections.abc import Sequence
 
-OWN_COMMANDS = ("inspect", "data", "bench", "predict")
+OWN_COMMANDS = ("inspect", "data", "bench", "predict", "fuzz")
 LIGHTNING_COMMANDS = ("fit", "validate", "test")
 
 
@@ -55,6 +56,16 @@ def _parser() -> argparse.ArgumentParser:
                      help="PSNR of MV-warped vs copied frames per keyframe distance")
     ins.add_argument("--max-distance", type=int, default=5)
     ins.add_argument("--json", metavar="OUT.json", help="write the report as JSON")
+
+    fz = sub.add_parser("fuzz", help="mutated videos through mvseg inspect: no crash, no hang, errors that name the file")
+    fz.add_argument("videos", nargs="*", help="seed videos (default: generated MP4, MKV, raw H.264, B-frames, odd size)")
+    fz.add_argument("--budget", type=float, default=60.0, help="seconds to fuzz for")
+    fz.add_argument("--cases", type=int, default=None, help="stop after this many cases")
+    fz.add_argument("--seed", type=int, default=0)
+    fz.add_argument("--timeout", type=float, default=10.0, help="seconds before a case counts as a hang")
+    fz.add_argument("--no-motion-report", action="store_true", help="decode only (skip rasterising and warping)")
+    fz.add_argument("--out", default="fuzz", help="work folder; findings are kept in OUT/findings")
+    fz.add_argument("--json", metavar="OUT.json", help="also write the summary here")
 
     data = sub.add_parser("data", help="dataset preparation")
     dsub = data.add_subparsers(dest="data_command", required=True)
@@ -154,6 +165,22 @@ def _inspect(a: argparse.Namespace) -> int:
     return 0
 
 
+def _fuzz(a: argparse.Namespace) -> int:
+    from mvseg.fuzz import run_fuzz
+
+    s = run_fuzz(a.out, budget_s=a.budget, max_cases=a.cases, seed=a.seed, timeout_s=a.timeout, videos=a.videos,
+                 motion_report=not a.no_motion_report, progress=True)
+    print(f"{s['cases']} cases in {s['seconds']:.0f} s (slowest {s['slowest_s']:.2f} s), seeds {', '.join(s['seeds'])}")
+    print("outcomes:     " + ", ".join(f"{k} {v}" for k, v in s["by_status"].items()))
+    print("errors seen:  " + "; ".join(f"{k} ({v})" for k, v in s["errors_seen"].items()))
+    for f in s["findings"]:
+        print(f"finding:      case {f['index']} ({f['mutator']} of {f['seed']}): {f['status']}: {f['message']}")
+    if a.json:
+        with open(a.json, "w") as fh:
+            json.dump(s, fh, indent=1)
+    return 1 if s["findings"] else 0
+
+
 def _data(a: argparse.Namespace) -> int:
     from mvseg.data.synthetic import SyntheticConfig, make_synthetic_dataset
 
@@ -237,7 +264,7 @@ def main(args: Sequence[str] | None = None) -> int:
     with warnings.catch_warnings():
         warnings.showwarning = show
         try:
-            return {"inspect": _inspect, "data": _data, "bench": _bench, "predict": _predict}[a.command](a)
+            return {"inspect": _inspect, "data": _data, "bench": _bench, "predict": _predict, "fuzz": _fuzz}[a.command](a)
         except (VideoError, DatasetError, OSError, ValueError) as e:  # OSError: a missing file, a full disk
             print(f"mvseg {a.command}: error: {e}", file=sys.stderr)
             return 2

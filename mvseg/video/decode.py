@@ -207,13 +207,20 @@ def _open(path: str | Path) -> tuple[av.container.InputContainer, Path]:
     if p.stat().st_size == 0:
         raise VideoError(p, "empty file (0 bytes)")
     try:
-        container = av.open(str(p), mode="r")
+        # metadata_errors: a corrupt title or tag is not a reason to refuse the frames (found by
+        # mvseg fuzz: bytes that are not UTF-8 in a tag raised UnicodeDecodeError)
+        container = av.open(str(p), mode="r", metadata_errors="replace")
     except av.error.FFmpegError as e:
         raise VideoError(p, f"not a readable video container ({e.strerror or e})") from e
     if not container.streams.video:
         kinds = ", ".join(s.type for s in container.streams) or "none"
         container.close()
         raise VideoError(p, f"has no video stream (streams: {kinds})")
+    if container.streams.video[0].codec_context is None:  # found by mvseg fuzz: a codec id with no decoder
+        st = container.streams.video[0]
+        name = getattr(getattr(st, "codec", None), "name", None) or "unknown"
+        container.close()
+        raise VideoError(p, f"video stream has a codec FFmpeg cannot decode ({name}; corrupt header?)")
     return container, p
 
 
