@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import os
+import pickle
 import uuid
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,26 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
         pass  # some filesystems cannot fsync a directory; the rename is still atomic
 
 
+class UnsafeCheckpointError(ValueError):
+    """A checkpoint that is not plain data (it would run code when unpickled), or not a
+    checkpoint at all."""
+
+
+def safe_load(path: str | Path, map_location: Any = "cpu") -> Any:
+    """torch.load(weights_only=True), with errors that name the file: pickled code is refused
+    (never run), a truncated or foreign file is said to be one."""
+    try:
+        return torch.load(str(path).removeprefix("file://"), map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise UnsafeCheckpointError(
+            f"{path}: refused: it holds Python objects other than tensors and plain data, which would run "
+            f"code when loaded; mvseg loads checkpoints with weights_only=True ({str(e).splitlines()[-1][:200]})"
+        ) from e
+    except (RuntimeError, EOFError) as e:  # torch's zip reader: truncated, or not a checkpoint
+        raise UnsafeCheckpointError(f"{path}: not a readable PyTorch checkpoint (truncated or another format: "
+                                    f"{str(e).splitlines()[0][:200]})") from e
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """TorchCheckpointIO with atomic local writes and weights-only loading (module docstring)."""
 
@@ -77,4 +98,4 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         fs = get_filesystem(path)
         if not fs.exists(path):
             raise FileNotFoundError(f"Checkpoint file not found: {path}")
-        return torch.load(str(path).removeprefix("file://"), map_location=map_location, weights_only=True)
+        return safe_load(path, map_location)

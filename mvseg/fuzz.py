@@ -22,6 +22,7 @@ generator, so a run is reproducible case by case (``--seed``).
 from __future__ import annotations
 
 import faulthandler
+import importlib
 import json
 import os
 import re
@@ -242,8 +243,8 @@ def run_fuzz(
     for d in (work, found):
         d.mkdir(parents=True, exist_ok=True)
     if target_factory is inspect_target:  # imported once here, not in every forked child
-        import mvseg.cli  # noqa: F401
-        import mvseg.video.report  # noqa: F401
+        for name in ("mvseg.cli", "mvseg.video.report"):
+            importlib.import_module(name)
     seeds = [Path(v) for v in videos] or make_seed_videos(out / "seeds")
     blobs = {s: s.read_bytes() for s in seeds}
     rng = np.random.default_rng(seed)

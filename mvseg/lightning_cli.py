@@ -10,7 +10,7 @@ from pathlib import Path
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from mvseg.checkpoint_io import AtomicCheckpointIO, CheckpointWriteError
+from mvseg.checkpoint_io import AtomicCheckpointIO, CheckpointWriteError, UnsafeCheckpointError, safe_load
 from mvseg.data.cache import CacheWriteError
 from mvseg.data.datamodule import CompressedVideoDataModule
 from mvseg.data.folder import DatasetError
@@ -50,6 +50,15 @@ class MVSegCLI(LightningCLI):
         # The class count comes from the dataset; the keyframe interval is the data's L.
         parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
         parser.link_arguments("data.init_args.keyframe_interval", "model.init_args.keyframe_interval")
+
+    def _parse_ckpt_path(self) -> None:
+        # LightningCLI reads the hyper-parameters of --ckpt_path (weights-only) before anything
+        # else: check the file first, for an error that names it instead of a traceback.
+        sub = self.config.get("subcommand")
+        ckpt_path = self.config[sub].get("ckpt_path") if sub else None
+        if ckpt_path and Path(ckpt_path).is_file():
+            safe_load(ckpt_path)
+        super()._parse_ckpt_path()
 
     def instantiate_classes(self) -> None:
         try:
@@ -117,7 +126,7 @@ def run_lightning_cli(argv: list[str] | None) -> int:
     except ConfigError as e:
         print(f"mvseg: error: {e}\n(--print_config shows the whole config as parsed)", file=sys.stderr)
         return 2
-    except (CheckpointWriteError, CacheWriteError, VideoError, DatasetError) as e:
+    except (CheckpointWriteError, UnsafeCheckpointError, CacheWriteError, VideoError, DatasetError) as e:
         # the message names the file and says what was kept; a traceback adds nothing
         print(f"mvseg: error: {e}", file=sys.stderr)
         return 1

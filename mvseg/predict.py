@@ -12,9 +12,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
+from mvseg.checkpoint_io import safe_load
 from mvseg.data.synthetic import PALETTE
 from mvseg.runtime import run_stream
 from mvseg.strategies.base import SegStrategy, no_deviation_error
@@ -28,7 +28,7 @@ def load_strategy(ckpt: str | Path) -> tuple[SegStrategy, dict]:
     ckpt = Path(ckpt)
     if not ckpt.is_file():
         raise FileNotFoundError(f"{ckpt}: checkpoint not found")
-    raw = torch.load(ckpt, map_location="cpu", weights_only=True)
+    raw = safe_load(ckpt)
     name = raw.get("mvseg_strategy")
     if not name or not name.startswith("mvseg.strategies."):
         raise ValueError(f"{ckpt}: not an mvseg strategy checkpoint (no 'mvseg_strategy' entry)")

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 from torch import Tensor, nn
+
+from mvseg.checkpoint_io import safe_load
 
 
 class BasicBlock(nn.Module):
@@ -143,7 +144,7 @@ def load_pretrained(model: ResNet, path: str | Path) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: pretrained backbone checkpoint not found")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = safe_load(path)
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     own = model.state_dict()

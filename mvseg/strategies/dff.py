@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from mvseg import ops
+from mvseg.checkpoint_io import safe_load
 from mvseg.models.flownet import FlowNetConfig, FlowNetS
 from mvseg.models.segnet import SegNetConfig
 from mvseg.strategies.base import OptimConfig, as_config
@@ -84,7 +85,7 @@ def load_flownet_weights(flownet: torch.nn.Module, path: str | Path) -> None:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: flow_init checkpoint not found (run experiments/flownet_pretrain.yaml first)")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    ckpt = safe_load(path)
     state = {k[len("flownet."):]: v for k, v in ckpt.get("state_dict", {}).items() if k.startswith("flownet.")}
     own = flownet.state_dict()
     if not state:

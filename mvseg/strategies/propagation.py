@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from mvseg.checkpoint_io import safe_load
 from mvseg.models.segnet import SegNet, SegNetConfig
 from mvseg.strategies.base import OptimConfig, SegStrategy, as_config
 
@@ -20,7 +21,7 @@ def load_net_weights(net: torch.nn.Module, path: str | Path, prefix: str = "net.
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: init_from checkpoint not found (train the per-frame model first)")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    ckpt = safe_load(path)
     state = {k[len(prefix):]: v for k, v in ckpt.get("state_dict", {}).items() if k.startswith(prefix)}
     own = net.state_dict()
     bad = {k: (tuple(v.shape), tuple(own[k].shape)) for k, v in state.items() if k in own and v.shape != own[k].shape}

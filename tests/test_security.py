@@ -1,0 +1,85 @@
+"""Nothing mvseg is handed runs code: checkpoints, configs and caches are data."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from mvseg.checkpoint_io import UnsafeCheckpointError, safe_load
+from mvseg.cli import main
+from mvseg.data.cache import VideoCache
+
+from test_cli import PER_FRAME
+
+
+class Payload:
+    """Unpickling this creates `marker` (what an attacker's checkpoint would run instead)."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def evil_checkpoint(path, marker) -> None:
+    torch.save({"state_dict": {}, "mvseg_strategy": "mvseg.strategies.PerFrame", "hyper_parameters": Payload(marker)},
+               path)
+
+
+def test_safe_load_refuses_pickled_code(tmp_path):
+    ckpt, marker = tmp_path / "evil.ckpt", tmp_path / "pwned"
+    evil_checkpoint(ckpt, marker)
+    with pytest.raises(UnsafeCheckpointError, match=r"evil.ckpt: refused: it holds Python objects"):
+        safe_load(ckpt)
+    assert not marker.exists()
+    (tmp_path / "half.ckpt").write_bytes(ckpt.read_bytes()[:100])
+    with pytest.raises(UnsafeCheckpointError, match=r"half.ckpt: not a readable PyTorch checkpoint"):
+        safe_load(tmp_path / "half.ckpt")
+
+
+@pytest.mark.parametrize("where", ["predict", "resume", "init_from", "teacher"])
+def test_no_entry_point_runs_a_checkpoints_code(where, tiny_dataset, tiny_data_args, tmp_path, capsys):
+    ckpt, marker = tmp_path / "evil.ckpt", tmp_path / "pwned"
+    evil_checkpoint(ckpt, marker)
+    if where == "predict":
+        video = next((tiny_dataset / "videos" / "val").glob("*.mp4"))
+        rc = main(["predict", str(video), "--ckpt", str(ckpt), "--out", str(tmp_path / "o.mp4")])
+    else:
+        config = {"resume": "per_frame", "init_from": "prop_mv", "teacher": "bdnet"}[where]
+        extra = {"resume": ["--ckpt_path", str(ckpt)],
+                 "init_from": ["--model.init_args.init_from", str(ckpt)],
+                 "teacher": ["--model.init_args.init_from", "null", "--model.init_args.teacher", str(ckpt)]}[where]
+        rc = main(["fit", "--config", str(PER_FRAME.with_name(f"{config}.yaml")), *tiny_data_args, *extra,
+                   "--trainer.fast_dev_run", "1"])
+    err = capsys.readouterr().err
+    assert rc != 0
+    assert re.search(r"error: .*evil.ckpt: refused: it holds Python objects", err), err[-2000:]
+    assert not marker.exists()
+
+
+def test_yaml_config_cannot_construct_python_objects(tmp_path, capsys):
+    marker = tmp_path / "pwned"
+    cfg = tmp_path / "evil.yaml"
+    cfg.write_text(f"seed_everything: !!python/object/apply:builtins.open [{str(marker)!r}, 'w']\n")
+    rc = main(["fit", "--config", str(PER_FRAME), "--config", str(cfg), "--print_config"])
+    assert rc != 0
+    assert not marker.exists()
+
+
+def test_cache_never_unpickles(pan_video, tmp_path, recwarn):
+    """A cache entry whose array was replaced by a pickled object array is rebuilt, not loaded."""
+    cache = VideoCache(tmp_path / "cache")
+    good = np.asarray(cache.load(pan_video[0]).offsets).copy()
+    marker = tmp_path / "pwned"
+    entry = cache.entry_dir(pan_video[0])
+    arr = np.empty(1, dtype=object)
+    arr[0] = Payload(marker)
+    np.save(entry / "offsets.npy", arr, allow_pickle=True)
+    again = cache.load(pan_video[0])
+    assert not marker.exists()
+    assert np.array_equal(np.asarray(again.offsets), good)
+    assert any("rebuilding it" in str(w.message) for w in recwarn)
