@@ -165,6 +165,12 @@ def run_forked(target: Callable[[], int], log: Path, timeout_s: float) -> tuple[
             sys.stdout = open(1, "w", buffering=1, closefd=False)
             sys.stderr = open(2, "w", buffering=1, closefd=False)
             faulthandler.enable(file=sys.stderr)  # a crash's Python stack goes to the case's log
+            # OpenMP's thread pool does not survive fork(): a parent that ran torch ops in
+            # parallel leaves the child's first parallel op waiting forever (torch's own
+            # DataLoader workers do the same)
+            import torch
+
+            torch.set_num_threads(1)
             code = int(target() or 0)
         except SystemExit as e:
             code = e.code if isinstance(e.code, int) else 2
@@ -235,8 +241,9 @@ def run_fuzz(
     motion_report: bool = True,
     target_factory: Callable[[Path, Path, bool], Callable[[], int]] = inspect_target,
     progress: bool = False,
+    max_findings: int | None = None,
 ) -> dict:
-    """Fuzz until `budget_s` seconds or `max_cases` cases; returns the summary (also written
+    """Fuzz until `budget_s` seconds, `max_cases` cases or `max_findings` findings; returns the summary (also written
     to OUT/summary.json) with the counts per status and per mutator, and the findings."""
     out = Path(out_dir)
     work, found = out / "work", out / "findings"
@@ -251,7 +258,9 @@ def run_fuzz(
     names = list(MUTATORS)
     cases: list[Case] = []
     t_end = time.perf_counter() + budget_s
-    while time.perf_counter() < t_end and (max_cases is None or len(cases) < max_cases):
+    n_found = 0
+    while (time.perf_counter() < t_end and (max_cases is None or len(cases) < max_cases)
+           and (max_findings is None or n_found < max_findings)):
         i = len(cases)
         src = seeds[int(rng.integers(len(seeds)))]
         other = blobs[seeds[int(rng.integers(len(seeds)))]]
@@ -264,6 +273,7 @@ def run_fuzz(
         status, message = classify(case, how, code, log.read_text(errors="replace") if log.exists() else "")
         cases.append(Case(i, src.name, mut, status, code, round(secs, 3), message[:500]))
         if status in FINDINGS:
+            n_found += 1
             keep = found / f"{i:05d}-{status}-{mut}-{src.stem}{src.suffix}"
             keep.write_bytes(data)
             with open(found / "findings.jsonl", "a") as f:

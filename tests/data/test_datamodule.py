@@ -107,6 +107,27 @@ def test_bad_dataset_inputs_name_the_file(tiny_dataset, tmp_path):
         load_folder_dataset(root)
 
 
+@pytest.mark.parametrize("how", ["listed-empty", "no-videos", "no-folder"])
+def test_empty_split_is_an_error_at_load(how, tiny_dataset, tmp_path):
+    import json
+    import shutil
+
+    root = tmp_path / "ds"
+    shutil.copytree(tiny_dataset, root, ignore=shutil.ignore_patterns(".cache", "gt"))
+    meta = json.loads((root / "dataset.json").read_text())
+    if how == "listed-empty":
+        meta["splits"]["val"] = {}
+    else:
+        del meta["splits"]
+        shutil.rmtree(root / "videos" / "val")
+        if how == "no-videos":
+            (root / "videos" / "val").mkdir()
+    (root / "dataset.json").write_text(json.dumps(meta))
+    want = r"videos/val: split 'val' has no video folder" if how == "no-folder" else r"split 'val' has no annotated frames"
+    with pytest.raises(DatasetError, match=want):
+        load_folder_dataset(root)
+
+
 def test_bad_datamodule_arguments():
     with pytest.raises(ValueError, match="keyframe_interval must be >= 1"):
         CompressedVideoDataModule(keyframe_interval=0)
