@@ -45,6 +45,8 @@ def test_there_are_paper_recipes():
     assert {f"{p.parent.name}/{p.name}" for p in RECIPES} >= {"cityscapes/arseg_psp18.yaml", "camvid/arseg_psp18.yaml"}
 
 
+@pytest.mark.reliability
+@pytest.mark.reliability
 @pytest.mark.parametrize("config", EXPERIMENTS + RECIPES, ids=[str(p.relative_to(ROOT)) for p in EXPERIMENTS + RECIPES])
 def test_every_experiment_runs_fast_dev_run(config, tiny_data_args, capsys, request):
     text = config.read_text()  # the checkpoints a fine-tuning config starts from are not there in tests
@@ -113,6 +115,7 @@ def test_print_config_round_trip(name, tiny_data_args, tmp_path, capsys):
     assert again["model"] == conf["model"] and again["data"] == conf["data"]
 
 
+@pytest.mark.reliability
 def test_wrong_config_key_gets_a_clear_message(capsys):
     rc = main(["fit", "--config", str(PER_FRAME), "--model.init_args.nett.width", "2"])
     assert rc == 2
@@ -120,6 +123,7 @@ def test_wrong_config_key_gets_a_clear_message(capsys):
     assert "nett" in err and "Traceback" not in err
 
 
+@pytest.mark.reliability
 def test_wrong_value_gets_a_clear_message(capsys):
     rc = main(["fit", "--config", str(PER_FRAME), "--data.init_args.keyframe_interval", "zero"])
     assert rc == 2
@@ -143,6 +147,7 @@ def test_bad_config_values_are_caught_at_start_up(config, args, message, tiny_da
     assert "Traceback" not in err
 
 
+@pytest.mark.reliability
 def test_teacher_of_another_class_count_is_caught_at_start_up(teacher_ckpt, tiny_data_args, tmp_path, capsys):
     import torch
 

@@ -22,6 +22,8 @@ from mvseg.checkpoint_io import CheckpointWriteError, atomic_torch_save
 from mvseg.cli import main
 from mvseg.data.cache import CacheWriteError, VideoCache
 
+pytestmark = pytest.mark.reliability
+
 ROOT = Path(__file__).parents[1]
 PER_FRAME = ROOT / "experiments" / "per_frame.yaml"
 

@@ -14,6 +14,8 @@ from mvseg.cli import main
 from mvseg.fuzz import MUTATORS, classify, make_seed_videos, run_forked, run_fuzz
 from mvseg.video.decode import VideoError, decode_video
 
+pytestmark = pytest.mark.reliability
+
 
 @pytest.fixture(scope="module")
 def seeds(tmp_path_factory):

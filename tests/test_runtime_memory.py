@@ -16,6 +16,8 @@ from mvseg.strategies.policies import AdaptiveThreshold, FixedInterval
 from mvseg.video.decode import iter_frames
 from mvseg.video.encode import encode_video
 
+pytestmark = pytest.mark.reliability
+
 NET = SegNetConfig(width=0.125, feat_dim=16, head="plain", head_dim=16, dropout=0.0)
 
 

@@ -14,6 +14,8 @@ from mvseg.data.cache import VideoCache
 
 from test_cli import PER_FRAME
 
+pytestmark = pytest.mark.reliability
+
 
 class Payload:
     """Unpickling this creates `marker` (what an attacker's checkpoint would run instead)."""

@@ -46,6 +46,7 @@ def test_valid_entry_is_reused_not_rebuilt(video, tmp_path, recwarn):
     assert not [w for w in recwarn if "rebuilding" in str(w.message)]
 
 
+@pytest.mark.reliability
 def test_stale_entry_is_rebuilt_with_warning(video, bframe_video, tmp_path):
     cache = VideoCache(tmp_path / "cache")
     assert len(cache.load(video)) == 20
@@ -54,6 +55,7 @@ def test_stale_entry_is_rebuilt_with_warning(video, bframe_video, tmp_path):
         assert len(cache.load(video)) == 24
 
 
+@pytest.mark.reliability
 @pytest.mark.parametrize("damage", ["truncate", "delete", "meta"])
 def test_corrupt_entry_is_rebuilt_with_warning(video, tmp_path, damage):
     cache = VideoCache(tmp_path / "cache")
@@ -71,6 +73,7 @@ def test_corrupt_entry_is_rebuilt_with_warning(video, tmp_path, damage):
     np.testing.assert_array_equal(again.offsets, good)
 
 
+@pytest.mark.reliability
 def test_interrupted_write_is_never_read(video, tmp_path, monkeypatch):
     cache = VideoCache(tmp_path / "cache")
 
@@ -86,6 +89,7 @@ def test_interrupted_write_is_never_read(video, tmp_path, monkeypatch):
     assert len(cache.load(video)) == 20
 
 
+@pytest.mark.reliability
 def test_cache_files_are_plain_arrays_and_json(video, tmp_path):
     cache = VideoCache(tmp_path / "cache")
     cache.load(video)

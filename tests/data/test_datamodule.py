@@ -84,6 +84,7 @@ def test_training_samples_are_augmented_consistently(tiny_dataset):
     assert set(batch["distance"].tolist()) <= {0, 1, 2}
 
 
+@pytest.mark.reliability
 def test_bad_dataset_inputs_name_the_file(tiny_dataset, tmp_path):
     import shutil
 
@@ -107,6 +108,7 @@ def test_bad_dataset_inputs_name_the_file(tiny_dataset, tmp_path):
         load_folder_dataset(root)
 
 
+@pytest.mark.reliability
 @pytest.mark.parametrize("how", ["listed-empty", "no-videos", "no-folder"])
 def test_empty_split_is_an_error_at_load(how, tiny_dataset, tmp_path):
     import json
@@ -128,6 +130,7 @@ def test_empty_split_is_an_error_at_load(how, tiny_dataset, tmp_path):
         load_folder_dataset(root)
 
 
+@pytest.mark.reliability
 def test_bad_datamodule_arguments():
     with pytest.raises(ValueError, match="keyframe_interval must be >= 1"):
         CompressedVideoDataModule(keyframe_interval=0)
@@ -152,6 +155,7 @@ def test_folder_dataset_without_split_lists(tiny_dataset, tmp_path):
     assert ds.mean == (0.485, 0.456, 0.406)  # ImageNet statistics when none are given
 
 
+@pytest.mark.reliability
 def test_paths_may_not_escape_the_root(tiny_dataset, tmp_path):
     import json
     import shutil

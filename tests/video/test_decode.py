@@ -79,6 +79,7 @@ def test_sps_parser_on_constructed_sps():
     assert h264_max_ref_frames(b"") is None
 
 
+@pytest.mark.reliability
 def test_size_not_multiple_of_16(video_dir):
     from helpers import translating_frames
 
@@ -96,11 +97,13 @@ def test_size_not_multiple_of_16(video_dir):
 # ----------------------------------------------------------------------------- bad input
 
 
+@pytest.mark.reliability
 def test_missing_file_names_it(tmp_path):
     with pytest.raises(VideoError, match="nope.mp4: no such file"):
         probe(tmp_path / "nope.mp4")
 
 
+@pytest.mark.reliability
 def test_directory_and_empty_file(tmp_path):
     with pytest.raises(VideoError, match="is a directory"):
         probe(tmp_path)
@@ -110,6 +113,7 @@ def test_directory_and_empty_file(tmp_path):
         probe(empty)
 
 
+@pytest.mark.reliability
 def test_not_a_video(tmp_path):
     p = tmp_path / "notes.mp4"
     p.write_text("this is not a video\n" * 50)
@@ -117,6 +121,7 @@ def test_not_a_video(tmp_path):
         decode_video(p)
 
 
+@pytest.mark.reliability
 def test_truncated_file(pan_video, tmp_path):
     path, _ = pan_video
     data = path.read_bytes()
@@ -126,6 +131,7 @@ def test_truncated_file(pan_video, tmp_path):
         decode_video(cut)
 
 
+@pytest.mark.reliability
 def test_audio_only_file(tmp_path):
     p = tmp_path / "audio.m4a"
     with av.open(str(p), "w") as c:
@@ -142,6 +148,7 @@ def test_audio_only_file(tmp_path):
         probe(p)
 
 
+@pytest.mark.reliability
 def test_vp9_has_no_mvs(tmp_path):
     p = tmp_path / "clip.webm"
     with av.open(str(p), "w") as c:
@@ -173,6 +180,7 @@ def _remux(src, dst, fmt: str | None = None, edit=None) -> None:
             o.mux(pkt)
 
 
+@pytest.mark.reliability
 def test_header_only_file(pan_video, tmp_path):
     """The container's index (moov first) but no frame data: a recording that never got its data."""
     path, _ = pan_video
@@ -192,6 +200,7 @@ def test_header_only_file(pan_video, tmp_path):
         decode_video(header)
 
 
+@pytest.mark.reliability
 def test_raw_stream_without_timestamps(pan_video, tmp_path):
     """An H.264 elementary stream has no timestamps: same frames and MVs, a warning, decoding order."""
     path, _ = pan_video
@@ -205,6 +214,7 @@ def test_raw_stream_without_timestamps(pan_video, tmp_path):
     assert all(np.array_equal(a, b) for a, b in zip(got.mvs, want.mvs))
 
 
+@pytest.mark.reliability
 def test_repeated_timestamps(pan_video, tmp_path):
     """A muxer bug that repeats a timestamp: frames are still numbered 0..T-1 in decoding order."""
     path, _ = pan_video
@@ -225,6 +235,7 @@ def test_repeated_timestamps(pan_video, tmp_path):
     assert all(np.array_equal(a, b) for a, b in zip(got.mvs, want.mvs))
 
 
+@pytest.mark.reliability
 def test_resolution_change_mid_stream(tmp_path):
     """Two elementary streams of different sizes back to back (a camera that switched mode)."""
     from helpers import translating_frames
@@ -241,6 +252,7 @@ def test_resolution_change_mid_stream(tmp_path):
         decode_video(joined)
 
 
+@pytest.mark.reliability
 def test_av1_has_no_mvs(tmp_path):
     p = tmp_path / "clip.mkv"
     with av.open(str(p), "w") as c:

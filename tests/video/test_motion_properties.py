@@ -5,12 +5,15 @@ Derandomised, so CI is deterministic."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mvseg.video.decode import MV_DTYPE
 from mvseg.video.motion import compose, extend_chain, grid_size, invert, rasterize_mvs
+
+pytestmark = pytest.mark.reliability
 
 SETTINGS = settings(derandomize=True, max_examples=60, deadline=None)
 PARTITIONS = [(16, 16), (16, 8), (8, 16), (8, 8), (8, 4), (4, 8), (4, 4)]
