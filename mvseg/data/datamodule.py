@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 from mvseg.data.cache import VideoCache
 from mvseg.data.folder import FolderDataset, load_folder_dataset, read_dataset_info
-from mvseg.data.samples import Augment, KeyframeSamples
+from mvseg.data.samples import Augment, KeyframeSamples, SeededSampler
 from mvseg.data.synthetic import CLASSES, SyntheticConfig, make_synthetic_dataset
 
 
@@ -23,8 +23,8 @@ class ForkSafeDataLoader(DataLoader):
     which waits forever for the parent's slice threads (the worker hangs at start-up)."""
 
     def __iter__(self):
-        if self.num_workers > 0:
-            gc.collect()  # about 0.1 s, once per epoch and loader
+        if self.num_workers > 0 and (not self.persistent_workers or self._iterator is None):
+            gc.collect()  # about 0.1 s, each time workers are started
         return super().__iter__()
 
 
@@ -128,12 +128,11 @@ class CompressedVideoDataModule(L.LightningDataModule):
                                        self.with_gt_flow)
         if self.train_generator is None:  # seeded from the global RNG (seed_everything) once
             self.train_generator = torch.Generator().manual_seed(int(torch.randint(2**62, (1,))))
-        self.train_set.generator = self.train_generator
 
-    # The training data's randomness (shuffling, worker seeds, distances and augmentation in the
-    # main process) comes from one generator, saved in checkpoints: a resumed fit draws the same
-    # batches as an uninterrupted one. Validation loaders get their own fixed generator, so a
-    # sanity check or a validation run never shifts the training streams.
+    # The training data's randomness (order, distances, augmentation) comes from one generator
+    # through SeededSampler, saved in checkpoints: a resumed fit draws the same batches as an
+    # uninterrupted one. Every loader has its own generator for its workers' base seeds, so a
+    # sanity check or a validation run never shifts the global RNG either.
     def state_dict(self) -> dict:
         return {"train_generator": self.train_generator.get_state()} if self.train_generator is not None else {}
 
@@ -145,12 +144,10 @@ class CompressedVideoDataModule(L.LightningDataModule):
 
     def _loader(self, ds, shuffle: bool, batch: int) -> DataLoader:
         drop_last = shuffle and len(ds) > batch  # never an empty epoch on a tiny dataset
-        gen = self.train_generator if shuffle else torch.Generator().manual_seed(0)
-        # Workers are not persistent: new ones each epoch take their seeds from the global RNG,
-        # which a checkpoint stores (SegStrategy.on_save_checkpoint), so a resumed fit augments
-        # exactly like an uninterrupted one; persistent workers would carry on their own streams.
-        return ForkSafeDataLoader(ds, batch_size=batch, shuffle=shuffle, drop_last=drop_last, num_workers=self.num_workers,
-                          persistent_workers=False, pin_memory=False, generator=gen)
+        sampler = SeededSampler(len(ds), self.train_generator) if shuffle else None
+        return ForkSafeDataLoader(ds, batch_size=batch, sampler=sampler, drop_last=drop_last,
+                                  num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
+                                  pin_memory=False, generator=torch.Generator().manual_seed(0))
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, True, self.batch_size)

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.data import Dataset, get_worker_info
+from torch.utils.data import Dataset, Sampler
 
 from mvseg.data.cache import CachedVideo, VideoCache
 from mvseg.data.folder import Clip, DatasetError, FolderDataset, read_label
@@ -114,9 +114,6 @@ class KeyframeSamples(Dataset):
         self.mean = torch.tensor(ds.mean).view(3, 1, 1)
         self.std = torch.tensor(ds.std).view(3, 1, 1)
         self._videos: dict[int, CachedVideo] = {}
-        #: random draws (distance, augmentation) in the main process (num_workers=0) come from
-        #: this generator, whose state the DataModule checkpoints; a worker uses its own seeded RNG
-        self.generator: torch.Generator | None = None
         self.items: list[tuple[int, int, int]] = []
         for ci, clip in enumerate(self.clips):
             for t in clip.annotated:
@@ -145,11 +142,14 @@ class KeyframeSamples(Dataset):
         img = torch.from_numpy(np.array(v.frames[i])).permute(2, 0, 1).float() / 255.0  # (3, H, W)
         return (img - self.mean) / self.std
 
-    def __getitem__(self, index: int) -> dict:
+    def __getitem__(self, index: int | tuple[int, int]) -> dict:
+        # (index, seed) from SeededSampler: the sample's random draws (distance, augmentation)
+        # come from its own seed, whichever process or worker makes it
+        index, seed = index if isinstance(index, tuple) else (index, None)
+        gen = torch.Generator().manual_seed(seed) if seed is not None else None
         ci, t, d = self.items[index]
         clip = self.clips[ci]
         v = self.video(ci)
-        gen = self.generator if get_worker_info() is None else None
         if t >= len(v):
             raise DatasetError(f"{clip.label_path(t)}: annotated frame {t} but {clip.video} has {len(v)} frames")
         if d < 0:
@@ -187,6 +187,24 @@ class KeyframeSamples(Dataset):
         if self.train and self.augment is not None:
             s = augment_sample(s, self.augment, gen)
         return s
+
+
+class SeededSampler(Sampler):
+    """Shuffled (index, seed) pairs, both drawn from one generator in the main process: an
+    epoch's order and every sample's augmentation follow from the generator's state (which
+    the DataModule checkpoints), not from worker processes' RNGs or their number, so
+    persistent workers and a resumed fit give the same batches."""
+
+    def __init__(self, n: int, generator: torch.Generator):
+        self.n, self.generator = n, generator
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        order = torch.randperm(self.n, generator=self.generator)
+        seeds = torch.randint(0, 2**62, (self.n,), generator=self.generator)
+        return iter(list(zip(order.tolist(), seeds.tolist())))
 
 
 def augment_sample(s: dict, aug: Augment, gen: torch.Generator | None = None) -> dict:
