@@ -45,8 +45,6 @@ def test_there_are_paper_recipes():
     assert {f"{p.parent.name}/{p.name}" for p in RECIPES} >= {"cityscapes/arseg_psp18.yaml", "camvid/arseg_psp18.yaml"}
 
 
-@pytest.mark.reliability
-@pytest.mark.reliability
 @pytest.mark.parametrize("config", EXPERIMENTS + RECIPES, ids=[str(p.relative_to(ROOT)) for p in EXPERIMENTS + RECIPES])
 def test_every_experiment_runs_fast_dev_run(config, tiny_data_args, capsys, request):
     text = config.read_text()  # the checkpoints a fine-tuning config starts from are not there in tests
@@ -130,6 +128,7 @@ def test_wrong_value_gets_a_clear_message(capsys):
     assert "keyframe_interval" in capsys.readouterr().err
 
 
+@pytest.mark.reliability
 @pytest.mark.parametrize("config, args, message", [
     ("per_frame", ["--data.init_args.keyframe_interval", "0"], "data.keyframe_interval must be >= 1, got 0"),
     ("per_frame", ["--data.init_args.eval_distances", "[0, 7]"],
@@ -165,6 +164,7 @@ def test_teacher_of_another_class_count_is_caught_at_start_up(teacher_ckpt, tiny
                      "train the teacher on the same dataset", err), err[-2000:]
 
 
+@pytest.mark.reliability
 @pytest.mark.parametrize("damage", ["truncate", "garbage", "delete-label"])
 def test_a_bad_file_in_the_dataset_stops_fit_before_training(damage, tiny_dataset, tmp_path, capsys):
     """Found by prepare_data (every video decoded into the cache, every label checked) with a
