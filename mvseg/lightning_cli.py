@@ -40,7 +40,6 @@ def _own_message(e: BaseException) -> str | None:
             msg = str(e)
             section = "data" if where.parent.name == "data" else "model"
             return msg if msg.startswith(("data.", "model.")) else f"{section}.init_args: {msg}"
-
         e = e.__cause__ or e.__context__
     return None
 
@@ -52,8 +51,8 @@ class MVSegCLI(LightningCLI):
         parser.link_arguments("data.init_args.keyframe_interval", "model.init_args.keyframe_interval")
 
     def _parse_ckpt_path(self) -> None:
-        # LightningCLI reads the hyper-parameters of --ckpt_path (weights-only) before anything
-        # else: check the file first, for an error that names it instead of a traceback.
+        # LightningCLI (2.6, a private hook) reads the hyper-parameters of --ckpt_path before
+        # anything else: check the file first, for an error that names it, not a traceback.
         sub = self.config.get("subcommand")
         ckpt_path = self.config[sub].get("ckpt_path") if sub else None
         if ckpt_path and Path(ckpt_path).is_file():

@@ -98,6 +98,7 @@ def test_bench_stream_reports_flat_memory(tmp_path):
     rows = run_bench_stream(frames=1000, size=(32, 64), interval=5, methods=("prop_mv",), workdir=str(tmp_path))
     (row,) = rows
     assert row["frames"] == 1000 and row["state_kb_end"] == row["state_kb_1k"] > 0
-    assert row["peak_rss_mb_end"] == row["peak_rss_mb_1k"]  # measured at the same frame here
+    # measured at the same frame here, read a moment apart (a few kB of interpreter work)
+    assert row["peak_rss_mb_end"] == pytest.approx(row["peak_rss_mb_1k"], rel=0.01)
     with pytest.raises(ValueError, match="at least 1000"):
         run_bench_stream(frames=10)
