@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import random
+import warnings
 from abc import abstractmethod
 from dataclasses import asdict, dataclass, is_dataclass
 from typing import Any, TypeVar
@@ -177,7 +178,8 @@ class SegStrategy(L.LightningModule):
         dist = torch.as_tensor(batch["distance"], device=batch["cur"].device)
         if self.distance_invariant:
             keep = (dist == 0).nonzero().flatten()
-            if len(keep) == 0:
+            if len(keep) == 0:  # still log (weight 0): under DDP every rank must sync the same keys
+                self.log(f"{stage}/loss", torch.zeros((), device=dist.device), batch_size=0, sync_dist=True)
                 return
             batch = select(batch, keep)
             dist = dist[keep]
@@ -195,10 +197,18 @@ class SegStrategy(L.LightningModule):
 
     def _eval_epoch_end(self, stage: str) -> None:
         metrics = self.metrics[stage]
-        seen = sorted(self._seen[stage])
+        # Under DDP each rank saw its own shard's distances, and compute() is a collective: every
+        # rank must compute the same metrics, the union of what any rank saw (else a deadlock).
+        seen_mask = torch.zeros(self.keyframe_interval, device=self.device)
+        seen_mask[sorted(self._seen[stage])] = 1.0
+        if self._trainer is not None and self.trainer.world_size > 1:
+            seen_mask = self.trainer.strategy.reduce(seen_mask, reduce_op="sum")
+        seen = seen_mask.nonzero().flatten().tolist()
         if not seen:
             return
-        values = {d: metrics[d].compute() for d in seen}
+        with warnings.catch_warnings():  # a rank with no update for d still holds its (empty) share
+            warnings.filterwarnings("ignore", message=".*compute.*before.*update.*")
+            values = {d: metrics[d].compute() for d in seen}
         if self.distance_invariant and 0 in values:
             values = {d: values[0] for d in range(self.keyframe_interval)}
         for d, v in values.items():

@@ -1,0 +1,58 @@
+"""DDP on CPU (gloo, 2 processes): metrics over the whole validation set, not a rank's shard."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mvseg.cli import main
+
+ROOT = Path(__file__).parents[1]
+
+
+def _args(cmd: str, data: Path, run: Path) -> list[str]:
+    return [cmd, "--config", str(ROOT / "experiments" / "per_frame.yaml"),
+            "--data.init_args.root", str(data), "--data.init_args.dataset", "folder",
+            "--data.init_args.cache_dir", str(data / ".cache"), "--data.init_args.num_workers", "0",
+            "--data.init_args.batch_size", "2", "--data.init_args.crop_size", "[64, 96]",
+            "--data.init_args.eval_distances", "[0, 1]", "--trainer.default_root_dir", str(run),
+            "--trainer.logger", "lightning.pytorch.loggers.CSVLogger", "--trainer.logger.init_args.save_dir", str(run),
+            "--trainer.enable_progress_bar", "false"]
+
+
+def _val_metrics(run: Path) -> dict[str, float]:
+    (f,) = run.glob("*/version_*/metrics.csv")
+    rows = [r for r in csv.DictReader(f.open()) if r.get("val/mIoU")]
+    return {k: float(v) for k, v in rows[-1].items() if k.startswith("val/") and v}
+
+
+@pytest.mark.parametrize("config", ["per_frame", "prop_mv"])
+def test_ddp_validation_equals_single_process(config, tiny_dataset, tmp_path, capsys):
+    """The same checkpoint validated by 1 process and by 2 DDP ranks (each sees half of the
+    samples; for the per-frame model one rank holds no distance-0 sample at all, which used to
+    deadlock): the same mIoU per distance, mean, minimum and loss."""
+    ckpt_run = tmp_path / "train"
+    fit = [a if a != "per_frame.yaml" else a for a in _args("fit", tiny_dataset, ckpt_run)]
+    fit[2] = str(ROOT / "experiments" / f"{config}.yaml")
+    extra = ["--model.init_args.init_from", "null"] if config == "prop_mv" else []
+    assert main([*fit, *extra, "--trainer.max_epochs", "1", "--trainer.limit_val_batches", "0"]) == 0
+    ckpt = ckpt_run / "checkpoints" / "last.ckpt"
+
+    def validate(run: Path) -> list[str]:
+        a = _args("validate", tiny_dataset, run)
+        a[2] = str(ROOT / "experiments" / f"{config}.yaml")
+        return [*a, *extra, "--ckpt_path", str(ckpt)]
+
+    assert main(validate(tmp_path / "single")) == 0
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "-m", "mvseg.cli", *validate(tmp_path / "ddp"), "--trainer.strategy", "ddp",
+                           "--trainer.devices", "2"], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    single, ddp = _val_metrics(tmp_path / "single"), _val_metrics(tmp_path / "ddp")
+    assert set(single) == set(ddp) and "val/mIoU_d1" in single
+    assert ddp == pytest.approx(single, abs=1e-5)
