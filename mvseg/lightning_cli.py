@@ -44,6 +44,17 @@ def _own_message(e: BaseException) -> str | None:
     return None
 
 
+def newest_resume_point(run_dir: str | Path | None) -> str:
+    """What `--ckpt_path last` resumes from: the newer of RUN/checkpoints/last.ckpt (written at
+    every epoch end) and Lightning's RUN/hpc_ckpt_N.ckpt (written mid-epoch when SLURM warns of
+    pre-emption with SIGUSR1); "last" (Lightning's own lookup, fresh if none) otherwise."""
+    run = Path(run_dir or ".")
+    found = [p for p in [run / "checkpoints" / "last.ckpt", *run.glob("hpc_ckpt_*.ckpt")] if p.is_file()]
+    if not any(p.name.startswith("hpc_ckpt_") for p in found):
+        return "last"
+    return str(max(found, key=lambda p: p.stat().st_mtime_ns))
+
+
 class MVSegCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         # The class count comes from the dataset; the keyframe interval is the data's L.
@@ -55,6 +66,8 @@ class MVSegCLI(LightningCLI):
         # anything else: check the file first, for an error that names it, not a traceback.
         sub = self.config.get("subcommand")
         ckpt_path = self.config[sub].get("ckpt_path") if sub else None
+        if ckpt_path == "last":
+            ckpt_path = self.config[sub]["ckpt_path"] = newest_resume_point(self.config[sub]["trainer"]["default_root_dir"])
         if ckpt_path and Path(ckpt_path).is_file():
             safe_load(ckpt_path)
         super()._parse_ckpt_path()

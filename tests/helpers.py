@@ -81,11 +81,12 @@ def runtime_vs_protocol(model, root, interval: int, with_next: bool = False, cli
 
 class SigkillAt(Callback):
     """A Lightning callback that SIGKILLs its own process at a training batch (fault injection:
-    no handler, no cleanup, as a scheduler's kill or the OOM killer)."""
+    no handler, no cleanup, as a scheduler's kill or the OOM killer); or sends another signal
+    (`signum`: "SIGUSR1" is SLURM's warning before the time limit)."""
 
-    def __init__(self, epoch: int, batch: int):
-        self.epoch, self.batch = epoch, batch
+    def __init__(self, epoch: int, batch: int, signum: str = "SIGKILL"):
+        self.epoch, self.batch, self.signum = epoch, batch, getattr(signal, signum)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if trainer.current_epoch == self.epoch and batch_idx == self.batch:
-            os.kill(os.getpid(), signal.SIGKILL)
+            os.kill(os.getpid(), self.signum)
