@@ -8,6 +8,7 @@
     mvseg bench video [PATH ...] [--json OUT.json]
     mvseg bench synthetic [--json OUT.json]
     mvseg bench kernels [--json OUT.json]
+    mvseg bench data [--data-root DIR] [--workers 0 1 2] [--json OUT.json]
     mvseg bench strategies --run NAME=CKPT ... [--intervals 1 5 10]
 
 `main(args)` is callable from tests; it returns the process exit status.
@@ -119,6 +120,12 @@ def _parser() -> argparse.ArgumentParser:
     bsm.add_argument("--methods", nargs="+", default=["per_frame", "prop_mv", "interp_mv"],
                      choices=["per_frame", "prop_mv", "interp_mv"])
     bsm.add_argument("--json", metavar="OUT.json")
+    bd = bsub.add_parser("data", help="DataModule samples/s with 0, 1, 2 workers, a sample's cost by part, vs a training step")
+    bd.add_argument("--data-root", default="data/synthetic", help="mvseg folder dataset (its train split)")
+    bd.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
+    bd.add_argument("--samples", type=int, default=200, help="samples timed part by part")
+    bd.add_argument("--epochs", type=int, default=3, help="epochs per loader measurement")
+    bd.add_argument("--json", metavar="OUT.json")
     bf = bsub.add_parser("flops", help="AR-Seg GFLOPs per frame (1.0x vs AR^s), a table like its Table 1")
     bf.add_argument("--backbones", nargs="+", default=["psp18"], help="psp18 (paper) | cpu (experiments/arseg.yaml)")
     bf.add_argument("--sizes", nargs="+", default=["1024x2048", "720x960"], help="HxW")
@@ -222,6 +229,10 @@ def _bench(a: argparse.Namespace) -> int:
         if not (sep and h.isdigit() and w.isdigit()):
             raise SystemExit(f"mvseg bench stream: --size expects HxW, got {a.size!r}")
         run_bench_stream(a.frames, (int(h), int(w)), a.interval, tuple(a.methods), a.json)
+    elif a.bench_command == "data":
+        from mvseg.bench_data import run_bench_data
+
+        run_bench_data(a.data_root, tuple(a.workers), a.samples, a.epochs, json_out=a.json)
     elif a.bench_command == "kernels":
         bench.run_bench_kernels(a.json, repeats=a.repeats)
     elif a.bench_command == "synthetic":

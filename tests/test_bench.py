@@ -153,3 +153,19 @@ def test_bench_strategies_latency_view(tiny_dataset, tmp_path):
     assert by[("adaptive+low-latency", 1.01)]["max_latency_vs_propagation"] > 0
     assert "| adaptive | adaptive | 1.01 |" in (out / "latency.md").read_text()
     assert (out / "threshold_sweep.png").stat().st_size > 1000
+
+
+def test_bench_data_rows_and_parts(tiny_dataset, tmp_path, capsys):
+    out = tmp_path / "data.json"
+    assert main(["bench", "data", "--data-root", str(tiny_dataset), "--workers", "0", "1", "--samples", "12",
+                 "--epochs", "1", "--json", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert [row["workers"] for row in r["rows"]] == [0, 1]
+    assert r["frame_size"] == [64, 128] and r["crop"] == [128, 192]
+    parts = r["parts_ms"]
+    assert set(parts) == {"frames", "offsets", "label", "augmentation"} and all(v > 0 for v in parts.values())
+    assert sum(parts.values()) <= r["sample_ms"] + 1e-6  # the parts are inside the whole sample
+    for row in r["rows"]:
+        assert row["samples_per_s"] > 0
+        assert row["loader_vs_step"] == pytest.approx(row["ms_per_sample"] / row["train_step_ms_per_sample"], rel=0.02)
+    assert "one sample, in-process" in capsys.readouterr().out
