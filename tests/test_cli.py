@@ -17,7 +17,7 @@ ROOT = Path(__file__).parents[1] / "experiments"
 EXPERIMENTS = sorted(ROOT.glob("*.yaml"))
 RECIPES = sorted(ROOT.glob("*/*.yaml"))  # paper-scale recipes (experiments/cityscapes, camvid)
 ABLATIONS = sorted(p for p in RECIPES if p.parent.name == "bdnet_ablation")  # overrides on top of bdnet.yaml
-RECIPES = [p for p in RECIPES if p not in ABLATIONS]
+RECIPES = [p for p in RECIPES if p not in ABLATIONS and p.parent.name != "sweeps"]  # sweeps: W&B sweep configs
 PER_FRAME = ROOT / "per_frame.yaml"
 
 
