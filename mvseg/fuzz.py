@@ -105,9 +105,7 @@ MUTATORS: dict[str, Callable[[bytes, np.random.Generator, bytes], bytes]] = {
 def make_seed_videos(folder: str | Path) -> list[Path]:
     """Small valid videos of the kinds mvseg reads: MP4 (no B-frames; B-frames with 3
     references), Matroska, a raw H.264 stream, and a size that is not a multiple of 16."""
-    import av
-
-    from mvseg.video.encode import encode_video
+    from mvseg.video.encode import encode_video, remux
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -125,14 +123,7 @@ def make_seed_videos(folder: str | Path) -> list[Path]:
              encode_video(frames(64, 96), folder / "b.mp4", gop=12, crf=23, bframes=2, ref=3),
              encode_video(frames(60, 90), folder / "odd.mp4", gop=4, crf=23)]
     for fmt, name in (("matroska", "m.mkv"), ("h264", "raw.h264")):
-        with av.open(str(seeds[0])) as i, av.open(str(folder / name), "w", format=fmt) as o:
-            ist = i.streams.video[0]
-            ost = o.add_stream_from_template(ist)
-            for pkt in i.demux(ist):
-                if pkt.dts is not None:
-                    pkt.stream = ost
-                    o.mux(pkt)
-        seeds.append(folder / name)
+        seeds.append(remux(seeds[0], folder / name, fmt))
     return seeds
 
 

@@ -13,6 +13,7 @@ import pytest
 from mvseg.cli import main
 from mvseg.fuzz import MUTATORS, classify, make_seed_videos, run_forked, run_fuzz
 from mvseg.video.decode import VideoError, decode_video
+from mvseg.video.encode import remux
 
 pytestmark = pytest.mark.reliability
 
@@ -106,14 +107,7 @@ def test_found_tag_that_is_not_utf8(seeds, tmp_path, capsys):
     UnicodeDecodeError in PyAV's open (an error that did not name the file); tags are decoded
     with replacement now and the frames are read."""
     src = tmp_path / "titled.mkv"
-    with av.open(str(seeds[0])) as i, av.open(str(src), "w", format="matroska") as o:
-        o.metadata["title"] = "TITLEXYZ"
-        ist = i.streams.video[0]
-        ost = o.add_stream_from_template(ist)
-        for pkt in i.demux(ist):
-            if pkt.dts is not None:
-                pkt.stream = ost
-                o.mux(pkt)
+    remux(seeds[0], src, "matroska", metadata={"title": "TITLEXYZ"})
     data = src.read_bytes()
     at = data.index(b"TITLEXYZ")
     bad = tmp_path / "badtag.mkv"

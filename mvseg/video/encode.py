@@ -7,7 +7,7 @@ composition of per-frame offsets (keyframe -> t) is exact.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import av
@@ -95,3 +95,23 @@ def encode_video(
     container.close()
     tmp.replace(path)
     return path
+
+
+def remux(src: str | Path, dst: str | Path, fmt: str | None = None, options: dict | None = None,
+          edit: Callable[[int, av.Packet], None] | None = None, metadata: dict | None = None) -> Path:
+    """Copy the video packets of `src` into the container `dst` (format `fmt`, muxer
+    `options`, container tags `metadata`), without re-encoding; `edit(k, packet)` may change
+    each packet first (tests and the fuzzer make raw streams, moved indexes and bad timestamps
+    this way)."""
+    with av.open(str(src)) as i, av.open(str(dst), "w", format=fmt, options=options or {}) as o:
+        o.metadata.update(metadata or {})
+        ist = i.streams.video[0]
+        ost = o.add_stream_from_template(ist)
+        for k, pkt in enumerate(i.demux(ist)):
+            if pkt.dts is None:  # the demuxer's flush packet
+                continue
+            if edit is not None:
+                edit(k, pkt)
+            pkt.stream = ost
+            o.mux(pkt)
+    return Path(dst)

@@ -15,7 +15,7 @@ from mvseg.video.decode import (
     iter_frames,
     probe,
 )
-from mvseg.video.encode import encode_video
+from mvseg.video.encode import encode_video, remux
 
 
 def test_decode_frames_types_and_mvs(pan_video):
@@ -148,51 +148,33 @@ def test_audio_only_file(tmp_path):
         probe(p)
 
 
-@pytest.mark.reliability
-def test_vp9_has_no_mvs(tmp_path):
-    p = tmp_path / "clip.webm"
-    with av.open(str(p), "w") as c:
-        s = c.add_stream("libvpx-vp9", rate=10)
-        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
-        for i in range(3):
-            img = np.full((48, 64, 3), 40 * i, np.uint8)
-            for pkt in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+def encode_flat(path, codec: str, h: int, w: int, frames: int = 3):
+    """`frames` flat grey frames encoded with a codec that has no exportable MVs."""
+    with av.open(str(path), "w") as c:
+        s = c.add_stream(codec, rate=10)
+        s.width, s.height, s.pix_fmt = w, h, "yuv420p"
+        for i in range(frames):
+            for pkt in s.encode(av.VideoFrame.from_ndarray(np.full((h, w, 3), 40 * i, np.uint8), format="rgb24")):
                 c.mux(pkt)
         for pkt in s.encode():
             c.mux(pkt)
+    return path
+
+
+@pytest.mark.reliability
+def test_vp9_has_no_mvs(tmp_path):
+    p = encode_flat(tmp_path / "clip.webm", "libvpx-vp9", 48, 64)
     with pytest.raises(NoMotionVectorsError, match=r"clip.webm: codec 'vp9' carries no block motion vectors"):
         decode_video(p)
     # frames alone can still be decoded (mvs=False)
     assert decode_video(p, mvs=False).frames.shape == (3, 48, 64, 3)
 
 
-def _remux(src, dst, fmt: str | None = None, edit=None) -> None:
-    """Copy the packets of `src` into `dst` (container `fmt`), optionally editing each."""
-    with av.open(str(src)) as i, av.open(str(dst), "w", format=fmt) as o:
-        ist = i.streams.video[0]
-        ost = o.add_stream_from_template(ist)
-        for k, pkt in enumerate(i.demux(ist)):
-            if pkt.dts is None:  # the demuxer's flush packet
-                continue
-            if edit is not None:
-                edit(k, pkt)
-            pkt.stream = ost
-            o.mux(pkt)
-
-
 @pytest.mark.reliability
 def test_header_only_file(pan_video, tmp_path):
     """The container's index (moov first) but no frame data: a recording that never got its data."""
     path, _ = pan_video
-    fast = tmp_path / "fast.mp4"
-    with av.open(str(path)) as i, av.open(str(fast), "w", options={"movflags": "faststart"}) as o:
-        ist = i.streams.video[0]
-        ost = o.add_stream_from_template(ist)
-        for pkt in i.demux(ist):
-            if pkt.dts is not None:
-                pkt.stream = ost
-                o.mux(pkt)
-    data = fast.read_bytes()
+    data = remux(path, tmp_path / "fast.mp4", options={"movflags": "faststart"}).read_bytes()
     header = tmp_path / "header.mp4"
     header.write_bytes(data[: data.index(b"mdat") + 4])
     assert probe(header).num_frames == 20  # the header alone looks like a video
@@ -205,7 +187,7 @@ def test_raw_stream_without_timestamps(pan_video, tmp_path):
     """An H.264 elementary stream has no timestamps: same frames and MVs, a warning, decoding order."""
     path, _ = pan_video
     raw = tmp_path / "pan.h264"
-    _remux(path, raw, "h264")
+    remux(path, raw, "h264")
     with pytest.warns(UserWarning, match=r"pan.h264: frame 0 has no timestamp .* numbers frames in decoding order"):
         got = decode_video(raw)
     want = decode_video(path)
@@ -226,7 +208,7 @@ def test_repeated_timestamps(pan_video, tmp_path):
             pkt.pts, pkt.dts = last["pts"], last["dts"]
         last.update(pts=pkt.pts, dts=pkt.dts)
 
-    _remux(path, dup, "matroska", repeat)
+    remux(path, dup, "matroska", edit=repeat)
     with pytest.warns(UserWarning, match=r"dup.mkv: timestamps do not increase at frame 4 \((\d+) -> \1\)"):
         got = decode_video(dup)
     want = decode_video(path)
@@ -243,7 +225,7 @@ def test_resolution_change_mid_stream(tmp_path):
     parts = []
     for i, (h, w) in enumerate([(48, 64), (64, 96)]):
         mp4 = encode_video(translating_frames(6, h, w, 1.0, 0.0, seed=i), tmp_path / f"part{i}.mp4", gop=6)
-        _remux(mp4, tmp_path / f"part{i}.h264", "h264")
+        remux(mp4, tmp_path / f"part{i}.h264", "h264")
         parts.append((tmp_path / f"part{i}.h264").read_bytes())
     joined = tmp_path / "switch.h264"
     joined.write_bytes(b"".join(parts))
@@ -254,15 +236,7 @@ def test_resolution_change_mid_stream(tmp_path):
 
 @pytest.mark.reliability
 def test_av1_has_no_mvs(tmp_path):
-    p = tmp_path / "clip.mkv"
-    with av.open(str(p), "w") as c:
-        s = c.add_stream("libsvtav1", rate=10)
-        s.width, s.height, s.pix_fmt = 64, 64, "yuv420p"
-        for i in range(3):
-            for pkt in s.encode(av.VideoFrame.from_ndarray(np.full((64, 64, 3), 40 * i, np.uint8), format="rgb24")):
-                c.mux(pkt)
-        for pkt in s.encode():
-            c.mux(pkt)
+    p = encode_flat(tmp_path / "clip.mkv", "libsvtav1", 64, 64)
     with pytest.raises(NoMotionVectorsError, match=r"clip.mkv: codec 'av1' carries no block motion vectors"):
         decode_video(p)
     assert decode_video(p, mvs=False).frames.shape == (3, 64, 64, 3)
