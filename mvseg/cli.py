@@ -5,6 +5,7 @@
     mvseg inspect VIDEO [--dump-mvs OUT.csv] [--motion-report [--max-distance N]] [--json OUT]
     mvseg fuzz [VIDEO ...] [--budget SECONDS] [--cases N] [--seed S] [--out DIR]
     mvseg data prepare synthetic --out DIR [...]
+    mvseg sweep local experiments/sweeps/arseg.yaml --count N [--out DIR] [-- --key value ...]
     mvseg bench video [PATH ...] [--json OUT.json]
     mvseg bench synthetic [--json OUT.json]
     mvseg bench kernels [--json OUT.json]
@@ -22,7 +23,7 @@ import sys
 import warnings
 from collections.abc import Sequence
 
-OWN_COMMANDS = ("inspect", "data", "bench", "predict", "fuzz")
+OWN_COMMANDS = ("inspect", "data", "bench", "predict", "fuzz", "sweep")
 LIGHTNING_COMMANDS = ("fit", "validate", "test")
 
 
@@ -82,6 +83,16 @@ def _parser() -> argparse.ArgumentParser:
     prep.add_argument("--annotated", type=int, nargs="+", default=[9, 19], help="annotated frame indices")
     prep.add_argument("--seed", type=int, default=0)
     prep.add_argument("--workers", type=int, default=2)
+
+    sw = sub.add_parser("sweep", help="W&B sweeps without a W&B server")
+    swsub = sw.add_subparsers(dest="sweep_command", required=True)
+    swl = swsub.add_parser("local", help="run a W&B sweep file here: W&B's sweep engine picks each run's "
+                           "configuration, the run's val metric goes back to it (pip install 'mvseg[sweep]')",
+                           epilog="Arguments after `--` are appended to every run's command line.")
+    swl.add_argument("sweep", help="W&B sweep file (experiments/sweeps/*.yaml)")
+    swl.add_argument("--count", type=int, required=True, help="runs to start in this call")
+    swl.add_argument("--out", default=None, help="sweep folder (default: sweeps/NAME); the same folder continues a sweep")
+    swl.add_argument("--seed", type=int, default=0, help="seed of the search's random draws")
 
     bench = sub.add_parser("bench", help="benchmarks (ratios measured side by side in one run)")
     bsub = bench.add_subparsers(dest="bench_command", required=True)
@@ -249,6 +260,12 @@ def _predict(a: argparse.Namespace) -> int:
     return 0
 
 
+def _sweep(a: argparse.Namespace) -> int:
+    from mvseg.sweep import main_sweep_local
+
+    return main_sweep_local(a.sweep, a.count, a.out, a.seed, a.extra)
+
+
 def sweep_agent_values(argv: list[str]) -> list[str]:
     """A W&B sweep agent writes each value with Python's str(): True/False and lists parse as
     YAML, but None does not (YAML's null is `null`); `--key=None` and `--key None` become null."""
@@ -279,7 +296,11 @@ def main(args: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if args is None else args)
     if argv and argv[0] in LIGHTNING_COMMANDS:
         return _lightning(argv, from_sys_argv=args is None)
+    extra: list[str] = []
+    if argv and argv[0] == "sweep" and "--" in argv:  # arguments for every run of the sweep
+        argv, extra = argv[: argv.index("--")], argv[argv.index("--") + 1:]
     a = _parser().parse_args(argv)
+    a.extra = extra
 
     shown: set[str] = set()
 
@@ -291,7 +312,8 @@ def main(args: Sequence[str] | None = None) -> int:
     with warnings.catch_warnings():
         warnings.showwarning = show
         try:
-            return {"inspect": _inspect, "data": _data, "bench": _bench, "predict": _predict, "fuzz": _fuzz}[a.command](a)
+            return {"inspect": _inspect, "data": _data, "bench": _bench, "predict": _predict, "fuzz": _fuzz,
+                    "sweep": _sweep}[a.command](a)
         except (VideoError, DatasetError, OSError, ValueError) as e:  # OSError: a missing file, a full disk
             print(f"mvseg {a.command}: error: {e}", file=sys.stderr)
             return 2

@@ -7,7 +7,8 @@ import socket
 import sys
 from pathlib import Path
 
-from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
+from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from mvseg.checkpoint_io import AtomicCheckpointIO, CheckpointWriteError, UnsafeCheckpointError, safe_load
@@ -55,11 +56,44 @@ def newest_resume_point(run_dir: str | Path | None) -> str:
     return str(max(found, key=lambda p: p.stat().st_mtime_ns))
 
 
+class RunDirConfig(SaveConfigCallback):
+    """The parsed config as RUN_DIR/config.yaml (trainer.default_root_dir, beside checkpoints/),
+    whatever the logger (Lightning's default puts it in the logger's folder, which W&B sweep
+    runs share), overwritten by a re-queued job; and, with a WandbLogger, the whole config in
+    the W&B run's config under `cli` (the model's own hyper-parameters are logged anyway)."""
+
+    def __init__(self, parser, config, config_filename: str = "config.yaml", overwrite: bool = False,
+                 multifile: bool = False, save_to_log_dir: bool = True) -> None:
+        super().__init__(parser, config, config_filename, overwrite=True, multifile=multifile, save_to_log_dir=False)
+
+    def save_config(self, trainer, pl_module, stage: str) -> None:  # rank 0 only (Lightning calls it so)
+        run = Path(trainer.default_root_dir)
+        run.mkdir(parents=True, exist_ok=True)
+        self.parser.save(self.config, str(run / self.config_filename), skip_none=False, overwrite=True,
+                         multifile=self.multifile)
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                import yaml
+
+                logger.log_hyperparams({"cli": yaml.safe_load(self.parser.dump(self.config, skip_none=False))})
+
+
 class MVSegCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         # The class count comes from the dataset; the keyframe interval is the data's L.
         parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
         parser.link_arguments("data.init_args.keyframe_interval", "model.init_args.keyframe_interval")
+
+    def parse_arguments(self, parser, args) -> None:
+        super().parse_arguments(parser, args)
+        # Under `wandb agent` every run of a sweep would share the config's run directory (its
+        # checkpoints overwriting each other's): each gets RUN_DIR/sweep-SWEEP_ID/RUN_ID, from
+        # the variables the agent sets for the run it starts.
+        sweep_id, run_id = os.environ.get("WANDB_SWEEP_ID"), os.environ.get("WANDB_RUN_ID")
+        if sweep_id and run_id:
+            cfg = self.config[self.config["subcommand"]] if self.config.get("subcommand") else self.config
+            cfg["trainer"]["default_root_dir"] = str(Path(cfg["trainer"]["default_root_dir"] or ".")
+                                                     / f"sweep-{sweep_id}" / run_id)
 
     def _parse_ckpt_path(self) -> None:
         # LightningCLI (2.6, a private hook) reads the hyper-parameters of --ckpt_path before
@@ -129,8 +163,7 @@ def run_lightning_cli(argv: list[str] | None) -> int:
             subclass_mode_model=True,
             subclass_mode_data=True,
             args=argv,
-            # a re-queued job reuses its run directory: overwrite the saved config
-            save_config_kwargs={"overwrite": True},
+            save_config_callback=RunDirConfig,  # RUN_DIR/config.yaml, overwritten by a re-queued job
             parser_kwargs={"prog": "mvseg"},
         )
     except SystemExit as e:  # jsonargparse reports bad keys/values and exits

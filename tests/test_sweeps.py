@@ -8,8 +8,10 @@ each macro's list in place, is inline there and repeated in `agent_command` belo
 
 from __future__ import annotations
 
+import json
 import math
 import random
+import sys
 from pathlib import Path
 
 import pytest
@@ -99,3 +101,147 @@ def test_agent_none_becomes_null():
                                "--trainer.max_epochs=3", "--data.init_args.root", "None-dir"]) == [
         "fit", "--data.init_args.train_distances=null", "--model.init_args.init_from", "null",
         "--trainer.max_epochs=3", "--data.init_args.root", "None-dir"]
+
+
+# ---------------------------------------------------------------- mvseg sweep local
+
+FAKE_TRAIN = '''
+import json, sys
+from pathlib import Path
+args = dict(a[2:].split("=", 1) for a in sys.argv[1:] if a.startswith("--") and "=" in a)
+run = Path(args["trainer.default_root_dir"])
+run.mkdir(parents=True, exist_ok=True)
+(run / "argv.json").write_text(json.dumps(sys.argv[1:]))
+x = float(args["model.init_args.x"])
+# what MetricsFile writes: one history row per validation, the summary = last values
+rows = [{"val/score": -(x - 0.3) ** 2 - 0.1 * e, "epoch": e} for e in (1, 0)]
+(run / "metrics.json").write_text(json.dumps({"history": rows, "summary": rows[-1]}))
+sys.exit(3 if x > 0.9 else 0)
+'''
+
+
+def _fake_sweep(tmp_path: Path, method: str = "bayes", extra: dict | None = None) -> Path:
+    (tmp_path / "fake_train.py").write_text(FAKE_TRAIN)
+    sweep = {"program": "fake_train.py", "method": method, "metric": {"name": "val/score", "goal": "maximize"},
+             "parameters": {"model.init_args.x": {"distribution": "uniform", "min": 0.0, "max": 1.0}},
+             "command": ["${env}", sys.executable, str(tmp_path / "fake_train.py"), "${args}"], **(extra or {})}
+    path = tmp_path / "fake.yaml"
+    path.write_text(yaml.safe_dump(sweep))
+    return path
+
+
+def test_sweep_local_feeds_each_runs_metric_back_to_the_engine(tmp_path, monkeypatch):
+    """W&B's engine receives, for every earlier run, its state and the metric the run wrote
+    (history and summary, as W&B's server would hand them over); a failed run counts as failed."""
+    sweeps = pytest.importorskip("sweeps")
+    from mvseg import sweep as sw
+
+    seen: list[list] = []
+    real = sweeps.next_run
+    monkeypatch.setattr(sweeps, "next_run", lambda config, runs, **k: seen.append(list(runs)) or real(config, runs, **k))
+    state = sw.run_local_sweep(_fake_sweep(tmp_path), count=6, out=tmp_path / "out", echo=lambda s: None)
+    assert len(state["runs"]) == 6 and [len(r) for r in seen] == [0, 1, 2, 3, 4, 5]
+    for rec, engine_run in zip(state["runs"], seen[-1]):
+        x = rec["config"]["model.init_args.x"]["value"]
+        want = -(x - 0.3) ** 2  # the summary (epoch 0 row, written last)
+        assert engine_run.config == rec["config"]
+        assert engine_run.state == ("failed" if x > 0.9 else "finished")
+        assert engine_run.summary_metrics["val/score"] == pytest.approx(want)
+        assert engine_run.metric_history("val/score") == pytest.approx([want - 0.1, want])
+        argv = json.loads((tmp_path / "out" / rec["name"] / "argv.json").read_text())
+        assert argv[0] == f"--model.init_args.x={x}"  # the agent's form, first
+    finished = [r for r in state["runs"] if r["state"] == "finished"]
+    assert state["best"] == max(finished, key=lambda r: r["summary_metrics"]["val/score"])["name"]
+    assert json.loads((tmp_path / "out" / "sweep.json").read_text())["best"] == state["best"]
+
+
+def test_sweep_local_is_seeded_and_continues_where_it_stopped(tmp_path):
+    """The same seed gives the same configurations; a second call with the same OUT continues
+    the sweep (the engine sees the earlier runs) instead of starting over."""
+    pytest.importorskip("sweeps")
+    from mvseg import sweep as sw
+
+    path = _fake_sweep(tmp_path, method="random")
+    a = sw.run_local_sweep(path, count=4, out=tmp_path / "a", seed=5, echo=lambda s: None)
+    sw.run_local_sweep(path, count=2, out=tmp_path / "b", seed=5, echo=lambda s: None)
+    b = sw.run_local_sweep(path, count=2, out=tmp_path / "b", seed=5, echo=lambda s: None)
+    assert [r["config"] for r in a["runs"]] == [r["config"] for r in b["runs"]]
+    assert [r["name"] for r in b["runs"]] == ["run-0000", "run-0001", "run-0002", "run-0003"]
+    c = sw.run_local_sweep(path, count=4, out=tmp_path / "c", seed=6, echo=lambda s: None)
+    assert [r["config"] for r in a["runs"]] != [r["config"] for r in c["runs"]]
+
+
+def test_sweep_local_resumes_an_interrupted_run_from_its_last_checkpoint(tmp_path):
+    """A sweep killed during a run: the next call reruns that run first, with --ckpt_path last
+    when the run has a last.ckpt, before it asks the engine for new configurations."""
+    pytest.importorskip("sweeps")
+    from mvseg import sweep as sw
+
+    path = _fake_sweep(tmp_path, method="random")
+    out = tmp_path / "out"
+    sw.run_local_sweep(path, count=1, out=out, echo=lambda s: None)
+    state = json.loads((out / "sweep.json").read_text())
+    state["runs"][0]["state"] = "running"  # as a kill during the run leaves it
+    (out / "sweep.json").write_text(json.dumps(state))
+    (out / "run-0000" / "checkpoints").mkdir()
+    (out / "run-0000" / "checkpoints" / "last.ckpt").write_bytes(b"")
+    again = sw.run_local_sweep(path, count=1, out=out, echo=lambda s: None)
+    assert [r["name"] for r in again["runs"]] == ["run-0000", "run-0001"]
+    assert json.loads((out / "run-0000" / "argv.json").read_text())[-2:] == ["--ckpt_path", "last"]
+    assert "--ckpt_path" not in json.loads((out / "run-0001" / "argv.json").read_text())
+    assert again["runs"][0]["state"] in ("finished", "failed")
+
+
+def test_sweep_local_errors_name_the_file(tmp_path, capsys):
+    pytest.importorskip("sweeps")
+    assert main(["sweep", "local", str(tmp_path / "none.yaml"), "--count", "1"]) == 2
+    assert f"{tmp_path / 'none.yaml'}: no such sweep file" in capsys.readouterr().err
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"method": "sideways", "metric": {"name": "val/mIoU"},
+                                   "parameters": {"a": {"values": [1]}}}))
+    assert main(["sweep", "local", str(bad), "--count", "1"]) == 2
+    err = capsys.readouterr().err
+    assert f"{bad}: not a valid W&B sweep" in err and "sideways" in err
+    path = _fake_sweep(tmp_path)
+    (tmp_path / "x").mkdir()
+    other = _fake_sweep(tmp_path / "x", method="random")
+    from mvseg import sweep as sw
+
+    sw.run_local_sweep(path, count=1, out=tmp_path / "out", echo=lambda s: None)
+    assert main(["sweep", "local", str(other), "--count", "1", "--out", str(tmp_path / "out")]) == 2
+    assert "holds another sweep" in capsys.readouterr().err
+
+
+def test_sweep_local_trains_with_mvseg_fit(tiny_dataset, tmp_path, monkeypatch, capsys):
+    """A grid sweep of real `mvseg fit` runs: every run in its own directory with its own config,
+    the metric the engine gets is what the run logged (its best equals the checkpoint's
+    best_model_score), and the grid ends the sweep however large --count is."""
+    pytest.importorskip("sweeps")
+    import torch
+
+    monkeypatch.chdir(ROOT)
+    sweep = {"program": "mvseg", "method": "grid", "metric": {"name": "val/mIoU", "goal": "maximize"},
+             "parameters": {"model.init_args.optim.lr": {"values": [0.001, 0.02]}},
+             "command": ["${env}", "mvseg", "fit", "--config", "experiments/per_frame.yaml", "${args}"]}
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(sweep))
+    out = tmp_path / "out"
+    extra = ["--data.init_args.root", str(tiny_dataset), "--data.init_args.dataset", "folder",
+             "--data.init_args.cache_dir", str(tiny_dataset / ".cache"), "--data.init_args.num_workers", "0",
+             "--data.init_args.crop_size", "[64, 96]", "--trainer.max_epochs", "2", "--trainer.check_val_every_n_epoch",
+             "1", "--trainer.logger.init_args.save_dir", str(tmp_path / "wandb"), "--trainer.enable_progress_bar", "false"]
+    assert main(["sweep", "local", str(path), "--count", "5", "--out", str(out), "--", *extra]) == 0
+    printed = capsys.readouterr().out
+    assert "the search is exhausted" in printed and "| run-0001" in printed
+    state = json.loads((out / "sweep.json").read_text())
+    assert [r["state"] for r in state["runs"]] == ["finished", "finished"]
+    for rec in state["runs"]:
+        run = out / rec["name"]
+        conf = yaml.safe_load((run / "config.yaml").read_text())
+        assert conf["model"]["init_args"]["optim"]["lr"] == rec["config"]["model.init_args.optim.lr"]["value"]
+        assert conf["trainer"]["default_root_dir"] == str(run)
+        history = [h["val/mIoU"] for h in rec["history"]]
+        assert len(history) == 2 and rec["summary_metrics"]["val/mIoU"] == history[-1]
+        ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+        best = [v["best_model_score"] for k, v in ckpt["callbacks"].items() if "val/mIoU" in k]
+        assert float(best[0]) == pytest.approx(max(history), abs=1e-6)
