@@ -90,3 +90,34 @@ class SigkillAt(Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if trainer.current_epoch == self.epoch and batch_idx == self.batch:
             os.kill(os.getpid(), self.signum)
+
+
+def wandb_records(path) -> list:
+    """The protobuf records of an offline W&B run file (RUN/wandb/offline-run-*/run-ID.wandb).
+
+    wandb 0.2x+ writes them from its Go core and ships no Python reader; the file is LevelDB's
+    log format: a 7-byte file header (":W&B", magic, version), then 32 KiB blocks of chunks,
+    each with a 7-byte header (CRC, little-endian length, type: full / first / middle / last)."""
+    import struct
+
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    data = open(path, "rb").read()
+    assert data[:4] == b":W&B", f"{path}: not a W&B run file"
+    block, pos, out, parts = 32768, 7, [], []
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # too little room left for a header: the block is padded
+            pos += block - pos % block
+            continue
+        length, kind = struct.unpack("<HB", data[pos + 4: pos + 7])
+        if length == 0 and kind == 0:  # zero padding at the end of a block
+            pos += block - pos % block
+            continue
+        parts.append(data[pos + 7: pos + 7 + length])
+        pos += 7 + length
+        if kind in (1, 4):  # full or last chunk: a record is complete
+            rec = pb.Record()
+            rec.ParseFromString(b"".join(parts))
+            out.append(rec)
+            parts = []
+    return out

@@ -31,11 +31,13 @@ def _val_metrics(run: Path) -> dict[str, float]:
     return {k: float(v) for k, v in rows[-1].items() if k.startswith("val/") and v}
 
 
-@pytest.mark.parametrize("config", ["per_frame", "prop_mv"])
-def test_ddp_validation_equals_single_process(config, tiny_dataset, tmp_path, capsys):
+@pytest.mark.parametrize("config,launcher", [("per_frame", "lightning"), ("prop_mv", "lightning"),
+                                             ("per_frame", "torchrun")])
+def test_ddp_validation_equals_single_process(config, launcher, tiny_dataset, tmp_path, capsys):
     """The same checkpoint validated by 1 process and by 2 DDP ranks (each sees half of the
     samples; for the per-frame model one rank holds no distance-0 sample at all, which used to
-    deadlock): the same mIoU per distance, mean, minimum and loss."""
+    deadlock): the same mIoU per distance, mean, minimum and loss. The ranks are started by
+    Lightning itself, or by torchrun (Lightning reads torchelastic's environment)."""
     ckpt_run = tmp_path / "train"
     fit = [a if a != "per_frame.yaml" else a for a in _args("fit", tiny_dataset, ckpt_run)]
     fit[2] = str(ROOT / "experiments" / f"{config}.yaml")
@@ -50,8 +52,12 @@ def test_ddp_validation_equals_single_process(config, tiny_dataset, tmp_path, ca
 
     assert main(validate(tmp_path / "single")) == 0
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run([sys.executable, "-m", "mvseg.cli", *validate(tmp_path / "ddp"), "--trainer.strategy", "ddp",
-                           "--trainer.devices", "2"], env=env, capture_output=True, text=True, timeout=120)
+    launch = [sys.executable, "-m", "mvseg.cli"]
+    if launcher == "torchrun":
+        launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                  "-m", "mvseg.cli"]
+    proc = subprocess.run([*launch, *validate(tmp_path / "ddp"), "--trainer.strategy", "ddp",
+                           "--trainer.devices", "2"], env=env, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr[-3000:]
     single, ddp = _val_metrics(tmp_path / "single"), _val_metrics(tmp_path / "ddp")
     assert set(single) == set(ddp) and "val/mIoU_d1" in single
@@ -95,3 +101,39 @@ def test_ddp_fit_killed_mid_epoch_resumes_to_the_same_metrics(tiny_dataset, tmp_
     assert sorted(want) == sorted(got) == [0, 1, 2]
     for epoch in want:
         assert got[epoch] == pytest.approx(want[epoch], abs=1e-6), epoch
+
+
+def test_ddp_fit_makes_one_wandb_run(tiny_dataset, tmp_path):
+    """2 DDP ranks with the config's WandbLogger (offline): one W&B run, not one per rank, holding
+    the whole config, the model's hyper-parameters, val/mIoU of every validation (the value the
+    checkpoint callback ranked by) and the validation masks."""
+    import json
+
+    import torch
+
+    from helpers import wandb_records
+
+    env = {**os.environ, "WANDB_MODE": "offline",
+           "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")])}
+    a = _args("fit", tiny_dataset, tmp_path / "run")
+    a = a[: a.index("--trainer.logger")] + a[a.index("--trainer.enable_progress_bar"):]  # the config's WandbLogger
+    proc = subprocess.run([sys.executable, "-m", "mvseg.cli", *a, "--trainer.logger.init_args.save_dir",
+                           str(tmp_path / "run"), "--trainer.max_epochs", "2", "--trainer.check_val_every_n_epoch", "1",
+                           "--trainer.strategy", "ddp", "--trainer.devices", "2"],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run_dir,) = (tmp_path / "run" / "wandb").glob("offline-run-*")  # exactly one
+    records = wandb_records(next(run_dir.glob("*.wandb")))
+    kinds = [r.WhichOneof("record_type") for r in records]
+    assert kinds.count("run") == 1
+    config = {u.key for r in records if r.HasField("config") for u in r.config.update}
+    assert {"cli", "num_classes", "net", "optim"} <= config
+    history = [{i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in r.history.item}
+               for r in records if r.HasField("history")]
+    miou = [h["val/mIoU"] for h in history if "val/mIoU" in h]
+    assert len(miou) == 2
+    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    (best,) = [v["best_model_score"] for k, v in ckpt["callbacks"].items() if "val/mIoU" in k]
+    assert max(miou) == pytest.approx(float(best), abs=1e-6)
+    assert sum(h.get("val/examples/count", 0) for h in history) > 0
+    assert list(run_dir.glob("files/media/images/mask/val/*.mask.png"))

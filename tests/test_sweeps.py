@@ -245,3 +245,45 @@ def test_sweep_local_trains_with_mvseg_fit(tiny_dataset, tmp_path, monkeypatch, 
         ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
         best = [v["best_model_score"] for k, v in ckpt["callbacks"].items() if "val/mIoU" in k]
         assert float(best[0]) == pytest.approx(max(history), abs=1e-6)
+
+
+def test_wandb_agent_runs_get_their_own_run_directory(tiny_data_args, tmp_path, monkeypatch):
+    """`wandb agent` starts every run with WANDB_SWEEP_ID and WANDB_RUN_ID set: its checkpoints
+    and config go to RUN_DIR/sweep-ID/RUN_ID, not over the previous run's."""
+    import torch
+
+    monkeypatch.setenv("WANDB_SWEEP_ID", "sw1")
+    args = ["fit", "--config", str(ROOT / "experiments" / "per_frame.yaml"), *tiny_data_args,
+            "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "1", "--trainer.limit_val_batches", "1"]
+    for run_id, lr in (("r1", 0.001), ("r2", 0.002)):
+        monkeypatch.setenv("WANDB_RUN_ID", run_id)
+        assert main([*args, f"--model.init_args.optim.lr={lr}"]) == 0
+    for run_id, lr in (("r1", 0.001), ("r2", 0.002)):
+        run = tmp_path / "run" / "sweep-sw1" / run_id
+        assert yaml.safe_load((run / "config.yaml").read_text())["model"]["init_args"]["optim"]["lr"] == lr
+        ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+        assert ckpt["optimizer_states"][0]["param_groups"][0]["initial_lr"] == lr
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_metrics_file_drops_rows_of_a_resumed_epoch(tmp_path):
+    """A resumed fit rewrites the epochs from its checkpoint on: those rows are not kept twice."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from mvseg.sweep import MetricsFile
+
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps({"history": [{"val/mIoU": 0.1, "epoch": 0}, {"val/mIoU": 0.2, "epoch": 1}]}))
+    cb = MetricsFile(str(path))
+    trainer = SimpleNamespace(current_epoch=1, global_step=7, sanity_checking=False, is_global_zero=True,
+                              callback_metrics={"val/mIoU": torch.tensor(0.25), "val/per_class": torch.ones(3)})
+    cb.on_fit_start(trainer, None)
+    cb.on_validation_end(trainer, None)
+    got = json.loads(path.read_text())
+    assert got["history"] == [{"val/mIoU": 0.1, "epoch": 0}, {"val/mIoU": 0.25, "epoch": 1, "step": 7}]
+    assert got["summary"] == {"val/mIoU": 0.25, "epoch": 1, "step": 7}
+    trainer.sanity_checking = True
+    cb.on_validation_end(trainer, None)
+    assert len(json.loads(path.read_text())["history"]) == 2
