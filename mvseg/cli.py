@@ -5,6 +5,7 @@
     mvseg inspect VIDEO [--dump-mvs OUT.csv] [--motion-report [--max-distance N]] [--json OUT]
     mvseg fuzz [VIDEO ...] [--budget SECONDS] [--cases N] [--seed S] [--out DIR]
     mvseg data prepare synthetic --out DIR [...]
+    mvseg data prepare cityscapes|camvid --root SRC --out DIR [--protocol gop|per-distance] [--interval L] [...]
     mvseg sweep local experiments/sweeps/arseg.yaml --count N [--out DIR] [-- --key value ...]
     mvseg bench video [PATH ...] [--json OUT.json]
     mvseg bench synthetic [--json OUT.json]
@@ -72,8 +73,24 @@ def _parser() -> argparse.ArgumentParser:
     data = sub.add_parser("data", help="dataset preparation")
     dsub = data.add_subparsers(dest="data_command", required=True)
     prep = dsub.add_parser("prepare", help="prepare a dataset as compressed video")
-    prep.add_argument("dataset", choices=["synthetic"])
-    prep.add_argument("--out", required=True, help="output folder")
+    prep.add_argument("dataset", choices=["synthetic", "cityscapes", "camvid"])
+    prep.add_argument("--out", required=True, help="output folder (mvseg folder layout); the same folder resumes")
+    real = prep.add_argument_group("cityscapes and camvid")
+    real.add_argument("--root", help="the dataset as distributed (see mvseg.data.cityscapes / mvseg.data.camvid)")
+    real.add_argument("--protocol", choices=["gop", "per-distance"], default="gop",
+                      help="gop: one clip per snippet, an I-frame every L frames; per-distance: AR-Seg's, one clip "
+                           "per distance d = 0..L-1 with the labelled frame d frames after an I-frame")
+    real.add_argument("--interval", type=int, default=12, help="keyframe interval L (the GOP)")
+    real.add_argument("--size", default=None, help="output HxW (default: the source's, 1024x2048 / 720x960)")
+    real.add_argument("--crf", type=float, default=18.0, help="x264 constant quality")
+    real.add_argument("--splits", nargs="+", default=None, help="default: train val (cityscapes), train val test (camvid)")
+    real.add_argument("--context", type=int, nargs=2, metavar=("BEFORE", "AFTER"), default=None,
+                      help="frames kept before and after each labelled one (default: 19 10 cityscapes' snippet; "
+                           "L-1 L camvid)")
+    real.add_argument("--max-snippets", type=int, default=None, help="at most this many labelled frames per split")
+    real.add_argument("--void-class", action="store_true", help="camvid: Void as a 12th class (AR-Seg) instead of ignored")
+    real.add_argument("--frame-offset", action="append", default=[], metavar="SEQ=N",
+                      help="camvid: label frame n is source frame n + N in sequence SEQ (default 0)")
     prep.add_argument("--train-clips", type=int, default=24)
     prep.add_argument("--val-clips", type=int, default=12)
     prep.add_argument("--height", type=int, default=128)
@@ -200,6 +217,8 @@ def _fuzz(a: argparse.Namespace) -> int:
 
 
 def _data(a: argparse.Namespace) -> int:
+    if a.dataset != "synthetic":
+        return _prepare_real(a)
     from mvseg.data.synthetic import SyntheticConfig, make_synthetic_dataset
 
     cfg = SyntheticConfig(height=a.height, width=a.width, frames=a.frames)
@@ -209,6 +228,37 @@ def _data(a: argparse.Namespace) -> int:
     )
     n = " + ".join(f"{len(v)} {k}" for k, v in meta["splits"].items())
     print(f"synthetic dataset in {a.out}: {n} clips of {a.frames} frames, {a.width}x{a.height}")
+    return 0
+
+
+def _prepare_real(a: argparse.Namespace) -> int:
+    from mvseg.data.prepare import PrepareConfig, parse_size
+
+    if not a.root:
+        raise ValueError(f"mvseg data prepare {a.dataset} needs --root (the dataset as distributed)")
+    cfg = PrepareConfig(protocol=a.protocol, interval=a.interval, size=parse_size(a.size), crf=a.crf)
+    if a.dataset == "cityscapes":
+        from mvseg.data.cityscapes import prepare_cityscapes
+
+        before, after = a.context or (19, 10)
+        meta = prepare_cityscapes(a.root, a.out, cfg, tuple(a.splits or ("train", "val")), before, after,
+                                  a.max_snippets)
+    else:
+        from mvseg.data.camvid import prepare_camvid
+
+        offsets = {}
+        for item in a.frame_offset:
+            seq, sep, n = item.partition("=")
+            if not sep or not n.lstrip("-").isdigit():
+                raise ValueError(f"--frame-offset expects SEQ=N, got {item!r}")
+            offsets[seq] = int(n)
+        before, after = a.context or (a.interval - 1, a.interval)
+        meta = prepare_camvid(a.root, a.out, cfg, tuple(a.splits or ("train", "val", "test")), before, after,
+                              a.void_class, offsets, a.max_snippets)
+    counts = meta.pop("_counts")
+    n = ", ".join(f"{len(v)} {k}" for k, v in meta["splits"].items())
+    print(f"{a.dataset} in {a.out}: {n} clips ({a.protocol}, L = {a.interval}, {meta['size'][1]}x{meta['size'][0]}); "
+          f"{counts['written']} encoded, {counts['kept']} kept from an earlier run")
     return 0
 
 

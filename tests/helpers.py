@@ -121,3 +121,85 @@ def wandb_records(path) -> list:
             out.append(rec)
             parts = []
     return out
+
+
+# ------------------------------------------------ real-dataset fixtures in their on-disk layouts
+
+CITYSCAPES_IDS = (0, 7, 8, 11, 21, 23, 24, 26, 33)  # unlabeled, road, sidewalk, building, vegetation, sky,
+#                                                   person, car, bicycle (official label ids)
+
+
+def id_blocks(h: int, w: int, ids: tuple[int, ...], seed: int) -> np.ndarray:
+    """A label image of 8x8 blocks, each one of `ids`."""
+    rng = np.random.default_rng(seed)
+    return np.kron(rng.choice(ids, size=(h // 8, w // 8)), np.ones((8, 8), int)).astype(np.uint8)
+
+
+def make_cityscapes_root(root, h: int = 64, w: int = 128) -> dict:
+    """Cityscapes' layout: leftImg8bit_sequence (30-frame snippets, the 20th annotated) and
+    gtFine labelIds, for 2 train snippets (two cities) and 1 val snippet; frames are a
+    texture panning 2 px per frame, so each decoded frame can be matched to its source."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    root = Path(root)
+    snippets = {"train": [("aachen", 0, 19), ("bochum", 3, 294)], "val": [("frankfurt", 1, 500)]}
+    frames_of = {}
+    for split, items in snippets.items():
+        for k, (city, seq, f) in enumerate(items):
+            frames = translating_frames(30, h, w, 2.0, 1.0, seed=10 + k + (5 if split == "val" else 0))
+            for i, img in enumerate(frames):
+                p = root / "leftImg8bit_sequence" / split / city / f"{city}_{seq:06d}_{f - 19 + i:06d}_leftImg8bit.png"
+                p.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(img).save(p)
+            lp = root / "gtFine" / split / city / f"{city}_{seq:06d}_{f:06d}_gtFine_labelIds.png"
+            lp.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(id_blocks(h, w, CITYSCAPES_IDS, seed=f)).save(lp)
+            frames_of[f"{city}_{seq:06d}_{f:06d}"] = frames
+    return frames_of
+
+
+CAMVID_COLOURS = """128 128 128\tSky
+64 128 64\tAnimal
+128 64 128\tRoad
+64 0 128\tCar
+0 0 0\tVoid
+0 128 192\tBicyclist
+128 0 0\tBuilding
+"""
+
+
+def make_camvid_root(root, h: int = 72, w: int = 96) -> dict:
+    """CamVid's layout: label_colors.txt, LabeledApproved_full/*_L.png (RGB), one sequence as
+    a video (videos/0001TP.mp4, 40 frames, labels at 15 and 30), one as extracted frames
+    (frames/Seq05VD/, labels named f00012 and f00024), split lists (one SegNet-style)."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    from mvseg.video.encode import encode_video
+
+    root = Path(root)
+    (root / "label_colors.txt").parent.mkdir(parents=True, exist_ok=True)
+    (root / "label_colors.txt").write_text(CAMVID_COLOURS)
+    colours = np.array([[int(x) for x in line.split()[:3]] for line in CAMVID_COLOURS.splitlines()], np.uint8)
+    video = translating_frames(40, h, w, 2.0, 1.0, seed=21)
+    encode_video(video, root / "videos" / "0001TP.mp4", gop=40, crf=10, fps=30.0)
+    seq = translating_frames(30, h, w, -2.0, 1.0, seed=22)
+    for i, img in enumerate(seq):
+        p = root / "frames" / "Seq05VD" / f"Seq05VD_{i:06d}.png"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img).save(p)
+    names = ["0001TP_000015", "0001TP_000030", "Seq05VD_f00012", "Seq05VD_f00024"]
+    for k, name in enumerate(names):
+        lab = colours[id_blocks(h, w, tuple(range(len(colours))), seed=k)]
+        p = root / "LabeledApproved_full" / f"{name}_L.png"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(lab).save(p)
+    (root / "splits").mkdir(exist_ok=True)
+    (root / "splits" / "train.txt").write_text("0001TP_000015\n/SegNet/CamVid/train/Seq05VD_f00012.png "
+                                               "/SegNet/CamVid/trainannot/Seq05VD_f00012.png\n")
+    (root / "splits" / "val.txt").write_text("0001TP_000030\n")
+    (root / "splits" / "test.txt").write_text("Seq05VD_f00024\n")
+    return {"0001TP": video, "Seq05VD": seq}

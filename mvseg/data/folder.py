@@ -10,6 +10,9 @@
      "mean": [r, g, b], "std": [r, g, b],            # of frames scaled to 0..1 (optional)
      "splits": {"train": {"clip": {"frames": 30, "annotated": [19]}}, ...}}   # optional
 
+A clip may also list "distances": the keyframe distances it is used at (AR-Seg's
+per-distance protocol: one clip per distance, the labelled frame d frames after an I-frame).
+
 Without "splits", clips are found by listing ``videos/{split}`` and their annotated frames
 by listing ``labels/{split}/{clip}``. Every path is resolved inside ROOT.
 """
@@ -39,6 +42,7 @@ class Clip:
     label_dir: Path
     annotated: list[int]
     frames: int | None = None  # as declared; checked against the decoded video
+    distances: list[int] | None = None  # keyframe distances this clip is used at (None: all)
 
     def label_path(self, frame: int) -> Path:
         return self.label_dir / f"{frame:06d}.png"
@@ -108,7 +112,8 @@ def load_folder_dataset(root: str | Path, splits: tuple[str, ...] = ("train", "v
             if not video.is_file():
                 raise DatasetError(f"{video}: video of clip '{name}' ({split}) is missing")
             clip = Clip(split, name, video, _inside(root, Path("labels") / split / name),
-                        [int(t) for t in spec.get("annotated", [])], spec.get("frames"))
+                        [int(t) for t in spec.get("annotated", [])], spec.get("frames"),
+                        [int(d) for d in spec["distances"]] if spec.get("distances") is not None else None)
             for t in clip.annotated:
                 if not clip.label_path(t).is_file():
                     raise DatasetError(f"{clip.label_path(t)}: label of annotated frame {t} is missing")

@@ -117,7 +117,7 @@ class KeyframeSamples(Dataset):
         self.items: list[tuple[int, int, int]] = []
         for ci, clip in enumerate(self.clips):
             for t in clip.annotated:
-                ds_ok = [d for d in self.distances if t - d >= 0]
+                ds_ok = self._distances(clip, t)
                 if train:
                     if ds_ok:
                         self.items.append((ci, t, -1))
@@ -128,6 +128,10 @@ class KeyframeSamples(Dataset):
 
     def __len__(self) -> int:
         return len(self.items)
+
+    def _distances(self, clip: Clip, t: int) -> list[int]:
+        # a clip of the per-distance protocol is used at its own distance only
+        return [d for d in self.distances if t - d >= 0 and (clip.distances is None or d in clip.distances)]
 
     def video(self, ci: int) -> CachedVideo:
         if ci not in self._videos:  # opened lazily: each DataLoader worker maps its own
@@ -153,7 +157,7 @@ class KeyframeSamples(Dataset):
         if t >= len(v):
             raise DatasetError(f"{clip.label_path(t)}: annotated frame {t} but {clip.video} has {len(v)} frames")
         if d < 0:
-            valid = [x for x in self.distances if t - x >= 0]
+            valid = self._distances(clip, t)
             d = valid[int(torch.randint(len(valid), (1,), generator=gen))]
         k = t - d
         h, w = v.frames.shape[1:3]
