@@ -239,10 +239,13 @@ def sweep_table(state: dict) -> str:
     keys = list(state["sweep"]["parameters"])
     head = ["run", "state", metric, *(k.split(".")[-1] for k in keys)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    def fmt(v: Any) -> str:
+        return f"{v:.4g}" if isinstance(v, float) else str(v)
+
     for r in state["runs"]:
         v = r["summary_metrics"].get(metric)
         cells = [r["name"] + (" (best)" if r["name"] == state.get("best") else ""), r["state"],
-                 "-" if v is None else f"{v:.4f}", *(str(r["config"].get(k, {}).get("value", "-")) for k in keys)]
+                 "-" if v is None else f"{v:.4f}", *(fmt(r["config"].get(k, {}).get("value", "-")) for k in keys)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -14,7 +14,6 @@ ids are mapped to the 19 train ids with the official table (`cityscapesscripts`,
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
