@@ -155,7 +155,7 @@ def _parser() -> argparse.ArgumentParser:
     bd.add_argument("--epochs", type=int, default=3, help="epochs per loader measurement")
     bd.add_argument("--json", metavar="OUT.json")
     bf = bsub.add_parser("flops", help="AR-Seg GFLOPs per frame (1.0x vs AR^s), a table like its Table 1")
-    bf.add_argument("--backbones", nargs="+", default=["psp18"], help="psp18 (paper) | cpu (experiments/arseg.yaml)")
+    bf.add_argument("--backbones", nargs="+", default=["psp18"], help="psp18, bise18 (the paper's) | cpu (experiments/arseg.yaml)")
     bf.add_argument("--sizes", nargs="+", default=["1024x2048", "720x960"], help="HxW")
     bf.add_argument("--scales", type=float, nargs="+", default=[1.0, 0.7, 0.6, 0.5])
     bf.add_argument("--interval", type=int, default=12, help="keyframe interval L")

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mvseg.models.bisenet import BiSeNetFeatures
 from mvseg.models.heads import HEADS, conv_bn_relu
 from mvseg.models.resnet import STAGES, ResNet, load_pretrained
 
@@ -27,7 +28,7 @@ from mvseg.models.resnet import STAGES, ResNet, load_pretrained
 class SegNetConfig:
     """Architecture of the image network (defaults: a CPU-sized dilated ResNet-18 PSPNet)."""
 
-    backbone: str = "resnet18"  # resnet18 | resnet34 | resnet50 | resnet101 | pixel (1x1 convs)
+    backbone: str = "resnet18"  # resnet18 | resnet34 | resnet50 | resnet101 | bisenet18 | pixel (1x1 convs)
     width: float = 0.25  # channel multiplier (1.0 = standard; ImageNet weights need 1.0)
     output_stride: int = 8
     feat_dim: int = 128  # N_feat output channels (DFF: 1024 for ResNet-101)
@@ -57,6 +58,16 @@ class FeatureNet(nn.Module):
 
     def __init__(self, cfg: SegNetConfig):
         super().__init__()
+        if cfg.backbone == "bisenet18":  # BiSeNet's own N_feat (spatial + context path + FFM), at 1/8
+            self.bisenet = BiSeNetFeatures(cfg.width)
+            if cfg.feat_dim != self.bisenet.channels:
+                raise ValueError(f"bisenet18: feat_dim must be its FFM's {self.bisenet.channels} channels "
+                                 f"(256 x width), got {cfg.feat_dim}")
+            if cfg.output_stride != 8:
+                raise ValueError(f"bisenet18 has output stride 8, got output_stride {cfg.output_stride}")
+            if cfg.pretrained:
+                load_pretrained(self.bisenet.backbone, cfg.pretrained)
+            return
         if cfg.backbone == "pixel":
             self.backbone = PixelBackbone(cfg.width)
         else:
@@ -66,6 +77,8 @@ class FeatureNet(nn.Module):
         self.feat = conv_bn_relu(self.backbone.channels["layer4"], cfg.feat_dim)
 
     def forward(self, x: Tensor) -> Tensor:
+        if hasattr(self, "bisenet"):
+            return self.bisenet(x)
         return self.feat(self.backbone(x)["layer4"])
 
 
@@ -103,8 +116,13 @@ class SegNet(nn.Module):
     def features(self, x: Tensor, return_stages: bool = False) -> Tensor | tuple[Tensor, dict[str, Tensor]]:
         """N_feat at `cfg.split`: image (B, 3, H, W) -> (B, feature_dim, H/os, W/os), and the
         backbone's stages too when asked (BDNet's boundary stream reads them)."""
-        stages = self.feat.backbone(x)
-        f = self.feat.feat(stages["layer4"])  # = self.feat(x)
+        if hasattr(self.feat, "bisenet"):
+            if return_stages:
+                raise ValueError("bisenet18 exposes no backbone stages (BDNet's boundary stream needs a ResNet)")
+            f, stages = self.feat(x), {}
+        else:
+            stages = self.feat.backbone(x)
+            f = self.feat.feat(stages["layer4"])  # = self.feat(x)
         if self.cfg.split == "head":
             f = self.task.head(f)
         return (f, stages) if return_stages else f
@@ -121,7 +139,7 @@ class SegNet(nn.Module):
         return self.task.head(f) if self.cfg.split == "head" else f
 
     def _check_stage(self, stage: str) -> None:
-        if not isinstance(self.feat.backbone, ResNet):
+        if not isinstance(getattr(self.feat, "backbone", None), ResNet):
             raise ValueError(f"S_l/S_h need a ResNet backbone, not {self.cfg.backbone!r}")
         if stage not in STAGES[:-1]:
             raise ValueError(f"low-level stage must be one of {STAGES[:-1]}, got {stage!r}")
