@@ -81,6 +81,8 @@ def test_every_paper_recipe_runs_one_step_on_its_dataset_fixture(config, real_da
            "--trainer.default_root_dir", str(tmp_path / "run"), "--trainer.logger.init_args.save_dir", str(tmp_path / "run")]
     if "flownet:" in text:
         cpu += ["--model.init_args.flownet.width", "0.25"]
+    if "bisenet18" in text:  # its feature width follows the channel width (256 x 1/8)
+        cpu += ["--model.init_args.net.feat_dim", "32", "--model.init_args.net.head_dim", "32"]
     extra = [arg for key in ("init_from", "flow_init", "lr_init") if f"{key}:" in text for arg in (f"--model.init_args.{key}", "null")]
     if re.search(r"^\s+teacher:", text, re.M):  # a teacher with this dataset's classes, from its own recipe
         teacher = config.parent / "teacher_r101.yaml"
