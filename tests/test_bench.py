@@ -111,6 +111,16 @@ def test_psp18_cost_matches_the_papers_table_1():
     assert full == pytest.approx(560.97, rel=0.03) and ar == pytest.approx(177.44, rel=0.03)
 
 
+def test_camvid_psp18_cost_matches_the_papers_table_1():
+    """The authors' CamVid PSPNet-18 (64-channel decoder at full resolution) at 720x960: 309.02
+    GMACs at 1.0x, 101.98 at AR0.5 (Table 1), CReFF on the full-resolution 64-channel feature."""
+    from mvseg.bench_flops import BACKBONES, arseg_flops
+
+    full = arseg_flops(BACKBONES["psp18_camvid"], 720, 960, 1.0, 12, num_classes=11)["per_frame"] / 2e9
+    ar = arseg_flops(BACKBONES["psp18_camvid"], 720, 960, 0.5, 12, num_classes=11)["per_frame"] / 2e9
+    assert full == pytest.approx(309.02, rel=0.02) and ar == pytest.approx(101.98, rel=0.02)
+
+
 def test_bench_strategies_latency_view(tiny_dataset, tmp_path):
     """Schedules over whole streams: fixed L, adaptive thresholds (0: every frame a keyframe,
     above 1: only the first), and the low-latency variant; the stream mIoU of identical

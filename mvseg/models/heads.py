@@ -6,6 +6,10 @@
   convs plus image pooling, fused by a 1x1 conv.
 - Plain: a 3x3 conv (DFF's N_task before the classifier, for the smallest configs).
 - Pixel: a 1x1 conv, no context at all (the colour-only baseline).
+- PSP-up: AR-Seg's CamVid PSPNet decoder (the authors' code, after Lextal's pspnet-pytorch): a
+  pyramid pooling module to 16 x channels, then three x2 up-sampling blocks (bilinear, 3x3
+  conv, BN, PReLU) to 4 x channels, channels, channels: features at 8x the input's resolution
+  (the full frame from an output-stride-8 backbone).
 """
 
 from __future__ import annotations
@@ -82,4 +86,32 @@ class PixelHead(nn.Module):
         return self.conv(x)
 
 
-HEADS = {"psp": PSPHead, "aspp": ASPPHead, "plain": PlainHead, "pixel": PixelHead}
+class _UpBlock(nn.Module):
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        self.conv = nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.PReLU())
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False))
+
+
+class PSPUpHead(nn.Module):
+    """The authors' CamVid PSPNet-18 decoder (channels = 64 there: PSP to 1024, up to 256, 64, 64)."""
+
+    def __init__(self, in_channels: int, channels: int, bins: tuple[int, ...] = (1, 2, 3, 6)):
+        super().__init__()
+        # pooled branches keep the input width, 1x1 convs without BN; a biased 1x1 bottleneck + ReLU
+        self.stages = nn.ModuleList(
+            nn.Sequential(nn.AdaptiveAvgPool2d(b), nn.Conv2d(in_channels, in_channels, 1, bias=False)) for b in bins)
+        self.bottleneck = nn.Sequential(nn.Conv2d(in_channels * (len(bins) + 1), 16 * channels, 1), nn.ReLU(inplace=True))
+        self.up = nn.Sequential(_UpBlock(16 * channels, 4 * channels), _UpBlock(4 * channels, channels),
+                                _UpBlock(channels, channels))
+        self.upsampling = 8  # the output is 8x the input's resolution
+
+    def forward(self, x: Tensor) -> Tensor:
+        h, w = x.shape[-2:]
+        pooled = [F.interpolate(s(x), (h, w), mode="bilinear", align_corners=False) for s in self.stages]
+        return self.up(self.bottleneck(torch.cat([*pooled, x], 1)))  # (B, channels, 8h, 8w)
+
+
+HEADS = {"psp": PSPHead, "aspp": ASPPHead, "plain": PlainHead, "pixel": PixelHead, "psp_up": PSPUpHead}

@@ -144,6 +144,11 @@ class SegNet(nn.Module):
         if stage not in STAGES[:-1]:
             raise ValueError(f"low-level stage must be one of {STAGES[:-1]}, got {stage!r}")
 
+    def feature_size(self, height: int, width: int) -> tuple[int, int]:
+        """Spatial size of the feature before the classifier for a (height, width) input."""
+        up = getattr(self.task.head, "upsampling", 1)
+        return -(-height // self.cfg.output_stride) * up, -(-width // self.cfg.output_stride) * up
+
     def last_features(self, feat: Tensor) -> Tensor:
         """The rest of the context up to the classifier: N_feat's output -> the feature the 1x1
         classifier reads (identity when the head is already in N_feat)."""

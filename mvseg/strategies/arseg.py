@@ -96,8 +96,7 @@ class ARSeg(SegStrategy):
         lr = features(self.lr, self.downsample(cur))  # (B, C, h*s, w*s)
         size = tuple(cur.shape[-2:])
         if self.creff is None:  # stage "lr": the LR branch alone, up-sampled
-            h, w = key_feat.shape[-2:] if key_feat is not None else (-(-size[0] // self.hr.cfg.output_stride),
-                                                                      -(-size[1] // self.hr.cfg.output_stride))
+            h, w = key_feat.shape[-2:] if key_feat is not None else self.hr.feature_size(*size)
             return F.interpolate(lr, (h, w), mode="bilinear", align_corners=False)
         return self.creff(lr, key_feat, offset, mask, size)
 

@@ -77,3 +77,19 @@ def test_arseg_with_bisenet_trains():
     losses = fit_batch(model, batch, steps=30)
     assert losses[-1] < 0.7 * losses[0]
     assert all(p.grad is None or p.grad.abs().sum() == 0 for p in model.hr.parameters())
+
+
+def test_psp_up_head_decodes_to_full_resolution_and_arseg_uses_it():
+    """The CamVid PSPNet decoder: features at 8x the trunk's resolution (the full frame at output
+    stride 8); AR-Seg's LR-only stage up-samples its feature to that size."""
+    from mvseg.strategies import ARSeg
+
+    cfg = SegNetConfig(width=0.125, feat_dim=16, head="psp_up", head_dim=8, dropout=0.0)
+    net = SegNet(cfg, 5).eval()
+    x = torch.randn(2, 3, 64, 96)
+    with torch.no_grad():
+        assert net.features(x).shape == (2, 8, 64, 96) and net.feature_size(64, 96) == (64, 96)
+        assert net(x).shape == (2, 5, 64, 96)
+    model = ARSeg(5, 3, net=cfg, stage="lr").eval()
+    with torch.no_grad():
+        assert model.lr_feature(x, None, None, None).shape == (2, 8, 64, 96)
