@@ -50,6 +50,7 @@ class ARSeg(SegStrategy):
         window: int = 7,
         fst_weight: float = 1.0,
         stage: str = "creff",
+        train_lr: bool = True,
         ignore_index: int = 255,
         log_masks: int = 4,
         keyframe_policy: str = "fixed",
@@ -73,11 +74,18 @@ class ARSeg(SegStrategy):
         self.creff = CReFF(cfg.head_dim, window) if stage == "creff" else None
         if lr_init:
             load_net_weights(self.lr, lr_init, prefix="lr.")
+        # train_lr=False (stage "creff" only; our option, the authors train both): the LR branch
+        # from stage 1 stays fixed and only CReFF learns, so any gain must come from the HR feature
+        if not train_lr and stage == "creff":
+            self.lr.requires_grad_(False)
+        self.train_lr = train_lr or stage == "lr"
         self._key_feat: Tensor | None = None
 
     def train(self, mode: bool = True):
         super().train(mode)
         self.hr.eval()  # frozen, BatchNorm statistics included
+        if not getattr(self, "train_lr", True):
+            self.lr.eval()
         return self
 
     # -- the two paths -------------------------------------------------------------------

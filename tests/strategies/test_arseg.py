@@ -44,6 +44,20 @@ def test_fst_loss_by_hand_and_nothing_reaches_the_frozen_hr_network():
     assert not model.hr.training  # BatchNorm statistics frozen too
 
 
+def test_train_lr_false_trains_creff_only():
+    """Our option: stage 2 with the stage-1 LR branch fixed (weights and BatchNorm statistics);
+    only CReFF's convs learn."""
+    torch.manual_seed(0)
+    model = ARSeg(5, 12, net=NET, train_lr=False).train()
+    lr_before = {k: v.clone() for k, v in model.lr.state_dict().items()}
+    key, cur = torch.randn(2, 3, 32, 48), torch.randn(2, 3, 32, 48)
+    model.training_loss(batch_for(key, cur, torch.randint(0, 5, (2, 32, 48))))["loss"].backward()
+    assert all(p.grad is None for p in model.lr.parameters()) and not model.lr.training
+    assert model.creff.v.weight.grad.abs().sum() > 0
+    for k, v in model.lr.state_dict().items():
+        torch.testing.assert_close(v, lr_before[k])
+
+
 def test_keyframes_go_through_the_hr_model():
     torch.manual_seed(0)
     model = ARSeg(5, 12, net=NET).eval()
