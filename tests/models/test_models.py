@@ -51,8 +51,9 @@ def test_segnet_shapes_and_split(head):
     x = torch.randn(2, 3, 64, 96)
     feat = net.feat(x)  # N_feat
     assert feat.shape == (2, 32, 8, 12)
-    logits = net.task(feat)  # N_task
-    assert logits.shape == (2, 5, 8, 12)
+    logits = net.task(feat)  # N_task (psp_up decodes to 8x the feature grid)
+    up = getattr(net.task.head, "upsampling", 1)
+    assert logits.shape == (2, 5, 8 * up, 12 * up) and net.feature_size(64, 96) == (8 * up, 12 * up)
     assert net(x).shape == (2, 5, 64, 96)
 
 
