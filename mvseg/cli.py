@@ -99,7 +99,7 @@ def _parser() -> argparse.ArgumentParser:
     prep.add_argument("--gop", type=int, default=None, help="GOP length (default: the clip length)")
     prep.add_argument("--annotated", type=int, nargs="+", default=[9, 19], help="annotated frame indices")
     prep.add_argument("--seed", type=int, default=0)
-    prep.add_argument("--workers", type=int, default=2)
+    prep.add_argument("--workers", type=int, default=2, help="processes generating clips / encoding snippets")
 
     sw = sub.add_parser("sweep", help="W&B sweeps without a W&B server")
     swsub = sw.add_subparsers(dest="sweep_command", required=True)
@@ -242,7 +242,7 @@ def _prepare_real(a: argparse.Namespace) -> int:
 
         before, after = a.context or (19, 10)
         meta = prepare_cityscapes(a.root, a.out, cfg, tuple(a.splits or ("train", "val")), before, after,
-                                  a.max_snippets)
+                                  a.max_snippets, workers=a.workers)
     else:
         from mvseg.data.camvid import prepare_camvid
 
@@ -254,7 +254,7 @@ def _prepare_real(a: argparse.Namespace) -> int:
             offsets[seq] = int(n)
         before, after = a.context or (a.interval - 1, a.interval)
         meta = prepare_camvid(a.root, a.out, cfg, tuple(a.splits or ("train", "val", "test")), before, after,
-                              a.void_class, offsets, a.max_snippets)
+                              a.void_class, offsets, a.max_snippets, workers=a.workers)
     counts = meta.pop("_counts")
     n = ", ".join(f"{len(v)} {k}" for k, v in meta["splits"].items())
     print(f"{a.dataset} in {a.out}: {n} clips ({a.protocol}, L = {a.interval}, {meta['size'][1]}x{meta['size'][0]}); "

@@ -22,12 +22,13 @@ from __future__ import annotations
 import re
 from collections import deque
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 from mvseg.data.folder import DatasetError
-from mvseg.data.prepare import PrepareConfig, Window, read_rgb, write_dataset
+from mvseg.data.prepare import PrepareConfig, Window, read_frames, read_rgb, write_dataset
 
 FPS = 30.0
 VIDEO_EXTS = (".mxf", ".MXF", ".mp4", ".avi", ".mov", ".mkv")
@@ -85,6 +86,14 @@ def colour_to_ids(rgb: np.ndarray, lut: dict[int, int], path: Path) -> np.ndarra
         v = int(unknown[0])
         raise DatasetError(f"{path}: colour ({v >> 16}, {(v >> 8) & 255}, {v & 255}) is not in label_colors.txt")
     return np.array([lut[int(v)] for v in values], np.uint8)[inverse].reshape(packed.shape)
+
+
+def _label_ids(path: Path, lut: dict[int, int]) -> np.ndarray:
+    return colour_to_ids(read_rgb(path), lut, path)
+
+
+def _given(arr: np.ndarray) -> np.ndarray:
+    return arr
 
 
 def _frame_number(text: str) -> int:
@@ -155,7 +164,7 @@ def iter_windows(root: str | Path, splits: tuple[str, ...] = ("train", "val", "t
     sources = {seq: _source(root, seq) for seq in wanted}  # every source checked before any work
 
     def label_of(lp: Path):
-        return lambda: colour_to_ids(read_rgb(lp), lut, lp)
+        return partial(_label_ids, lp, lut)
 
     def windows() -> Iterator[Window]:
         for seq in sorted(wanted):
@@ -177,7 +186,7 @@ def iter_windows(root: str | Path, splits: tuple[str, ...] = ("train", "val", "t
                         raise DatasetError(f"{label_dir / (name + '_L.png')}: source frame "
                                            f"{missing[0] if missing else idx} is missing in {src}")
                     paths = [files[i] for i in range(a, b + 1)]
-                    yield Window(split, name, len(paths), idx - a, lambda paths=paths: np.stack([read_rgb(p) for p in paths]),
+                    yield Window(split, name, len(paths), idx - a, partial(read_frames, tuple(paths)),
                                  label_of(label_dir / f"{name}_L.png"), str(label_dir / f"{name}_L.png"), a, extra)
             else:
                 yield from _video_windows(src, items, before, after, label_dir, label_of, extra)
@@ -199,7 +208,7 @@ def _video_windows(src: Path, items, before: int, after: int, label_dir: Path, l
         frames = [f for i, f in buf if a <= i <= end]
         arr = np.stack(frames)
         lp = label_dir / f"{name}_L.png"
-        return Window(split, name, len(frames), idx - a, lambda: arr, label_of(lp), str(lp), a, extra)
+        return Window(split, name, len(frames), idx - a, partial(_given, arr), label_of(lp), str(lp), a, extra)
 
     for fr in iter_frames(src, mvs=False):
         buf.append((fr.index, fr.image))
@@ -217,11 +226,11 @@ def _video_windows(src: Path, items, before: int, after: int, label_dir: Path, l
 def prepare_camvid(root: str | Path, out: str | Path, cfg: PrepareConfig,
                    splits: tuple[str, ...] = ("train", "val", "test"), before: int = 11, after: int = 12,
                    void_class: bool = False, frame_offsets: dict[str, int] | None = None,
-                   max_snippets: int | None = None, progress: bool = True) -> dict:
+                   max_snippets: int | None = None, progress: bool = True, workers: int = 1) -> dict:
     """Encode CamVid's labelled frames with their neighbours under `out`; see mvseg.data.prepare."""
     cfg.fps = FPS
     classes, count, windows = iter_windows(root, splits, before, after, void_class, frame_offsets, max_snippets)
     info = {"name": "camvid", "classes": classes, "palette": PALETTE_11 + ([[0, 0, 0]] if void_class else []),
             "ignore_index": 255, "prepare_before_after": [before, after], "prepare_splits": list(splits),
             "prepare_void_class": void_class, "prepare_frame_offsets": dict(sorted((frame_offsets or {}).items()))}
-    return write_dataset(windows, out, cfg, info, total=count, progress=progress, desc="camvid")
+    return write_dataset(windows, out, cfg, info, total=count, progress=progress, desc="camvid", workers=workers)

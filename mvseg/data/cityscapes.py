@@ -14,12 +14,13 @@ ids are mapped to the 19 train ids with the official table (`cityscapesscripts`,
 from __future__ import annotations
 
 import re
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 from mvseg.data.folder import DatasetError
-from mvseg.data.prepare import PrepareConfig, Window, read_ids, read_rgb, write_dataset
+from mvseg.data.prepare import PrepareConfig, Window, read_frames, read_ids, write_dataset
 
 FPS = 17.0
 LABEL_RE = re.compile(r"^(?P<city>.+)_(?P<seq>\d{6})_(?P<frame>\d{6})_gtFine_labelIds\.png$")
@@ -39,6 +40,10 @@ def label_table() -> tuple[np.ndarray, list[str], list[list[int]]]:
         if 0 <= lab.id < 256 and 0 <= lab.trainId < 255:
             lut[lab.id] = lab.trainId
     return lut, [n for _, n, _ in train], [c for _, _, c in train]
+
+
+def _train_ids(path: Path, lut: np.ndarray) -> np.ndarray:
+    return lut[read_ids(path)]
 
 
 def find_windows(root: str | Path, splits: tuple[str, ...] = ("train", "val"), before: int = 19, after: int = 10,
@@ -75,19 +80,20 @@ def find_windows(root: str | Path, splits: tuple[str, ...] = ("train", "val"), b
                                    f"and {after} after it in {seq_root / split / lp.parent.name})")
             windows.append(Window(
                 split=split, name=f"{city}_{seq}_{f:06d}", length=len(paths), label_index=before,
-                frames=lambda paths=paths: np.stack([read_rgb(p) for p in paths]),
-                label=lambda lp=lp: lut[read_ids(lp)], source=str(lp), first_frame=first,
+                frames=partial(read_frames, tuple(paths)), label=partial(_train_ids, lp, lut), source=str(lp),
+                first_frame=first,
                 extra={"sequence": f"{city}_{seq}"}))
     return windows
 
 
 def prepare_cityscapes(root: str | Path, out: str | Path, cfg: PrepareConfig,
                        splits: tuple[str, ...] = ("train", "val"), before: int = 19, after: int = 10,
-                       max_snippets: int | None = None, progress: bool = True) -> dict:
+                       max_snippets: int | None = None, progress: bool = True, workers: int = 1) -> dict:
     """Encode Cityscapes' annotated snippets under `out` (mvseg folder layout); see mvseg.data.prepare."""
     cfg.fps = FPS
     windows = find_windows(root, splits, before, after, max_snippets)
     _, classes, palette = label_table()
     info = {"name": "cityscapes", "classes": classes, "palette": palette, "ignore_index": 255,
             "prepare_before_after": [before, after], "prepare_splits": list(splits)}
-    return write_dataset(iter(windows), out, cfg, info, total=len(windows), progress=progress, desc="cityscapes")
+    return write_dataset(iter(windows), out, cfg, info, total=len(windows), progress=progress, desc="cityscapes",
+                         workers=workers)

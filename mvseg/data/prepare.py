@@ -23,6 +23,7 @@ import json
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -110,14 +111,54 @@ def _save_png(img: np.ndarray, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def _clip_specs(win: Window, cfg: PrepareConfig) -> list[tuple[str, str, dict]]:
+    """(split, clip, its dataset.json entry) of each clip a window makes."""
+    out = []
+    for name, a, b, t, dist in _clips_of(win, cfg):
+        # source frame numbers of the clip's first and last frame: decoded frame n is source
+        # frame source_frames[0] + n
+        spec = {"frames": b - a, "annotated": [t], "source_frames": [win.first_frame + a, win.first_frame + b - 1],
+                **win.extra}
+        if dist is not None:
+            spec["distances"] = dist
+        out.append((win.split, name, spec))
+    return out
+
+
+def _write_window(win: Window, out: Path, cfg: PrepareConfig) -> tuple[int, int, list[int] | None]:
+    """Encode the clips of one window that are not on disk yet: (written, kept, frame size)."""
+    from mvseg.video import encode
+
+    clips = _clips_of(win, cfg)
+    todo = [c for c in clips if not ((out / "videos" / win.split / f"{c[0]}.mp4").is_file()
+                                     and (out / "labels" / win.split / c[0] / f"{c[3]:06d}.png").is_file())]
+    if not todo:
+        return 0, len(clips), None
+    frames = win.frames()
+    label = win.label()
+    if frames.ndim != 4 or frames.shape[0] != win.length or frames.shape[-1] != 3:
+        raise DatasetError(f"{win.source}: expected {win.length} RGB frames around it, got {frames.shape}")
+    if label.shape != frames.shape[1:3]:
+        raise DatasetError(f"{win.source}: label is {label.shape[1]}x{label.shape[0]} but its frames are "
+                           f"{frames.shape[2]}x{frames.shape[1]}")
+    frames, label = resize_frames(frames, cfg.size), resize_label(label, cfg.size)
+    for name, a, b, t, _ in todo:
+        _save_png(label, out / "labels" / win.split / name / f"{t:06d}.png")  # label first, video last:
+        encode.encode_video(frames[a:b], out / "videos" / win.split / f"{name}.mp4", gop=cfg.interval,  # done =
+                            fps=cfg.fps, crf=cfg.crf)  # both exist, each written whole
+    return len(todo), len(clips) - len(todo), list(frames.shape[1:3])
+
+
 def write_dataset(windows: Iterable[Window], out: str | Path, cfg: PrepareConfig, info: dict,
-                  total: int | None = None, progress: bool = True, desc: str = "clips") -> dict:
+                  total: int | None = None, progress: bool = True, desc: str = "clips", workers: int = 1) -> dict:
     """Encode every window as clips of `cfg.protocol` under `out`; returns dataset.json's content.
 
-    info: "name", "classes", "palette", "ignore_index" (and anything else to record)."""
-    from tqdm import tqdm
+    info: "name", "classes", "palette", "ignore_index" (and anything else to record).
+    workers > 1: windows are encoded in that many processes (their frames and labels are loaded
+    there; x264 uses several threads of its own too)."""
+    from multiprocessing import get_context
 
-    from mvseg.video.encode import encode_video
+    from tqdm import tqdm
 
     cfg.check()
     out = Path(out)
@@ -138,34 +179,28 @@ def write_dataset(windows: Iterable[Window], out: str | Path, cfg: PrepareConfig
     splits: dict[str, dict] = {}
     size = None
     written = kept = 0
-    for win in tqdm(windows, total=total, desc=desc, disable=not progress, unit="snippet"):
-        clips = _clips_of(win, cfg)
-        todo = [c for c in clips if not ((out / "videos" / win.split / f"{c[0]}.mp4").is_file()
-                                         and (out / "labels" / win.split / c[0] / f"{c[3]:06d}.png").is_file())]
-        if todo:
-            frames = win.frames()
-            label = win.label()
-            if frames.ndim != 4 or frames.shape[0] != win.length or frames.shape[-1] != 3:
-                raise DatasetError(f"{win.source}: expected {win.length} RGB frames around it, got {frames.shape}")
-            if label.shape != frames.shape[1:3]:
-                raise DatasetError(f"{win.source}: label is {label.shape[1]}x{label.shape[0]} but its frames are "
-                                   f"{frames.shape[2]}x{frames.shape[1]}")
-            frames, label = resize_frames(frames, cfg.size), resize_label(label, cfg.size)
-            for name, a, b, t, _ in todo:
-                _save_png(label, out / "labels" / win.split / name / f"{t:06d}.png")
-                encode_video(frames[a:b], out / "videos" / win.split / f"{name}.mp4", gop=cfg.interval,
-                             fps=cfg.fps, crf=cfg.crf)
-                written += 1
-            size = size or list(frames.shape[1:3])
-        kept += len(clips) - len(todo)
-        for name, a, b, t, dist in clips:
-            # source frame numbers of the clip's first and last frame: decoded frame n is source
-            # frame source_frames[0] + n
-            spec = {"frames": b - a, "annotated": [t], "source_frames": [win.first_frame + a, win.first_frame + b - 1],
-                    **win.extra}
-            if dist is not None:
-                spec["distances"] = dist
-            splits.setdefault(win.split, {})[name] = spec
+    specs = []
+
+    def windows_seen():  # the parent records each window's clips (no frames needed for that)
+        for win in windows:
+            specs.append(_clip_specs(win, cfg))
+            yield win
+
+    job = partial(_write_window, out=out, cfg=cfg)
+    if workers > 1:
+        # "spawn": forking a process whose torch/OpenMP thread pools run can deadlock the children
+        pool = get_context("spawn").Pool(workers)
+        results = pool.imap(job, windows_seen())
+    else:
+        pool, results = None, map(job, windows_seen())
+    try:
+        for n_written, n_kept, got in tqdm(results, total=total, desc=desc, disable=not progress, unit="snippet"):
+            written, kept, size = written + n_written, kept + n_kept, size or got
+    finally:
+        if pool is not None:
+            pool.terminate()
+    for split, name, spec in (x for clips in specs for x in clips):
+        splits.setdefault(split, {})[name] = spec
     if not splits:
         raise DatasetError(f"{out}: no annotated frames found to prepare")
     if size is None:  # everything was kept: read the size back from one label
@@ -195,6 +230,11 @@ def read_rgb(path: Path) -> np.ndarray:
             return np.asarray(im.convert("RGB"))
     except (OSError, ValueError) as e:
         raise DatasetError(f"{path}: unreadable image ({e})") from None
+
+
+def read_frames(paths: tuple[Path, ...]) -> np.ndarray:
+    """Image files as (T, H, W, 3) uint8 RGB."""
+    return np.stack([read_rgb(p) for p in paths])
 
 
 def read_ids(path: Path) -> np.ndarray:

@@ -94,7 +94,8 @@ def test_per_distance_protocol_puts_the_label_at_each_gop_position(cs_root, tmp_
 
 def test_a_killed_prepare_resumes_to_the_same_output(cs_root, tmp_path, monkeypatch):
     """Killed after 2 clips (an exception in the encoder), then run again: the same files,
-    byte for byte, as an uninterrupted prepare; the finished clips are not encoded again."""
+    byte for byte, as an uninterrupted prepare; the finished clips are not encoded again. A
+    prepare with 2 worker processes writes the same files too."""
     import mvseg.video.encode as enc
 
     root, _ = cs_root
@@ -119,6 +120,11 @@ def test_a_killed_prepare_resumes_to_the_same_output(cs_root, tmp_path, monkeypa
     assert files(tmp_path / "whole") == files(tmp_path / "resumed")
     for rel in files(tmp_path / "whole"):
         assert (tmp_path / "whole" / rel).read_bytes() == (tmp_path / "resumed" / rel).read_bytes(), rel
+    # two worker processes: the same files
+    prepare_cityscapes(root, tmp_path / "parallel", PrepareConfig(**cfg), progress=False, workers=2)
+    assert files(tmp_path / "whole") == files(tmp_path / "parallel")
+    for rel in files(tmp_path / "whole"):
+        assert (tmp_path / "whole" / rel).read_bytes() == (tmp_path / "parallel" / rel).read_bytes(), rel
     # settings differ from the folder's: refused, nothing changed
     with pytest.raises(DatasetError, match="other settings"):
         prepare_cityscapes(root, tmp_path / "resumed", PrepareConfig(protocol="gop", interval=3), progress=False)
