@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -149,6 +150,29 @@ def _write_window(win: Window, out: Path, cfg: PrepareConfig) -> tuple[int, int,
     return len(todo), len(clips) - len(todo), list(frames.shape[1:3])
 
 
+def _in_workers(job: Callable, items: Iterable, workers: int) -> Iterator:
+    """job(item) for each item in `workers` spawned processes, results in order, at most
+    2 x workers items in flight (CamVid windows carry their frames). A worker that dies (killed,
+    out of memory) raises BrokenProcessPool here instead of hanging, as multiprocessing.Pool would."""
+    from collections import deque
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    # "spawn": forking a process whose torch/OpenMP thread pools run can deadlock the children
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+        pending: deque = deque()
+        try:
+            for item in items:
+                pending.append(pool.submit(job, item))
+                if len(pending) >= 2 * workers:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for f in pending:
+                f.cancel()
+
+
 def write_dataset(windows: Iterable[Window], out: str | Path, cfg: PrepareConfig, info: dict,
                   total: int | None = None, progress: bool = True, desc: str = "clips", workers: int = 1) -> dict:
     """Encode every window as clips of `cfg.protocol` under `out`; returns dataset.json's content.
@@ -156,8 +180,6 @@ def write_dataset(windows: Iterable[Window], out: str | Path, cfg: PrepareConfig
     info: "name", "classes", "palette", "ignore_index" (and anything else to record).
     workers > 1: windows are encoded in that many processes (their frames and labels are loaded
     there; x264 uses several threads of its own too)."""
-    from multiprocessing import get_context
-
     from tqdm import tqdm
 
     cfg.check()
@@ -187,18 +209,13 @@ def write_dataset(windows: Iterable[Window], out: str | Path, cfg: PrepareConfig
             yield win
 
     job = partial(_write_window, out=out, cfg=cfg)
-    if workers > 1:
-        # "spawn": forking a process whose torch/OpenMP thread pools run can deadlock the children
-        pool = get_context("spawn").Pool(workers)
-        results = pool.imap(job, windows_seen())
-    else:
-        pool, results = None, map(job, windows_seen())
+    results = _in_workers(job, windows_seen(), workers) if workers > 1 else map(job, windows_seen())
     try:
         for n_written, n_kept, got in tqdm(results, total=total, desc=desc, disable=not progress, unit="snippet"):
             written, kept, size = written + n_written, kept + n_kept, size or got
-    finally:
-        if pool is not None:
-            pool.terminate()
+    except BrokenProcessPool:
+        raise OSError(f"{out}: a worker process died while encoding (killed, or out of memory); the clips "
+                      "written are kept: run the same command again to resume (--workers 1 uses less memory)") from None
     for split, name, spec in (x for clips in specs for x in clips):
         splits.setdefault(split, {})[name] = spec
     if not splits:

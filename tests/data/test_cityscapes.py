@@ -160,3 +160,23 @@ def test_cli_prepare_cityscapes(cs_root, tmp_path, capsys):
     assert v.frames.shape == (30, 32, 64, 3) and sum(len(m) > 0 for m in v.mvs) > 20  # real MVs
     assert main(["data", "prepare", "cityscapes", "--root", str(tmp_path / "nowhere"), "--out", str(tmp_path / "p")]) == 2
     assert "not a Cityscapes root" in capsys.readouterr().err
+
+
+def test_a_worker_that_dies_is_an_error_not_a_hang(cs_root, tmp_path, monkeypatch):
+    """A worker process killed mid-prepare (out of memory, a kill): a clear error naming the
+    folder, and the run resumes (multiprocessing.Pool would wait forever for the lost task)."""
+    import mvseg.data.prepare as prep
+
+    root, _ = cs_root
+    monkeypatch.setattr(prep, "_write_window", _die)  # looked up by the parent, pickled by name
+    with pytest.raises(OSError, match="a worker process died while encoding"):
+        prepare_cityscapes(root, tmp_path / "o", PrepareConfig(interval=4), progress=False, workers=2)
+    monkeypatch.undo()
+    meta = prepare_cityscapes(root, tmp_path / "o", PrepareConfig(interval=4), progress=False)
+    assert meta["_counts"]["written"] + meta["_counts"]["kept"] == 3
+
+
+def _die(*args, **kwargs):
+    import os
+
+    os._exit(9)
