@@ -150,7 +150,7 @@ def _write_window(win: Window, out: Path, cfg: PrepareConfig) -> tuple[int, int,
     return len(todo), len(clips) - len(todo), list(frames.shape[1:3])
 
 
-def _in_workers(job: Callable, items: Iterable, workers: int) -> Iterator:
+def in_workers(job: Callable, items: Iterable, workers: int) -> Iterator:
     """job(item) for each item in `workers` spawned processes, results in order, at most
     2 x workers items in flight (CamVid windows carry their frames). A worker that dies (killed,
     out of memory) raises BrokenProcessPool here instead of hanging, as multiprocessing.Pool would."""
@@ -209,7 +209,7 @@ def write_dataset(windows: Iterable[Window], out: str | Path, cfg: PrepareConfig
             yield win
 
     job = partial(_write_window, out=out, cfg=cfg)
-    results = _in_workers(job, windows_seen(), workers) if workers > 1 else map(job, windows_seen())
+    results = in_workers(job, windows_seen(), workers) if workers > 1 else map(job, windows_seen())
     try:
         for n_written, n_kept, got in tqdm(results, total=total, desc=desc, disable=not progress, unit="snippet"):
             written, kept, size = written + n_written, kept + n_kept, size or got

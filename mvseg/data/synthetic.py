@@ -444,7 +444,6 @@ def make_synthetic_dataset(
     """
     import json
     import os
-    from multiprocessing import get_context
     from pathlib import Path
 
     from tqdm import tqdm
@@ -481,10 +480,10 @@ def make_synthetic_dataset(
         if workers == 1:
             yield from map(_write_clip, jobs)
             return
-        # "spawn", not "fork": forking a process whose torch/OpenMP thread pools are running
-        # can deadlock the children
-        with get_context("spawn").Pool(workers) as pool:
-            yield from pool.imap_unordered(_write_clip, jobs)
+        # spawned processes (see in_workers); a worker that dies is an error, not a hang
+        from mvseg.data.prepare import in_workers
+
+        yield from in_workers(_write_clip, jobs, workers)
 
     for split, name, a, b, n in tqdm(results(), total=len(jobs), desc="synthetic clips", disable=not progress):
         if split == "train":
