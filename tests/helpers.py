@@ -135,6 +135,13 @@ def id_blocks(h: int, w: int, ids: tuple[int, ...], seed: int) -> np.ndarray:
     return np.kron(rng.choice(ids, size=(h // 8, w // 8)), np.ones((8, 8), int)).astype(np.uint8)
 
 
+def closest_frames(decoded: np.ndarray, sources: np.ndarray) -> list[int]:
+    """For each decoded frame (T, H, W, 3), the index of the closest source frame (mean squared
+    difference): how the dataset tests check that decoded frame n is source frame n."""
+    d = ((decoded[:, None].astype(np.float32) - sources[None].astype(np.float32)) ** 2).mean(axis=(2, 3, 4))
+    return d.argmin(1).tolist()
+
+
 def make_cityscapes_root(root, h: int = 64, w: int = 128) -> dict:
     """Cityscapes' layout: leftImg8bit_sequence (30-frame snippets, the 20th annotated) and
     gtFine labelIds, for 2 train snippets (two cities) and 1 val snippet; frames are a

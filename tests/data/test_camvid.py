@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import CAMVID_COLOURS, make_camvid_root
+from helpers import CAMVID_COLOURS, closest_frames, make_camvid_root
 
 from mvseg.cli import main
 from mvseg.data.camvid import CLASSES_11, prepare_camvid
@@ -22,10 +22,6 @@ def cv_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("camvid_src")
     return root, make_camvid_root(root)
 
-
-def _match(decoded: np.ndarray, sources: np.ndarray) -> list[int]:
-    d = ((decoded[:, None].astype(np.float32) - sources[None].astype(np.float32)) ** 2).mean(axis=(2, 3, 4))
-    return d.argmin(1).tolist()
 
 
 @pytest.mark.parametrize("void_class", [False, True])
@@ -60,7 +56,7 @@ def test_labels_align_with_decoded_frames_from_a_video_and_from_frames(cv_root, 
         assert first == frame - 3 and spec["annotated"] == [3]
         assert spec["source_frames"][1] == min(frame + 4, len(sources[seq]) - 1)  # cut at the end
         v = decode_video(tmp_path / "o/videos" / split / f"{name}.mp4", mvs=False)
-        assert _match(v.frames, sources[seq]) == list(range(first, spec["source_frames"][1] + 1)), name
+        assert closest_frames(v.frames, sources[seq]) == list(range(first, spec["source_frames"][1] + 1)), name
     assert s["val"]["0001TP_000030"]["frame_offset"] == 2
     ds = load_folder_dataset(tmp_path / "o", splits=("train", "val", "test"))
     assert ds.num_classes == 11

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import make_cityscapes_root
+from helpers import closest_frames, make_cityscapes_root
 
 from mvseg.cli import main
 from mvseg.data.folder import DatasetError, load_folder_dataset
@@ -25,11 +25,6 @@ def cs_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("cityscapes_src")
     return root, make_cityscapes_root(root)
 
-
-def _match(decoded: np.ndarray, sources: np.ndarray) -> list[int]:
-    """For each decoded frame, the index of the closest source frame."""
-    d = ((decoded[:, None].astype(np.float32) - sources[None].astype(np.float32)) ** 2).mean(axis=(2, 3, 4))
-    return d.argmin(1).tolist()
 
 
 def test_label_ids_map_to_the_19_official_train_ids(cs_root, tmp_path):
@@ -60,7 +55,7 @@ def test_gop_protocol_decoded_frame_n_is_source_frame_n(cs_root, tmp_path):
         first = int(name[-6:]) - 19
         assert spec["source_frames"] == [first, first + 29]
         v = decode_video(tmp_path / "out/videos" / split / f"{name}.mp4", mvs=False)
-        assert _match(v.frames, src) == list(range(30))
+        assert closest_frames(v.frames, src) == list(range(30))
         assert [i for i, t in enumerate(v.pict_types) if t == "I"] == [0, 5, 10, 15, 20, 25]
     ds = load_folder_dataset(tmp_path / "out")
     assert ds.num_classes == 19 and [c.annotated for c in ds.clips["train"]] == [[19], [19]]
@@ -85,7 +80,7 @@ def test_per_distance_protocol_puts_the_label_at_each_gop_position(cs_root, tmp_
         assert (spec["frames"], spec["annotated"], spec["distances"]) == (d + 1, [d], [d])
         v = decode_video(tmp_path / "out/videos/val" / f"{clip}.mp4", mvs=False)
         assert v.pict_types[0] == "I" and "I" not in v.pict_types[1:]
-        assert _match(v.frames, src) == list(range(19 - d, 20))  # frame d is the labelled (20th) one
+        assert closest_frames(v.frames, src) == list(range(19 - d, 20))  # frame d is the labelled (20th) one
     ds = load_folder_dataset(tmp_path / "out", splits=("val",))
     s = KeyframeSamples(ds, "val", VideoCache(tmp_path / "cache"), L, list(range(L)), train=False)
     assert sorted((ds.clips["val"][ci].name[-3:], t, d) for ci, t, d in s.items) == [
