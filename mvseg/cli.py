@@ -117,7 +117,7 @@ def _parser() -> argparse.ArgumentParser:
     bv.add_argument("paths", nargs="*", help="videos (default: a generated 640x360 clip)")
     bv.add_argument("--repeats", type=int, default=7)
     bv.add_argument("--json", metavar="OUT.json")
-    bk = bsub.add_parser("kernels", help="warp / local attention / sv_conv: Triton vs PyTorch at paper sizes")
+    bk = bsub.add_parser("kernels", help="warp / local attention / sv_conv: Triton vs PyTorch at paper sizes; logits resize: matmul vs interpolate")
     bk.add_argument("--repeats", type=int, default=3)
     bk.add_argument("--json", metavar="OUT.json")
     bst = bsub.add_parser("strategies", help="mIoU, fps, latency and GFLOPs of trained strategies per keyframe interval")

@@ -28,13 +28,15 @@ def test_bench_kernels_rows_and_ratios(monkeypatch, tmp_path):
     monkeypatch.setattr(bench, "KERNEL_CASES", [
         ("tiny warp", "warp", {"feat": (1, 4, 8, 8), "off": (1, 2, 4, 4), "frame": (16, 16)}),
         ("tiny attention", "local_attention", {"qkv": (1, 4, 8, 8), "window": 3}),
+        ("tiny resize", "resize", {"x": (1, 3, 4, 8), "size": (16, 32)}),
     ])
     out = tmp_path / "k.json"
     assert main(["bench", "kernels", "--repeats", "1", "--json", str(out)]) == 0
     rows = json.loads(out.read_text())["rows"]
     impls = {(r["case"], r["impl"]) for r in rows}
     assert impls == {("tiny warp", "reference"), ("tiny warp", "grid_sample+grid"),
-                     ("tiny attention", "reference"), ("tiny attention", "unfold")}  # no Triton without a GPU
+                     ("tiny attention", "reference"), ("tiny attention", "unfold"),
+                     ("tiny resize", "reference"), ("tiny resize", "matmul")}  # no Triton without a GPU
     for r in rows:
         assert r["fwd_ms"] > 0 and r["fwd_bwd_ms"] > 0 and r["peak_mb"] >= 0
         if r["impl"] != "reference":

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mvseg.models.bisenet import BiSeNetFeatures
 from mvseg.models.heads import HEADS, conv_bn_relu
 from mvseg.models.resnet import STAGES, ResNet, load_pretrained
+from mvseg.ops.resize import resize_bilinear
 
 
 @dataclass
@@ -162,4 +162,4 @@ class SegNet(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         logits = self.task(self.feat(x))  # (B, K, H/os, W/os)
-        return F.interpolate(logits, x.shape[-2:], mode="bilinear", align_corners=False)  # (B, K, H, W)
+        return resize_bilinear(logits, x.shape[-2:])  # (B, K, H, W)

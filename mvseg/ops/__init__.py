@@ -14,6 +14,7 @@ from functools import lru_cache
 
 from torch import Tensor
 
+from mvseg.ops.resize import resize_bilinear
 from mvseg.ops.local_attention import local_attention_reference, local_attention_unfold
 from mvseg.ops.sv_conv import sv_conv_reference, sv_conv_unfold
 from mvseg.ops.warp import warp_reference
@@ -68,4 +69,4 @@ def sv_conv(features: Tensor, kernels: Tensor) -> Tensor:
 
 
 __all__ = ["backend", "triton_available", "warp", "warp_reference", "local_attention", "local_attention_reference",
-           "local_attention_unfold", "sv_conv", "sv_conv_reference", "sv_conv_unfold"]
+           "local_attention_unfold", "sv_conv", "sv_conv_reference", "sv_conv_unfold", "resize_bilinear"]

@@ -116,7 +116,7 @@ class Adaptive(SegStrategy):
         """The image network's classifier on F_h (keyframes) or on AdaptNet's fusion of a
         propagated F_h with F_l^t (other frames) -> logits (B, K, H, W)."""
         feat = high if low_cur is None else self.fusion(high, low_cur)
-        return F.interpolate(self.net.logits(feat), size, mode="bilinear", align_corners=False)
+        return ops.resize_bilinear(self.net.logits(feat), size)
 
     # -- training and the evaluation protocol ------------------------------------------
 

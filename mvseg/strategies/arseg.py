@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from mvseg import ops
 from mvseg.models.creff import CReFF
 from mvseg.models.segnet import SegNet, SegNetConfig
 from mvseg.strategies.base import OptimConfig, SegStrategy, as_config
@@ -92,7 +93,7 @@ class ARSeg(SegStrategy):
 
     def classify(self, feat: Tensor, size: tuple[int, int]) -> Tensor:
         """The shared (HR) 1x1 classifier, up-sampled to the frame -> (B, K, H, W)."""
-        return F.interpolate(self.hr.task.classifier(feat), size, mode="bilinear", align_corners=False)
+        return ops.resize_bilinear(self.hr.task.classifier(feat), size)
 
     def downsample(self, x: Tensor) -> Tensor:
         h, w = x.shape[-2:]
@@ -105,7 +106,7 @@ class ARSeg(SegStrategy):
         size = tuple(cur.shape[-2:])
         if self.creff is None:  # stage "lr": the LR branch alone, up-sampled
             h, w = key_feat.shape[-2:] if key_feat is not None else self.hr.feature_size(*size)
-            return F.interpolate(lr, (h, w), mode="bilinear", align_corners=False)
+            return ops.resize_bilinear(lr, (h, w))
         return self.creff(lr, key_feat, offset, mask, size)
 
     # -- training and evaluation ---------------------------------------------------------

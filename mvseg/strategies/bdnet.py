@@ -118,7 +118,7 @@ class BDNet(PropMV):
         warped = warp(feat)
         last = net.last_features(warped)  # the feature before the classifier
         logits = net.task.classifier(net.task.dropout(last))  # (B, K, H/os, W/os)
-        ce = F.cross_entropy(F.interpolate(logits, size, mode="bilinear", align_corners=False), batch["label"],
+        ce = F.cross_entropy(ops.resize_bilinear(logits, size), batch["label"],
                              ignore_index=self.ignore_index)
         out = {"ce": ce}
         loss = ce
@@ -126,7 +126,7 @@ class BDNet(PropMV):
             edge, valid = boundary_map(batch["label"], self.boundary_cfg.thickness, self.ignore_index)
             levels = self.boundary(warped, stages, warp)
             # every level is supervised at the label's resolution, as BASNet's side outputs are
-            l_b = sum(boundary_loss(torch.sigmoid(F.interpolate(lg, size, mode="bilinear", align_corners=False)),
+            l_b = sum(boundary_loss(torch.sigmoid(ops.resize_bilinear(lg, size)),
                                     edge, valid) for lg in levels)
             out["boundary"] = l_b
             loss = loss + self.boundary_weight * l_b

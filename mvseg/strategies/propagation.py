@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from mvseg import ops
 from mvseg.checkpoint_io import safe_load
 from mvseg.models.segnet import SegNet, SegNetConfig
 from mvseg.strategies.base import OptimConfig, SegStrategy, as_config
@@ -60,7 +61,7 @@ class Propagation(SegStrategy):
 
     def task(self, feat: Tensor, size: tuple[int, int]) -> Tensor:
         """N_task on (warped) features, up-sampled to the frame size -> (B, K, H, W)."""
-        return F.interpolate(self.net.logits(feat), size, mode="bilinear", align_corners=False)
+        return ops.resize_bilinear(self.net.logits(feat), size)
 
     def training_loss(self, batch: dict) -> dict[str, Tensor]:
         logits = self.predict_batch(batch)
