@@ -6,7 +6,7 @@ Per (method, interval L):
 - miou_mean / miou_min: the evaluation protocol (mIoU per keyframe distance d = 0..L-1) on the
   dataset's validation split;
 - fps, latency_mean_ms, latency_max_ms: the streaming runtime over every validation video, the
-  fastest of `repeats` passes
+  fastest of `repeats` passes, interleaved over all rows so machine drift reaches them alike
   (decoding, MV rasterisation and the network included; frames/s over the whole run; labels
   only, as a deployment would: frames whose pixels a method does not read are not converted
   to RGB, see `run_stream(images=False)`);
@@ -73,24 +73,41 @@ def task_ms(model, frame_size: tuple[int, int], repeats: int = 20) -> float:
     return 1e3 * (time.perf_counter() - t0) / repeats
 
 
-def speed(model, videos: list[Path], data: dict, interval: int, repeats: int = 3) -> dict:
-    """Runtime speed over `videos`: the fastest of `repeats` passes (as timeit takes the
-    minimum: other load on the machine only ever slows a pass down)."""
-    kw = {k: data[k] for k in ("mean", "std") if k in data}
-    # warm-up (allocator, first-call dispatch) on a few frames, not timed
+def _pass(model, videos: list[Path], kw: dict, interval: int) -> tuple[list, float]:
+    """One timed pass of the runtime over `videos` (labels only): (results, wall seconds)."""
+    results, t0 = [], time.perf_counter()
+    for v in videos:
+        results += list(run_stream(model, v, policy=FixedInterval(interval), images=False, **kw))
+    return results, time.perf_counter() - t0
+
+
+def _warm_up(model, videos: list[Path], kw: dict, interval: int) -> None:
+    # allocator, first-call dispatch, cached resize taps: a few frames, not timed
     for _ in itertools.islice(run_stream(model, videos[0], policy=FixedInterval(interval), images=False, **kw),
                               2 * interval + 1):
         pass
-    best = None
+
+
+def speeds(models: list[tuple], videos: list[Path], repeats: int = 3) -> list[dict]:
+    """Runtime speed of each (model, data, interval) over `videos`, the fastest of `repeats`
+    passes (as timeit takes the minimum: other load on the machine only ever slows a pass
+    down). The passes are interleaved (pass 1 of every row, then pass 2 of every row, ...), so
+    a drift of the machine's speed during the run reaches every row alike and the ratios
+    between rows stay what they measure."""
+    kws = [{k: data[k] for k in ("mean", "std") if k in data} for _, data, _ in models]
+    for (model, _, interval), kw in zip(models, kws):
+        _warm_up(model, videos, kw, interval)
+    best: list[tuple | None] = [None] * len(models)
     for _ in range(max(repeats, 1)):
-        results, t0 = [], time.perf_counter()
-        for v in videos:
-            results += list(run_stream(model, v, policy=FixedInterval(interval), images=False, **kw))
-        wall = time.perf_counter() - t0
-        if best is None or wall < best[1]:
-            best = (results, wall)
-    results = best[0]
-    stats = stream_stats(results, best[1])
+        for i, ((model, _, interval), kw) in enumerate(zip(models, kws)):
+            results, wall = _pass(model, videos, kw, interval)
+            if best[i] is None or wall < best[i][1]:
+                best[i] = (results, wall)
+    return [_stats(model, videos, kw, interval, *b) for (model, _, interval), kw, b in zip(models, kws, best)]
+
+
+def _stats(model, videos: list[Path], kw: dict, interval: int, results: list, wall: float) -> dict:
+    stats = stream_stats(results, wall)
     nonkey = [r.latency_ms for r in results if not r.is_key]
     stats["nonkey_ms"] = sum(nonkey) / len(nonkey) if nonkey else float("nan")
     stats["task_ms"] = task_ms(model, results[0].label.shape)
@@ -116,15 +133,19 @@ def bench_strategies(runs: dict[str, str], intervals: list[int], root: str, max_
                      cache_dir: str | None = None, repeats: int = 3) -> list[dict]:
     ds = load_folder_dataset(root, splits=("val",))
     videos = [c.video for c in ds.clips["val"]][:max_videos]
-    rows = []
+    rows, models = [], []
     for name, ckpt in runs.items():
+        streamed = None  # one model per method streams every interval (the runtime's policy sets L)
         for interval in intervals:
             model, data = _load(ckpt, interval)
-            row = {"method": name, "interval": interval, **evaluate(model, root, interval, cache_dir)}
-            row.update(speed(model, videos, data, interval, repeats))
-            rows.append(row)
-            print(f"{name} L={interval}: mIoU {row['miou_mean']:.3f} (min {row['miou_min']:.3f}), "
-                  f"{row['fps']:.1f} fps, {row['gflops_per_frame']:.2f} GFLOPs/frame", flush=True)
+            rows.append({"method": name, "interval": interval, **evaluate(model, root, interval, cache_dir)})
+            streamed = streamed or (model, data)
+            models.append((*streamed, interval))
+            print(f"{name} L={interval}: mIoU {rows[-1]['miou_mean']:.3f} (min {rows[-1]['miou_min']:.3f})", flush=True)
+    for row, stats in zip(rows, speeds(models, videos, repeats)):
+        row.update(stats)
+        print(f"{row['method']} L={row['interval']}: {row['fps']:.1f} fps, "
+              f"{row['gflops_per_frame']:.2f} GFLOPs/frame", flush=True)
     return rows
 
 
