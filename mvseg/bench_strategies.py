@@ -201,9 +201,11 @@ def run_bench_strategies(runs: list[str], intervals: list[int], root: str, out_d
                          pace: float | None = 0, slow_track_threads: int | None = None) -> list[dict]:
     """view: "protocol" (mIoU per keyframe distance, speed, GFLOPs: results.json, table.md,
     accuracy_vs_fps.png), "latency" (keyframe schedules over whole streams, see
-    mvseg.bench_schedule: schedules.json, latency.md, threshold_sweep.png) or "both"."""
-    if view not in ("protocol", "latency", "both"):
-        raise ValueError(f"--view must be protocol, latency or both, got {view!r}")
+    mvseg.bench_schedule: schedules.json, latency.md, threshold_sweep.png), "both", or "oracle"
+    (the headroom of content-chosen keyframes, see mvseg.bench_oracle: oracle.json, oracle.md,
+    oracle.png)."""
+    if view not in ("protocol", "latency", "both", "oracle"):
+        raise ValueError(f"--view must be protocol, latency, both or oracle, got {view!r}")
     parsed = {}
     for r in runs:
         name, sep, ckpt = r.partition("=")
@@ -236,6 +238,18 @@ def run_bench_strategies(runs: list[str], intervals: list[int], root: str, out_d
         bench_schedule.plot_sweep(sched, out / "threshold_sweep.png")
         payload.update(schedules=sched, latency_table=table)
         tables.append((sched, table, "threshold_sweep.png"))
+    if view == "oracle":
+        from mvseg import bench_oracle, bench_schedule
+
+        ds = load_folder_dataset(root, splits=("val",))
+        models = {name: load_strategy(ckpt) for name, ckpt in parsed.items()}
+        orows = bench_oracle.bench_oracle(models, ds, intervals, thresholds or [], max_videos)
+        table = print_table(orows, bench_oracle.COLUMNS)
+        (out / "oracle.json").write_text(json.dumps(orows, indent=1))
+        (out / "oracle.md").write_text(table + "\n")
+        bench_schedule.plot_sweep(orows, out / "oracle.png")
+        payload.update(oracle=orows, oracle_table=table)
+        tables.append((orows, table, "oracle.png"))
     write_json(json_out, payload)
     if wandb:
         for r, t, png in tables:

@@ -98,6 +98,8 @@ def _parser() -> argparse.ArgumentParser:
     prep.add_argument("--frames", type=int, default=30)
     prep.add_argument("--gop", type=int, default=None, help="GOP length (default: the clip length)")
     prep.add_argument("--annotated", type=int, nargs="+", default=[9, 19], help="annotated frame indices")
+    prep.add_argument("--speed-changes", type=int, default=0,
+                      help="synthetic: stop-and-go camera, this many speed changes per clip (default 0: constant speed)")
     prep.add_argument("--seed", type=int, default=0)
     prep.add_argument("--workers", type=int, default=2, help="processes generating clips / encoding snippets")
 
@@ -130,11 +132,12 @@ def _parser() -> argparse.ArgumentParser:
     bst.add_argument("--json", metavar="OUT.json")
     bst.add_argument("--no-wandb", action="store_true", help="do not log the table and plot to W&B")
     bst.add_argument("--repeats", type=int, default=3, help="speed passes per method and interval; the fastest counts")
-    bst.add_argument("--view", choices=["protocol", "latency", "both"], default="protocol",
+    bst.add_argument("--view", choices=["protocol", "latency", "both", "oracle"], default="protocol",
                      help="protocol: mIoU per keyframe distance; latency: keyframe schedules over whole streams "
-                          "(fixed L, adaptive thresholds, adaptive + low-latency; Li et al.'s Table 1)")
+                          "(fixed L, adaptive thresholds, adaptive + low-latency; Li et al.'s Table 1); oracle: the "
+                          "headroom of content-chosen keyframes (fixed L vs a perfect deviation predictor vs hindsight)")
     bst.add_argument("--thresholds", type=float, nargs="+", default=[0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2],
-                     help="deviation thresholds of the adaptive schedules (latency view)")
+                     help="deviation thresholds of the adaptive schedules (latency and oracle views)")
     bst.add_argument("--pace-fps", type=float, default=0.0,
                      help="latency view: release frames at this rate, as a live camera (0: each video's own rate)")
     bst.add_argument("--slow-track-threads", type=int, default=None,
@@ -221,7 +224,9 @@ def _data(a: argparse.Namespace) -> int:
         return _prepare_real(a)
     from mvseg.data.synthetic import SyntheticConfig, make_synthetic_dataset
 
-    cfg = SyntheticConfig(height=a.height, width=a.width, frames=a.frames)
+    if a.speed_changes < 0:
+        raise SystemExit(f"mvseg data prepare synthetic: --speed-changes must be >= 0, got {a.speed_changes}")
+    cfg = SyntheticConfig(height=a.height, width=a.width, frames=a.frames, speed_changes=a.speed_changes)
     meta = make_synthetic_dataset(
         a.out, train_clips=a.train_clips, val_clips=a.val_clips, seed=a.seed, config=cfg,
         gop=a.gop, annotated=tuple(a.annotated), workers=a.workers,

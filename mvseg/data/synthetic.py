@@ -50,6 +50,10 @@ class SyntheticConfig:
     poles: tuple[int, int] = (1, 4)
     illumination: float = 0.15  # amplitude of the global brightness change
     noise: float = 3.0  # per-frame sensor noise (std, grey levels)
+    # Stop-and-go driving: the camera changes speed at this many random frames of a clip (each
+    # stretch stopped, slow, cruising or fast), so how fast the content changes varies within a
+    # clip. 0 (default): constant speed, every clip as before.
+    speed_changes: int = 0
 
 
 @dataclass
@@ -130,12 +134,24 @@ class _Camera:
     pan: float
     zoom: float
     sway: float
+    # stop-and-go: (frame, travel) knots of a piecewise-linear travel(t), the distance the
+    # camera has moved in units of its cruising speed; None: travel(t) = t (constant speed)
+    knots: tuple[np.ndarray, np.ndarray] | None = None
+
+    def travel(self, t: float) -> float:
+        if self.knots is None:
+            return t
+        ts, ds = self.knots
+        if t < ts[0]:  # before the clip (the flow of frame 0): the first stretch's speed
+            return float(ds[0] + (t - ts[0]) * (ds[1] - ds[0]) / (ts[1] - ts[0]))
+        return float(np.interp(t, ts, ds))
 
     def scale(self, z: float, t: float) -> float:
-        return math.exp(self.zoom * z * t)
+        return math.exp(self.zoom * z * self.travel(t))
 
     def shift(self, z: float, t: float) -> tuple[float, float]:
-        return self.pan * z * t, self.sway * z * math.sin(0.3 * t)
+        d = self.travel(t)
+        return self.pan * z * d, self.sway * z * math.sin(0.3 * d)
 
     def to_canvas(self, z: float, t: float, x: np.ndarray, y: np.ndarray):
         s, (tx, ty) = self.scale(z, t), self.shift(z, t)
@@ -204,6 +220,8 @@ class StreetScene:
             zoom=rng.uniform(0.2, 1.0) * cfg.max_zoom,
             sway=rng.uniform(0, 0.6),
         )
+        if cfg.speed_changes > 0:  # its own generator: the scene itself stays what this seed gives
+            self.cam.knots = stop_and_go(np.random.default_rng([seed, 104729]), cfg.frames, cfg.speed_changes)
         # depth factors
         self.z_sky, self.z_build, self.z_tree, self.z_ground = 0.03, 0.35, 0.6, 1.0
         self.sky_top, self.sky_bottom = _colour(rng, "sky"), _colour(rng, "sky") * 1.1
@@ -372,6 +390,20 @@ class StreetScene:
         flow[0][sl][m], flow[1][sl][m] = fx[m], fy[m]
 
 
+SPEEDS = (0.0, 0.5, 1.0, 2.0)  # stopped, slow, cruising, fast (x the clip's cruising speed)
+
+
+def stop_and_go(rng: np.random.Generator, frames: int, changes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Knots (frame, travel) of a camera that changes speed at `changes` distinct random frames
+    (1 .. frames-1); each stretch's speed is drawn from SPEEDS, different from the last one."""
+    cuts = np.sort(rng.choice(np.arange(1, frames), size=min(changes, frames - 1), replace=False))
+    ts = np.concatenate([[0], cuts, [frames]]).astype(np.float64)
+    speeds = [float(rng.choice(SPEEDS))]
+    for _ in cuts:
+        speeds.append(float(rng.choice([s for s in SPEEDS if s != speeds[-1]])))
+    return ts, np.concatenate([[0.0], np.cumsum(np.diff(ts) * np.array(speeds))])
+
+
 def render_clip(seed: int, cfg: SyntheticConfig | None = None) -> Clip:
     """Render one clip deterministically from `seed`."""
     cfg = cfg or SyntheticConfig()
@@ -457,7 +489,8 @@ def make_synthetic_dataset(
     meta_path = rootp / "dataset.json"
     generator = {"seed": seed, "gop": gop, "crf": crf, "annotated": list(annotated),
                  "train_clips": train_clips, "val_clips": val_clips,
-                 "config": {k: list(v) if isinstance(v, tuple) else v for k, v in vars(cfg).items()}}
+                 "config": {k: list(v) if isinstance(v, tuple) else v for k, v in vars(cfg).items()
+                            if not (k == "speed_changes" and v == 0)}}  # datasets made before it existed stay valid
     if meta_path.exists():
         meta = json.loads(meta_path.read_text())
         if meta.get("generator") == generator:

@@ -127,3 +127,39 @@ def test_data_prepare_cli(tmp_path, capsys):
     assert rc == 0
     assert (tmp_path / "d" / "videos" / "val" / "clip_0000.mp4").exists()
     assert "1 train + 1 val clips of 6 frames, 64x32" in capsys.readouterr().out
+
+
+def test_stop_and_go_camera():
+    """speed_changes: the camera's travel is piecewise linear with speeds from SPEEDS (each
+    stretch's differing from the last); a stopped stretch leaves the static scene still, the
+    flow stays exact, and 0 keeps the constant-speed camera (travel(t) = t)."""
+    from mvseg.data.synthetic import SPEEDS, StreetScene, stop_and_go
+
+    ts, ds = stop_and_go(np.random.default_rng(0), 30, 4)
+    speeds = np.diff(ds) / np.diff(ts)
+    assert len(ts) == 6 and ts[0] == 0 and ts[-1] == 30 and set(speeds) <= set(SPEEDS)
+    assert all(a != b for a, b in zip(speeds, speeds[1:]))
+    assert StreetScene(2, SyntheticConfig(height=64, width=128)).cam.travel(7) == 7
+    cfg = SyntheticConfig(height=64, width=128, frames=12, noise=0.0, illumination=0.0, speed_changes=3)
+    stopped = moving = 0
+    for seed in range(12):
+        cam = StreetScene(seed, cfg).cam
+        clip = render_clip(seed, cfg)
+        static = clip.objects == -1  # (T, H, W) the layers the camera alone moves
+        for t in range(1, cfg.frames):
+            speed = cam.travel(t) - cam.travel(t - 1)
+            still = np.abs(clip.flow[t]).max(0)[static[t]]
+            if speed == 0:
+                stopped += 1
+                both = static[t] & static[t - 1]  # not covered by a moving object in either frame
+                assert still.max() < 1e-3 and np.array_equal(clip.frames[t][both], clip.frames[t - 1][both])
+            elif abs(cam.pan) > 0.3:
+                moving += 1
+                assert still.mean() > 0.01  # (a stopped stretch: < 1e-3 everywhere)
+    assert stopped and moving
+    # the flow of a stop-and-go clip is as exact as a constant-speed one
+    for t in range(1, cfg.frames):
+        warped = _warp(clip.frames[t - 1], clip.flow[t])
+        src_obj = _warp(clip.objects[t - 1][..., None].astype(np.float32), clip.flow[t])[..., 0]
+        same = np.abs(src_obj - clip.objects[t]) < 1e-3
+        assert np.median(np.abs(warped - clip.frames[t]).mean(-1)[same]) < 3.0

@@ -1,0 +1,119 @@
+"""The oracle view of `mvseg bench strategies`: schedules scored from the (keyframe, frame)
+confusion table agree with streaming them, the hindsight schedule is optimal, and the
+oracle threshold behaves as Li et al.'s policy."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import numpy as np
+import pytest
+import torch
+from torchmetrics.classification import MulticlassJaccardIndex
+
+from mvseg.bench_oracle import fixed_keys, hindsight_keys, miou_from_confusion, threshold_keys
+from mvseg.cli import main
+
+
+@pytest.fixture(scope="module")
+def prop_mv_ckpt(tiny_dataset, tmp_path_factory):
+    import lightning as L
+
+    from mvseg.data.datamodule import CompressedVideoDataModule
+    from mvseg.models.segnet import SegNetConfig
+    from mvseg.strategies import PropMV
+
+    torch.manual_seed(0)
+    model = PropMV(9, 3, net=SegNetConfig(width=0.125, feat_dim=16, head="plain", head_dim=16, split="head"))
+    dm = CompressedVideoDataModule(str(tiny_dataset), "folder", keyframe_interval=3, batch_size=2)
+    tmp = tmp_path_factory.mktemp("oracle")
+    trainer = L.Trainer(accelerator="cpu", max_steps=3, logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, default_root_dir=tmp, limit_val_batches=0)
+    trainer.fit(model, dm)
+    ckpt = tmp / "prop_mv.ckpt"
+    trainer.save_checkpoint(ckpt)
+    return ckpt
+
+
+def test_oracle_view_agrees_with_streaming(prop_mv_ckpt, tiny_dataset, tmp_path):
+    """The fixed schedules scored from the table equal the latency view's, which streams the
+    runtime and scores with torchmetrics; threshold 0 keys every frame, above 1 only the first."""
+    args = ["--run", f"prop_mv={prop_mv_ckpt}", "--intervals", "1", "3", "12", "--data-root", str(tiny_dataset),
+            "--no-wandb", "--offline"]
+    assert main(["bench", "strategies", "--view", "oracle", "--thresholds", "0", "1.01",
+                 "--out-dir", str(tmp_path / "o"), *args]) == 0
+    assert main(["bench", "strategies", "--view", "latency", "--repeats", "1", "--out-dir", str(tmp_path / "l"),
+                 *args]) == 0
+    oracle = {(r["schedule"], r["param"]): r for r in json.loads((tmp_path / "o" / "oracle.json").read_text())}
+    stream = {r["param"]: r for r in json.loads((tmp_path / "l" / "schedules.json").read_text())}
+    for interval in (1, 3, 12):
+        o, s = oracle[("fixed", interval)], stream[interval]
+        assert o["miou_stream"] == pytest.approx(s["miou_stream"], abs=1e-6)
+        assert o["keyframes_per_100"] == pytest.approx(s["keyframes_per_100"])
+    assert oracle[("oracle-threshold", 0.0)]["miou_stream"] == oracle[("fixed", 1)]["miou_stream"]
+    assert oracle[("oracle-threshold", 1.01)]["miou_stream"] == oracle[("fixed", 12)]["miou_stream"]
+    # hindsight at the fixed schedules' keyframe counts (1, 4, 12 a clip): never below fixed
+    for count, interval in ((1, 12), (4, 3), (12, 1)):
+        h = oracle[("hindsight", count)]
+        assert h["keyframes_per_100"] == oracle[("fixed", interval)]["keyframes_per_100"]
+    assert oracle[("hindsight", 12)]["miou_stream"] == oracle[("fixed", 1)]["miou_stream"]
+    assert "| prop_mv | hindsight | 4 |" in (tmp_path / "o" / "oracle.md").read_text()
+    assert (tmp_path / "o" / "oracle.png").stat().st_size > 1000
+
+
+def test_hindsight_is_the_optimum():
+    """Against brute force over every keyframe set with frame 0 first, on random tables."""
+    rng = np.random.default_rng(0)
+    n, k = 7, 3
+    for _ in range(5):
+        conf = np.zeros((n, n, 2, 2), np.int64)
+        for a in range(n):
+            for t in range(a, n):
+                wrong = rng.integers(0, 50)
+                conf[a, t] = [[100 - wrong, wrong], [0, 0]]
+        errors = conf[..., 0, 1]
+
+        def cost(keys):
+            return sum(errors[max(x for x in keys if x <= t), t] for t in range(n))
+
+        for count in range(1, k + 1):
+            keys = hindsight_keys(conf, count)
+            assert keys[0] == 0 and len(keys) == count
+            best = min(cost((0, *c)) for c in itertools.combinations(range(1, n), count - 1))
+            assert cost(keys) == best
+            assert cost(keys) <= cost(fixed_keys(n, -(-n // count)))
+
+
+def test_threshold_keys_follow_the_deviation():
+    dev = np.full((5, 5), np.nan)
+    for k in range(5):
+        for t in range(k, 5):
+            dev[k, t] = 0.1 * (t - k)  # deviation grows 0.1 a frame from any keyframe
+    assert threshold_keys(dev, 0.15) == [0, 2, 4]
+    assert threshold_keys(dev, 0) == [0, 1, 2, 3, 4]
+    assert threshold_keys(dev, 1.01) == [0]
+
+
+def test_miou_from_confusion_matches_torchmetrics():
+    g = torch.Generator().manual_seed(3)
+    pred = torch.randint(0, 6, (2, 20, 30), generator=g)
+    target = torch.randint(0, 5, (2, 20, 30), generator=g)  # class 5 never in the target
+    target[0, :4] = 255
+    metric = MulticlassJaccardIndex(7, ignore_index=255, average="macro", validate_args=False)  # class 6 nowhere
+    metric.update(pred, target)
+    ok = target != 255
+    conf = np.bincount((target[ok] * 7 + pred[ok]).numpy(), minlength=49).reshape(7, 7)
+    assert miou_from_confusion(conf) == pytest.approx(float(metric.compute()), abs=1e-6)
+
+
+def test_oracle_view_refuses_look_ahead_methods(tiny_dataset):
+    from mvseg.bench_oracle import propagation_table
+    from mvseg.data.folder import load_folder_dataset
+    from mvseg.models.segnet import SegNetConfig
+    from mvseg.strategies import InterpMV
+
+    ds = load_folder_dataset(str(tiny_dataset), splits=("val",))
+    model = InterpMV(9, 3, net=SegNetConfig(width=0.125, feat_dim=16, head="plain", head_dim=16, split="head"))
+    with pytest.raises(ValueError, match="InterpMV looks ahead.*causal"):
+        propagation_table(model, ds, ds.clips["val"][0], {})
