@@ -110,6 +110,7 @@ def run_stream(
             if model.stream_taken is not None:  # the strategy overrode the decision
                 waiting[f.index] = (waiting[f.index][0], model.stream_taken, t0)
             yield from emit(ready)
+            model.stream_idle()  # background work starts once the frame's answer is out
         yield from emit(model.stream_flush())
 
 

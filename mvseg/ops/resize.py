@@ -26,16 +26,19 @@ MATMUL_MAX_INPUT = 64  # beyond this the dense matmul costs about what F.interpo
 def _taps(n_in: int, n_out: int, dtype: torch.dtype, device: torch.device) -> Tensor:
     """(n_out, n_in) matrix of align_corners=False bilinear taps, as torch's CPU/CUDA kernels
     compute them: source = (dst + 0.5) * n_in / n_out - 0.5, clamped below at 0, two taps."""
-    dst = torch.arange(n_out, dtype=torch.float64)
-    src = ((dst + 0.5) * (n_in / n_out) - 0.5).clamp(min=0)
-    i0 = src.floor().long().clamp(max=n_in - 1)
-    i1 = (i0 + 1).clamp(max=n_in - 1)
-    w1 = src - i0
-    r = torch.zeros(n_out, n_in, dtype=torch.float64)
-    rows = torch.arange(n_out)
-    r.index_put_((rows, i0), 1 - w1, accumulate=True)
-    r.index_put_((rows, i1), w1, accumulate=True)  # i0 == i1 at the last row: the taps add to 1
-    return r.to(dtype=dtype, device=device)
+    # cached for every later call: never an inference tensor, which autograd would refuse to
+    # save for backward in a training step after a streaming run
+    with torch.inference_mode(False):
+        dst = torch.arange(n_out, dtype=torch.float64)
+        src = ((dst + 0.5) * (n_in / n_out) - 0.5).clamp(min=0)
+        i0 = src.floor().long().clamp(max=n_in - 1)
+        i1 = (i0 + 1).clamp(max=n_in - 1)
+        w1 = src - i0
+        r = torch.zeros(n_out, n_in, dtype=torch.float64)
+        rows = torch.arange(n_out)
+        r.index_put_((rows, i0), 1 - w1, accumulate=True)
+        r.index_put_((rows, i1), w1, accumulate=True)  # i0 == i1 at the last row: the taps add to 1
+        return r.to(dtype=dtype, device=device)
 
 
 def resize_bilinear_matmul(x: Tensor, size: tuple[int, int]) -> Tensor:

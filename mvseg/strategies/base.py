@@ -147,6 +147,11 @@ class SegStrategy(L.LightningModule):
         """End of the stream: the frames still held back (none for causal methods)."""
         return []
 
+    def stream_idle(self) -> None:
+        """The runtime has handed out this frame's results and is about to wait for the next
+        frame: the moment to start background work (Adaptive's slow track), so it does not
+        compete with the frame's own answer. Nothing for most strategies."""
+
     # -- training ----------------------------------------------------------------------
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:

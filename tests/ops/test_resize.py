@@ -62,3 +62,12 @@ def test_dispatch_falls_back_for_large_inputs(monkeypatch):
     resize_bilinear(torch.zeros(1, 2, 8, MATMUL_MAX_INPUT + 1), (64, 520))
     resize_bilinear(torch.zeros(1, 2, 8, 8, dtype=torch.float64), (8, 8))  # same size: returned as is
     assert calls == [(64, 512)]
+
+
+def test_taps_cached_in_inference_mode_still_train():
+    # a streaming run (inference mode) fills the cache; a training step after it must backprop
+    with torch.inference_mode():
+        resize_bilinear(torch.zeros(1, 2, 7, 11), (29, 31))
+    x = torch.randn(1, 2, 7, 11, requires_grad=True)
+    resize_bilinear(x, (29, 31)).sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()

@@ -192,6 +192,26 @@ def test_no_frame_waits_for_a_slow_track():
     model.stream_flush()
 
 
+def test_slow_track_starts_once_the_keyframes_answer_is_out(tiny_dataset):
+    """In the runtime, a fast-tracked keyframe's S_h starts after its result was handed out
+    (stream_idle), not while its answer is still being computed."""
+    from mvseg.strategies import FixedInterval
+
+    torch.manual_seed(0)
+    model = Adaptive(9, 4, net=NET, adaptive=SMALL, low_latency=True).eval()
+    started = []
+    real_start = model._start_slow_track
+    model._start_slow_track = lambda low: started.append(len(seen)) or real_start(low)
+    seen = []
+    for r in run_stream(model, tiny_dataset / "videos" / "val" / "clip_0000.mp4", policy=FixedInterval(4), images=False):
+        seen.append((r.index, r.is_key, model.slow_tracks))
+    # frame 0 runs S_h blocking; keyframes 4 and 8 are fast-tracked and their slow tracks start
+    # only after their results were yielded: 5 and 9 results out by then
+    assert [i for i, k, _ in seen if k] == [0, 4, 8]
+    assert started == [5, 9]
+    assert seen[4][2] == 0 and seen[5][2] == 1
+
+
 def test_deviation_predictor_learns_to_rank_pairs_by_their_label_change():
     """Frames whose left 0, 1/8, ..., 7/8 come from another scene: the full network's labels
     change more the more is replaced; trained on the deviation loss alone, the predictor ranks
