@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from mvseg.bench_schedule import clip_labels
+from mvseg.bench_schedule import clip_labels, interpolate_fixed
 from mvseg.data.folder import Clip, FolderDataset
 from mvseg.video.decode import iter_frames, probe
 from mvseg.video.motion import rasterize_mvs, reference_distances
@@ -142,8 +142,6 @@ def bench_oracle(models: dict[str, tuple], ds: FolderDataset, intervals: list[in
     """models: name -> (strategy, data dict). Rows of fixed, oracle-threshold and hindsight
     schedules per model, each non-fixed row with the fixed schedules' mIoU interpolated at its
     keyframe rate and the gain over it."""
-    from mvseg.bench_schedule import interpolate_fixed
-
     clips = ds.clips["val"][:max_videos]
     rows = []
     for name, (model, data) in models.items():

@@ -195,6 +195,16 @@ def log_wandb(rows: list[dict], table: str, out: Path, project: str = "mvseg",
         run.finish()
 
 
+def _write_view(out: Path, rows: list[dict], columns: list[str], json_name: str, md_name: str, png: str,
+                plot_fn) -> str:
+    """One view's rows as JSON, its Markdown table (printed too, and returned) and its plot."""
+    table = print_table(rows, columns)
+    (out / json_name).write_text(json.dumps(rows, indent=1))
+    (out / md_name).write_text(table + "\n")
+    plot_fn(rows, out / png)
+    return table
+
+
 def run_bench_strategies(runs: list[str], intervals: list[int], root: str, out_dir: str, max_videos: int | None,
                          json_out: str | None, cache_dir: str | None = None, wandb: bool = True,
                          repeats: int = 3, view: str = "protocol", thresholds: list[float] | None = None,
@@ -217,10 +227,7 @@ def run_bench_strategies(runs: list[str], intervals: list[int], root: str, out_d
     rows, payload, tables = [], {"bench": "strategies"}, []
     if view in ("protocol", "both"):
         rows = bench_strategies(parsed, intervals, root, max_videos, cache_dir, repeats)
-        table = print_table(rows, COLUMNS)
-        (out / "results.json").write_text(json.dumps(rows, indent=1))
-        (out / "table.md").write_text(table + "\n")
-        plot(rows, out / "accuracy_vs_fps.png")
+        table = _write_view(out, rows, COLUMNS, "results.json", "table.md", "accuracy_vs_fps.png", plot)
         payload.update(rows=rows, table=table)
         tables.append((rows, table, "accuracy_vs_fps.png"))
     if view in ("latency", "both"):
@@ -232,10 +239,8 @@ def run_bench_strategies(runs: list[str], intervals: list[int], root: str, out_d
             if slow_track_threads and hasattr(model, "slow_track_threads"):
                 model.slow_track_threads = slow_track_threads
         sched = bench_schedule.bench_schedules(models, ds, intervals, thresholds or [], max_videos, repeats, pace)
-        table = print_table(sched, bench_schedule.COLUMNS)
-        (out / "schedules.json").write_text(json.dumps(sched, indent=1))
-        (out / "latency.md").write_text(table + "\n")
-        bench_schedule.plot_sweep(sched, out / "threshold_sweep.png")
+        table = _write_view(out, sched, bench_schedule.COLUMNS, "schedules.json", "latency.md", "threshold_sweep.png",
+                            bench_schedule.plot_sweep)
         payload.update(schedules=sched, latency_table=table)
         tables.append((sched, table, "threshold_sweep.png"))
     if view == "oracle":
@@ -244,10 +249,8 @@ def run_bench_strategies(runs: list[str], intervals: list[int], root: str, out_d
         ds = load_folder_dataset(root, splits=("val",))
         models = {name: load_strategy(ckpt) for name, ckpt in parsed.items()}
         orows = bench_oracle.bench_oracle(models, ds, intervals, thresholds or [], max_videos)
-        table = print_table(orows, bench_oracle.COLUMNS)
-        (out / "oracle.json").write_text(json.dumps(orows, indent=1))
-        (out / "oracle.md").write_text(table + "\n")
-        bench_schedule.plot_sweep(orows, out / "oracle.png")
+        table = _write_view(out, orows, bench_oracle.COLUMNS, "oracle.json", "oracle.md", "oracle.png",
+                            bench_schedule.plot_sweep)
         payload.update(oracle=orows, oracle_table=table)
         tables.append((orows, table, "oracle.png"))
     write_json(json_out, payload)
