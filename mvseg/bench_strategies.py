@@ -46,11 +46,13 @@ def _load(ckpt: str, interval: int):
     return model.eval(), data
 
 
-def evaluate(model, root: str, interval: int, cache_dir: str | None = None) -> dict:
-    """Protocol mIoU (mean and minimum over distances) at keyframe interval `interval`."""
+def evaluate(model, root: str, interval: int, cache_dir: str | None = None, data: dict | None = None) -> dict:
+    """Protocol mIoU (mean and minimum over distances) at keyframe interval `interval`; frames
+    normalised as in training (`data`: the checkpoint's mvseg_data), as the runtime does."""
+    norm = {k: (data or {}).get(k) for k in ("mean", "std")}
     dm = CompressedVideoDataModule(
         root, "folder", keyframe_interval=interval, with_next=model.needs_next,
-        eval_distances=[0] if model.distance_invariant else None, batch_size=8, cache_dir=cache_dir,
+        eval_distances=[0] if model.distance_invariant else None, batch_size=8, cache_dir=cache_dir, **norm,
     )
     trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
     m = trainer.validate(model, dm, verbose=False)[0]
@@ -138,7 +140,7 @@ def bench_strategies(runs: dict[str, str], intervals: list[int], root: str, max_
         streamed = None  # one model per method streams every interval (the runtime's policy sets L)
         for interval in intervals:
             model, data = _load(ckpt, interval)
-            rows.append({"method": name, "interval": interval, **evaluate(model, root, interval, cache_dir)})
+            rows.append({"method": name, "interval": interval, **evaluate(model, root, interval, cache_dir, data)})
             streamed = streamed or (model, data)
             models.append((*streamed, interval))
             print(f"{name} L={interval}: mIoU {rows[-1]['miou_mean']:.3f} (min {rows[-1]['miou_min']:.3f})", flush=True)

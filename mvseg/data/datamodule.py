@@ -55,6 +55,9 @@ class CompressedVideoDataModule(L.LightningDataModule):
         with_gt_flow: also load the ground-truth flow to the keyframe (synthetic data; flow
             network pretraining for DFF).
         cache_dir: decoded-frame cache (default ROOT/.cache).
+        mean, std: the input normalisation (RGB, frames scaled to 0..1); default: the dataset's
+            own (dataset.json). Give the statistics a frozen or pretrained image model was
+            trained with when training on other data (they are saved in the checkpoints).
     """
 
     def __init__(
@@ -74,6 +77,8 @@ class CompressedVideoDataModule(L.LightningDataModule):
         num_workers: int = 0,
         cache_dir: str | None = None,
         synthetic: SyntheticSpec | None = None,
+        mean: tuple[float, float, float] | None = None,
+        std: tuple[float, float, float] | None = None,
     ):
         super().__init__()
         if dataset not in ("synthetic", "folder"):
@@ -83,6 +88,11 @@ class CompressedVideoDataModule(L.LightningDataModule):
         for name, ds in (("train_distances", train_distances), ("eval_distances", eval_distances)):
             if ds is not None and (not ds or any(not 0 <= d < keyframe_interval for d in ds)):
                 raise ValueError(f"data.{name} must be a non-empty subset of 0..{keyframe_interval - 1}, got {ds}")
+        for name, v in (("mean", mean), ("std", std)):
+            if v is not None and (len(v) != 3 or (name == "std" and min(v) <= 0)):
+                raise ValueError(f"data.{name} must be 3 numbers (RGB{', > 0' if name == 'std' else ''}), got {v}")
+        self.mean, self.std = (tuple(map(float, mean)) if mean is not None else None,
+                               tuple(map(float, std)) if std is not None else None)
         self.root = Path(root)
         self.dataset = dataset
         self.keyframe_interval = keyframe_interval
@@ -121,6 +131,8 @@ class CompressedVideoDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.ds is None:
             self.ds = load_folder_dataset(self.root)
+            self.ds.mean = self.mean or self.ds.mean
+            self.ds.std = self.std or self.ds.std
         L_ = self.keyframe_interval
         self.train_set = KeyframeSamples(self.ds, "train", self.cache, L_, self.train_distances, True,
                                          self.augment, self.with_next, self.with_gt_flow)

@@ -40,6 +40,18 @@ def test_sample_follows_design(tiny_dataset):
     assert abs(float(s["cur"].mean())) < 1.0 and 0.5 < float(s["cur"].std()) < 2.0
 
 
+def test_normalisation_may_be_given(tiny_dataset):
+    """data.mean / data.std replace the dataset's statistics (a frozen model's own), exactly."""
+    own = make_dm(tiny_dataset)
+    mean, std = (0.25, 0.5, 0.75), (0.5, 0.25, 2.0)
+    given = make_dm(tiny_dataset, mean=mean, std=std)
+    assert given.ds.mean == mean and given.ds.std == std  # what checkpoints store for inference
+    a, b = own.val_set[3]["cur"], given.val_set[3]["cur"]
+    m0, s0 = (torch.tensor(v).view(3, 1, 1) for v in (own.ds.mean, own.ds.std))
+    m1, s1 = (torch.tensor(v).view(3, 1, 1) for v in (mean, std))
+    torch.testing.assert_close(b, (a * s0 + m0 - m1) / s1, atol=1e-5, rtol=1e-5)
+
+
 def test_composed_offsets_bring_the_keyframe_to_the_current_frame(tiny_dataset):
     dm = make_dm(tiny_dataset, with_next=True)
     for i in (2, 5):  # distance 2 samples
@@ -138,6 +150,10 @@ def test_bad_datamodule_arguments():
         CompressedVideoDataModule(keyframe_interval=5, eval_distances=[5])
     with pytest.raises(ValueError, match="multiple of 4"):
         CompressedVideoDataModule(crop_size=(30, 64))
+    with pytest.raises(ValueError, match=r"data.std must be 3 numbers \(RGB, > 0\)"):
+        CompressedVideoDataModule(std=(0.2, 0.0, 0.2))
+    with pytest.raises(ValueError, match=r"data.mean must be 3 numbers"):
+        CompressedVideoDataModule(mean=(0.5, 0.5))
 
 
 def test_folder_dataset_without_split_lists(tiny_dataset, tmp_path):
