@@ -12,6 +12,7 @@
     mvseg bench kernels [--json OUT.json]
     mvseg bench data [--data-root DIR] [--workers 0 1 2] [--json OUT.json]
     mvseg bench strategies --run NAME=CKPT ... [--intervals 1 5 10]
+    mvseg bench fusion --ckpt RUN/checkpoints/last.ckpt [--data-root DIR] [--out-dir DIR]
 
 `main(args)` is callable from tests; it returns the process exit status.
 """
@@ -144,6 +145,13 @@ def _parser() -> argparse.ArgumentParser:
                      help="latency view: CPU threads of Adaptive's background slow track (default: the checkpoint's)")
     bst.add_argument("--offline", action="store_true",
                      help="latency view: process frames back to back instead (no idle time between frames)")
+    bfu = bsub.add_parser("fusion", help="AR-Seg: mIoU per distance of CReFF vs its two inputs alone (LR, MV-warped HR) and their mean")
+    bfu.add_argument("--ckpt", required=True, help="a stage-2 AR-Seg checkpoint")
+    bfu.add_argument("--data-root", default="data/synthetic", help="mvseg folder dataset (its val split)")
+    bfu.add_argument("--interval", type=int, default=None, help="keyframe interval L (default: the checkpoint's)")
+    bfu.add_argument("--cache-dir", default=None)
+    bfu.add_argument("--out-dir", default="bench/fusion", help="fusion.json, fusion.md")
+    bfu.add_argument("--json", metavar="OUT.json")
     bsm = bsub.add_parser("stream", help="constant memory of the streaming runtime on a long generated video")
     bsm.add_argument("--frames", type=int, default=10_000)
     bsm.add_argument("--size", default="64x128", help="HxW of the generated frames")
@@ -278,6 +286,10 @@ def _bench(a: argparse.Namespace) -> int:
         run_bench_strategies(a.run, a.intervals, a.data_root, a.out_dir, a.max_videos, a.json, a.cache_dir,
                              wandb=not a.no_wandb, repeats=a.repeats, view=a.view, thresholds=a.thresholds,
                              pace=None if a.offline else a.pace_fps, slow_track_threads=a.slow_track_threads)
+    elif a.bench_command == "fusion":
+        from mvseg.bench_fusion import run_bench_fusion
+
+        run_bench_fusion(a.ckpt, a.data_root, a.out_dir, a.interval, a.json, a.cache_dir)
     elif a.bench_command == "flops":
         from mvseg.bench_flops import run_bench_flops
 
