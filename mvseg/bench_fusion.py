@@ -21,6 +21,7 @@ fusion.md.
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -60,8 +61,8 @@ def fusion_table(model: ARSeg, root: str, interval: int, data: dict | None = Non
     dm = CompressedVideoDataModule(root, "folder", keyframe_interval=interval, batch_size=batch_size,
                                    cache_dir=cache_dir, **norm)
     dm.setup("validate")
-    k = model.num_classes
-    metric = lambda: MulticlassJaccardIndex(k, ignore_index=model.ignore_index, average="macro", validate_args=False)  # noqa: E731
+    metric = partial(MulticlassJaccardIndex, model.num_classes, ignore_index=model.ignore_index, average="macro",
+                     validate_args=False)  # as the strategies' own validation metrics
     miou = {c: {d: metric() for d in range(interval)} for c in CANDIDATES}
     mse = {c: {d: [0.0, 0] for d in range(1, interval)} for c in CANDIDATES}
     for batch in dm.val_dataloader():
