@@ -225,7 +225,8 @@ def _kernel_impls(op: str) -> dict:
     import torch
     import torch.nn.functional as F
 
-    from mvseg.ops import local_attention_reference, local_attention_unfold, sv_conv_reference, sv_conv_unfold
+    from mvseg.ops import (local_attention_banded, local_attention_reference, local_attention_unfold, sv_conv_reference,
+                           sv_conv_unfold)
     from mvseg.ops.resize import resize_bilinear_matmul
     from mvseg.ops.warp import warp_reference
 
@@ -240,7 +241,9 @@ def _kernel_impls(op: str) -> dict:
 
     impls = {
         "warp": {"reference": warp_reference, "grid_sample+grid": warp_grid_sample},
-        "local_attention": {"reference": local_attention_reference, "unfold": local_attention_unfold},
+        # banded: the CPU inference path of ops.local_attention (forward only, no backward)
+        "local_attention": {"reference": local_attention_reference, "unfold": local_attention_unfold,
+                            "banded": local_attention_banded},
         "sv_conv": {"reference": sv_conv_reference, "unfold": sv_conv_unfold},
         "resize": {"reference": lambda x, size: F.interpolate(x, size, mode="bilinear", align_corners=False),
                    "matmul": resize_bilinear_matmul},
@@ -254,6 +257,9 @@ def _kernel_impls(op: str) -> dict:
     except Exception:  # no triton on this platform
         pass
     return impls
+
+
+FORWARD_ONLY = {"banded"}  # inference paths: no backward to time
 
 
 def _unfold_bytes(op: str, shapes: dict) -> int:
@@ -315,11 +321,13 @@ def _cpu_measure(conn, op: str, shapes: dict, impl: str, repeats: int) -> None:
             fwd.append((time.perf_counter() - t0) / inner)
     if inner > 1:
         fwd = fwd[1:]  # the first call (caches, allocator) is not what a stream pays per frame
-    gargs = _kernel_inputs(op, shapes, "cpu", grad=True)
-    t0 = time.perf_counter()
-    fn(*gargs).sum().backward()
-    bwd = time.perf_counter() - t0
-    conn.send({"fwd_ms": 1e3 * float(np.median(fwd)), "fwd_bwd_ms": 1e3 * bwd, "peak_mb": (peak - base) / 1024})
+    bwd = None
+    if impl not in FORWARD_ONLY:
+        gargs = _kernel_inputs(op, shapes, "cpu", grad=True)
+        t0 = time.perf_counter()
+        fn(*gargs).sum().backward()
+        bwd = 1e3 * (time.perf_counter() - t0)
+    conn.send({"fwd_ms": 1e3 * float(np.median(fwd)), "fwd_bwd_ms": bwd, "peak_mb": (peak - base) / 1024})
 
 
 def bench_kernels(repeats: int = 3, max_unfold_gb: float = 8.0, timeout: float = 1800) -> list[dict]:
@@ -334,8 +342,8 @@ def bench_kernels(repeats: int = 3, max_unfold_gb: float = 8.0, timeout: float =
     cuda = torch.cuda.is_available()
     for name, op, shapes in KERNEL_CASES:
         for impl in _kernel_impls(op):
-            if impl == "triton" and not cuda:
-                continue
+            if (impl == "triton" and not cuda) or (impl in FORWARD_ONLY and cuda):
+                continue  # Triton needs a GPU; the banded form is a CPU path
             row = {"case": name, "impl": impl, "device": "cuda" if cuda else "cpu"}
             if impl == "unfold" and _unfold_bytes(op, shapes) > max_unfold_gb * 2**30:
                 row["note"] = f"skipped: the unfold needs {_unfold_bytes(op, shapes) / 2**30:.1f} GB"

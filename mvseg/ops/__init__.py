@@ -3,8 +3,10 @@ and a Triton path (triton_kernels) used on CUDA tensors, the dinov2 pattern of a
 fast path that falls back to the plain implementation.
 
 The environment variable MVSEG_KERNELS chooses: "auto" (default: Triton for CUDA tensors
-when Triton imports, the reference otherwise), "torch" (always the reference) or "triton"
-(always Triton; on a CPU this needs TRITON_INTERPRET=1, as the tests set).
+when Triton imports, the PyTorch path otherwise), "torch" (always the PyTorch path) or "triton"
+(always Triton; on a CPU this needs TRITON_INTERPRET=1, as the tests set). The PyTorch path of
+the local attention is the reference, except for CPU inference (no gradient needed), where its
+banded channels-last form computes the same sums faster (ops.local_attention).
 """
 
 from __future__ import annotations
@@ -12,10 +14,11 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 
+import torch
 from torch import Tensor
 
 from mvseg.ops.resize import resize_bilinear
-from mvseg.ops.local_attention import local_attention_reference, local_attention_unfold
+from mvseg.ops.local_attention import local_attention_banded, local_attention_reference, local_attention_unfold
 from mvseg.ops.sv_conv import sv_conv_reference, sv_conv_unfold
 from mvseg.ops.warp import warp_reference
 
@@ -56,6 +59,8 @@ def local_attention(q: Tensor, k: Tensor, v: Tensor, window: int = 7, scale: flo
         from triton_kernels.local_attention import local_attention as la_triton
 
         return la_triton(q, k, v, window, scale)
+    if not q.is_cuda and not (torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))):
+        return local_attention_banded(q, k, v, window, scale)  # CPU inference: the same sums, cache-friendly
     return local_attention_reference(q, k, v, window, scale)
 
 
@@ -69,4 +74,4 @@ def sv_conv(features: Tensor, kernels: Tensor) -> Tensor:
 
 
 __all__ = ["backend", "triton_available", "warp", "warp_reference", "local_attention", "local_attention_reference",
-           "local_attention_unfold", "sv_conv", "sv_conv_reference", "sv_conv_unfold", "resize_bilinear"]
+           "local_attention_banded", "local_attention_unfold", "sv_conv", "sv_conv_reference", "sv_conv_unfold", "resize_bilinear"]

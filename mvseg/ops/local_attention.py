@@ -7,6 +7,10 @@ PyTorch reference: shift-and-accumulate over views of one padded copy, in a cust
 Function. Its memory is
 O(B·C·H·W + B·K²·H·W): it keeps the attention weights (K² per pixel) but never builds the
 K²·C unfold of k or v, in the forward or the backward pass.
+
+CPU inference fast path (`local_attention_banded`, the same arithmetic): the reference is
+memory-bound at the paper's sizes (every one of the K² offsets streams whole (C, H, W) tensors
+through memory); the banded one works channels-last on bands of rows that stay in cache.
 """
 
 from __future__ import annotations
@@ -68,6 +72,48 @@ def local_attention_reference(q: Tensor, k: Tensor, v: Tensor, window: int = 7, 
     if q.shape != k.shape or k.shape[:1] + k.shape[2:] != v.shape[:1] + v.shape[2:]:
         raise ValueError(f"q {tuple(q.shape)}, k {tuple(k.shape)} and v {tuple(v.shape)} must share B, H, W (and q, k C)")
     return _LocalAttentionTorch.apply(q, k, v, window, 1.0 if scale is None else float(scale))
+
+
+def _band_rows(width: int, channels: int, itemsize: int, band_bytes: int = 1 << 20) -> int:
+    # ~1 MiB per band tensor: measured best on 2 cores at (64, 720, 960) and (512, 128, 256)
+    return max(1, band_bytes // max(1, width * channels * itemsize))
+
+
+def local_attention_banded(q: Tensor, k: Tensor, v: Tensor, window: int = 7, scale: float | None = None,
+                           rows: int | None = None) -> Tensor:
+    """The reference's forward (q, k, v (B, C, H, W) -> (B, C, H, W), no autograd), computed
+    channels-last in bands of `rows` rows (default: about 1 MiB of q per band) so that the K²
+    views of k and v a band reads stay in cache: 2.5-4x faster than the reference on a CPU at
+    CReFF's paper sizes (`mvseg bench kernels`). Used by `ops.local_attention` for CPU tensors
+    when no gradient is needed (inference, the streaming runtime, validation)."""
+    if q.shape != k.shape or k.shape[:1] + k.shape[2:] != v.shape[:1] + v.shape[2:]:
+        raise ValueError(f"q {tuple(q.shape)}, k {tuple(k.shape)} and v {tuple(v.shape)} must share B, H, W (and q, k C)")
+    offs = window_offsets(window)
+    b, c, h, w = q.shape
+    r, sc = window // 2, 1.0 if scale is None else float(scale)
+    rows = rows or _band_rows(w, c, q.element_size())
+    ql = q.permute(0, 2, 3, 1).contiguous()  # (B, H, W, C)
+    kp = _padded(k, r).permute(0, 2, 3, 1).contiguous()  # (B, H+2r, W+2r, C)
+    vp = _padded(v, r).permute(0, 2, 3, 1).contiguous()
+    out = v.new_empty(b, h, w, v.shape[1])  # (B, H, W, Cv)
+    d = torch.arange(-r, r + 1, device=q.device)
+    col_ok = ((torch.arange(w, device=q.device)[:, None] + d) >= 0) & ((torch.arange(w, device=q.device)[:, None] + d) < w)
+    row_all = torch.arange(h, device=q.device)[:, None] + d
+    row_ok = (row_all >= 0) & (row_all < h)  # (H, K): neighbour row inside the image
+    for y0 in range(0, h, rows):
+        y1 = min(h, y0 + rows)
+        qb = ql[:, y0:y1]  # (B, R, W, C)
+
+        def view(t: Tensor, dy: int, dx: int) -> Tensor:  # neighbour (dy, dx) of the band's pixels
+            return t[:, r + dy + y0 : r + dy + y1, r + dx : r + dx + w]
+
+        s = torch.stack([torch.linalg.vecdot(qb, view(kp, dy, dx)) for dy, dx in offs], -1)  # (B, R, W, K*K)
+        valid = (row_ok[y0:y1, None, :, None] & col_ok[None, :, None, :]).flatten(-2)  # (R, W, K*K)
+        p = torch.softmax(s.mul_(sc).masked_fill_(~valid, float("-inf")), dim=-1)
+        ob = out[:, y0:y1].zero_()
+        for j, (dy, dx) in enumerate(offs):
+            ob.addcmul_(view(vp, dy, dx), p[..., j : j + 1])
+    return out.permute(0, 3, 1, 2)  # (B, Cv, H, W), channels-last in memory
 
 
 def local_attention_unfold(q: Tensor, k: Tensor, v: Tensor, window: int = 7, scale: float | None = None) -> Tensor:

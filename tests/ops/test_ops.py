@@ -61,3 +61,30 @@ def test_dispatch(monkeypatch):
     monkeypatch.setenv("MVSEG_KERNELS", "cuda-please")
     with pytest.raises(ValueError, match="MVSEG_KERNELS must be auto, torch or triton"):
         ops.backend(x)
+
+
+@pytest.mark.parametrize("window,rows", [(1, None), (3, 1), (7, 2), (7, None), (5, 100)])
+def test_local_attention_banded_equals_reference(window, rows):
+    # bands of 1, 2 or all rows, odd sizes, a batch, v with other channels than q and k, a scale
+    torch.manual_seed(window)
+    q, k = torch.randn(2, 4, 9, 7), torch.randn(2, 4, 9, 7)
+    v = torch.randn(2, 3, 9, 7)
+    out = ops.local_attention_banded(q, k, v, window, 0.7, rows=rows)
+    torch.testing.assert_close(out, local_attention_reference(q, k, v, window, 0.7))
+    # non-contiguous inputs (the convs' outputs may be channels-last)
+    qt, kt, vt = (t.transpose(2, 3).contiguous().transpose(2, 3) for t in (q, k, v))
+    torch.testing.assert_close(ops.local_attention_banded(qt, kt, vt, window, 0.7, rows=rows), out)
+
+
+def test_local_attention_dispatch_banded_only_without_grad(monkeypatch):
+    from mvseg.ops.local_attention import local_attention_banded as banded
+
+    calls = []
+    monkeypatch.setattr(ops, "local_attention_banded", lambda *a: calls.append("banded") or banded(*a))
+    q, k, v = (torch.randn(1, 2, 5, 6, requires_grad=True) for _ in range(3))
+    out = ops.local_attention(q, k, v, 3)  # training: the reference, with its backward
+    out.sum().backward()
+    assert calls == [] and q.grad is not None and v.grad is not None
+    with torch.no_grad():
+        torch.testing.assert_close(ops.local_attention(q, k, v, 3), out.detach())
+    assert calls == ["banded"]
