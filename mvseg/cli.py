@@ -13,6 +13,7 @@
     mvseg bench data [--data-root DIR] [--workers 0 1 2] [--json OUT.json]
     mvseg bench strategies --run NAME=CKPT ... [--intervals 1 5 10]
     mvseg bench fusion --ckpt RUN/checkpoints/last.ckpt [--data-root DIR] [--out-dir DIR]
+    mvseg bench speed [--backbones psp18_camvid psp18] [--scales 1.0 0.5 0.3] [--json OUT.json]
 
 `main(args)` is callable from tests; it returns the process exit status.
 """
@@ -171,6 +172,15 @@ def _parser() -> argparse.ArgumentParser:
     bf.add_argument("--scales", type=float, nargs="+", default=[1.0, 0.7, 0.6, 0.5])
     bf.add_argument("--interval", type=int, default=12, help="keyframe interval L")
     bf.add_argument("--json", metavar="OUT.json")
+    bsp = bsub.add_parser("speed", help="AR-Seg streaming ms/frame, 1.0x vs AR^s at the paper's resolutions (its Table 5)")
+    bsp.add_argument("--backbones", nargs="+", default=["psp18_camvid", "psp18"],
+                     help="psp18_camvid (720x960), psp18 (1024x2048), bise18 (720x960) | cpu (experiments/arseg.yaml, 128x256)")
+    bsp.add_argument("--sizes", nargs="+", default=None, help="HxW (default: each backbone's paper resolution)")
+    bsp.add_argument("--scales", type=float, nargs="+", default=[1.0, 0.5, 0.3], help="1.0 first: the baseline")
+    bsp.add_argument("--interval", type=int, default=12, help="keyframe interval L (and the video's GOP)")
+    bsp.add_argument("--frames", type=int, default=24, help="frames of the generated video")
+    bsp.add_argument("--repeats", type=int, default=2, help="interleaved passes per row; the fastest counts")
+    bsp.add_argument("--json", metavar="OUT.json")
     bs = bsub.add_parser("synthetic", help="per-pixel colour classifier vs a small CNN on the synthetic data")
     bs.add_argument("--steps", type=int, default=300)
     bs.add_argument("--json", metavar="OUT.json")
@@ -275,6 +285,13 @@ def _prepare_real(a: argparse.Namespace) -> int:
     return 0
 
 
+def _hxw(text: str, option: str) -> tuple[int, int]:
+    h, sep, w = text.partition("x")
+    if not (sep and h.isdigit() and w.isdigit()):
+        raise SystemExit(f"mvseg bench {option} expects HxW, got {text!r}")
+    return int(h), int(w)
+
+
 def _bench(a: argparse.Namespace) -> int:
     from mvseg import bench
 
@@ -293,20 +310,16 @@ def _bench(a: argparse.Namespace) -> int:
     elif a.bench_command == "flops":
         from mvseg.bench_flops import run_bench_flops
 
-        sizes = []
-        for text in a.sizes:
-            h, sep, w = text.partition("x")
-            if not (sep and h.isdigit() and w.isdigit()):
-                raise SystemExit(f"mvseg bench flops: --sizes expects HxW, got {text!r}")
-            sizes.append((int(h), int(w)))
-        run_bench_flops(a.backbones, sizes, a.scales, a.interval, a.json)
+        run_bench_flops(a.backbones, [_hxw(t, "flops --sizes") for t in a.sizes], a.scales, a.interval, a.json)
+    elif a.bench_command == "speed":
+        from mvseg.bench_speed import run_bench_speed
+
+        sizes = [_hxw(t, "speed --sizes") for t in a.sizes] if a.sizes else None
+        run_bench_speed(a.backbones, sizes, a.scales, a.interval, a.frames, a.repeats, a.json)
     elif a.bench_command == "stream":
         from mvseg.bench_stream import run_bench_stream
 
-        h, sep, w = a.size.partition("x")
-        if not (sep and h.isdigit() and w.isdigit()):
-            raise SystemExit(f"mvseg bench stream: --size expects HxW, got {a.size!r}")
-        run_bench_stream(a.frames, (int(h), int(w)), a.interval, tuple(a.methods), a.json)
+        run_bench_stream(a.frames, _hxw(a.size, "stream --size"), a.interval, tuple(a.methods), a.json)
     elif a.bench_command == "data":
         from mvseg.bench_data import run_bench_data
 
