@@ -225,7 +225,7 @@ def _kernel_impls(op: str) -> dict:
     import torch
     import torch.nn.functional as F
 
-    from mvseg.ops import (local_attention_banded, local_attention_reference, local_attention_unfold, sv_conv_reference,
+    from mvseg.ops import (local_attention_blocked, local_attention_reference, local_attention_unfold, sv_conv_reference,
                            sv_conv_unfold)
     from mvseg.ops.resize import resize_bilinear_matmul
     from mvseg.ops.warp import warp_reference
@@ -241,9 +241,9 @@ def _kernel_impls(op: str) -> dict:
 
     impls = {
         "warp": {"reference": warp_reference, "grid_sample+grid": warp_grid_sample},
-        # banded: the CPU inference path of ops.local_attention (forward only, no backward)
+        # blocked: the CPU inference path of ops.local_attention (forward only, no backward)
         "local_attention": {"reference": local_attention_reference, "unfold": local_attention_unfold,
-                            "banded": local_attention_banded},
+                            "blocked": local_attention_blocked},
         "sv_conv": {"reference": sv_conv_reference, "unfold": sv_conv_unfold},
         "resize": {"reference": lambda x, size: F.interpolate(x, size, mode="bilinear", align_corners=False),
                    "matmul": resize_bilinear_matmul},
@@ -259,7 +259,7 @@ def _kernel_impls(op: str) -> dict:
     return impls
 
 
-FORWARD_ONLY = {"banded"}  # inference paths: no backward to time
+FORWARD_ONLY = {"blocked"}  # inference paths: no backward to time
 
 
 def _unfold_bytes(op: str, shapes: dict) -> int:
@@ -343,7 +343,7 @@ def bench_kernels(repeats: int = 3, max_unfold_gb: float = 8.0, timeout: float =
     for name, op, shapes in KERNEL_CASES:
         for impl in _kernel_impls(op):
             if (impl == "triton" and not cuda) or (impl in FORWARD_ONLY and cuda):
-                continue  # Triton needs a GPU; the banded form is a CPU path
+                continue  # Triton needs a GPU; the blocked form is a CPU path
             row = {"case": name, "impl": impl, "device": "cuda" if cuda else "cpu"}
             if impl == "unfold" and _unfold_bytes(op, shapes) > max_unfold_gb * 2**30:
                 row["note"] = f"skipped: the unfold needs {_unfold_bytes(op, shapes) / 2**30:.1f} GB"

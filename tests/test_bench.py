@@ -35,11 +35,11 @@ def test_bench_kernels_rows_and_ratios(monkeypatch, tmp_path):
     rows = json.loads(out.read_text())["rows"]
     impls = {(r["case"], r["impl"]) for r in rows}
     assert impls == {("tiny warp", "reference"), ("tiny warp", "grid_sample+grid"),
-                     ("tiny attention", "reference"), ("tiny attention", "unfold"), ("tiny attention", "banded"),
+                     ("tiny attention", "reference"), ("tiny attention", "unfold"), ("tiny attention", "blocked"),
                      ("tiny resize", "reference"), ("tiny resize", "matmul")}  # no Triton without a GPU
     for r in rows:
         assert r["fwd_ms"] > 0 and r["peak_mb"] >= 0
-        assert (r["fwd_bwd_ms"] is None) == (r["impl"] == "banded")  # the banded form is inference only
+        assert (r["fwd_bwd_ms"] is None) == (r["impl"] == "blocked")  # the blocked form is inference only
         if r["impl"] != "reference":
             assert r["speedup_vs_reference"] > 0
 

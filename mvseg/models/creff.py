@@ -49,7 +49,7 @@ class CReFF(nn.Module):
                           frame_size) if self.warp and offset is not None else key_feat
         if not up.is_cuda and not (torch.is_grad_enabled() and self.q.weight.requires_grad):
             # CPU inference: channels-last, where depthwise convs run ~2.7x faster (oneDNN) and the
-            # banded local attention reads its inputs without a copy; the same sums either way
+            # blocked local attention copies its inputs without a transpose; the same sums either way
             up, warped = up.contiguous(memory_format=torch.channels_last), warped.contiguous(memory_format=torch.channels_last)
         attended = ops.local_attention(self.q(up), self.k(warped), self.v(warped), self.window)  # scale None = 1
         return up + attended

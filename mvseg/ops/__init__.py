@@ -6,7 +6,7 @@ The environment variable MVSEG_KERNELS chooses: "auto" (default: Triton for CUDA
 when Triton imports, the PyTorch path otherwise), "torch" (always the PyTorch path) or "triton"
 (always Triton; on a CPU this needs TRITON_INTERPRET=1, as the tests set). The PyTorch path of
 the local attention is the reference, except for CPU inference (no gradient needed), where its
-banded channels-last form computes the same sums faster (ops.local_attention).
+form as batched matrix products computes the same sums faster (ops.local_attention).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from mvseg.ops.resize import resize_bilinear
-from mvseg.ops.local_attention import local_attention_banded, local_attention_reference, local_attention_unfold
+from mvseg.ops.local_attention import local_attention_blocked, local_attention_reference, local_attention_unfold
 from mvseg.ops.sv_conv import sv_conv_reference, sv_conv_unfold
 from mvseg.ops.warp import warp_reference
 
@@ -60,7 +60,7 @@ def local_attention(q: Tensor, k: Tensor, v: Tensor, window: int = 7, scale: flo
 
         return la_triton(q, k, v, window, scale)
     if not q.is_cuda and not (torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))):
-        return local_attention_banded(q, k, v, window, scale)  # CPU inference: the same sums, cache-friendly
+        return local_attention_blocked(q, k, v, window, scale)  # CPU inference: the same sums, cache-friendly
     return local_attention_reference(q, k, v, window, scale)
 
 
@@ -74,4 +74,4 @@ def sv_conv(features: Tensor, kernels: Tensor) -> Tensor:
 
 
 __all__ = ["backend", "triton_available", "warp", "warp_reference", "local_attention", "local_attention_reference",
-           "local_attention_banded", "local_attention_unfold", "sv_conv", "sv_conv_reference", "sv_conv_unfold", "resize_bilinear"]
+           "local_attention_blocked", "local_attention_unfold", "sv_conv", "sv_conv_reference", "sv_conv_unfold", "resize_bilinear"]

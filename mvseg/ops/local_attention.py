@@ -8,9 +8,9 @@ Function. Its memory is
 O(B·C·H·W + B·K²·H·W): it keeps the attention weights (K² per pixel) but never builds the
 K²·C unfold of k or v, in the forward or the backward pass.
 
-CPU inference fast path (`local_attention_banded`, the same arithmetic): the reference is
-memory-bound at the paper's sizes (every one of the K² offsets streams whole (C, H, W) tensors
-through memory); the banded one works channels-last on bands of rows that stay in cache.
+CPU inference fast path (`local_attention_blocked`, the same sums): batched matrix products
+over blocks of pixels; the reference is memory-bound at the paper's sizes (every one of the K²
+offsets streams whole (C, H, W) tensors through memory).
 """
 
 from __future__ import annotations
@@ -74,46 +74,76 @@ def local_attention_reference(q: Tensor, k: Tensor, v: Tensor, window: int = 7, 
     return _LocalAttentionTorch.apply(q, k, v, window, 1.0 if scale is None else float(scale))
 
 
-def _band_rows(width: int, channels: int, itemsize: int, band_bytes: int = 1 << 20) -> int:
-    # ~1 MiB per band tensor: measured best on 2 cores at (64, 720, 960) and (512, 128, 256)
-    return max(1, band_bytes // max(1, width * channels * itemsize))
+def _padded_channels_last(t: Tensor, top: int, left: int, height: int, width: int) -> Tensor:
+    """t (B, C, H, W) -> (B, height, width, C), t at rows top.., columns left.., zeros around."""
+    b, c, h, w = t.shape
+    p = t.new_empty(b, height, width, c)
+    p[:, :top].zero_()
+    p[:, top + h :].zero_()
+    p[:, top : top + h, :left].zero_()
+    p[:, top : top + h, left + w :].zero_()
+    p[:, top : top + h, left : left + w] = t.permute(0, 2, 3, 1)
+    return p
 
 
-def local_attention_banded(q: Tensor, k: Tensor, v: Tensor, window: int = 7, scale: float | None = None,
-                           rows: int | None = None) -> Tensor:
-    """The reference's forward (q, k, v (B, C, H, W) -> (B, C, H, W), no autograd), computed
-    channels-last in bands of `rows` rows (default: about 1 MiB of q per band) so that the K²
-    views of k and v a band reads stay in cache: 2.5-4x faster than the reference on a CPU at
-    CReFF's paper sizes (`mvseg bench kernels`). Used by `ops.local_attention` for CPU tensors
-    when no gradient is needed (inference, the streaming runtime, validation)."""
+def local_attention_blocked(q: Tensor, k: Tensor, v: Tensor, window: int = 7, scale: float | None = None,
+                            block: int = 8, rows: int = 32) -> Tensor:
+    """The reference's forward (q, k, v (B, C, H, W) -> (B, Cv, H, W), no autograd) as batched
+    matrix products, for CPU inference: the reference streams whole (C, H, W) tensors through
+    memory once per window offset and is memory-bound at CReFF's paper sizes.
+
+    Channels-last, the queries of a row are cut into blocks of `block` pixels; for a window row
+    dy, a block's keys are one contiguous run of block + K - 1 pixels of row y + dy, so every
+    block of a band of `rows` rows is a strided view of the padded k (no copy: the padded width
+    is a multiple of `block`, which makes the stride between blocks uniform across rows), and
+    Q_blk (block, C) @ K_blk^T (C, block + K - 1) gives all K scores of the row for the block
+    (the K diagonals of the product; the rest, (K - 1) / block of the work, is discarded).
+    Softmax over the K² scores, then the same with the weights placed on the diagonals of a
+    (block, block + K - 1) matrix times the block's V. 3-4x faster than the reference at
+    (64, 720, 960) and (512, 128, 256) on 2 cores (`mvseg bench kernels`); used by
+    `ops.local_attention` for CPU tensors when no gradient is needed."""
     if q.shape != k.shape or k.shape[:1] + k.shape[2:] != v.shape[:1] + v.shape[2:]:
         raise ValueError(f"q {tuple(q.shape)}, k {tuple(k.shape)} and v {tuple(v.shape)} must share B, H, W (and q, k C)")
-    offs = window_offsets(window)
-    b, c, h, w = q.shape
-    r, sc = window // 2, 1.0 if scale is None else float(scale)
-    rows = rows or _band_rows(w, c, q.element_size())
-    ql = q.permute(0, 2, 3, 1).contiguous()  # (B, H, W, C)
-    kp = _padded(k, r).permute(0, 2, 3, 1).contiguous()  # (B, H+2r, W+2r, C)
-    vp = _padded(v, r).permute(0, 2, 3, 1).contiguous()
-    out = v.new_empty(b, h, w, v.shape[1])  # (B, H, W, Cv)
+    window_offsets(window)  # validates the window
+    bsz, c, h, w = q.shape
+    cv, r, kk = v.shape[1], window // 2, window
+    kw = block + 2 * r  # keys of a block in one window row
+    wq = -(-(w + 2 * r) // block) * block  # padded width: r zeros left, >= r right, a multiple of block
+    nbq, top = wq // block, 1 + r  # one spare row above and below: the first and last views stay in memory
+    kp = _padded_channels_last(k, top, r, h + 2 * top, wq)  # (B, H+2r+2, Wq, C)
+    vp = _padded_channels_last(v, top, r, h + 2 * top, wq)
+    qp = _padded_channels_last(q, 0, r, h, wq)  # (B, H, Wq, C): query x at column x + r, as its keys
+    out = q.new_empty(bsz, h, wq, cv)
     d = torch.arange(-r, r + 1, device=q.device)
-    col_ok = ((torch.arange(w, device=q.device)[:, None] + d) >= 0) & ((torch.arange(w, device=q.device)[:, None] + d) < w)
-    row_all = torch.arange(h, device=q.device)[:, None] + d
-    row_ok = (row_all >= 0) & (row_all < h)  # (H, K): neighbour row inside the image
-    for y0 in range(0, h, rows):
-        y1 = min(h, y0 + rows)
-        qb = ql[:, y0:y1]  # (B, R, W, C)
+    xs = torch.arange(wq, device=q.device)[:, None] - r + d
+    col_ok = ((xs >= 0) & (xs < w)).view(1, nbq, block, 1, kk)  # neighbour column inside the image
+    ys = torch.arange(h, device=q.device)[:, None] + d
+    row_ok = ((ys >= 0) & (ys < h)).view(h, 1, 1, kk, 1)
+    sc = 1.0 if scale is None else float(scale)
+    diag = lambda m, n: m.as_strided((n, block, kk), (block * kw, kw + 1, 1), m.storage_offset())  # noqa: E731
 
-        def view(t: Tensor, dy: int, dx: int) -> Tensor:  # neighbour (dy, dx) of the band's pixels
-            return t[:, r + dy + y0 : r + dy + y1, r + dx : r + dx + w]
+    def keys(t: Tensor, y: int, n: int) -> Tensor:  # (n, kw, C) views: every block's keys in padded row y
+        ch = t.shape[-1]
+        return t.as_strided((n, kw, ch), (block * ch, ch, 1), t.storage_offset() + (y * wq - r) * ch)
 
-        s = torch.stack([torch.linalg.vecdot(qb, view(kp, dy, dx)) for dy, dx in offs], -1)  # (B, R, W, K*K)
-        valid = (row_ok[y0:y1, None, :, None] & col_ok[None, :, None, :]).flatten(-2)  # (R, W, K*K)
-        p = torch.softmax(s.mul_(sc).masked_fill_(~valid, float("-inf")), dim=-1)
-        ob = out[:, y0:y1].zero_()
-        for j, (dy, dx) in enumerate(offs):
-            ob.addcmul_(view(vp, dy, dx), p[..., j : j + 1])
-    return out.permute(0, 3, 1, 2)  # (B, Cv, H, W), channels-last in memory
+    for b in range(bsz):
+        for y0 in range(0, h, rows):
+            y1 = min(h, y0 + rows)
+            n = (y1 - y0) * nbq
+            qb = qp[b, y0:y1].view(n, block, c)  # (n, block, C)
+            s = q.new_empty(n, block, kk, kk)  # scores (block, dy, dx)
+            for i in range(kk):
+                prod = torch.bmm(qb, keys(kp[b], top + y0 + i - r, n).transpose(1, 2))  # (n, block, kw)
+                s[:, :, i] = diag(prod, n)
+            s = s.view(y1 - y0, nbq, block, kk, kk).mul_(sc).masked_fill_(~(row_ok[y0:y1] & col_ok), float("-inf"))
+            p = torch.softmax(s.view(n, block, kk * kk), dim=-1).view(n, block, kk, kk)
+            ob = out[b, y0:y1].view(n, block, cv)
+            pm = q.new_zeros(n, block, kw)  # weights on the diagonals, zeros elsewhere
+            for i in range(kk):
+                diag(pm, n).copy_(p[:, :, i])
+                vb = keys(vp[b], top + y0 + i - r, n)  # (n, kw, Cv)
+                torch.bmm(pm, vb, out=ob) if i == 0 else ob.baddbmm_(pm, vb)
+    return out[:, :, r : r + w].permute(0, 3, 1, 2)  # (B, Cv, H, W), channels-last in memory
 
 
 def local_attention_unfold(q: Tensor, k: Tensor, v: Tensor, window: int = 7, scale: float | None = None) -> Tensor:

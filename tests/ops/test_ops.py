@@ -63,28 +63,29 @@ def test_dispatch(monkeypatch):
         ops.backend(x)
 
 
-@pytest.mark.parametrize("window,rows", [(1, None), (3, 1), (7, 2), (7, None), (5, 100)])
-def test_local_attention_banded_equals_reference(window, rows):
-    # bands of 1, 2 or all rows, odd sizes, a batch, v with other channels than q and k, a scale
+@pytest.mark.parametrize("window,block,rows", [(1, 8, 32), (3, 1, 1), (7, 8, 2), (7, 16, 32), (5, 3, 100), (9, 2, 4)])
+def test_local_attention_blocked_equals_reference(window, block, rows):
+    # blocks narrower and wider than the image, bands of 1, 2 or all rows, odd sizes, a batch,
+    # v with other channels than q and k, a scale, a window wider than the image
     torch.manual_seed(window)
     q, k = torch.randn(2, 4, 9, 7), torch.randn(2, 4, 9, 7)
     v = torch.randn(2, 3, 9, 7)
-    out = ops.local_attention_banded(q, k, v, window, 0.7, rows=rows)
+    out = ops.local_attention_blocked(q, k, v, window, 0.7, block=block, rows=rows)
     torch.testing.assert_close(out, local_attention_reference(q, k, v, window, 0.7))
-    # non-contiguous inputs (the convs' outputs may be channels-last)
-    qt, kt, vt = (t.transpose(2, 3).contiguous().transpose(2, 3) for t in (q, k, v))
-    torch.testing.assert_close(ops.local_attention_banded(qt, kt, vt, window, 0.7, rows=rows), out)
+    # channels-last inputs (CReFF's convs give them on a CPU)
+    qt, kt, vt = (t.contiguous(memory_format=torch.channels_last) for t in (q, k, v))
+    torch.testing.assert_close(ops.local_attention_blocked(qt, kt, vt, window, 0.7, block=block, rows=rows), out)
 
 
-def test_local_attention_dispatch_banded_only_without_grad(monkeypatch):
-    from mvseg.ops.local_attention import local_attention_banded as banded
+def test_local_attention_dispatch_blocked_only_without_grad(monkeypatch):
+    from mvseg.ops.local_attention import local_attention_blocked as blocked
 
     calls = []
-    monkeypatch.setattr(ops, "local_attention_banded", lambda *a: calls.append("banded") or banded(*a))
+    monkeypatch.setattr(ops, "local_attention_blocked", lambda *a: calls.append("blocked") or blocked(*a))
     q, k, v = (torch.randn(1, 2, 5, 6, requires_grad=True) for _ in range(3))
     out = ops.local_attention(q, k, v, 3)  # training: the reference, with its backward
     out.sum().backward()
     assert calls == [] and q.grad is not None and v.grad is not None
     with torch.no_grad():
         torch.testing.assert_close(ops.local_attention(q, k, v, 3), out.detach())
-    assert calls == ["banded"]
+    assert calls == ["blocked"]
