@@ -142,7 +142,10 @@ def local_attention_blocked(q: Tensor, k: Tensor, v: Tensor, window: int = 7, sc
             for i in range(kk):
                 diag(pm, n).copy_(p[:, :, i])
                 vb = keys(vp[b], top + y0 + i - r, n)  # (n, kw, Cv)
-                torch.bmm(pm, vb, out=ob) if i == 0 else ob.baddbmm_(pm, vb)
+                if i == 0:
+                    torch.bmm(pm, vb, out=ob)
+                else:
+                    ob.baddbmm_(pm, vb)
     return out[:, :, r : r + w].permute(0, 3, 1, 2)  # (B, Cv, H, W), channels-last in memory
 
 
