@@ -16,8 +16,9 @@ gflops_ratio (`bench flops`' count, for comparison) and the paper's Table 5 figu
 
 from __future__ import annotations
 
+import functools
+import itertools
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -25,6 +26,7 @@ import torch
 from mvseg.bench import print_table, write_json
 from mvseg.bench_flops import BACKBONES, arseg_flops
 from mvseg.bench_stream import panning_frames
+from mvseg.bench_strategies import fastest_interleaved, timed_pass
 from mvseg.runtime import run_stream
 from mvseg.strategies import ARSeg, PerFrame
 from mvseg.strategies.policies import FixedInterval
@@ -43,26 +45,13 @@ def _models(backbone: str, scales: list[float], interval: int, num_classes: int 
             ARSeg(num_classes, interval, net=cfg, lr_scale=s).eval() for s in scales]
 
 
-def _pass(model, video: Path, interval: int, limit: int | None = None) -> tuple[list, float]:
-    results, t0 = [], time.perf_counter()
-    for r in run_stream(model, video, policy=FixedInterval(interval), images=False):
-        results.append(r)
-        if limit and len(results) == limit:
-            break
-    return results, time.perf_counter() - t0
-
-
 def stream_speeds(models: list, video: Path, interval: int, repeats: int = 2) -> list[dict]:
     """Per model: ms per frame over the whole video (the fastest of `repeats` interleaved
     passes) and the mean latency of its keyframes and other frames in that pass."""
     for m in models:  # warm-up (allocator, first-call dispatch, cached resize taps): a keyframe and a non-keyframe
-        _pass(m, video, interval, limit=2)
-    best: list[tuple | None] = [None] * len(models)
-    for _ in range(max(repeats, 1)):
-        for i, m in enumerate(models):
-            results, wall = _pass(m, video, interval)
-            if best[i] is None or wall < best[i][1]:
-                best[i] = (results, wall)
+        for _ in itertools.islice(run_stream(m, video, policy=FixedInterval(interval), images=False), 2):
+            pass
+    best = fastest_interleaved([functools.partial(timed_pass, m, [video], {}, interval) for m in models], repeats)
     rows = []
     for results, wall in best:
         key = [r.latency_ms for r in results if r.is_key]

@@ -22,9 +22,11 @@ Per (method, interval L):
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import lightning as L
@@ -75,7 +77,7 @@ def task_ms(model, frame_size: tuple[int, int], repeats: int = 20) -> float:
     return 1e3 * (time.perf_counter() - t0) / repeats
 
 
-def _pass(model, videos: list[Path], kw: dict, interval: int) -> tuple[list, float]:
+def timed_pass(model, videos: list[Path], kw: dict, interval: int) -> tuple[list, float]:
     """One timed pass of the runtime over `videos` (labels only): (results, wall seconds)."""
     results, t0 = [], time.perf_counter()
     for v in videos:
@@ -90,6 +92,18 @@ def _warm_up(model, videos: list[Path], kw: dict, interval: int) -> None:
         pass
 
 
+def fastest_interleaved(passes: list[Callable[[], tuple[list, float]]], repeats: int) -> list[tuple[list, float]]:
+    """Run every timed pass `repeats` times, interleaved (pass 1 of every row, then pass 2 of
+    every row, ...), and keep each row's fastest (results, wall seconds)."""
+    best: list[tuple[list, float] | None] = [None] * len(passes)
+    for _ in range(max(repeats, 1)):
+        for i, run in enumerate(passes):
+            results, wall = run()
+            if best[i] is None or wall < best[i][1]:
+                best[i] = (results, wall)
+    return best
+
+
 def speeds(models: list[tuple], videos: list[Path], repeats: int = 3) -> list[dict]:
     """Runtime speed of each (model, data, interval) over `videos`, the fastest of `repeats`
     passes (as timeit takes the minimum: other load on the machine only ever slows a pass
@@ -99,12 +113,8 @@ def speeds(models: list[tuple], videos: list[Path], repeats: int = 3) -> list[di
     kws = [{k: data[k] for k in ("mean", "std") if k in data} for _, data, _ in models]
     for (model, _, interval), kw in zip(models, kws):
         _warm_up(model, videos, kw, interval)
-    best: list[tuple | None] = [None] * len(models)
-    for _ in range(max(repeats, 1)):
-        for i, ((model, _, interval), kw) in enumerate(zip(models, kws)):
-            results, wall = _pass(model, videos, kw, interval)
-            if best[i] is None or wall < best[i][1]:
-                best[i] = (results, wall)
+    best = fastest_interleaved([functools.partial(timed_pass, model, videos, kw, interval)
+                                for (model, _, interval), kw in zip(models, kws)], repeats)
     return [_stats(model, videos, kw, interval, *b) for (model, _, interval), kw, b in zip(models, kws, best)]
 
 
