@@ -1,17 +1,20 @@
-"""Fused local attention in Triton (CReFF's KxK attention, Hu et al. CVPR 2023).
+"""Fused local attention in Triton (CReFF's KxK attention, Hu et al. CVPR 2023, Sec. 3.2).
 
-out[:, p] = sum_j softmax_j(scale * q[:, p]·k[:, p + d_j]) v[:, p + d_j] over the KxK window
-offsets d_j, out-of-image neighbours excluded.
+out[:, p] = sum_j P_j[p] v[:, p + d_j],  P[p] = softmax_j(scale * q[:, p]·k[:, p + d_j]) over the
+KxK window taps d_j, neighbours outside the image excluded (as the reference,
+mvseg.ops.local_attention.local_attention_reference).
 
-Forward: one program per (batch, block of pixels, block of value channels); the window is
-visited once with an online softmax (running max and sum, as FlashAttention), so the
-[B, K*K, H, W] weights are never written; only the log-sum-exp per pixel is kept for the
-backward pass. Backward (FlashAttention-style recomputation, no atomics, deterministic):
-  D[p]   = sum_c dO[c, p] O[c, p]
-  P_j[p] = exp(scale * q[p]·k[p+d_j] - lse[p]),  dS_j[p] = P_j[p] (dO[p]·v[p+d_j] - D[p]) scale
-  dq[p]  = sum_j dS_j[p] k[p+d_j]                     (gathered at p)
-  dk[t]  = sum_j dS_j[t-d_j] q[t-d_j],  dv[t] = sum_j P_j[t-d_j] dO[t-d_j]  (gathered at t)
-Reference: mvseg.ops.local_attention.local_attention_reference.
+Forward, one kernel, one program per (block of pixels, image): the K*K scores of its pixels as
+one [KK_PAD, BLOCK_P] tile (q read once, k once per tap), the softmax in registers, then the
+output channel by channel from that tile (v once per tap). No channel block recomputes the
+scores. With a gradient to come it also stores P (B, K*K, H, W) in fp32 (K*K floats a pixel:
+49 at K=7, fewer bytes than q at C >= 49), so the backward never recomputes a score.
+
+Backward, two kernels, no atomics (deterministic):
+  _la_bwd_q:  dP_j[p] = dO[:, p]·v[:, p + d_j];  dS_j[p] = scale * P_j[p] (dP_j[p] - sum_i P_i[p] dP_i[p])
+              (stored, fp32), dq[:, p] = sum_j dS_j[p] k[:, p + d_j]
+  _la_bwd_kv: dk[:, t] = sum_j dS_j[t - d_j] q[:, t - d_j],  dv[:, t] = sum_j P_j[t - d_j] dO[:, t - d_j]
+              (each neighbour t gathers from the pixels whose tap j it is)
 """
 
 from __future__ import annotations
@@ -20,132 +23,68 @@ import torch
 import triton
 import triton.language as tl
 
-NEG = -1.0e30  # "minus infinity" that keeps exp() and max() finite
+from triton_kernels import validate
+from triton_kernels._tuning import autotune, interpreted, kk_pad
+from triton_kernels._window import aggregate, correlate, load_taps, neighbours, store_taps
+
+# (BLOCK_P, num_warps); the first is the default. A tile is KK_PAD x BLOCK_P fp32 (64 x 32 at K=7).
+_CONFIGS = [triton.Config({"BLOCK_P": bp}, num_warps=nw) for bp, nw in ((32, 4), (64, 4), (64, 8), (128, 8))]
+_SHAPE_ARGS = ["C", "CV", "H", "W"]  # not specialised: one compiled kernel serves every image size
 
 
-@triton.jit
-def _dot(a_ptr, b_ptr, b, pa, ma, pb, mb, C, HW, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
-    """sum over the C channels of a[b, :, pa] * b[b, :, pb] (fp32), for BLOCK_P pixel pairs."""
-    s = tl.zeros([BLOCK_P], tl.float32)
-    for c0 in range(0, C, BLOCK_C):
-        c = c0 + tl.arange(0, BLOCK_C)
-        cm = c < C
-        base = (b.to(tl.int64) * C + c[:, None]) * HW
-        at = tl.load(a_ptr + base + pa[None, :], mask=cm[:, None] & ma[None, :], other=0.0).to(tl.float32)
-        bt = tl.load(b_ptr + base + pb[None, :], mask=cm[:, None] & mb[None, :], other=0.0).to(tl.float32)
-        s += tl.sum(at * bt, axis=0)
-    return s
-
-
-@triton.jit
-def _la_fwd(q_ptr, k_ptr, v_ptr, out_ptr, lse_ptr, C, CV, H, W, scale,
-            K: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_CV: tl.constexpr):
-    b = tl.program_id(0)
-    p = tl.program_id(1) * BLOCK_P + tl.arange(0, BLOCK_P)
-    cv = tl.program_id(2) * BLOCK_CV + tl.arange(0, BLOCK_CV)
+@autotune(_CONFIGS, key=["C", "CV", "K"])
+@triton.jit(do_not_specialize=_SHAPE_ARGS)
+def _la_fwd(q_ptr, k_ptr, v_ptr, out_ptr, p_ptr, C, CV, H, W, scale,
+            K: tl.constexpr, KK_PAD: tl.constexpr, STORE_P: tl.constexpr, BLOCK_P: tl.constexpr):
+    b = tl.program_id(1).to(tl.int64)
     HW = H * W
+    p = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
     pm = p < HW
-    cvm = cv < CV
-    y = p // W
-    x = p % W
-    m_i = tl.full([BLOCK_P], NEG, tl.float32)
-    l_i = tl.zeros([BLOCK_P], tl.float32)
-    acc = tl.zeros([BLOCK_CV, BLOCK_P], tl.float32)
-    vbase = (b.to(tl.int64) * CV + cv[:, None]) * HW
-    for j in range(K * K):
-        yy = y + (j // K - K // 2)
-        xx = x + (j % K - K // 2)
-        nm = pm & (yy >= 0) & (yy < H) & (xx >= 0) & (xx < W)
-        n = yy * W + xx
-        s = _dot(q_ptr, k_ptr, b, p, pm, n, nm, C, HW, BLOCK_C, BLOCK_P) * scale
-        s = tl.where(nm, s, NEG)
-        m_new = tl.maximum(m_i, s)
-        alpha = tl.exp(m_i - m_new)
-        pj = tl.where(nm, tl.exp(s - m_new), 0.0)
-        l_i = l_i * alpha + pj
-        vt = tl.load(v_ptr + vbase + n[None, :], mask=cvm[:, None] & nm[None, :], other=0.0).to(tl.float32)
-        acc = acc * alpha[None, :] + vt * pj[None, :]
-        m_i = m_new
-    l_i = tl.where(pm, l_i, 1.0)  # lanes past the image end: keep the arithmetic finite
-    out = acc / l_i[None, :]
-    tl.store(out_ptr + vbase + p[None, :], out, mask=cvm[:, None] & pm[None, :])
-    first = (p * 0 + tl.program_id(2)) == 0  # only the first value-channel block writes lse
-    tl.store(lse_ptr + b.to(tl.int64) * HW + p, m_i + tl.log(l_i), mask=pm & first)
+    n, nm = neighbours(p, pm, H, W, K, KK_PAD, 1)
+    s = correlate(q_ptr + b * C * HW, k_ptr + b * C * HW, p, pm, n, nm, C, HW, KK_PAD, BLOCK_P) * scale
+    s = tl.where(nm, s, float("-inf"))
+    m = tl.where(pm, tl.max(s, axis=0), 0.0)  # the centre tap is always inside: m is finite on real pixels
+    e = tl.exp(s - m[None, :])
+    den = tl.where(pm, tl.sum(e, axis=0), 1.0)
+    w = e / den[None, :]  # P, (KK_PAD, BLOCK_P)
+    if STORE_P:
+        store_taps(p_ptr + b * K * K * HW, w, p, pm, HW, K, KK_PAD)
+    aggregate(w, v_ptr + b * CV * HW, n, nm, out_ptr + b * CV * HW, p, pm, CV, HW)
 
 
-@triton.jit
-def _la_bwd_pre(out_ptr, dout_ptr, d_ptr, CV, HW, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
-    b = tl.program_id(0)
-    p = tl.program_id(1) * BLOCK_P + tl.arange(0, BLOCK_P)
-    pm = p < HW
-    d = _dot(out_ptr, dout_ptr, b, p, pm, p, pm, CV, HW, BLOCK_C, BLOCK_P)
-    tl.store(d_ptr + b.to(tl.int64) * HW + p, d, mask=pm)
-
-
-@triton.jit
-def _la_bwd_dq(q_ptr, k_ptr, v_ptr, dout_ptr, lse_ptr, d_ptr, dq_ptr, C, CV, H, W, scale,
-               K: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
-    b = tl.program_id(0)
-    p = tl.program_id(1) * BLOCK_P + tl.arange(0, BLOCK_P)
-    c = tl.program_id(2) * BLOCK_C + tl.arange(0, BLOCK_C)
+@autotune(_CONFIGS, key=["C", "CV", "K"])
+@triton.jit(do_not_specialize=_SHAPE_ARGS)
+def _la_bwd_q(k_ptr, v_ptr, dout_ptr, p_ptr, ds_ptr, dq_ptr, C, CV, H, W, scale,
+              K: tl.constexpr, KK_PAD: tl.constexpr, BLOCK_P: tl.constexpr):
+    b = tl.program_id(1).to(tl.int64)
     HW = H * W
+    p = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
     pm = p < HW
-    cm = c < C
-    y = p // W
-    x = p % W
-    lse = tl.load(lse_ptr + b.to(tl.int64) * HW + p, mask=pm, other=0.0)
-    dd = tl.load(d_ptr + b.to(tl.int64) * HW + p, mask=pm, other=0.0)
-    cbase = (b.to(tl.int64) * C + c[:, None]) * HW
-    acc = tl.zeros([BLOCK_C, BLOCK_P], tl.float32)
-    for j in range(K * K):
-        yy = y + (j // K - K // 2)
-        xx = x + (j % K - K // 2)
-        nm = pm & (yy >= 0) & (yy < H) & (xx >= 0) & (xx < W)
-        n = yy * W + xx
-        s = _dot(q_ptr, k_ptr, b, p, pm, n, nm, C, HW, BLOCK_C, BLOCK_P) * scale
-        dp = _dot(dout_ptr, v_ptr, b, p, pm, n, nm, CV, HW, BLOCK_C, BLOCK_P)
-        pj = tl.where(nm, tl.exp(s - lse), 0.0)
-        ds = pj * (dp - dd) * scale
-        kt = tl.load(k_ptr + cbase + n[None, :], mask=cm[:, None] & nm[None, :], other=0.0).to(tl.float32)
-        acc += kt * ds[None, :]
-    tl.store(dq_ptr + cbase + p[None, :], acc, mask=cm[:, None] & pm[None, :])
+    n, nm = neighbours(p, pm, H, W, K, KK_PAD, 1)
+    dp = correlate(dout_ptr + b * CV * HW, v_ptr + b * CV * HW, p, pm, n, nm, CV, HW, KK_PAD, BLOCK_P)
+    pt = load_taps(p_ptr + b * K * K * HW, p[None, :], nm, HW, KK_PAD)  # P is 0 on outside taps
+    ds = pt * (dp - tl.sum(pt * dp, axis=0)[None, :]) * scale  # softmax backward
+    store_taps(ds_ptr + b * K * K * HW, ds, p, pm, HW, K, KK_PAD)
+    aggregate(ds, k_ptr + b * C * HW, n, nm, dq_ptr + b * C * HW, p, pm, C, HW)
 
 
-@triton.jit
-def _la_bwd_dkdv(q_ptr, k_ptr, v_ptr, dout_ptr, lse_ptr, d_ptr, dk_ptr, dv_ptr, C, CV, H, W, scale,
-                 K: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
-    b = tl.program_id(0)
-    t = tl.program_id(1) * BLOCK_P + tl.arange(0, BLOCK_P)  # the neighbour pixel receiving gradients
-    c = tl.program_id(2) * BLOCK_C + tl.arange(0, BLOCK_C)
+@autotune(_CONFIGS, key=["C", "CV", "K"])
+@triton.jit(do_not_specialize=_SHAPE_ARGS)
+def _la_bwd_kv(q_ptr, dout_ptr, p_ptr, ds_ptr, dk_ptr, dv_ptr, C, CV, H, W,
+               K: tl.constexpr, KK_PAD: tl.constexpr, BLOCK_P: tl.constexpr):
+    b = tl.program_id(1).to(tl.int64)
     HW = H * W
+    t = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)  # the neighbour receiving gradients
     tm = t < HW
-    ty = t // W
-    tx = t % W
-    dk = tl.zeros([BLOCK_C, BLOCK_P], tl.float32)
-    dv = tl.zeros([BLOCK_C, BLOCK_P], tl.float32)
-    for j in range(K * K):
-        py = ty - (j // K - K // 2)  # the pixel whose j-th neighbour is t
-        px = tx - (j % K - K // 2)
-        pm = tm & (py >= 0) & (py < H) & (px >= 0) & (px < W)
-        p = py * W + px
-        s = _dot(q_ptr, k_ptr, b, p, pm, t, tm, C, HW, BLOCK_C, BLOCK_P) * scale
-        dp = _dot(dout_ptr, v_ptr, b, p, pm, t, tm, CV, HW, BLOCK_C, BLOCK_P)
-        lse = tl.load(lse_ptr + b.to(tl.int64) * HW + p, mask=pm, other=0.0)
-        dd = tl.load(d_ptr + b.to(tl.int64) * HW + p, mask=pm, other=0.0)
-        pj = tl.where(pm, tl.exp(s - lse), 0.0)
-        ds = pj * (dp - dd) * scale
-        qt = tl.load(q_ptr + (b.to(tl.int64) * C + c[:, None]) * HW + p[None, :],
-                     mask=(c < C)[:, None] & pm[None, :], other=0.0).to(tl.float32)
-        gt = tl.load(dout_ptr + (b.to(tl.int64) * CV + c[:, None]) * HW + p[None, :],
-                     mask=(c < CV)[:, None] & pm[None, :], other=0.0).to(tl.float32)
-        dk += qt * ds[None, :]
-        dv += gt * pj[None, :]
-    tl.store(dk_ptr + (b.to(tl.int64) * C + c[:, None]) * HW + t[None, :], dk, mask=(c < C)[:, None] & tm[None, :])
-    tl.store(dv_ptr + (b.to(tl.int64) * CV + c[:, None]) * HW + t[None, :], dv, mask=(c < CV)[:, None] & tm[None, :])
+    n, nm = neighbours(t, tm, H, W, K, KK_PAD, -1)  # n[j] = t - d_j: the pixel whose tap j is t
+    dsg = load_taps(ds_ptr + b * K * K * HW, n, nm, HW, KK_PAD)
+    aggregate(dsg, q_ptr + b * C * HW, n, nm, dk_ptr + b * C * HW, t, tm, C, HW)
+    pg = load_taps(p_ptr + b * K * K * HW, n, nm, HW, KK_PAD)
+    aggregate(pg, dout_ptr + b * CV * HW, n, nm, dv_ptr + b * CV * HW, t, tm, CV, HW)
 
 
-def _blocks(hw: int, c: int) -> tuple[int, int]:
-    return min(64, triton.next_power_of_2(hw)), min(32, triton.next_power_of_2(c))
+def _grid(b: int, hw: int):
+    return lambda meta: (triton.cdiv(hw, meta["BLOCK_P"]), b)  # pixel blocks on axis 0 (limit 2**31 - 1)
 
 
 class LocalAttention(torch.autograd.Function):
@@ -155,34 +94,35 @@ class LocalAttention(torch.autograd.Function):
         B, C, H, W = q.shape
         CV = v.shape[1]
         out = torch.empty_like(v)
-        lse = torch.empty(B, H, W, device=q.device, dtype=torch.float32)
-        bp, bc = _blocks(H * W, max(C, CV))
-        _la_fwd[(B, triton.cdiv(H * W, bp), triton.cdiv(CV, bc))](
-            q, k, v, out, lse, C, CV, H, W, float(scale), K=window, BLOCK_P=bp, BLOCK_C=bc, BLOCK_CV=bc)
-        ctx.save_for_backward(q, k, v, out, lse)
+        need_grad = any(ctx.needs_input_grad[:3])
+        p = torch.empty(B, window * window, H, W, device=q.device, dtype=torch.float32) if need_grad else out
+        if out.numel():  # nothing to compute for an empty output
+            _la_fwd[_grid(B, H * W)](q, k, v, out, p, C, CV, H, W, float(scale), K=window, KK_PAD=kk_pad(window),
+                                     STORE_P=need_grad)
+        ctx.save_for_backward(q, k, v, p if need_grad else None)
         ctx.window, ctx.scale = window, float(scale)
         return out
 
     @staticmethod
     def backward(ctx, dout):
-        q, k, v, out, lse = ctx.saved_tensors
-        dout = dout.contiguous()
+        q, k, v, p = ctx.saved_tensors
         B, C, H, W = q.shape
         CV = v.shape[1]
-        bp, bc = _blocks(H * W, max(C, CV))
-        d = torch.empty(B, H, W, device=q.device, dtype=torch.float32)
-        _la_bwd_pre[(B, triton.cdiv(H * W, bp))](out, dout, d, CV, H * W, BLOCK_P=bp, BLOCK_C=bc)
-        dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
-        _la_bwd_dq[(B, triton.cdiv(H * W, bp), triton.cdiv(C, bc))](
-            q, k, v, dout, lse, d, dq, C, CV, H, W, ctx.scale, K=ctx.window, BLOCK_P=bp, BLOCK_C=bc)
-        _la_bwd_dkdv[(B, triton.cdiv(H * W, bp), triton.cdiv(max(C, CV), bc))](
-            q, k, v, dout, lse, d, dk, dv, C, CV, H, W, ctx.scale, K=ctx.window, BLOCK_P=bp, BLOCK_C=bc)
+        dq, dk, dv = torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v)
+        if dout.numel():  # an empty output (Cv = 0, or no pixel) depends on nothing: zero gradients
+            dout = dout.contiguous()
+            ds = torch.empty_like(p)
+            kw = dict(K=ctx.window, KK_PAD=kk_pad(ctx.window))
+            _la_bwd_q[_grid(B, H * W)](k, v, dout, p, ds, dq, C, CV, H, W, ctx.scale, **kw)
+            _la_bwd_kv[_grid(B, H * W)](q, dout, p, ds, dk, dv, C, CV, H, W, **kw)
         return dq, dk, dv, None, None
 
 
 def local_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: int = 7,
                     scale: float | None = None) -> torch.Tensor:
-    """q, k (B, C, H, W), v (B, Cv, H, W) -> (B, Cv, H, W); scale None = 1 (no 1/sqrt(C))."""
-    if window < 1 or window % 2 == 0:
-        raise ValueError(f"window must be odd and >= 1, got {window}")
+    """q, k (B, C, H, W), v (B, Cv, H, W) -> (B, Cv, H, W); scale None = 1 (no 1/sqrt(C), as
+    AR-Seg's code). float32, float16 or bfloat16 (computed in fp32); CUDA tensors, or CPU tensors
+    under TRITON_INTERPRET=1."""
+    validate.local_attention_args(q, k, v, window)
+    validate.kernel_inputs("local_attention", q, k, v, interpreted=interpreted(_la_fwd))
     return LocalAttention.apply(q, k, v, window, 1.0 if scale is None else float(scale))
