@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import re
 import subprocess
@@ -47,6 +48,7 @@ from triton.runtime.jit import JITFunction
 from triton_kernels import validate
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+OPS = ("local_attention", "sv_conv", "warp")
 
 
 @dataclass
@@ -87,9 +89,11 @@ class _TargetOnly:
 
 
 @contextlib.contextmanager
-def compile_only(target: GPUTarget, sink: Callable[[JITFunction, object, dict], None]) -> Iterator[None]:
+def compile_only(target: GPUTarget, sink: Callable[[JITFunction, object, dict], None],
+                 all_configs: bool = True) -> Iterator[None]:
     """Within the block, a Triton launch compiles for `target` and calls sink(fn, compiled,
-    kwargs) instead of running; launchers accept CPU tensors (nothing touches their memory)."""
+    kwargs) instead of running; an autotuned launch compiles every config (or only the
+    default, the first); launchers accept CPU tensors (nothing touches their memory)."""
     device = -1000 - target.arch  # never a real device index
     run, at_run = JITFunction.run, Autotuner.run
     touched: set[JITFunction] = set()
@@ -101,7 +105,7 @@ def compile_only(target: GPUTarget, sink: Callable[[JITFunction, object, dict], 
         return compiled
 
     def autotuned_run(self, *args, **kwargs):
-        for config in self.configs:  # all of them: a GPU compiles each when it tunes
+        for config in self.configs if all_configs else self.configs[:1]:  # a GPU compiles each when it tunes
             self.fn.run(*args, **kwargs, **config.all_kwargs())
 
     previous = _driver._active
@@ -150,84 +154,118 @@ def ptxas_stats(ptx: str, arch: int) -> dict:
 
 
 def _signature(compiled) -> str:
+    """Argument types as compiled; ':16' marks a pointer specialised as 16-byte aligned."""
     sig = getattr(compiled.src, "signature", {})
-    return ", ".join(str(v) for v in sig.values() if v != "constexpr")
+    attrs = getattr(compiled.src, "attrs", {}) or {}
+    aligned = {k[0] for k, v in attrs.items() if isinstance(k, tuple) and len(k) == 1 and "tt.divisibility" in str(v)}
+    return ", ".join(f"{v}:16" if i in aligned and str(v).startswith("*") else str(v)
+                     for i, v in enumerate(sig.values()) if v != "constexpr")
 
 
-# The launches to compile: every op through its public launcher, forward and backward, at the
-# paper sizes (CReFF's C=64 at 720x960 and C=512 at 1/8 of 1024x2048, Li et al.'s K=9, the warp
-# at 1/8 features with 1/4 MVs) plus an odd size (other divisibility specialisations), with and
-# without a warp mask. Tensors are torch.empty: their memory is never read.
-def launches(dtype: torch.dtype, small: bool = False) -> Iterator[tuple[str, Callable[[], None]]]:
+# The launches to compile, through the public launchers, forward and backward: CReFF's local
+# attention at K=7 (training and inference), Li et al.'s sv_conv at K=9, the warp with and
+# without a mask, for features and offsets or offsets only, and inference; in every dtype and,
+# for autotuned kernels, every config. Then, in fp32 and the default config only, the other
+# windows the project's configs and ablations use (1, 3, 11; sv_conv K=3) and a tensor that is
+# not 16-byte aligned (Triton specialises pointers on alignment). Shape integers are not
+# specialised (do_not_specialize), so one size stands for all. Tensors are torch.empty.
+def launches(dtype: torch.dtype, ops: tuple[str, ...] = OPS) -> Iterator[tuple[str, Callable[[], None], bool]]:
+    """(case, launch, all configs?) for one dtype."""
     from triton_kernels.local_attention import local_attention
     from triton_kernels.sv_conv import sv_conv
     from triton_kernels.warp import warp
 
-    def empty(*shape, grad=True):
-        return torch.empty(*shape, dtype=dtype, requires_grad=grad)
+    name = dtype_name(dtype)
 
-    def fwd_bwd(fn, *tensors):
+    def empty(*shape, grad=True, aligned=True):
+        if aligned:
+            return torch.empty(*shape, dtype=dtype, requires_grad=grad)
+        t = torch.empty(math.prod(shape) + 1, dtype=dtype)[1:].view(shape)  # 2 or 4 bytes past an aligned address
+        return t.requires_grad_(grad)
+
+    def run(fn, *tensors):
         out = fn(*tensors)
-        out.backward(torch.empty_like(out))
+        if out.requires_grad:
+            out.backward(torch.empty_like(out))
 
-    la = [(1, 64, 90, 120), (1, 5, 7, 9)] if small else [(1, 64, 720, 960), (1, 512, 128, 256), (1, 5, 7, 9)]
-    for shape in la:
-        q, k, v = (empty(*shape) for _ in range(3))
-        yield f"local_attention {dtype_name(dtype)} {shape}", lambda q=q, k=k, v=v: fwd_bwd(
-            lambda a, b, c: local_attention(a, b, c, 7), q, k, v)
-    for shape, kk in ([((1, 64, 16, 32), 9), ((1, 3, 7, 9), 3)] if small else [((1, 256, 128, 256), 9), ((1, 3, 7, 9), 3)]):
-        f, ker = empty(*shape), empty(shape[0], kk * kk, *shape[2:])
-        yield f"sv_conv {dtype_name(dtype)} {shape} K={int(kk)}", lambda f=f, ker=ker: fwd_bwd(sv_conv, f, ker)
-    warps = [((1, 64, 16, 32), (1, 2, 32, 64), (128, 256)), ((1, 3, 7, 9), (1, 2, 4, 5), (14, 18))] if small else \
-        [((1, 256, 128, 256), (1, 2, 256, 512), (1024, 2048)), ((1, 3, 7, 9), (1, 2, 4, 5), (14, 18))]
-    for fs, os_, frame in warps:
+    extra = dtype == torch.float32
+    if "local_attention" in ops:
+        for window, grad, aligned, all_configs in [(7, True, True, True), (7, False, True, True)] + (
+                [(1, True, True, False), (3, True, True, False), (11, True, True, False), (7, True, False, False)]
+                if extra else []):
+            qkv = [empty(1, 64, 24, 40, grad=grad, aligned=aligned) for _ in range(3)]
+            yield (f"local_attention {name} K={window}{'' if grad else ' inference'}{'' if aligned else ' unaligned'}",
+                   lambda qkv=qkv, w=window: run(lambda a, b, c: local_attention(a, b, c, w), *qkv), all_configs)
+    if "sv_conv" in ops:
+        for k, aligned, all_configs in [(9, True, True)] + ([(3, True, False), (9, False, False)] if extra else []):
+            f, ker = empty(1, 64, 24, 40, aligned=aligned), empty(1, k * k, 24, 40, aligned=aligned)
+            yield (f"sv_conv {name} K={k}{'' if aligned else ' unaligned'}", lambda f=f, ker=ker: run(sv_conv, f, ker),
+                   all_configs)
+    if "warp" in ops:
         for masked in (False, True):
-            f, off = empty(*fs), empty(*os_)
-            mask = torch.empty(os_[0], *os_[2:], dtype=dtype) if masked else None
-            yield (f"warp {dtype_name(dtype)} {fs} mask={masked}",
-                   lambda f=f, off=off, mask=mask, frame=frame: fwd_bwd(lambda a, b: warp(a, b, mask, frame), f, off))
-            # the inference / frozen-feature case: only the offsets (or nothing) need a gradient
-            f2 = empty(*fs, grad=False)
-            yield (f"warp {dtype_name(dtype)} {fs} mask={masked} offsets-only grad",
-                   lambda f=f2, off=off, mask=mask, frame=frame: fwd_bwd(lambda a, b: warp(a, b, mask, frame), f, off))
+            for grads, aligned, all_configs in [("features+offsets", True, True), ("offsets", True, True),
+                                                ("none", True, True)] + ([("features+offsets", False, False)] if extra else []):
+                f = empty(1, 64, 24, 40, grad=grads == "features+offsets", aligned=aligned)
+                off = torch.empty(1, 2, 48, 80, requires_grad=grads != "none")
+                mask = torch.empty(1, 48, 80) if masked else None
+                yield (f"warp {name} mask={masked} grad={grads}{'' if aligned else ' unaligned'}",
+                       lambda f=f, off=off, mask=mask: run(lambda a, b: warp(a, b, mask, (192, 320)), f, off), all_configs)
 
 
 def dtype_name(dtype: torch.dtype) -> str:
     return {v: k for k, v in DTYPES.items()}[dtype]
 
 
-def check(archs: list[int], dtypes: list[str], small: bool = False, log: Callable[[str], None] = print) -> list[Compiled]:
-    """Compile every launch for every target; one row per distinct compiled kernel."""
+def _check_one(arch: int, dname: str, ops: tuple[str, ...]) -> tuple[list[Compiled], list[str]]:
+    """Compile every launch of one dtype for one target (a worker's share)."""
     rows: dict[tuple, Compiled] = {}
-    for arch in archs:
-        target = GPUTarget("cuda", arch, 32)
-        for dname in dtypes:
-            for case, fn in launches(DTYPES[dname], small):
-                current: list[Compiled] = []
+    lines = []
+    target = GPUTarget("cuda", arch, 32)
+    for case, fn, all_configs in launches(DTYPES[dname], ops):
+        seen = 0
 
-                def sink(jit_fn, compiled, kwargs, arch=arch, case=case):
-                    consts = {k: v for k, v in kwargs.items() if k in jit_fn.arg_names}
-                    key = (jit_fn.__name__, arch, _signature(compiled), tuple(sorted(consts.items())),
-                           compiled.metadata.num_warps)
-                    if key not in rows:
-                        row = Compiled(jit_fn.__name__, f"sm_{arch}", _signature(compiled), consts,
-                                       compiled.metadata.num_warps, **ptxas_stats(compiled.asm["ptx"], arch))
-                        rows[key] = row
-                    rows[key].cases.append(case)
-                    current.append(rows[key])
+        def sink(jit_fn, compiled, kwargs, case=case):
+            nonlocal seen
+            consts = {k: v for k, v in kwargs.items() if k in jit_fn.arg_names}
+            key = (jit_fn.__name__, _signature(compiled), tuple(sorted(consts.items())), compiled.metadata.num_warps)
+            if key not in rows:
+                rows[key] = Compiled(jit_fn.__name__, f"sm_{arch}", _signature(compiled), consts,
+                                     compiled.metadata.num_warps, **ptxas_stats(compiled.asm["ptx"], arch))
+            rows[key].cases.append(case)
+            seen += 1
 
-                t0 = time.perf_counter()
-                try:
-                    with compile_only(target, sink):
-                        fn()
-                except Exception as e:  # a kernel that does not compile: a row with the error
-                    name = _failing_kernel(e)
-                    rows[(name, arch, case)] = Compiled(name, f"sm_{arch}", "", {}, 0, error=f"{type(e).__name__}: {e}"[:2000],
-                                                         cases=[case])
-                    log(f"sm_{arch} {case}: FAILED {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
-                    continue
-                log(f"sm_{arch} {case}: {len(current)} kernel launches compiled in {time.perf_counter() - t0:.1f} s")
-    return list(rows.values())
+        t0 = time.perf_counter()
+        try:
+            with compile_only(target, sink, all_configs):
+                fn()
+        except Exception as e:  # a kernel that does not compile: a row with the error
+            name = _failing_kernel(e)
+            rows[(name, case)] = Compiled(name, f"sm_{arch}", "", {}, 0, error=f"{type(e).__name__}: {e}"[:2000], cases=[case])
+            lines.append(f"sm_{arch} {case}: FAILED {type(e).__name__}: {(str(e).splitlines() or [''])[0]}")
+            continue
+        lines.append(f"sm_{arch} {case}: {seen} kernel(s) in {time.perf_counter() - t0:.1f} s")
+    return list(rows.values()), lines
+
+
+def check(archs: list[int], dtypes: list[str], ops: tuple[str, ...] = OPS, jobs: int = 1,
+          log: Callable[[str], None] = print) -> list[Compiled]:
+    """Compile every launch for every target and dtype; one row per distinct compiled kernel.
+    `jobs` > 1 compiles (target, dtype) pairs in that many processes."""
+    work = [(arch, d, tuple(ops)) for arch in archs for d in dtypes]
+    if jobs <= 1:
+        results = [_check_one(*w) for w in work]
+    else:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as pool:
+            results = list(pool.map(_check_one, *zip(*work)))
+    rows = []
+    for r, lines in results:
+        rows += r
+        for line in lines:
+            log(line)
+    return rows
 
 
 def _failing_kernel(e: Exception) -> str:
@@ -269,14 +307,15 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m triton_kernels.compile_check", description=__doc__.split("\n\n")[0])
     p.add_argument("--targets", type=int, nargs="+", default=[80, 90], help="compute capabilities (80 = sm_80, 90 = sm_90)")
     p.add_argument("--dtypes", nargs="+", default=list(DTYPES), choices=list(DTYPES))
-    p.add_argument("--small", action="store_true", help="small shapes (quicker; the paper sizes are the default)")
+    p.add_argument("--ops", nargs="+", default=list(OPS), choices=list(OPS))
+    p.add_argument("--jobs", type=int, default=1, help="compile (target, dtype) pairs in this many processes")
     p.add_argument("--json", help="write every compiled kernel's figures here")
     p.add_argument("--table", action="store_true", help="print a Markdown table of registers and spills")
     a = p.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET") == "1":
         p.error("unset TRITON_INTERPRET: the interpreter's kernels are not compiled")
     t0 = time.perf_counter()
-    rows = check(a.targets, a.dtypes, a.small)
+    rows = check(a.targets, a.dtypes, tuple(a.ops), a.jobs)
     bad = problems(rows)
     if a.table:
         print(table(rows))

@@ -27,15 +27,17 @@ from triton_kernels import validate
 from triton_kernels._tuning import autotune, interpreted, kk_pad
 from triton_kernels._window import aggregate, correlate, load_taps, neighbours, store_taps
 
-# (BLOCK_P, num_warps); the first is the default. A tile is KK_PAD x BLOCK_P fp32 (64 x 32 at K=7).
-_CONFIGS = [triton.Config({"BLOCK_P": bp}, num_warps=nw) for bp, nw in ((32, 4), (64, 4), (64, 8), (128, 8))]
+# (TILE, num_warps): a program holds TILE = KK_PAD x BLOCK_P fp32 taps (BLOCK_P = 32 pixels at K=7,
+# 16 at K=11), so the registers a thread needs do not grow with the window; the first is the default.
+_CONFIGS = [triton.Config({"TILE": t}, num_warps=nw) for t, nw in ((2048, 4), (2048, 8), (1024, 4))]
 _SHAPE_ARGS = ["C", "CV", "H", "W"]  # not specialised: one compiled kernel serves every image size
 
 
 @autotune(_CONFIGS, key=["C", "CV", "K"])
 @triton.jit(do_not_specialize=_SHAPE_ARGS)
 def _la_fwd(q_ptr, k_ptr, v_ptr, out_ptr, p_ptr, C, CV, H, W, scale,
-            K: tl.constexpr, KK_PAD: tl.constexpr, STORE_P: tl.constexpr, BLOCK_P: tl.constexpr):
+            K: tl.constexpr, KK_PAD: tl.constexpr, STORE_P: tl.constexpr, TILE: tl.constexpr):
+    BLOCK_P: tl.constexpr = TILE // KK_PAD
     b = tl.program_id(1).to(tl.int64)
     HW = H * W
     p = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
@@ -55,7 +57,8 @@ def _la_fwd(q_ptr, k_ptr, v_ptr, out_ptr, p_ptr, C, CV, H, W, scale,
 @autotune(_CONFIGS, key=["C", "CV", "K"])
 @triton.jit(do_not_specialize=_SHAPE_ARGS)
 def _la_bwd_q(k_ptr, v_ptr, dout_ptr, p_ptr, ds_ptr, dq_ptr, C, CV, H, W, scale,
-              K: tl.constexpr, KK_PAD: tl.constexpr, BLOCK_P: tl.constexpr):
+              K: tl.constexpr, KK_PAD: tl.constexpr, TILE: tl.constexpr):
+    BLOCK_P: tl.constexpr = TILE // KK_PAD
     b = tl.program_id(1).to(tl.int64)
     HW = H * W
     p = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
@@ -71,7 +74,8 @@ def _la_bwd_q(k_ptr, v_ptr, dout_ptr, p_ptr, ds_ptr, dq_ptr, C, CV, H, W, scale,
 @autotune(_CONFIGS, key=["C", "CV", "K"])
 @triton.jit(do_not_specialize=_SHAPE_ARGS)
 def _la_bwd_kv(q_ptr, dout_ptr, p_ptr, ds_ptr, dk_ptr, dv_ptr, C, CV, H, W,
-               K: tl.constexpr, KK_PAD: tl.constexpr, BLOCK_P: tl.constexpr):
+               K: tl.constexpr, KK_PAD: tl.constexpr, TILE: tl.constexpr):
+    BLOCK_P: tl.constexpr = TILE // KK_PAD
     b = tl.program_id(1).to(tl.int64)
     HW = H * W
     t = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)  # the neighbour receiving gradients
@@ -84,7 +88,7 @@ def _la_bwd_kv(q_ptr, dout_ptr, p_ptr, ds_ptr, dk_ptr, dv_ptr, C, CV, H, W,
 
 
 def _grid(b: int, hw: int):
-    return lambda meta: (triton.cdiv(hw, meta["BLOCK_P"]), b)  # pixel blocks on axis 0 (limit 2**31 - 1)
+    return lambda meta: (triton.cdiv(hw, meta["TILE"] // meta["KK_PAD"]), b)  # pixel blocks on axis 0 (limit 2**31 - 1)
 
 
 class LocalAttention(torch.autograd.Function):

@@ -19,14 +19,16 @@ from triton_kernels import validate
 from triton_kernels._tuning import autotune, interpreted, kk_pad
 from triton_kernels._window import aggregate, correlate, load_taps, neighbours, store_taps
 
-# (BLOCK_P, num_warps); the first is the default. A tile is KK_PAD x BLOCK_P fp32 (128 x 32 at K=9).
-_CONFIGS = [triton.Config({"BLOCK_P": bp}, num_warps=nw) for bp, nw in ((32, 4), (32, 8), (64, 8))]
+# (TILE, num_warps): a program holds TILE = KK_PAD x BLOCK_P fp32 taps (BLOCK_P = 32 pixels at K=9),
+# so the registers a thread needs do not grow with the window; the first is the default.
+_CONFIGS = [triton.Config({"TILE": t}, num_warps=nw) for t, nw in ((4096, 4), (4096, 8), (2048, 4))]
 _SHAPE_ARGS = ["C", "H", "W"]
 
 
 @autotune(_CONFIGS, key=["C", "K"])
 @triton.jit(do_not_specialize=_SHAPE_ARGS)
-def _svc_fwd(f_ptr, k_ptr, out_ptr, C, H, W, K: tl.constexpr, KK_PAD: tl.constexpr, BLOCK_P: tl.constexpr):
+def _svc_fwd(f_ptr, k_ptr, out_ptr, C, H, W, K: tl.constexpr, KK_PAD: tl.constexpr, TILE: tl.constexpr):
+    BLOCK_P: tl.constexpr = TILE // KK_PAD
     b = tl.program_id(1).to(tl.int64)
     HW = H * W
     p = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
@@ -38,7 +40,8 @@ def _svc_fwd(f_ptr, k_ptr, out_ptr, C, H, W, K: tl.constexpr, KK_PAD: tl.constex
 
 @autotune(_CONFIGS, key=["C", "K"])
 @triton.jit(do_not_specialize=_SHAPE_ARGS)
-def _svc_bwd_df(k_ptr, dout_ptr, df_ptr, C, H, W, K: tl.constexpr, KK_PAD: tl.constexpr, BLOCK_P: tl.constexpr):
+def _svc_bwd_df(k_ptr, dout_ptr, df_ptr, C, H, W, K: tl.constexpr, KK_PAD: tl.constexpr, TILE: tl.constexpr):
+    BLOCK_P: tl.constexpr = TILE // KK_PAD
     b = tl.program_id(1).to(tl.int64)
     HW = H * W
     t = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
@@ -50,7 +53,8 @@ def _svc_bwd_df(k_ptr, dout_ptr, df_ptr, C, H, W, K: tl.constexpr, KK_PAD: tl.co
 
 @autotune(_CONFIGS, key=["C", "K"])
 @triton.jit(do_not_specialize=_SHAPE_ARGS)
-def _svc_bwd_dk(f_ptr, dout_ptr, dk_ptr, C, H, W, K: tl.constexpr, KK_PAD: tl.constexpr, BLOCK_P: tl.constexpr):
+def _svc_bwd_dk(f_ptr, dout_ptr, dk_ptr, C, H, W, K: tl.constexpr, KK_PAD: tl.constexpr, TILE: tl.constexpr):
+    BLOCK_P: tl.constexpr = TILE // KK_PAD
     b = tl.program_id(1).to(tl.int64)
     HW = H * W
     p = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
@@ -61,7 +65,7 @@ def _svc_bwd_dk(f_ptr, dout_ptr, dk_ptr, C, H, W, K: tl.constexpr, KK_PAD: tl.co
 
 
 def _grid(b: int, hw: int):
-    return lambda meta: (triton.cdiv(hw, meta["BLOCK_P"]), b)  # pixel blocks on axis 0 (limit 2**31 - 1)
+    return lambda meta: (triton.cdiv(hw, meta["TILE"] // meta["KK_PAD"]), b)  # pixel blocks on axis 0 (limit 2**31 - 1)
 
 
 class SVConv(torch.autograd.Function):

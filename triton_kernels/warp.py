@@ -29,9 +29,12 @@ import triton.language as tl
 from triton_kernels import validate
 from triton_kernels._tuning import autotune, interpreted
 
-# (BLOCK_P, BLOCK_C, num_warps); the first is the default. Tiles are BLOCK_C x BLOCK_P, 4 corners.
-_CONFIGS = [triton.Config({"BLOCK_P": bp, "BLOCK_C": bc}, num_warps=nw)
-            for bp, bc, nw in ((128, 8, 4), (256, 4, 4), (64, 16, 4), (256, 8, 8))]
+# (BLOCK_P, BLOCK_C, num_warps); the first is the default. Tiles are BLOCK_C x BLOCK_P, 4 corners:
+# the backward holds gradients, values and atomics' operands at once, so it takes smaller tiles.
+_FWD_CONFIGS = [triton.Config({"BLOCK_P": bp, "BLOCK_C": bc}, num_warps=nw)
+                for bp, bc, nw in ((128, 4, 4), (256, 2, 4), (128, 8, 8))]
+_BWD_CONFIGS = [triton.Config({"BLOCK_P": bp, "BLOCK_C": bc}, num_warps=nw)
+                for bp, bc, nw in ((128, 2, 4), (256, 2, 8), (256, 2, 4))]
 _SHAPE_ARGS = ["C", "Hf", "Wf", "Hm", "Wm"]
 
 
@@ -77,7 +80,7 @@ def _corners(px, py, pm, Hf, Wf):
             px - x0f, py - y0f)
 
 
-@autotune(_CONFIGS, key=["C"])
+@autotune(_FWD_CONFIGS, key=["C"])
 @triton.jit(do_not_specialize=_SHAPE_ARGS)
 def _warp_fwd(feat_ptr, off_ptr, mask_ptr, out_ptr, C, Hf, Wf, Hm, Wm, sx, sy,
               HAS_MASK: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
@@ -106,7 +109,7 @@ def _warp_fwd(feat_ptr, off_ptr, mask_ptr, out_ptr, C, Hf, Wf, Hm, Wm, sx, sy,
         rows += step
 
 
-@autotune(_CONFIGS, key=["C"], reset_to_zero=["dfeat_ptr", "doff_ptr"])  # both accumulate
+@autotune(_BWD_CONFIGS, key=["C"], reset_to_zero=["dfeat_ptr", "doff_ptr"])  # both accumulate
 @triton.jit(do_not_specialize=_SHAPE_ARGS)
 def _warp_bwd(feat_ptr, off_ptr, mask_ptr, dout_ptr, dfeat_ptr, doff_ptr, C, Hf, Wf, Hm, Wm, sx, sy,
               HAS_MASK: tl.constexpr, NEED_DFEAT: tl.constexpr, NEED_DOFF: tl.constexpr,
