@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from mvseg.ops.window import window_offsets
+from triton_kernels import validate
 
 
 def _padded(x: Tensor, r: int) -> Tensor:
@@ -38,7 +39,7 @@ class _LocalAttentionTorch(torch.autograd.Function):
     def forward(ctx, q: Tensor, k: Tensor, v: Tensor, window: int, scale: float) -> Tensor:
         offs = window_offsets(window)
         r, (h, w) = window // 2, q.shape[-2:]
-        kp, vp, onesp = _padded(k, r), _padded(v, r), _padded(torch.ones_like(q[:, :1]), r)
+        kp, vp, onesp = _padded(k, r), _padded(v, r), _padded(q.new_ones(q.shape[0], 1, h, w), r)
         s = torch.stack([torch.linalg.vecdot(q, _view(kp, r, dy, dx, h, w), dim=1) for dy, dx in offs], 1)
         valid = torch.cat([_view(onesp, r, dy, dx, h, w) for dy, dx in offs], 1) > 0  # (B, K*K, H, W)
         p = torch.softmax((s * scale).masked_fill_(~valid, float("-inf")), dim=1)  # (B, K*K, H, W)
@@ -68,9 +69,8 @@ class _LocalAttentionTorch(torch.autograd.Function):
 
 
 def local_attention_reference(q: Tensor, k: Tensor, v: Tensor, window: int = 7, scale: float | None = None) -> Tensor:
-    """q, k, v (B, C, H, W) -> (B, C, H, W)."""
-    if q.shape != k.shape or k.shape[:1] + k.shape[2:] != v.shape[:1] + v.shape[2:]:
-        raise ValueError(f"q {tuple(q.shape)}, k {tuple(k.shape)} and v {tuple(v.shape)} must share B, H, W (and q, k C)")
+    """q, k (B, C, H, W), v (B, Cv, H, W) -> (B, Cv, H, W), in the inputs' dtype (float64 too)."""
+    validate.local_attention_args(q, k, v, window)
     return _LocalAttentionTorch.apply(q, k, v, window, 1.0 if scale is None else float(scale))
 
 
@@ -102,9 +102,7 @@ def local_attention_blocked(q: Tensor, k: Tensor, v: Tensor, window: int = 7, sc
     (block, block + K - 1) matrix times the block's V. 5.2x and 7.4x faster than the reference
     at (64, 720, 960) and (512, 128, 256) on 2 cores (`mvseg bench kernels`); used by
     `ops.local_attention` for CPU tensors when no gradient is needed."""
-    if q.shape != k.shape or k.shape[:1] + k.shape[2:] != v.shape[:1] + v.shape[2:]:
-        raise ValueError(f"q {tuple(q.shape)}, k {tuple(k.shape)} and v {tuple(v.shape)} must share B, H, W (and q, k C)")
-    window_offsets(window)  # validates the window
+    validate.local_attention_args(q, k, v, window)
     bsz, c, h, w = q.shape
     cv, r, kk = v.shape[1], window // 2, window
     kw = block + 2 * r  # keys of a block in one window row

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from mvseg.ops.window import window_offsets
+from triton_kernels import validate
 
 
 def _window(kernels: Tensor) -> int:
@@ -60,9 +61,8 @@ class _SVConvTorch(torch.autograd.Function):
 
 
 def sv_conv_reference(features: Tensor, kernels: Tensor) -> Tensor:
-    """features (B, C, H, W), kernels (B, K*K, H, W) -> (B, C, H, W)."""
-    if features.shape[0] != kernels.shape[0] or features.shape[2:] != kernels.shape[2:]:
-        raise ValueError(f"features {tuple(features.shape)} and kernels {tuple(kernels.shape)} must share B, H, W")
+    """features (B, C, H, W), kernels (B, K*K, H, W) -> (B, C, H, W), in the inputs' dtype."""
+    validate.sv_conv_args(features, kernels)
     return _SVConvTorch.apply(features, kernels)
 
 
