@@ -89,3 +89,13 @@ def test_local_attention_dispatch_blocked_only_without_grad(monkeypatch):
     with torch.no_grad():
         torch.testing.assert_close(ops.local_attention(q, k, v, 3), out.detach())
     assert calls == ["blocked"]
+
+
+@pytest.mark.parametrize("h,w", [(1, 7), (6, 1), (1, 1)])
+def test_references_on_size_one_axes_equal_unfold(h, w):
+    torch.manual_seed(h + 10 * w)
+    q, k, v = (torch.randn(2, 3, h, w) for _ in range(3))
+    torch.testing.assert_close(local_attention_reference(q, k, v, 3, 0.9), local_attention_unfold(q, k, v, 3, 0.9))
+    torch.testing.assert_close(ops.local_attention_blocked(q, k, v, 5), local_attention_unfold(q, k, v, 5))
+    f, kern = torch.randn(2, 3, h, w), torch.randn(2, 9, h, w)
+    torch.testing.assert_close(sv_conv_reference(f, kern), sv_conv_unfold(f, kern))

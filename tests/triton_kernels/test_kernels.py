@@ -102,3 +102,46 @@ def test_bad_window_arguments():
         tk.local_attention(x, x, x, 4)
     with pytest.raises(ValueError, match="K\\*K channels"):
         tk.sv_conv(x, torch.randn(1, 8, 4, 4))
+
+
+@pytest.mark.parametrize("window", [1, 5, 11])  # 11: wider than the image, 121 taps (KK_PAD 128)
+def test_local_attention_other_windows(window):
+    torch.manual_seed(window)
+    q, k = (torch.randn(2, 3, 6, 9, requires_grad=True) for _ in range(2))
+    v = torch.randn(2, 4, 6, 9, requires_grad=True)
+    assert_same(tk.local_attention(q, k, v, window, 0.5), local_attention_reference(q, k, v, window, 0.5), (q, k, v))
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float16, 2e-3), (torch.bfloat16, 1.6e-2)])
+def test_half_precision_against_fp32_reference(dtype, tol):
+    # the kernels load fp16/bf16, compute in fp32 and round once when they store: each output is
+    # within a rounding of the fp32 reference on the same (rounded) inputs
+    torch.manual_seed(5)
+    q, k, v = (torch.randn(1, 6, 7, 8).to(dtype).requires_grad_() for _ in range(3))
+    f, kern = torch.randn(1, 5, 7, 8).to(dtype).requires_grad_(), torch.randn(1, 9, 7, 8).to(dtype).requires_grad_()
+    off = (torch.randn(1, 2, 4, 4) * 3).requires_grad_()
+    cases = [
+        (lambda a, b, c: tk.local_attention(a, b, c, 3), lambda a, b, c: local_attention_reference(a, b, c, 3), (q, k, v)),
+        (tk.sv_conv, sv_conv_reference, (f, kern)),
+        (lambda a, o: tk.warp(a, o, None, (14, 16)), lambda a, o: warp_reference(a, o, None, (14, 16)), (f, off)),
+    ]
+    for fast, ref, inputs in cases:
+        out = fast(*inputs)
+        assert out.dtype == dtype
+        as32 = [t.detach().float().requires_grad_() for t in inputs]
+        expect = ref(*as32)
+        torch.testing.assert_close(out.float(), expect, atol=tol * 4, rtol=tol)
+        g = torch.randn_like(expect)
+        for a, b in zip(grads(out, inputs, g.to(dtype)), grads(expect, as32, g.to(dtype).float())):
+            torch.testing.assert_close(a.float(), b, atol=tol * 8, rtol=tol * 2)
+
+
+def test_unaligned_inputs():
+    # a view that starts one element past an aligned address: Triton compiles another variant
+    torch.manual_seed(6)
+    q, k, v = (torch.randn(1 * 3 * 5 * 6 + 1)[1:].view(1, 3, 5, 6).requires_grad_() for _ in range(3))
+    assert q.data_ptr() % 16
+    assert_same(tk.local_attention(q, k, v, 3), local_attention_reference(q, k, v, 3), (q, k, v))
+    f = torch.randn(1 * 4 * 5 * 6 + 1)[1:].view(1, 4, 5, 6).requires_grad_()
+    off = torch.randn(1, 2, 3, 3, requires_grad=True)
+    assert_same(tk.warp(f, off, None, (10, 12)), warp_reference(f, off, None, (10, 12)), (f, off))
