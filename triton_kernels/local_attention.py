@@ -93,12 +93,11 @@ def _grid(b: int, hw: int):
 
 class LocalAttention(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v, window: int, scale: float):
+    def forward(ctx, q, k, v, window: int, scale: float, need_grad: bool):
         q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
         B, C, H, W = q.shape
         CV = v.shape[1]
         out = torch.empty_like(v)
-        need_grad = any(ctx.needs_input_grad[:3])
         p = torch.empty(B, window * window, H, W, device=q.device, dtype=torch.float32) if need_grad else out
         if out.numel():  # nothing to compute for an empty output
             _la_fwd[_grid(B, H * W)](q, k, v, out, p, C, CV, H, W, float(scale), K=window, KK_PAD=kk_pad(window),
@@ -119,7 +118,7 @@ class LocalAttention(torch.autograd.Function):
             kw = dict(K=ctx.window, KK_PAD=kk_pad(ctx.window))
             _la_bwd_q[_grid(B, H * W)](k, v, dout, p, ds, dq, C, CV, H, W, ctx.scale, **kw)
             _la_bwd_kv[_grid(B, H * W)](q, dout, p, ds, dk, dv, C, CV, H, W, **kw)
-        return dq, dk, dv, None, None
+        return dq, dk, dv, None, None, None
 
 
 def local_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: int = 7,
@@ -129,4 +128,6 @@ def local_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: i
     under TRITON_INTERPRET=1."""
     validate.local_attention_args(q, k, v, window)
     validate.kernel_inputs("local_attention", q, k, v, interpreted=interpreted(_la_fwd))
-    return LocalAttention.apply(q, k, v, window, 1.0 if scale is None else float(scale))
+    # whether a backward can follow, decided out here: inside forward() grad mode is always off
+    need_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
+    return LocalAttention.apply(q, k, v, window, 1.0 if scale is None else float(scale), need_grad)
