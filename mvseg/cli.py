@@ -9,7 +9,7 @@
     mvseg sweep local experiments/sweeps/arseg.yaml --count N [--out DIR] [-- --key value ...]
     mvseg bench video [PATH ...] [--json OUT.json]
     mvseg bench synthetic [--json OUT.json]
-    mvseg bench kernels [--json OUT.json]
+    mvseg bench kernels [--device cuda] [--dtype fp32 bf16] [--dry-run] [--json OUT.json]
     mvseg bench data [--data-root DIR] [--workers 0 1 2] [--json OUT.json]
     mvseg bench strategies --run NAME=CKPT ... [--intervals 1 5 10]
     mvseg bench fusion --ckpt RUN/checkpoints/last.ckpt [--data-root DIR] [--out-dir DIR]
@@ -122,7 +122,11 @@ def _parser() -> argparse.ArgumentParser:
     bv.add_argument("--repeats", type=int, default=7)
     bv.add_argument("--json", metavar="OUT.json")
     bk = bsub.add_parser("kernels", help="warp / local attention / sv_conv: Triton vs PyTorch at paper sizes; logits resize: matmul vs interpolate")
-    bk.add_argument("--repeats", type=int, default=3)
+    bk.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto: cuda when a GPU is visible")
+    bk.add_argument("--dtype", nargs="+", default=["fp32"], choices=["fp32", "fp16", "bf16"],
+                    help="input dtypes (CUDA; the CPU rows are fp32)")
+    bk.add_argument("--repeats", type=int, default=3, help="CPU: forward passes, the median counts")
+    bk.add_argument("--dry-run", action="store_true", help="list the rows and the kernels' traffic, measure nothing")
     bk.add_argument("--json", metavar="OUT.json")
     bst = bsub.add_parser("strategies", help="mIoU, fps, latency and GFLOPs of trained strategies per keyframe interval")
     bst.add_argument("--run", action="append", required=True, metavar="NAME=CKPT", help="a method and its checkpoint")
@@ -325,7 +329,9 @@ def _bench(a: argparse.Namespace) -> int:
 
         run_bench_data(a.data_root, tuple(a.workers), a.samples, a.epochs, json_out=a.json)
     elif a.bench_command == "kernels":
-        bench.run_bench_kernels(a.json, repeats=a.repeats)
+        from mvseg.bench_kernels import run_bench_kernels
+
+        run_bench_kernels(a.json, a.device, tuple(a.dtype), a.repeats, a.dry_run)
     elif a.bench_command == "synthetic":
         bench.run_bench_synthetic(a.json, steps=a.steps)
     return 0

@@ -22,36 +22,79 @@ def test_bench_video_writes_rows(pan_video, tmp_path, capsys):
     assert "| pan.mp4 | 128x96 | 20 |" in capsys.readouterr().out
 
 
-def test_bench_kernels_rows_and_ratios(monkeypatch, tmp_path):
-    from mvseg import bench
+TINY_CASES = [
+    ("tiny warp", "warp", {"feat": (1, 4, 8, 8), "off": (1, 2, 4, 4), "frame": (16, 16)}),
+    ("tiny attention", "local_attention", {"qkv": (1, 4, 8, 8), "window": 3}),
+    ("tiny resize", "resize", {"x": (1, 3, 4, 8), "size": (16, 32)}),
+]
 
-    monkeypatch.setattr(bench, "KERNEL_CASES", [
-        ("tiny warp", "warp", {"feat": (1, 4, 8, 8), "off": (1, 2, 4, 4), "frame": (16, 16)}),
-        ("tiny attention", "local_attention", {"qkv": (1, 4, 8, 8), "window": 3}),
-        ("tiny resize", "resize", {"x": (1, 3, 4, 8), "size": (16, 32)}),
-    ])
+
+def test_bench_kernels_rows_and_ratios(monkeypatch, tmp_path):
+    from mvseg import bench_kernels
+
+    monkeypatch.setattr(bench_kernels, "KERNEL_CASES", TINY_CASES)
     out = tmp_path / "k.json"
-    assert main(["bench", "kernels", "--repeats", "1", "--json", str(out)]) == 0
+    assert main(["bench", "kernels", "--device", "cpu", "--repeats", "1", "--json", str(out)]) == 0
     rows = json.loads(out.read_text())["rows"]
     impls = {(r["case"], r["impl"]) for r in rows}
-    assert impls == {("tiny warp", "reference"), ("tiny warp", "grid_sample+grid"),
-                     ("tiny attention", "reference"), ("tiny attention", "unfold"), ("tiny attention", "blocked"),
-                     ("tiny resize", "reference"), ("tiny resize", "matmul")}  # no Triton without a GPU
-    for r in rows:
-        assert r["fwd_ms"] > 0 and r["peak_mb"] >= 0
+    assert impls == {("tiny warp", "reference"), ("tiny attention", "reference"), ("tiny attention", "unfold"),
+                     ("tiny attention", "blocked"), ("tiny resize", "reference"), ("tiny resize", "matmul")}
+    for r in rows:  # each row in its own process, checked against the reference at its size
+        assert r["fwd_ms"] > 0 and r["peak_mb"] >= 0 and r["check"] == "ok", r
         assert (r["fwd_bwd_ms"] is None) == (r["impl"] == "blocked")  # the blocked form is inference only
+        assert (r.get("err_grad") is None) == (r["impl"] == "blocked")
         if r["impl"] != "reference":
-            assert r["speedup_vs_reference"] > 0
+            assert r["speedup_fwd"] > 0 and r["err_out"] < 1e-5
+
+
+def test_bench_kernels_in_process_with_triton_isolates_failures(monkeypatch):
+    # the CUDA code path (one process, Triton rows, correctness, a failure is a row) run on a CPU
+    # with the interpreter's kernels and a perf_counter timer
+    from mvseg import bench_kernels
+
+    monkeypatch.setattr(bench_kernels, "KERNEL_CASES", TINY_CASES[:2])
+    impls = bench_kernels.kernel_impls
+
+    def with_broken(op, device, interpreter=False):
+        out = impls(op, device, interpreter)
+        out["broken"] = lambda *a: (_ for _ in ()).throw(RuntimeError("CUDA error: an illegal memory access"))
+        if op == "warp":  # a fast path that computes another function is caught by the check
+            out["wrong"] = lambda f, o, m, fr: out["reference"](f, o * 1.5, m, fr)
+        return out
+
+    monkeypatch.setattr(bench_kernels, "kernel_impls", with_broken)
+    rows = bench_kernels.bench_kernels("cpu", ("fp32", "bf16"), repeats=1, in_process=True)
+    by = {(r["case"], r["impl"], r["dtype"]): r for r in rows}
+    for case in ("tiny warp", "tiny attention"):
+        for dt in ("fp32", "bf16"):
+            tri = by[(case, "triton", dt)]
+            assert tri["check"] == "ok" and tri["fwd_ms"] > 0 and tri["fwd_bwd_ms"] > 0 and tri["min_mb"] > 0
+            assert tri["speedup_fwd"] > 0 and tri["speedup_fwd_bwd"] > 0
+            broken = by[(case, "broken", dt)]
+            assert broken["error"] == "RuntimeError: CUDA error: an illegal memory access" and "fwd_ms" not in broken
+    assert by[("tiny warp", "wrong", "fp32")]["check"].startswith("MISMATCH")
+    assert by[("tiny attention", "unfold", "bf16")]["check"] == "ok"
 
 
 def test_bench_kernels_skips_unfold_that_does_not_fit(monkeypatch):
-    from mvseg import bench
+    from mvseg import bench_kernels
 
-    monkeypatch.setattr(bench, "KERNEL_CASES", [("huge", "sv_conv", {"feat": (1, 4096, 1024, 1024), "window": 9})])
-    monkeypatch.setattr(bench, "_kernel_impls", lambda op: {"unfold": None})  # nothing of 16 GB is run
-    rows = bench.bench_kernels(repeats=1, timeout=120)
+    monkeypatch.setattr(bench_kernels, "KERNEL_CASES", [("huge", "sv_conv", {"feat": (1, 4096, 1024, 1024), "window": 9})])
+    monkeypatch.setattr(bench_kernels, "kernel_impls", lambda op, device, interpreter=False: {"unfold": None})  # nothing of 16 GB is run
+    rows = bench_kernels.bench_kernels("cpu", repeats=1, timeout=120)
     (unfold,) = [r for r in rows if r["impl"] == "unfold"]
     assert unfold["note"].startswith("skipped: the unfold needs 1296.0 GB") and "fwd_ms" not in unfold
+
+
+def test_bench_kernels_dry_run_lists_rows_and_traffic(tmp_path):
+    out = tmp_path / "plan.json"
+    assert main(["bench", "kernels", "--device", "cuda", "--dtype", "fp32", "bf16", "--dry-run", "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert data["dry_run"] is True
+    tri = [r for r in data["rows"] if r["impl"] == "triton"]
+    assert len(tri) == 2 * 5 and all(r["min_mb"] > 0 for r in tri)
+    (la512,) = [r for r in tri if r["case"].startswith("local attention C=512") and r["dtype"] == "fp32"]
+    assert round(la512["min_mb"]) == round(4 * 4 * 512 * 128 * 256 / 1e6)  # q, k, v read and out written once
 
 
 def test_bench_strategies_writes_results_table_and_plot(tiny_dataset, tmp_path, capsys):
