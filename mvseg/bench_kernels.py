@@ -322,7 +322,7 @@ def bench_kernels(device: str = "auto", dtypes: tuple[str, ...] = ("fp32",), rep
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("bench kernels --device cuda: no CUDA device is visible to torch")
+        raise ValueError("--device cuda: no CUDA device is visible to torch")
     in_process = device == "cuda" if in_process is None else in_process
     if max_unfold_gb is None:  # what the naive baseline may allocate
         max_unfold_gb = 0.25 * torch.cuda.get_device_properties(0).total_memory / 2**30 if device == "cuda" else 8.0

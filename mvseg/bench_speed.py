@@ -38,11 +38,11 @@ PAPER_MS = {("psp18_camvid", (720, 960)): {1.0: 31.2, 0.5: 14.7, 0.3: 9.0},
 PAPER_SIZE = {"psp18_camvid": (720, 960), "psp18": (1024, 2048), "bise18": (720, 960), "cpu": (128, 256)}
 
 
-def _models(backbone: str, scales: list[float], interval: int, num_classes: int = 19) -> list:
+def _models(backbone: str, scales: list[float], interval: int, num_classes: int = 19, device: str = "cpu") -> list:
     cfg = BACKBONES[backbone]
     torch.manual_seed(0)
-    return [PerFrame(num_classes, interval, net=cfg).eval() if s >= 1.0 else
-            ARSeg(num_classes, interval, net=cfg, lr_scale=s).eval() for s in scales]
+    return [(PerFrame(num_classes, interval, net=cfg) if s >= 1.0 else
+             ARSeg(num_classes, interval, net=cfg, lr_scale=s)).eval().to(device) for s in scales]
 
 
 def stream_speeds(models: list, video: Path, interval: int, repeats: int = 2) -> list[dict]:
@@ -63,11 +63,13 @@ def stream_speeds(models: list, video: Path, interval: int, repeats: int = 2) ->
 
 
 def bench_speed(backbones: list[str], sizes: list[tuple[int, int]] | None, scales: list[float], interval: int,
-                frames: int, repeats: int = 2, workdir: str | None = None) -> list[dict]:
+                frames: int, repeats: int = 2, workdir: str | None = None, device: str = "cpu") -> list[dict]:
     if frames < 2:
         raise ValueError(f"--frames must be at least 2 (a keyframe and a non-keyframe), got {frames}")
     if not scales or scales[0] < 1.0:
         raise ValueError(f"--scales must start with 1.0 (the baseline every speed-up is measured against), got {scales}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is visible to torch")
     unknown = [b for b in backbones if b not in BACKBONES]
     if unknown:
         raise ValueError(f"unknown backbone(s) {unknown}; choose from {sorted(BACKBONES)}")
@@ -80,7 +82,7 @@ def bench_speed(backbones: list[str], sizes: list[tuple[int, int]] | None, scale
                 video = Path(tmp) / f"pan_{h}x{w}.mp4"
                 if not video.exists():
                     encode_video(panning_frames(frames, h, w), video, gop=interval, crf=23, preset="veryfast")
-                speeds = stream_speeds(_models(name, scales, interval), video, interval, repeats)
+                speeds = stream_speeds(_models(name, scales, interval, device=device), video, interval, repeats)
                 flops = [arseg_flops(BACKBONES[name], h, w, s, interval)["per_frame"] for s in scales]
                 paper = PAPER_MS.get((name, (h, w)), {})
                 for s, sp, f in zip(scales, speeds, flops):
@@ -100,9 +102,10 @@ COLUMNS = ["backbone", "size", "method", "interval", "frames", "ms_per_frame", "
 
 
 def run_bench_speed(backbones: list[str], sizes: list[tuple[int, int]] | None, scales: list[float], interval: int,
-                    frames: int, repeats: int, json_out: str | None) -> list[dict]:
-    rows = bench_speed(backbones, sizes, scales, interval, frames, repeats)
+                    frames: int, repeats: int, json_out: str | None, device: str = "cpu") -> list[dict]:
+    rows = bench_speed(backbones, sizes, scales, interval, frames, repeats, device=device)
     table = print_table(rows, COLUMNS)
-    write_json(json_out, {"bench": "speed", "device": "cpu", "threads": torch.get_num_threads(), "rows": rows,
+    name = torch.cuda.get_device_name(0) if device == "cuda" else "cpu"
+    write_json(json_out, {"bench": "speed", "device": name, "threads": torch.get_num_threads(), "rows": rows,
                           "table": table})
     return rows

@@ -13,7 +13,7 @@
     mvseg bench data [--data-root DIR] [--workers 0 1 2] [--json OUT.json]
     mvseg bench strategies --run NAME=CKPT ... [--intervals 1 5 10]
     mvseg bench fusion --ckpt RUN/checkpoints/last.ckpt [--data-root DIR] [--out-dir DIR]
-    mvseg bench speed [--backbones psp18_camvid psp18] [--scales 1.0 0.5 0.3] [--json OUT.json]
+    mvseg bench speed [--backbones psp18_camvid psp18] [--scales 1.0 0.5 0.3] [--device cuda] [--json OUT.json]
 
 `main(args)` is callable from tests; it returns the process exit status.
 """
@@ -184,6 +184,7 @@ def _parser() -> argparse.ArgumentParser:
     bsp.add_argument("--interval", type=int, default=12, help="keyframe interval L (and the video's GOP)")
     bsp.add_argument("--frames", type=int, default=24, help="frames of the generated video")
     bsp.add_argument("--repeats", type=int, default=2, help="interleaved passes per row; the fastest counts")
+    bsp.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where the networks run (cuda: Triton kernels)")
     bsp.add_argument("--json", metavar="OUT.json")
     bs = bsub.add_parser("synthetic", help="per-pixel colour classifier vs a small CNN on the synthetic data")
     bs.add_argument("--steps", type=int, default=300)
@@ -319,7 +320,7 @@ def _bench(a: argparse.Namespace) -> int:
         from mvseg.bench_speed import run_bench_speed
 
         sizes = [_hxw(t, "speed --sizes") for t in a.sizes] if a.sizes else None
-        run_bench_speed(a.backbones, sizes, a.scales, a.interval, a.frames, a.repeats, a.json)
+        run_bench_speed(a.backbones, sizes, a.scales, a.interval, a.frames, a.repeats, a.json, a.device)
     elif a.bench_command == "stream":
         from mvseg.bench_stream import run_bench_stream
 

@@ -56,8 +56,9 @@ def run_stream(
     dists = None
     if info.has_b_frames and model.reads_motion:  # anchor distances need the picture types (a cheap first pass)
         dists = reference_distances("".join(f.pict_type for f in iter_frames(video, rgb=False, mvs=False)))
-    m = torch.tensor(mean).view(1, 3, 1, 1)
-    s = torch.tensor(std).view(1, 3, 1, 1)
+    dev = model.device  # frames, motion and state live where the model does; labels come back to the CPU
+    m = torch.tensor(mean, device=dev).view(1, 3, 1, 1)
+    s = torch.tensor(std, device=dev).view(1, 3, 1, 1)
     policy = policy or model.policy
     policy.reset()
     model.eval()
@@ -75,15 +76,17 @@ def run_stream(
 
     # stands in for the pixels of a frame the strategy does not read: the right shape, no cost,
     # and NaN should anything read it after all
-    no_pixels = torch.full((1, 3, 1, 1), float("nan")).expand(1, 3, info.height, info.width)
+    no_pixels = torch.full((1, 3, 1, 1), float("nan"), device=dev).expand(1, 3, info.height, info.width)
 
     def emit(ready):
+        if dev.type == "cuda":  # the answer exists when the GPU has computed it
+            torch.cuda.synchronize(dev)
         now = time.perf_counter()
         for idx, logits in ready:
             image, key, t0 = waiting.pop(idx)
             # max(1).indices, not argmax(1): same result (first maximum), but torch's CPU argmax
             # over the channel dim of NCHW logits took 4 ms per 128x256 frame, 0.7 ms this way
-            yield FrameResult(idx, image, logits.max(1).indices[0].to(torch.uint8).numpy(), key, 1e3 * (now - t0))
+            yield FrameResult(idx, image, logits.max(1).indices[0].to(torch.uint8).cpu().numpy(), key, 1e3 * (now - t0))
 
     start = None
     with torch.inference_mode():
@@ -91,7 +94,7 @@ def run_stream(
             off = mask = None
             if model.reads_motion:
                 off, mask = rasterize_mvs(f.mvs, info.height, info.width, *(dists[f.index] if dists else (1, 1)))
-                off, mask = torch.from_numpy(off)[None], torch.from_numpy(mask)[None]
+                off, mask = torch.from_numpy(off)[None].to(dev), torch.from_numpy(mask)[None].to(dev)
             t0 = time.perf_counter()
             if pace_fps:
                 if start is None:
@@ -101,7 +104,7 @@ def run_stream(
                     time.sleep(release - t0)
                 t0 = release
             key = keys.pop(f.index)
-            x = no_pixels if f.image is None else (torch.from_numpy(f.image).permute(2, 0, 1)[None].float() / 255 - m) / s
+            x = no_pixels if f.image is None else (torch.from_numpy(f.image).to(dev).permute(2, 0, 1)[None].float() / 255 - m) / s
             if key is None:  # the predicted deviation is part of the frame's latency
                 key = policy.is_key(f.index, f.pict_type, model.stream_deviation(x))
             waiting[f.index] = (f.image if images else None, key, t0)

@@ -30,7 +30,7 @@ def test_bench_speed_rows_from_a_real_stream(tmp_path):
 
 def test_bench_speed_paper_columns(monkeypatch, tmp_path):
     # the table's assembly at the paper's sizes, without streaming 1024x2048 frames in a test
-    monkeypatch.setattr(bench_speed, "_models", lambda name, scales, interval: [None] * len(scales))
+    monkeypatch.setattr(bench_speed, "_models", lambda name, scales, interval, device: [None] * len(scales))
     monkeypatch.setattr(bench_speed, "stream_speeds", lambda models, video, interval, repeats: [
         {"ms_per_frame": ms, "frames": 2, "keyframes": 1, "fps": 1e3 / ms, "key_ms": ms, "nonkey_ms": ms}
         for ms in (100.0, 40.0, 25.0)])
@@ -46,6 +46,7 @@ def test_bench_speed_paper_columns(monkeypatch, tmp_path):
     (["--scales", "0.5", "1.0"], "must start with 1.0"),
     (["--backbones", "resnet9"], "unknown backbone"),
     (["--frames", "1"], "at least 2"),
+    (["--device", "cuda"], "no CUDA device is visible"),
 ])
 def test_bench_speed_bad_arguments(args, message, capsys):
     assert main(["bench", "speed", "--backbones", "cpu", "--sizes", "32x64", *args]) == 2
