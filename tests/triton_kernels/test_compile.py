@@ -91,3 +91,14 @@ def test_compile_check_rejects_what_the_interpreter_runs(tmp_path):
                                      capture_output=True, text=True, timeout=300).stdout
     assert "interpreter ran it: [-1.0, -1.0, -1.0, -1.0]" in run({**_env(), "TRITON_INTERPRET": "1"})
     assert "compiler refused it: CompilationError True" in run(_env())
+
+
+def test_forcing_triton_on_a_cpu_without_the_interpreter_says_what_to_do():
+    # was: RuntimeError: 0 active drivers
+    script = ("import os, torch, mvseg.ops as ops; os.environ['MVSEG_KERNELS'] = 'triton'\n"
+              "try:\n    ops.local_attention(*(torch.zeros(1, 2, 4, 4) for _ in range(3)))\n"
+              "except RuntimeError as e:\n    print(e)")
+    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=_env(), capture_output=True, text=True,
+                         timeout=300).stdout
+    assert out.startswith("local_attention: the Triton kernels need CUDA tensors, got tensors on cpu")
+    assert "TRITON_INTERPRET=1" in out and "MVSEG_KERNELS" in out
