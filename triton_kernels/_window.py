@@ -42,6 +42,19 @@ def neighbours(p, pm, H, W, K: tl.constexpr, KK_PAD: tl.constexpr, SIGN: tl.cons
 
 
 @triton.jit
+def program_pixels(H, W, K: tl.constexpr, KK_PAD: tl.constexpr, BLOCK_P: tl.constexpr, SIGN: tl.constexpr):
+    """The prologue of every window kernel (grid: pixel blocks on axis 0, images on axis 1): this
+    program's image b (int64), the plane size, its pixels p [BLOCK_P] and their mask, and their
+    window taps p + SIGN * d_j with the taps' mask (`neighbours`)."""
+    b = tl.program_id(1).to(tl.int64)
+    HW = H * W
+    p = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
+    pm = p < HW
+    n, nm = neighbours(p, pm, H, W, K, KK_PAD, SIGN)
+    return b, HW, p, pm, n, nm
+
+
+@triton.jit
 def load_taps(t_ptr, n, nm, HW, KK_PAD: tl.constexpr):
     """t[j, n[j, p]] as fp32 from a (K*K, H, W) tensor at t_ptr, [KK_PAD, BLOCK_P]."""
     j = tl.arange(0, KK_PAD).to(tl.int64)

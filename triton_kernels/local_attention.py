@@ -25,7 +25,7 @@ import triton.language as tl
 
 from triton_kernels import validate
 from triton_kernels._tuning import autotune, interpreted, kk_pad
-from triton_kernels._window import aggregate, correlate, load_taps, neighbours, store_taps
+from triton_kernels._window import aggregate, correlate, load_taps, program_pixels, store_taps
 
 # (TILE, num_warps): a program holds TILE = KK_PAD x BLOCK_P fp32 taps (BLOCK_P = 32 pixels at K=7,
 # 16 at K=11), so the registers a thread needs do not grow with the window; the first is the default.
@@ -38,11 +38,7 @@ _SHAPE_ARGS = ["C", "CV", "H", "W"]  # not specialised: one compiled kernel serv
 def _la_fwd(q_ptr, k_ptr, v_ptr, out_ptr, p_ptr, C, CV, H, W, scale,
             K: tl.constexpr, KK_PAD: tl.constexpr, STORE_P: tl.constexpr, TILE: tl.constexpr):
     BLOCK_P: tl.constexpr = TILE // KK_PAD
-    b = tl.program_id(1).to(tl.int64)
-    HW = H * W
-    p = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
-    pm = p < HW
-    n, nm = neighbours(p, pm, H, W, K, KK_PAD, 1)
+    b, HW, p, pm, n, nm = program_pixels(H, W, K, KK_PAD, BLOCK_P, 1)
     s = correlate(q_ptr + b * C * HW, k_ptr + b * C * HW, p, pm, n, nm, C, HW, KK_PAD, BLOCK_P) * scale
     s = tl.where(nm, s, float("-inf"))
     m = tl.where(pm, tl.max(s, axis=0), 0.0)  # the centre tap is always inside: m is finite on real pixels
@@ -59,11 +55,7 @@ def _la_fwd(q_ptr, k_ptr, v_ptr, out_ptr, p_ptr, C, CV, H, W, scale,
 def _la_bwd_q(k_ptr, v_ptr, dout_ptr, p_ptr, ds_ptr, dq_ptr, C, CV, H, W, scale,
               K: tl.constexpr, KK_PAD: tl.constexpr, TILE: tl.constexpr):
     BLOCK_P: tl.constexpr = TILE // KK_PAD
-    b = tl.program_id(1).to(tl.int64)
-    HW = H * W
-    p = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
-    pm = p < HW
-    n, nm = neighbours(p, pm, H, W, K, KK_PAD, 1)
+    b, HW, p, pm, n, nm = program_pixels(H, W, K, KK_PAD, BLOCK_P, 1)
     dp = correlate(dout_ptr + b * CV * HW, v_ptr + b * CV * HW, p, pm, n, nm, CV, HW, KK_PAD, BLOCK_P)
     pt = load_taps(p_ptr + b * K * K * HW, p[None, :], nm, HW, KK_PAD)  # P is 0 on outside taps
     ds = pt * (dp - tl.sum(pt * dp, axis=0)[None, :]) * scale  # softmax backward
@@ -76,11 +68,7 @@ def _la_bwd_q(k_ptr, v_ptr, dout_ptr, p_ptr, ds_ptr, dq_ptr, C, CV, H, W, scale,
 def _la_bwd_kv(q_ptr, dout_ptr, p_ptr, ds_ptr, dk_ptr, dv_ptr, C, CV, H, W,
                K: tl.constexpr, KK_PAD: tl.constexpr, TILE: tl.constexpr):
     BLOCK_P: tl.constexpr = TILE // KK_PAD
-    b = tl.program_id(1).to(tl.int64)
-    HW = H * W
-    t = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)  # the neighbour receiving gradients
-    tm = t < HW
-    n, nm = neighbours(t, tm, H, W, K, KK_PAD, -1)  # n[j] = t - d_j: the pixel whose tap j is t
+    b, HW, t, tm, n, nm = program_pixels(H, W, K, KK_PAD, BLOCK_P, -1)  # n[j] = t - d_j: the pixel whose tap j is t
     dsg = load_taps(ds_ptr + b * K * K * HW, n, nm, HW, KK_PAD)
     aggregate(dsg, q_ptr + b * C * HW, n, nm, dk_ptr + b * C * HW, t, tm, C, HW)
     pg = load_taps(p_ptr + b * K * K * HW, n, nm, HW, KK_PAD)

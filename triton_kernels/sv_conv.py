@@ -17,7 +17,7 @@ import triton.language as tl
 
 from triton_kernels import validate
 from triton_kernels._tuning import autotune, interpreted, kk_pad
-from triton_kernels._window import aggregate, correlate, load_taps, neighbours, store_taps
+from triton_kernels._window import aggregate, correlate, load_taps, program_pixels, store_taps
 
 # (TILE, num_warps): a program holds TILE = KK_PAD x BLOCK_P fp32 taps (BLOCK_P = 32 pixels at K=9),
 # so the registers a thread needs do not grow with the window; the first is the default.
@@ -29,11 +29,7 @@ _SHAPE_ARGS = ["C", "H", "W"]
 @triton.jit(do_not_specialize=_SHAPE_ARGS)
 def _svc_fwd(f_ptr, k_ptr, out_ptr, C, H, W, K: tl.constexpr, KK_PAD: tl.constexpr, TILE: tl.constexpr):
     BLOCK_P: tl.constexpr = TILE // KK_PAD
-    b = tl.program_id(1).to(tl.int64)
-    HW = H * W
-    p = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
-    pm = p < HW
-    n, nm = neighbours(p, pm, H, W, K, KK_PAD, 1)
+    b, HW, p, pm, n, nm = program_pixels(H, W, K, KK_PAD, BLOCK_P, 1)
     w = load_taps(k_ptr + b * K * K * HW, p[None, :], nm, HW, KK_PAD)  # outside taps read zeros: skip them
     aggregate(w, f_ptr + b * C * HW, n, nm, out_ptr + b * C * HW, p, pm, C, HW)
 
@@ -42,11 +38,7 @@ def _svc_fwd(f_ptr, k_ptr, out_ptr, C, H, W, K: tl.constexpr, KK_PAD: tl.constex
 @triton.jit(do_not_specialize=_SHAPE_ARGS)
 def _svc_bwd_df(k_ptr, dout_ptr, df_ptr, C, H, W, K: tl.constexpr, KK_PAD: tl.constexpr, TILE: tl.constexpr):
     BLOCK_P: tl.constexpr = TILE // KK_PAD
-    b = tl.program_id(1).to(tl.int64)
-    HW = H * W
-    t = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
-    tm = t < HW
-    n, nm = neighbours(t, tm, H, W, K, KK_PAD, -1)  # n[j] = t - d_j: the pixel whose tap j reads t
+    b, HW, t, tm, n, nm = program_pixels(H, W, K, KK_PAD, BLOCK_P, -1)  # n[j] = t - d_j: the pixel whose tap j reads t
     w = load_taps(k_ptr + b * K * K * HW, n, nm, HW, KK_PAD)
     aggregate(w, dout_ptr + b * C * HW, n, nm, df_ptr + b * C * HW, t, tm, C, HW)
 
@@ -55,11 +47,7 @@ def _svc_bwd_df(k_ptr, dout_ptr, df_ptr, C, H, W, K: tl.constexpr, KK_PAD: tl.co
 @triton.jit(do_not_specialize=_SHAPE_ARGS)
 def _svc_bwd_dk(f_ptr, dout_ptr, dk_ptr, C, H, W, K: tl.constexpr, KK_PAD: tl.constexpr, TILE: tl.constexpr):
     BLOCK_P: tl.constexpr = TILE // KK_PAD
-    b = tl.program_id(1).to(tl.int64)
-    HW = H * W
-    p = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
-    pm = p < HW
-    n, nm = neighbours(p, pm, H, W, K, KK_PAD, 1)
+    b, HW, p, pm, n, nm = program_pixels(H, W, K, KK_PAD, BLOCK_P, 1)
     s = correlate(dout_ptr + b * C * HW, f_ptr + b * C * HW, p, pm, n, nm, C, HW, KK_PAD, BLOCK_P)
     store_taps(dk_ptr + b * K * K * HW, s, p, pm, HW, K, KK_PAD)
 
