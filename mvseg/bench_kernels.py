@@ -212,6 +212,7 @@ def measure_in_process(op: str, shapes: dict, impl: str, fn: Callable, dtype: to
     args = kernel_inputs(op, shapes, dev.device, dtype, grad=False)
     row: dict = {}
     with torch.no_grad():
+        fn(*args)  # warm-up: compiling and autotuning are not what a frame pays (nor their memory)
         row["peak_mb"] = dev.peak_mb(lambda: fn(*args))
         row["fwd_ms"] = dev.time_ms(lambda: fn(*args), repeats=repeats)
         out = fn(*args)
@@ -224,6 +225,9 @@ def measure_in_process(op: str, shapes: dict, impl: str, fn: Callable, dtype: to
         def step():
             fn(*gargs).backward(g)
 
+        step()  # warm-up, as above
+        for t in leaves:
+            t.grad = None
         row["peak_bwd_mb"] = dev.peak_mb(step)
         row["fwd_bwd_ms"] = dev.time_ms(step, grad_to_none=leaves, repeats=repeats)
         for t in leaves:

@@ -51,6 +51,7 @@ os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")  # Triton 3.9's default (
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 OPS = ("local_attention", "sv_conv", "warp")
+_COMPILING = "?"  # the kernel compile_only is compiling (names it should the compiler raise)
 
 
 @dataclass
@@ -103,7 +104,7 @@ def compile_only(target: GPUTarget, sink: Callable[[JITFunction, object, dict], 
     def jit_run(self, *args, grid, warmup, **kwargs):
         touched.add(self)
         global _COMPILING
-        _COMPILING = self.__name__  # names the kernel should the compiler raise
+        _COMPILING = self.__name__
         compiled = run(self, *args, grid=grid, warmup=True, **kwargs)
         sink(self, compiled, kwargs)
         return compiled
@@ -245,7 +246,7 @@ def _check_one(arch: int, dname: str, ops: tuple[str, ...]) -> tuple[list[Compil
             with compile_only(target, sink, all_configs):
                 fn()
         except Exception as e:  # a kernel that does not compile: a row with the error
-            name = _failing_kernel(e)
+            name = _COMPILING  # the kernel the compiler was working on
             rows[(name, case)] = Compiled(name, f"sm_{arch}", "", {}, 0, error=f"{type(e).__name__}: {e}"[:2000], cases=[case])
             lines.append(f"sm_{arch} {case}: FAILED {type(e).__name__}: {(str(e).splitlines() or [''])[0]}")
             continue
@@ -272,13 +273,6 @@ def check(archs: list[int], dtypes: list[str], ops: tuple[str, ...] = OPS, jobs:
         for line in lines:
             log(line)
     return rows
-
-
-_COMPILING = "?"  # the kernel compile_only is compiling
-
-
-def _failing_kernel(e: Exception) -> str:
-    return _COMPILING
 
 
 def problems(rows: list[Compiled]) -> list[str]:
