@@ -45,7 +45,7 @@ def fusion_candidates(model: ARSeg, batch: dict) -> tuple[dict[str, torch.Tensor
     lr = features(model.lr, model.downsample(cur))  # (B, C, h*s, w*s)
     up = F.interpolate(lr, key.shape[-2:], mode="bilinear", align_corners=False)  # as CReFF up-samples
     off, mask = batch["offset_cur_to_key"], batch["mask_cur_to_key"]
-    warp = ops.warp(key, off.to(key.dtype), mask.to(key.dtype), size)
+    warp = ops.warp(key, off, mask, size)
     creff = model.creff(lr, key, off, mask, size)
     return {"lr": up, "warp": warp, "creff": creff, "mean": (up + warp) / 2}, features(model.hr, cur)
 

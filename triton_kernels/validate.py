@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextvars
 import math
+import numbers
 
 import torch
 from torch import Tensor
@@ -82,9 +83,9 @@ def warp_args(features: Tensor, offsets: Tensor, mask: Tensor | None,
     if frame_size is None:
         return 4 * hm, 4 * wm
     h, w = frame_size
-    if not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in (h, w)):
+    if not all(isinstance(s, numbers.Integral) and not isinstance(s, bool) and s > 0 for s in (h, w)):
         raise ValueError(f"{op}: frame_size must be two positive integers, got {frame_size!r}")
-    return h, w
+    return int(h), int(w)
 
 
 def local_attention_args(q: Tensor, k: Tensor, v: Tensor, win: int) -> None:

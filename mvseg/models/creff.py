@@ -45,8 +45,8 @@ class CReFF(nn.Module):
     def forward(self, lr_feat: Tensor, key_feat: Tensor, offset: Tensor | None, mask: Tensor | None,
                 frame_size: tuple[int, int]) -> Tensor:
         up = F.interpolate(lr_feat, key_feat.shape[-2:], mode="bilinear", align_corners=False)  # (B, C, h, w)
-        warped = ops.warp(key_feat, offset.to(key_feat.dtype), None if mask is None else mask.to(key_feat.dtype),
-                          frame_size) if self.warp and offset is not None else key_feat
+        # offsets stay fp32 under mixed precision: a bf16 position is off by up to 1 px at x = 256
+        warped = ops.warp(key_feat, offset, mask, frame_size) if self.warp and offset is not None else key_feat
         if not up.is_cuda and not (torch.is_grad_enabled() and self.q.weight.requires_grad):
             # CPU inference: channels-last, where depthwise convs run ~2.7x faster (oneDNN) and the
             # blocked local attention copies its inputs without a transpose; the same sums either way

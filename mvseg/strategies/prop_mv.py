@@ -81,7 +81,7 @@ class PropMV(Propagation):
 
     def warp_features(self, feat: Tensor, offset: Tensor, mask: Tensor, frame_size: tuple[int, int]) -> Tensor:
         """Key features (B, C, h, w) warped by cur->key offsets (B, 2, Hc, Wc) -> (B, C, h, w)."""
-        return ops.warp(feat, offset.to(feat.dtype), mask.to(feat.dtype), frame_size)
+        return ops.warp(feat, offset, mask, frame_size)  # positions in fp32 whatever feat's dtype
 
     def predict_batch(self, batch: dict) -> Tensor:
         size = tuple(batch["cur"].shape[-2:])  # the current image itself is never processed
