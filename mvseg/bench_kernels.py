@@ -30,12 +30,13 @@ import torch
 from mvseg.bench import print_table, write_json
 
 # (name, op, shapes): CReFF's local attention (Hu et al.: C=64 at 720x960 in the CamVid set-up,
-# C=512 at 1/8 of 1024x2048), Li et al.'s propagation at 1/8 of 1024x2048 with K=9, the block
+# C=64 and C=512 at 1/8 of 1024x2048), Li et al.'s propagation at 1/8 of 1024x2048 with K=9, the block
 # warp at 1/8 (MVs at 1/4) and 1/4 of the frame; the logits resize at the project's sizes.
 KERNEL_CASES = [
     ("warp C=256 1/8 of 1024x2048", "warp", {"feat": (1, 256, 128, 256), "off": (1, 2, 256, 512), "frame": (1024, 2048)}),
     ("warp C=256 1/4 of 720x960", "warp", {"feat": (1, 256, 180, 240), "off": (1, 2, 180, 240), "frame": (720, 960)}),
     ("local attention C=64 720x960 K=7", "local_attention", {"qkv": (1, 64, 720, 960), "window": 7}),
+    ("local attention C=64 128x256 K=7", "local_attention", {"qkv": (1, 64, 128, 256), "window": 7}),
     ("local attention C=512 128x256 K=7", "local_attention", {"qkv": (1, 512, 128, 256), "window": 7}),
     ("sv_conv C=256 9x9 1/8 of 1024x2048", "sv_conv", {"feat": (1, 256, 128, 256), "window": 9}),
     # the last step of every method: logits up-sampled to the frame (ops.resize_bilinear)

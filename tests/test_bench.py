@@ -92,7 +92,7 @@ def test_bench_kernels_dry_run_lists_rows_and_traffic(tmp_path):
     data = json.loads(out.read_text())
     assert data["dry_run"] is True
     tri = [r for r in data["rows"] if r["impl"] == "triton"]
-    assert len(tri) == 2 * 5 and all(r["min_mb"] > 0 for r in tri)
+    assert len(tri) == 2 * 6 and all(r["min_mb"] > 0 for r in tri)
     (la512,) = [r for r in tri if r["case"].startswith("local attention C=512") and r["dtype"] == "fp32"]
     assert round(la512["min_mb"]) == round(4 * 4 * 512 * 128 * 256 / 1e6)  # q, k, v read and out written once
 

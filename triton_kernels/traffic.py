@@ -90,11 +90,12 @@ def warp(b: int, c: int, hf: int, wf: int, hm: int, wm: int, s: int = 4, train: 
     return rows
 
 
-# The papers' sizes: CReFF at C=64 on 720x960 and at C=512 on 1/8 of 1024x2048 (Hu et al.), Li et
+# The papers' sizes: CReFF at C=64 on 720x960 and on 1/8 of 1024x2048, at C=512 on 1/8 of 1024x2048 (Hu et al.), Li et
 # al.'s propagation at C=256, K=9 on 1/8 of 1024x2048, the warp of C=256 features at 1/8 of
 # 1024x2048 by 1/4 MVs.
 PAPER = [
     ("local attention C=64 720x960 K=7", lambda s, train: local_attention(1, 64, 64, 720, 960, 7, s, train)),
+    ("local attention C=64 128x256 K=7", lambda s, train: local_attention(1, 64, 64, 128, 256, 7, s, train)),
     ("local attention C=512 128x256 K=7", lambda s, train: local_attention(1, 512, 512, 128, 256, 7, s, train)),
     ("sv_conv C=256 128x256 K=9", lambda s, train: sv_conv(1, 256, 128, 256, 9, s, train)),
     ("warp C=256 128x256 by 256x512 MVs", lambda s, train: warp(1, 256, 128, 256, 256, 512, s, train)),
