@@ -1,7 +1,7 @@
 """`mvseg bench ...`: measurements reported as ratios taken side by side in one run.
 
 Every bench prints a table and, with ``--json``, writes its figures for scripts. Nothing
-here is asserted in tests: the figures go to the README.
+here is asserted in tests: the figures go to docs/results.md.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ the frames around them (a `Window`); `write_dataset` encodes them with one of tw
   starts d frames before the labelled frame, so the labelled frame sits at GOP position d
   behind a real I-frame; the clip is evaluated at that distance only (``distances`` in
   dataset.json). AR-Seg re-encoded with HEVC through a patched decoder; we use H.264
-  (FFmpeg exports no HEVC MVs), a deviation the README states.
+  (FFmpeg exports no HEVC MVs), a deviation docs/datasets.md states.
 
 Networks see decoded frames; decoded frame n of a clip is window frame n (tested). Output:
 ``ROOT/videos/{split}/{clip}.mp4``, ``ROOT/labels/{split}/{clip}/{frame:06d}.png``,

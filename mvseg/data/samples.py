@@ -1,5 +1,5 @@
 """Training and evaluation samples: (keyframe, current frame[, next keyframe]) with the
-composed MV offsets between them (../shared/DESIGN.md, "A training/evaluation sample").
+composed MV offsets between them (docs/conventions.md, "Frames and samples").
 
 For an annotated frame t and a keyframe distance d, the keyframe is k = t - d and the next
 keyframe n = k + L. ``offset_cur_to_key`` composes the per-frame fields t -> t-1 -> ... -> k

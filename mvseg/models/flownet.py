@@ -8,7 +8,7 @@ of our N_feat features (output stride 8). DFF also predicts its *scale function*
 flow network: a 1x1 conv with one output per feature channel, weight 0 and bias 1 at init
 (DFF Sec. 4, "scale function"), so that at init the propagation is a pure warp.
 
-Convention (../shared/DESIGN.md): the flow maps the current frame to the key frame, in
+Convention (docs/conventions.md): the flow maps the current frame to the key frame, in
 full-resolution frame pixels: the content at p in the current frame is found at p + flow(p)
 in the key frame, exactly the block offsets' convention, so `ops.warp` consumes either.
 """

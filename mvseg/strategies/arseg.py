@@ -1,5 +1,5 @@
 """AR-Seg (Hu et al., "Efficient Semantic Segmentation by Altering Resolutions for Compressed
-Videos", CVPR 2023; ../shared/papers/arseg_altering_resolutions.md): keyframes at high
+Videos", CVPR 2023): keyframes at high
 resolution (HR) through the image model, every other frame down-sampled by `lr_scale`
 through a low-resolution (LR) branch whose last feature is fused with the MV-warped HR
 keyframe feature by CReFF, then decoded by the HR model's final 1x1 classifier:

@@ -1,6 +1,6 @@
 """The strategy base: what every method shares (losses and modules are the method's own).
 
-- Evaluation protocol (DFF, Jain & Gonzalez, AR-Seg; ../shared/DESIGN.md): every annotated
+- Evaluation protocol (DFF, Jain & Gonzalez, AR-Seg; docs/conventions.md): every annotated
   frame is scored with its keyframe d frames before it, for each d in 0..L-1; mIoU per d
   (torchmetrics, ignore index 255), its mean (the headline) and its minimum. Metric names:
   ``val/mIoU``, ``val/mIoU_min``, ``val/mIoU_d{d}`` (``test/...`` likewise).

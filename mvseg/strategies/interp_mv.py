@@ -4,7 +4,7 @@ block motion vectors (to n through inverted fields) and fused:
 
     F_t = fuse(W(N_feat(I_k), M_{t->k}), W(N_feat(I_n), M_{t->n})),   S_t = N_task(F_t)
 
-The paper does not fix the fusion; two are offered (reported side by side in the README):
+The paper does not fix the fusion; two are offered (reported side by side in docs/results.md):
   - "linear": distance-weighted, w_k = (n - t) / (n - k), w_n = (t - k) / (n - k);
   - "learned": a small conv over both warped features predicts two per-pixel logits, softmax
     over the two sources (our design).

@@ -1,7 +1,7 @@
 """Decode compressed video with PyAV: frames, picture types, timestamps and raw block MVs.
 
 FFmpeg exports the encoder's motion vectors as `AV_FRAME_DATA_MOTION_VECTORS` side data
-when the decoder is opened with ``flags2=+export_mvs`` (see ../shared/DESIGN.md for the
+when the decoder is opened with ``flags2=+export_mvs`` (see docs/conventions.md for the
 facts verified here). We read them as one structured array per frame
 (``side_data.to_ndarray()``), never MV by MV in Python.
 

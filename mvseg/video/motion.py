@@ -1,6 +1,6 @@
 """Block motion vectors -> motion offset fields, and the field algebra on top of them.
 
-Convention (../shared/DESIGN.md): an offset field is float32 ``[2, ceil(H/4), ceil(W/4)]``
+Convention (docs/conventions.md): an offset field is float32 ``[2, ceil(H/4), ceil(W/4)]``
 (x then y, in pixels of the full frame, one cell per 4x4 block), "backward": the content at
 pixel p of the current frame came from p + offset(p) in the reference frame. Cells that no
 MV covers (intra blocks, I-frames) carry zero offset and mask 0.
