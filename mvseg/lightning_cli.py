@@ -6,11 +6,13 @@ import os
 import socket
 import sys
 from pathlib import Path
+from typing import Optional
 
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from mvseg import prerequisites
 from mvseg.checkpoint_io import AtomicCheckpointIO, CheckpointWriteError, UnsafeCheckpointError, safe_load
 from mvseg.data.cache import CacheWriteError
 from mvseg.data.datamodule import CompressedVideoDataModule
@@ -79,13 +81,23 @@ class RunDirConfig(SaveConfigCallback):
 
 
 class MVSegCLI(LightningCLI):
+    #: False under `--no-prerequisites`: a missing stage is an error instead of being trained
+    prerequisites_allowed = True
+
     def add_arguments_to_parser(self, parser) -> None:
         # The class count comes from the dataset; the keyframe interval is the data's L.
         parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
         parser.link_arguments("data.init_args.keyframe_interval", "model.init_args.keyframe_interval")
+        parser.add_argument("--prerequisites", type=Optional[dict[str, str]], default=None,
+                            help="config key of a checkpoint -> the config (beside this one) that writes it; "
+                                 "`mvseg fit` trains a missing one first (mvseg.prerequisites)")
 
     def parse_arguments(self, parser, args) -> None:
         super().parse_arguments(parser, args)
+        if self.config.get("subcommand") == "fit":
+            cfg = self.config["fit"]
+            prerequisites.prepare(cfg, [str(c) for c in cfg.get("config") or []],
+                                  list(sys.argv[1:] if args is None else args), self.prerequisites_allowed)
         # Under `wandb agent` every run of a sweep would share the config's run directory (its
         # checkpoints overwriting each other's): each gets RUN_DIR/sweep-SWEEP_ID/RUN_ID, from
         # the variables the agent sets for the run it starts.
@@ -156,6 +168,12 @@ def ensure_wandb_never_blocks() -> str | None:
 def run_lightning_cli(argv: list[str] | None) -> int:
     """Run LightningCLI on `argv` (None: sys.argv); returns the exit status."""
     ensure_wandb_never_blocks()
+    given = sys.argv[1:] if argv is None else argv
+    MVSegCLI.prerequisites_allowed = "--no-prerequisites" not in given
+    if argv is None:  # LightningCLI reads sys.argv itself (and DDP re-launches ranks from it)
+        sys.argv[1:] = [a for a in sys.argv[1:] if a != "--no-prerequisites"]
+    else:
+        argv = [a for a in argv if a != "--no-prerequisites"]
     try:
         MVSegCLI(
             SegStrategy,
@@ -168,6 +186,9 @@ def run_lightning_cli(argv: list[str] | None) -> int:
         )
     except SystemExit as e:  # jsonargparse reports bad keys/values and exits
         return int(e.code or 0) if not isinstance(e.code, str) else 2
+    except prerequisites.PrerequisiteError as e:
+        print(f"mvseg: error: {e}", file=sys.stderr)
+        return 2
     except ConfigError as e:
         print(f"mvseg: error: {e}\n(--print_config shows the whole config as parsed)", file=sys.stderr)
         return 2
