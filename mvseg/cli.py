@@ -376,10 +376,9 @@ def _lightning(argv: list[str], from_sys_argv: bool) -> int:
 
 
 def main(args: Sequence[str] | None = None) -> int:
-    """Entry point of the `mvseg` console script; returns the exit status."""
-    from mvseg.data.folder import DatasetError
-    from mvseg.video.decode import VideoError
-
+    """Entry point of the `mvseg` console script; returns the exit status. Heavy imports
+    (torch, Lightning, PyAV) happen in the command that needs them: `mvseg --help` and
+    `mvseg COMMAND --help` answer without them."""
     argv = list(sys.argv[1:] if args is None else args)
     if argv and argv[0] in LIGHTNING_COMMANDS:
         return _lightning(argv, from_sys_argv=args is None)
@@ -401,9 +400,20 @@ def main(args: Sequence[str] | None = None) -> int:
         try:
             return {"inspect": _inspect, "data": _data, "bench": _bench, "predict": _predict, "fuzz": _fuzz,
                     "sweep": _sweep}[a.command](a)
-        except (VideoError, DatasetError, OSError, ValueError) as e:  # OSError: a missing file, a full disk
+        except Exception as e:
+            if not _usage_error(e):
+                raise
             print(f"mvseg {a.command}: error: {e}", file=sys.stderr)
             return 2
+
+
+def _usage_error(e: Exception) -> bool:
+    """A bad video, dataset, file or value: one line, no traceback (OSError: a missing file,
+    a full disk). The error classes are imported here, once something has failed."""
+    from mvseg.data.folder import DatasetError
+    from mvseg.video.decode import VideoError
+
+    return isinstance(e, (VideoError, DatasetError, OSError, ValueError))
 
 
 if __name__ == "__main__":

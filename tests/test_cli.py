@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -323,3 +325,12 @@ def test_help_lists_every_command(capsys):
     out = capsys.readouterr().out
     for cmd in ("fit", "validate", "test", "predict", "inspect", "data", "bench"):
         assert cmd in out
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["inspect", "--help"], ["bench", "kernels", "--help"], ["data", "prepare", "--help"]])
+def test_help_answers_without_the_heavy_imports(argv):
+    # the command's own imports happen when it runs: help needs none of torch, Lightning or PyAV
+    script = ("import sys\nfrom mvseg.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+              "print(sorted(m for m in ('torch', 'lightning', 'av', 'wandb') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", script, *argv], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout[-500:] + out.stderr[-500:]
