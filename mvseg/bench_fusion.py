@@ -98,7 +98,7 @@ def fusion_table(model: ARSeg, root: str, interval: int, data: dict | None = Non
 def run_bench_fusion(ckpt: str, root: str, out_dir: str, interval: int | None = None, json_out: str | None = None,
                      cache_dir: str | None = None) -> list[dict]:
     from mvseg.bench import print_table
-    from mvseg.predict import load_strategy
+    from mvseg.strategies.loading import load_strategy
 
     model, data = load_strategy(ckpt)
     if not isinstance(model, ARSeg):

@@ -36,7 +36,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from mvseg.bench import print_table, write_json
 from mvseg.data.datamodule import CompressedVideoDataModule
 from mvseg.data.folder import load_folder_dataset
-from mvseg.predict import load_strategy
+from mvseg.strategies.loading import load_strategy
 from mvseg.runtime import run_stream, stream_stats
 from mvseg.strategies.policies import FixedInterval
 
@@ -193,7 +193,7 @@ def log_wandb(rows: list[dict], table: str, out: Path, project: str = "mvseg",
     without a login, as training runs). Returns the run's directory."""
     import wandb
 
-    from mvseg.lightning_cli import ensure_wandb_never_blocks
+    from mvseg.wandb_offline import ensure_wandb_never_blocks
 
     ensure_wandb_never_blocks()
     cols = sorted({k for r in rows for k in r}, key=lambda k: (COLUMNS + [k]).index(k))

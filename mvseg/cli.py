@@ -230,7 +230,7 @@ def _fuzz(a: argparse.Namespace) -> int:
     from mvseg.fuzz import run_fuzz
 
     s = run_fuzz(a.out, budget_s=a.budget, max_cases=a.cases, seed=a.seed, timeout_s=a.timeout, videos=a.videos,
-                 motion_report=not a.no_motion_report, progress=True)
+                 motion_report=not a.no_motion_report, progress=True, entry=main)
     print(f"{s['cases']} cases in {s['seconds']:.0f} s (slowest {s['slowest_s']:.2f} s), seeds {', '.join(s['seeds'])}")
     print("outcomes:     " + ", ".join(f"{k} {v}" for k, v in s["by_status"].items()))
     print("errors seen:  " + "; ".join(f"{k} ({v})" for k, v in s["errors_seen"].items()))
@@ -400,20 +400,11 @@ def main(args: Sequence[str] | None = None) -> int:
         try:
             return {"inspect": _inspect, "data": _data, "bench": _bench, "predict": _predict, "fuzz": _fuzz,
                     "sweep": _sweep}[a.command](a)
-        except Exception as e:
-            if not _usage_error(e):
-                raise
+        # a bad video, dataset, file or value: one line, no traceback (OSError: a missing file, a
+        # full disk; mvseg's VideoError and DatasetError are ValueErrors: nothing to import for them)
+        except (OSError, ValueError) as e:
             print(f"mvseg {a.command}: error: {e}", file=sys.stderr)
             return 2
-
-
-def _usage_error(e: Exception) -> bool:
-    """A bad video, dataset, file or value: one line, no traceback (OSError: a missing file,
-    a full disk). The error classes are imported here, once something has failed."""
-    from mvseg.data.folder import DatasetError
-    from mvseg.video.decode import VideoError
-
-    return isinstance(e, (VideoError, DatasetError, OSError, ValueError))
 
 
 if __name__ == "__main__":

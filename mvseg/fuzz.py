@@ -189,14 +189,14 @@ def run_forked(target: Callable[[], int], log: Path, timeout_s: float) -> tuple[
         time.sleep(0.002)
 
 
-def inspect_target(path: Path, out_json: Path, motion_report: bool) -> Callable[[], int]:
+def inspect_target(path: Path, out_json: Path, motion_report: bool, entry: Callable[[list[str]], int]) -> Callable[[], int]:
+    """`mvseg inspect` on one case, through `entry` (the console script's main, which the CLI
+    passes in: this module does not import the CLI it tests)."""
     def run() -> int:
-        from mvseg.cli import main
-
         args = ["inspect", str(path), "--json", str(out_json)]
         if motion_report:
             args += ["--motion-report", "--max-distance", "3"]
-        return main(args)
+        return entry(args)
 
     return run
 
@@ -230,7 +230,8 @@ def run_fuzz(
     timeout_s: float = 10.0,
     videos: Sequence[str | Path] = (),
     motion_report: bool = True,
-    target_factory: Callable[[Path, Path, bool], Callable[[], int]] = inspect_target,
+    entry: Callable[[list[str]], int],
+    target_factory: Callable[..., Callable[[], int]] = inspect_target,
     progress: bool = False,
     max_findings: int | None = None,
 ) -> dict:
@@ -241,8 +242,7 @@ def run_fuzz(
     for d in (work, found):
         d.mkdir(parents=True, exist_ok=True)
     if target_factory is inspect_target:  # imported once here, not in every forked child
-        for name in ("mvseg.cli", "mvseg.video.report"):
-            importlib.import_module(name)
+        importlib.import_module("mvseg.video.report")
     seeds = [Path(v) for v in videos] or make_seed_videos(out / "seeds")
     blobs = {s: s.read_bytes() for s in seeds}
     rng = np.random.default_rng(seed)
@@ -260,7 +260,7 @@ def run_fuzz(
         case = work / f"case{src.suffix}"  # one file, overwritten: the name the message must carry
         case.write_bytes(data)
         log = work / "log.txt"
-        how, code, secs = run_forked(target_factory(case, work / "report.json", motion_report), log, timeout_s)
+        how, code, secs = run_forked(target_factory(case, work / "report.json", motion_report, entry), log, timeout_s)
         status, message = classify(case, how, code, log.read_text(errors="replace") if log.exists() else "")
         cases.append(Case(i, src.name, mut, status, code, round(secs, 3), message[:500]))
         if status in FINDINGS:

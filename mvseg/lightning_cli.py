@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import sys
 from pathlib import Path
 from typing import Optional
@@ -19,6 +18,7 @@ from mvseg.data.datamodule import CompressedVideoDataModule
 from mvseg.data.folder import DatasetError
 from mvseg.strategies.base import SegStrategy
 from mvseg.video.decode import VideoError
+from mvseg.wandb_offline import ensure_wandb_never_blocks
 
 
 class ConfigError(ValueError):
@@ -139,30 +139,6 @@ class MVSegCLI(LightningCLI):
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
             trainer.strategy.checkpoint_io = AtomicCheckpointIO()
         return trainer
-
-
-def _wandb_reachable(timeout: float = 2.0) -> bool:
-    try:
-        with socket.create_connection(("api.wandb.ai", 443), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-def ensure_wandb_never_blocks() -> str | None:
-    """With no W&B login, or no route to W&B, runs go offline with a one-line notice instead
-    of prompting for a key or hanging on the network. Returns the notice (None if online)."""
-    if os.environ.get("WANDB_MODE"):
-        return None
-    netrc = Path.home() / ".netrc"
-    logged_in = bool(os.environ.get("WANDB_API_KEY")) or (netrc.is_file() and "api.wandb.ai" in netrc.read_text(errors="ignore"))
-    if logged_in and _wandb_reachable():
-        return None
-    why = "no W&B login found" if not logged_in else "W&B is not reachable"
-    os.environ["WANDB_MODE"] = "offline"
-    notice = f"mvseg: {why}; W&B logs offline (upload later with `wandb sync`)"
-    print(notice, file=sys.stderr)
-    return notice
 
 
 def run_lightning_cli(argv: list[str] | None) -> int:

@@ -7,36 +7,19 @@ policy) go through the full network, other frames through the method's propagati
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from mvseg.checkpoint_io import safe_load
 from mvseg.data.synthetic import PALETTE
 from mvseg.runtime import run_stream
-from mvseg.strategies.base import SegStrategy, no_deviation_error
+from mvseg.strategies.base import no_deviation_error
+from mvseg.strategies.loading import load_strategy
 from mvseg.strategies.policies import make_policy
 from mvseg.video.decode import probe
 from mvseg.video.encode import encode_video
-
-
-def load_strategy(ckpt: str | Path) -> tuple[SegStrategy, dict]:
-    """A strategy from an mvseg checkpoint, loaded without executing code (weights_only)."""
-    ckpt = Path(ckpt)
-    if not ckpt.is_file():
-        raise FileNotFoundError(f"{ckpt}: checkpoint not found")
-    raw = safe_load(ckpt)
-    name = raw.get("mvseg_strategy")
-    if not name or not name.startswith("mvseg.strategies."):
-        raise ValueError(f"{ckpt}: not an mvseg strategy checkpoint (no 'mvseg_strategy' entry)")
-    module, _, cls_name = name.rpartition(".")
-    cls = getattr(importlib.import_module(module), cls_name)
-    model = cls.load_from_checkpoint(ckpt, map_location="cpu", weights_only=True)
-    model.eval()
-    return model, raw.get("mvseg_data", {})
 
 
 def overlay(frame: np.ndarray, label: np.ndarray, palette: np.ndarray, alpha: float) -> np.ndarray:

@@ -28,7 +28,7 @@ def test_fuzz_run_finds_no_crash_no_hang(seeds, tmp_path):
     import torch
 
     torch.ones(1 << 16).exp().sum()  # the parent has used torch's thread pool (as in a long test session)
-    s = run_fuzz(tmp_path / "fz", max_cases=60, budget_s=120, seed=0, videos=seeds, timeout_s=10, max_findings=1)
+    s = run_fuzz(tmp_path / "fz", max_cases=60, budget_s=120, seed=0, videos=seeds, timeout_s=10, max_findings=1, entry=main)
     assert s["cases"] == 60
     assert s["findings"] == [], s["findings"]
     assert s["by_status"]["ok"] > 0 and s["by_status"]["error"] > 0  # mutations both survived and broke files

@@ -36,7 +36,7 @@ def load_teacher(path: str | Path, num_classes: int) -> SegNet:
     """The image network of a trained PerFrame checkpoint (loaded without executing code),
     frozen and in eval mode; a missing file, another method or another class count is a clear
     error at start-up."""
-    from mvseg.predict import load_strategy  # (the runtime imports the strategies package)
+    from mvseg.strategies.loading import load_strategy
     from mvseg.strategies.per_frame import PerFrame
 
     path = Path(path)

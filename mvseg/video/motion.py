@@ -31,6 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from mvseg.ops.warp import cell_index  # the warp's own cell lookup (re-exported here)
+
 CELL = 4  # one offset cell per 4x4 pixel block
 
 
@@ -244,15 +246,6 @@ def compose_forward(offsets: Sequence[Tensor], masks: Sequence[Tensor]) -> tuple
     t+1..n (f_j maps j -> j-1): each is inverted and the inverses composed t -> t+1 -> ... -> n."""
     inv = [invert(o, m) for o, m in zip(offsets, masks)]
     return compose([g for g, _ in inv], [m for _, m in inv])
-
-
-def cell_index(n_out: int, n_cells: int, device=None) -> Tensor:
-    """For each of n_out output pixels spanning the same extent as n_cells cells, the cell
-    containing the output pixel's centre, floor((i + 0.5) * n_cells / n_out), in integers (the
-    lookup the warp kernel does per pixel; exact where a centre lies on a cell boundary, as
-    every one does with features at 1/8 and cells at 1/4 of the frame)."""
-    i = torch.arange(n_out, device=device)
-    return ((2 * i + 1) * n_cells).div(2 * n_out, rounding_mode="floor").clamp_(max=max(n_cells - 1, 0))
 
 
 def to_feature_grid(offset: Tensor, size: tuple[int, int], frame_size: tuple[int, int]) -> Tensor:
