@@ -173,6 +173,7 @@ def run_lightning_cli(argv: list[str] | None) -> int:
         print(f"mvseg: error: {e}", file=sys.stderr)
         return 1
     finally:
+        os.environ.pop(prerequisites.SMOKE_ROOT, None)  # a later run in this process has its own
         # Close this run's W&B run, so a later main() in the same process (tests, local
         # sweeps) starts its own instead of silently appending to this one.
         wandb = sys.modules.get("wandb")

@@ -71,11 +71,14 @@ def passed_on(args: Sequence[str]) -> list[str]:
 
 
 _SMOKE_STAGE = "MVSEG_SMOKE_STAGE"  # set for a stage of a smoke test: it writes where it is told
+# a smoke test's scratch folder, for the DDP ranks Lightning starts later from the same command
+# line: they find the stages there instead of smoke-testing them again (cleared after the run)
+SMOKE_ROOT = "MVSEG_SMOKE_ROOT"
 
 
 def fit_stage(stage: Path, extra: Sequence[str], smoke: bool = False) -> int:
     """`mvseg fit --config STAGE ...` in its own process (a clean W&B run, its own seed)."""
-    env = {k: v for k, v in os.environ.items() if k not in ("WANDB_RUN_ID", "WANDB_SWEEP_ID", _SMOKE_STAGE)}
+    env = {k: v for k, v in os.environ.items() if k not in ("WANDB_RUN_ID", "WANDB_SWEEP_ID", _SMOKE_STAGE, SMOKE_ROOT)}
     if smoke:
         env[_SMOKE_STAGE] = "1"
     return subprocess.run([sys.executable, "-m", "mvseg.cli", "fit", "--config", str(stage), *extra], env=env).returncode
@@ -90,8 +93,11 @@ def prepare(cfg, config_files: Sequence[str | Path], args: Sequence[str], allowe
     if smoke and os.environ.get(_SMOKE_STAGE):  # a stage of a smoke test: its own stages go beside it
         scratch = Path(cfg["trainer"]["default_root_dir"]).parent
     elif smoke:
-        scratch = Path(tempfile.mkdtemp(prefix="mvseg-smoke-"))
-        log(f"mvseg: fast_dev_run is a smoke test: it writes to {scratch}, not {cfg['trainer'].get('default_root_dir')}")
+        reuse = os.environ.get(SMOKE_ROOT)
+        scratch = Path(reuse or tempfile.mkdtemp(prefix="mvseg-smoke-"))
+        if not reuse:
+            log(f"mvseg: fast_dev_run is a smoke test: it writes to {scratch}, not {cfg['trainer'].get('default_root_dir')}")
+            os.environ[SMOKE_ROOT] = str(scratch)
         cfg["trainer"]["default_root_dir"] = str(scratch / "run")
     for key, name in (cfg.get("prerequisites") or {}).items():
         path = cfg.get(key)
@@ -102,6 +108,9 @@ def prepare(cfg, config_files: Sequence[str | Path], args: Sequence[str], allowe
             continue  # the user points the key at another file: the usual checks apply
         if smoke:
             out = scratch / stage.stem
+            if (out / "checkpoints" / "last.ckpt").is_file():  # another rank of this smoke test made it
+                cfg[key] = str(out / "checkpoints" / "last.ckpt")
+                continue
             rc = fit(stage, [*passed_on(args), "--trainer.fast_dev_run", str(smoke), "--trainer.default_root_dir", str(out)],
                      smoke=True)
             if rc:

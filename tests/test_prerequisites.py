@@ -98,3 +98,30 @@ def test_the_main_job_stands_on_its_two_stages():
     assert {str(p.relative_to(ROOT)) for p in CONFIGS} >= {"experiments/arseg.yaml", "experiments/arseg_lr.yaml"}
     cfg = yaml.safe_load((ROOT / "experiments" / "arseg.yaml").read_text())
     assert cfg["prerequisites"] == {"model.init_args.init_from": "per_frame.yaml", "model.init_args.lr_init": "arseg_lr.yaml"}
+
+
+def test_ddp_ranks_of_a_smoke_test_reuse_its_scratch(tmp_path, monkeypatch):
+    # Lightning starts DDP ranks 1.. by running the same command line again: they must find the
+    # stages rank 0 smoke-tested (same scratch folder), not run them again
+    from mvseg import prerequisites
+
+    monkeypatch.delenv(prerequisites.SMOKE_ROOT, raising=False)
+    (tmp_path / "a.yaml").write_text(yaml.safe_dump({"trainer": {"default_root_dir": "runs/a"}}))
+    calls = []
+
+    def fit(stage, extra, smoke=False):
+        out = Path(extra[extra.index("--trainer.default_root_dir") + 1])
+        (out / "checkpoints").mkdir(parents=True)
+        (out / "checkpoints" / "last.ckpt").write_bytes(b"")
+        calls.append(stage)
+        return 0
+
+    def cfg():
+        return {"trainer": {"fast_dev_run": 1, "default_root_dir": "runs/b"},
+                "prerequisites": {"model.init_args.init_from": "a.yaml"}, "model.init_args.init_from": "runs/a/checkpoints/last.ckpt"}
+
+    rank0, rank1 = cfg(), cfg()
+    prerequisites.prepare(rank0, [tmp_path / "b.yaml"], [], fit=fit, log=lambda m: None)
+    prerequisites.prepare(rank1, [tmp_path / "b.yaml"], [], fit=fit, log=lambda m: None)  # same env: a later rank
+    assert len(calls) == 1 and rank0 == rank1
+    assert rank0["model.init_args.init_from"].endswith("a/checkpoints/last.ckpt") and "mvseg-smoke-" in rank0["trainer"]["default_root_dir"]
