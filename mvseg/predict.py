@@ -50,7 +50,7 @@ def predict_video(
         if name == "adaptive" and not model.has_deviation:
             raise ValueError(f"{ckpt}: {no_deviation_error(model)}")
         pol = make_policy(name, interval or model.keyframe_interval,
-                          threshold if threshold is not None else getattr(model, "_threshold", None))
+                          threshold if threshold is not None else model.deviation_threshold)
     if low_latency is not None:
         if not hasattr(model, "low_latency"):
             raise ValueError(f"{ckpt}: {type(model).__name__} has no low-latency schedule (mvseg.strategies.Adaptive has)")

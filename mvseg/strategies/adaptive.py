@@ -31,8 +31,8 @@ from mvseg import ops
 from mvseg.models.adaptive import (AdaptNetFusion, DeviationPredictor, KernelPredictor, deviation_loss,
                                    deviation_target, resize_to)
 from mvseg.models.segnet import SegNet, SegNetConfig
-from mvseg.strategies.base import OptimConfig, SegStrategy, as_config
-from mvseg.strategies.propagation import load_net_weights
+from mvseg.strategies.base import SegStrategy, as_config
+from mvseg.strategies.loading import load_net_weights
 
 
 @dataclass
@@ -58,21 +58,15 @@ class Adaptive(SegStrategy):
         keyframe_interval: int = 5,
         net: SegNetConfig | None = None,
         adaptive: AdaptiveConfig | None = None,
-        optim: OptimConfig | None = None,
         init_from: str | None = None,
         deviation_weight: float = 1.0,
         new_lr_mult: float = 10.0,
         deviation_threshold: float = 0.1,
         low_latency: bool = False,
         slow_track_threads: int | None = None,
-        ignore_index: int = 255,
-        log_masks: int = 4,
-        keyframe_policy: str = "fixed",
+        **kwargs,
     ):
-        if not 0.0 <= deviation_threshold:
-            raise ValueError(f"deviation_threshold must be >= 0, got {deviation_threshold}")
-        self._threshold = deviation_threshold  # read by the base when it builds the policy
-        super().__init__(num_classes, keyframe_interval, optim, ignore_index, log_masks, keyframe_policy)
+        super().__init__(num_classes, keyframe_interval, deviation_threshold=deviation_threshold, **kwargs)
         self.save_hyperparameters(ignore=["init_from"])
         self.net = SegNet(as_config(SegNetConfig, net), num_classes)
         self.cfg = as_config(AdaptiveConfig, adaptive)

@@ -28,8 +28,8 @@ from torch import Tensor
 from mvseg import ops
 from mvseg.models.creff import CReFF
 from mvseg.models.segnet import SegNet, SegNetConfig
-from mvseg.strategies.base import OptimConfig, SegStrategy, as_config
-from mvseg.strategies.propagation import load_net_weights
+from mvseg.strategies.base import SegStrategy, as_config
+from mvseg.strategies.loading import load_net_weights
 from mvseg.video.motion import extend_chain
 
 
@@ -44,7 +44,6 @@ class ARSeg(SegStrategy):
         num_classes: int,
         keyframe_interval: int = 12,
         net: SegNetConfig | None = None,
-        optim: OptimConfig | None = None,
         init_from: str | None = None,
         lr_init: str | None = None,
         lr_scale: float = 0.5,
@@ -52,11 +51,9 @@ class ARSeg(SegStrategy):
         fst_weight: float = 1.0,
         stage: str = "creff",
         train_lr: bool = True,
-        ignore_index: int = 255,
-        log_masks: int = 4,
-        keyframe_policy: str = "fixed",
+        **kwargs,
     ):
-        super().__init__(num_classes, keyframe_interval, optim, ignore_index, log_masks, keyframe_policy)
+        super().__init__(num_classes, keyframe_interval, **kwargs)
         if not 0.1 <= lr_scale <= 1.0:
             raise ValueError(f"lr_scale must be in [0.1, 1.0] (the paper uses 0.3 to 1.0), got {lr_scale}")
         if stage not in ("lr", "creff"):
@@ -74,7 +71,8 @@ class ARSeg(SegStrategy):
         self.lr.task.classifier.requires_grad_(False)  # unused: the HR classifier is shared
         self.creff = CReFF(cfg.head_dim, window) if stage == "creff" else None
         if lr_init:
-            load_net_weights(self.lr, lr_init, prefix="lr.")
+            load_net_weights(self.lr, lr_init, prefix="lr.", option="lr_init",
+                             hint="train the LR branch first: its arseg_lr config")
         # train_lr=False (stage "creff" only; our option, the authors train both): the LR branch
         # from stage 1 stays fixed and only CReFF learns, so any gain must come from the HR feature
         if not train_lr and stage == "creff":

@@ -73,7 +73,14 @@ class SegStrategy(L.LightningModule):
         ignore_index: int = 255,
         log_masks: int = 4,
         keyframe_policy: str = "fixed",
+        deviation_threshold: float | None = None,
     ):
+        """The arguments every strategy takes (a method lists only its own and passes these on
+        by keyword): num_classes; keyframe_interval L (the protocol's distances 0..L-1 and the
+        fixed policy's interval); optim; ignore_index; log_masks (W&B example masks per
+        validation); keyframe_policy (fixed | iframes | adaptive); deviation_threshold (the
+        adaptive policy's, Li et al.: given by methods with a deviation predictor, None
+        otherwise)."""
         super().__init__()
         if num_classes < 2:
             raise ValueError(f"num_classes must be >= 2, got {num_classes}")
@@ -86,9 +93,14 @@ class SegStrategy(L.LightningModule):
             raise ValueError(f"optim.optimizer must be 'sgd' or 'adamw', got {self.optim.optimizer!r}")
         self.ignore_index = ignore_index
         self.log_masks = log_masks
-        if keyframe_policy == "adaptive" and getattr(self, "_threshold", None) is None:
+        if deviation_threshold is not None and deviation_threshold < 0:
+            raise ValueError(f"deviation_threshold must be >= 0, got {deviation_threshold}")
+        # a threshold is only meaningful for a method that predicts deviations
+        no_predictor = type(self).stream_deviation is SegStrategy.stream_deviation
+        if keyframe_policy == "adaptive" and (deviation_threshold is None or no_predictor):
             raise no_deviation_error(self)
-        self.policy: KeyframePolicy = make_policy(keyframe_policy, keyframe_interval, getattr(self, "_threshold", None))
+        self.deviation_threshold = deviation_threshold
+        self.policy: KeyframePolicy = make_policy(keyframe_policy, keyframe_interval, deviation_threshold)
         self.metrics = nn.ModuleDict({
             stage: nn.ModuleList(
                 MulticlassJaccardIndex(num_classes, ignore_index=ignore_index, average="macro", validate_args=False)

@@ -18,8 +18,6 @@ The ablation rows of the paper's Table 2 are the same class with parts switched 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -28,29 +26,9 @@ from mvseg import ops
 from mvseg.losses import boundary_loss, boundary_map, inner_relation_loss, pixelwise_kl
 from mvseg.models.boundary import BoundaryConfig, BoundaryStream
 from mvseg.models.segnet import SegNet, SegNetConfig
-from mvseg.strategies.base import OptimConfig, as_config
+from mvseg.strategies.base import as_config
+from mvseg.strategies.loading import load_teacher
 from mvseg.strategies.prop_mv import PropMV
-
-
-def load_teacher(path: str | Path, num_classes: int) -> SegNet:
-    """The image network of a trained PerFrame checkpoint (loaded without executing code),
-    frozen and in eval mode; a missing file, another method or another class count is a clear
-    error at start-up."""
-    from mvseg.strategies.loading import load_strategy
-    from mvseg.strategies.per_frame import PerFrame
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: teacher checkpoint not found (train experiments/teacher.yaml first)")
-    model, _ = load_strategy(path)
-    if not isinstance(model, PerFrame):
-        raise ValueError(f"{path}: the teacher must be a PerFrame checkpoint, got {type(model).__name__}")
-    if model.num_classes != num_classes:
-        raise ValueError(f"{path}: teacher has {model.num_classes} classes, the student {num_classes}: "
-                         "train the teacher on the same dataset")
-    net = model.net.eval()
-    net.requires_grad_(False)
-    return net
 
 
 class BDNet(PropMV):
@@ -59,7 +37,6 @@ class BDNet(PropMV):
         num_classes: int,
         keyframe_interval: int = 5,
         net: SegNetConfig | None = None,
-        optim: OptimConfig | None = None,
         init_from: str | None = None,
         boundary: BoundaryConfig | None = None,
         boundary_weight: float = 1.0,
@@ -68,16 +45,13 @@ class BDNet(PropMV):
         pw_weight: float = 1.0,
         inn_weight: float = 1.0,
         inner_pool: tuple[int, int] = (8, 16),
-        ignore_index: int = 255,
-        log_masks: int = 4,
-        keyframe_policy: str = "fixed",
+        **kwargs,
     ):
         """boundary_weight: lambda (0 switches the boundary-aware stream off); teacher: a
         PerFrame checkpoint; distill_weight: beta (0, or no teacher, switches distillation off);
         pw_weight, inn_weight: the two distillation terms inside L_D; inner_pool: the grid both
         feature maps are average-pooled to before l_inn's (h w)^2 similarities."""
-        super().__init__(num_classes, keyframe_interval, net, optim, init_from, ignore_index, log_masks,
-                         keyframe_policy)
+        super().__init__(num_classes, keyframe_interval, net, init_from, **kwargs)
         # the teacher is not part of the model: a trained BDNet loads and runs without it
         self.save_hyperparameters(ignore=["init_from", "teacher"])
         for name, w in (("boundary_weight", boundary_weight), ("distill_weight", distill_weight),

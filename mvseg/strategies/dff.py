@@ -13,17 +13,16 @@ the per-frame network (`init_from`) and a flow network pretrained on ground-trut
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from mvseg import ops
-from mvseg.checkpoint_io import safe_load
 from mvseg.models.flownet import FlowNetConfig, FlowNetS
 from mvseg.models.segnet import SegNetConfig
-from mvseg.strategies.base import OptimConfig, as_config
+from mvseg.strategies.base import as_config
+from mvseg.strategies.loading import load_flownet_weights
 from mvseg.strategies.propagation import Propagation
 
 
@@ -34,15 +33,11 @@ class DFF(Propagation):
         keyframe_interval: int = 5,
         net: SegNetConfig | None = None,
         flownet: FlowNetConfig | None = None,
-        optim: OptimConfig | None = None,
         init_from: str | None = None,
         flow_init: str | None = None,
-        ignore_index: int = 255,
-        log_masks: int = 4,
-        keyframe_policy: str = "fixed",
+        **kwargs,
     ):
-        super().__init__(num_classes, keyframe_interval, net, optim, init_from, ignore_index, log_masks,
-                         keyframe_policy)
+        super().__init__(num_classes, keyframe_interval, net, init_from, **kwargs)
         self.save_hyperparameters(ignore=["init_from", "flow_init"])
         self.flownet = FlowNetS(as_config(FlowNetConfig, flownet), scale_channels=self.net.feature_dim)
         if flow_init:
@@ -77,22 +72,3 @@ class DFF(Propagation):
             self._key_feat, self._key_image = self.net.features(frame), frame
             return self.task(self._key_feat, size)
         return self.task(self.propagate(self._key_feat, frame, self._key_image), size)
-
-
-def load_flownet_weights(flownet: torch.nn.Module, path: str | Path) -> None:
-    """The flow network of a FlowPretrain (or DFF) checkpoint; the scale-function layer is
-    kept at its DFF initialisation when the checkpoint has none (FlowPretrain trains no scale)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: flow_init checkpoint not found (run experiments/flownet_pretrain.yaml first)")
-    ckpt = safe_load(path)
-    state = {k[len("flownet."):]: v for k, v in ckpt.get("state_dict", {}).items() if k.startswith("flownet.")}
-    own = flownet.state_dict()
-    if not state:
-        raise ValueError(f"{path}: no 'flownet.*' weights (a FlowPretrain or DFF checkpoint is needed)")
-    bad = {k: (tuple(v.shape), tuple(own[k].shape)) for k, v in state.items() if k in own and v.shape != own[k].shape}
-    missing = [k for k in own if k not in state and not k.startswith("scale.")]
-    if bad or missing:
-        detail = f"shape mismatches {dict(list(bad.items())[:2])}" if bad else f"missing {missing[:2]}"
-        raise ValueError(f"{path}: flow network does not match flownet config: {detail}")
-    flownet.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)

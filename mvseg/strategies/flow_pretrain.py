@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from mvseg.models.flownet import FlowNetConfig, FlowNetS, endpoint_error, multiscale_epe
-from mvseg.strategies.base import OptimConfig, SegStrategy, as_config
+from mvseg.strategies.base import SegStrategy, as_config
 
 
 def _cell_valid(batch: dict) -> Tensor:
@@ -32,12 +32,10 @@ class FlowPretrain(SegStrategy):
         num_classes: int,
         keyframe_interval: int = 5,
         flownet: FlowNetConfig | None = None,
-        optim: OptimConfig | None = None,
-        ignore_index: int = 255,
         log_masks: int = 0,
-        keyframe_policy: str = "fixed",
+        **kwargs,
     ):
-        super().__init__(num_classes, keyframe_interval, optim, ignore_index, log_masks, keyframe_policy)
+        super().__init__(num_classes, keyframe_interval, log_masks=log_masks, **kwargs)
         self.save_hyperparameters()
         self.flownet = FlowNetS(as_config(FlowNetConfig, flownet))
         self._epe: dict[str, list[Tensor]] = {}

@@ -20,7 +20,6 @@ from torch import Tensor, nn
 from mvseg import ops
 from mvseg.models.heads import conv_bn_relu
 from mvseg.models.segnet import SegNetConfig
-from mvseg.strategies.base import OptimConfig
 from mvseg.strategies.propagation import Propagation
 from mvseg.video.motion import extend_chain, invert
 
@@ -34,15 +33,11 @@ class InterpMV(Propagation):
         num_classes: int,
         keyframe_interval: int = 5,
         net: SegNetConfig | None = None,
-        optim: OptimConfig | None = None,
         init_from: str | None = None,
         fusion: str = "learned",
-        ignore_index: int = 255,
-        log_masks: int = 4,
-        keyframe_policy: str = "fixed",
+        **kwargs,
     ):
-        super().__init__(num_classes, keyframe_interval, net, optim, init_from, ignore_index, log_masks,
-                         keyframe_policy)
+        super().__init__(num_classes, keyframe_interval, net, init_from, **kwargs)
         if fusion not in ("learned", "linear"):
             raise ValueError(f"fusion must be 'learned' or 'linear', got {fusion!r}")
         self.save_hyperparameters(ignore=["init_from"])

@@ -1,12 +1,25 @@
-"""Loading a trained strategy from its checkpoint (without executing code): what `mvseg
-predict`, the benchmarks and BDNet's teacher share."""
+"""Every way a strategy reads another run's checkpoint, in one place and without executing code
+(`checkpoint_io.safe_load`, weights only):
+
+- `load_strategy`: a whole trained strategy (`mvseg predict`, the benchmarks, BDNet's teacher);
+- `load_net_weights`: one network's weights (`init_from`: the per-frame image network that
+  propagation methods, AR-Seg and Adaptive start from; AR-Seg's `lr_init`: its stage-1 LR branch);
+- `load_flownet_weights`: DFF's flow network (`flow_init`: FlowPretrain's or DFF's);
+- `load_teacher`: BDNet's frozen per-frame teacher.
+
+A missing file names the option and the run that makes it; a checkpoint of another network or
+class count names the first mismatching weights.
+"""
 
 from __future__ import annotations
 
 import importlib
 from pathlib import Path
 
+import torch
+
 from mvseg.checkpoint_io import safe_load
+from mvseg.models.segnet import SegNet
 from mvseg.strategies.base import SegStrategy
 
 
@@ -24,3 +37,69 @@ def load_strategy(ckpt: str | Path) -> tuple[SegStrategy, dict]:
     model = cls.load_from_checkpoint(ckpt, map_location="cpu", weights_only=True)
     model.eval()
     return model, raw.get("mvseg_data", {})
+
+
+def _prefixed_state(path: Path, option: str, hint: str, prefix: str) -> dict[str, torch.Tensor]:
+    """The `prefix` weights of the checkpoint at `path`, prefix removed."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: {option} checkpoint not found ({hint})")
+    state = safe_load(path).get("state_dict", {})
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def _mismatches(state: dict[str, torch.Tensor], own: dict[str, torch.Tensor]) -> dict[str, tuple]:
+    return {k: (tuple(v.shape), tuple(own[k].shape)) for k, v in state.items() if k in own and v.shape != own[k].shape}
+
+
+def load_net_weights(net: torch.nn.Module, path: str | Path, prefix: str = "net.", option: str = "init_from",
+                     hint: str = "train the per-frame model first") -> None:
+    """Copy the `prefix` weights of an mvseg checkpoint (e.g. a PerFrame run's `net.*`) into
+    `net`; every weight of `net` must be there with its shape."""
+    path = Path(path)
+    state = _prefixed_state(path, option, hint, prefix)
+    own = net.state_dict()
+    bad = _mismatches(state, own)
+    if not state or bad:
+        detail = f"shape mismatches {dict(list(bad.items())[:2])} (another class count or net config?)" if bad \
+            else f"no '{prefix}*' weights"
+        raise ValueError(f"{path}: cannot initialise from this checkpoint: {detail}")
+    missing = [k for k in own if k not in state]
+    if missing:
+        raise ValueError(f"{path}: checkpoint lacks {len(missing)} weights of this network, e.g. {missing[:2]}")
+    net.load_state_dict(state)
+
+
+def load_flownet_weights(flownet: torch.nn.Module, path: str | Path) -> None:
+    """The flow network of a FlowPretrain (or DFF) checkpoint; the scale-function layer is
+    kept at its DFF initialisation when the checkpoint has none (FlowPretrain trains no scale)."""
+    path = Path(path)
+    state = _prefixed_state(path, "flow_init", "run experiments/flownet_pretrain.yaml first", "flownet.")
+    if not state:
+        raise ValueError(f"{path}: no 'flownet.*' weights (a FlowPretrain or DFF checkpoint is needed)")
+    own = flownet.state_dict()
+    bad = _mismatches(state, own)
+    missing = [k for k in own if k not in state and not k.startswith("scale.")]
+    if bad or missing:
+        detail = f"shape mismatches {dict(list(bad.items())[:2])}" if bad else f"missing {missing[:2]}"
+        raise ValueError(f"{path}: flow network does not match flownet config: {detail}")
+    flownet.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
+
+
+def load_teacher(path: str | Path, num_classes: int) -> SegNet:
+    """The image network of a trained PerFrame checkpoint, frozen and in eval mode (BDNet's
+    distillation teacher); a missing file, another method or another class count is a clear
+    error at start-up."""
+    from mvseg.strategies.per_frame import PerFrame
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: teacher checkpoint not found (train experiments/teacher.yaml first)")
+    model, _ = load_strategy(path)
+    if not isinstance(model, PerFrame):
+        raise ValueError(f"{path}: the teacher must be a PerFrame checkpoint, got {type(model).__name__}")
+    if model.num_classes != num_classes:
+        raise ValueError(f"{path}: teacher has {model.num_classes} classes, the student {num_classes}: "
+                         "train the teacher on the same dataset")
+    net = model.net.eval()
+    net.requires_grad_(False)
+    return net

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from mvseg.models.segnet import SegNet, SegNetConfig
-from mvseg.strategies.base import OptimConfig, SegStrategy, as_config
+from mvseg.strategies.base import SegStrategy, as_config
 
 
 class PerFrame(SegStrategy):
@@ -20,12 +20,10 @@ class PerFrame(SegStrategy):
         num_classes: int,
         keyframe_interval: int = 5,
         net: SegNetConfig | None = None,
-        optim: OptimConfig | None = None,
-        ignore_index: int = 255,
-        log_masks: int = 4,
-        keyframe_policy: str = "fixed",
+        **kwargs,
     ):
-        super().__init__(num_classes, keyframe_interval, optim, ignore_index, log_masks, keyframe_policy)
+        """net: the image network; the shared arguments (optim, ...) are SegStrategy's."""
+        super().__init__(num_classes, keyframe_interval, **kwargs)
         self.save_hyperparameters()
         self.net = SegNet(as_config(SegNetConfig, net), num_classes)
 

@@ -21,7 +21,6 @@ from torch import Tensor
 from mvseg import ops
 from mvseg.models.adaptive import DeviationPredictor, deviation_loss, deviation_target
 from mvseg.models.segnet import SegNetConfig
-from mvseg.strategies.base import OptimConfig
 from mvseg.strategies.propagation import Propagation
 from mvseg.video.motion import extend_chain
 
@@ -34,20 +33,17 @@ class PropMV(Propagation):
         num_classes: int,
         keyframe_interval: int = 5,
         net: SegNetConfig | None = None,
-        optim: OptimConfig | None = None,
         init_from: str | None = None,
-        ignore_index: int = 255,
-        log_masks: int = 4,
-        keyframe_policy: str = "fixed",
         deviation_channels: int = 0,
         deviation_stage: str = "layer2",
         deviation_weight: float = 1.0,
         deviation_threshold: float = 0.1,
+        **kwargs,
     ):
         if deviation_channels < 0:
             raise ValueError(f"deviation_channels must be >= 0 (0: no deviation predictor), got {deviation_channels}")
-        self._threshold = deviation_threshold if deviation_channels else None  # the base builds the policy
-        super().__init__(num_classes, keyframe_interval, net, optim, init_from, ignore_index, log_masks, keyframe_policy)
+        super().__init__(num_classes, keyframe_interval, net, init_from,
+                         deviation_threshold=deviation_threshold if deviation_channels else None, **kwargs)
         self.deviation: DeviationPredictor | None = None
         if deviation_channels:
             self.net._check_stage(deviation_stage)

@@ -79,7 +79,7 @@ def test_teacher_is_frozen_and_not_part_of_the_model(teacher_ckpt, train_batch):
 def test_trained_bdnet_loads_and_predicts_without_its_teacher(teacher_ckpt, tiny_dataset, train_batch, tmp_path):
     import lightning as L
 
-    from mvseg.predict import load_strategy
+    from mvseg.strategies.loading import load_strategy
 
     torch.manual_seed(0)
     model = BDNet(9, 3, net=NET, teacher=str(teacher_ckpt))

@@ -7,7 +7,7 @@ import torch
 
 from mvseg.data.datamodule import CompressedVideoDataModule
 from mvseg.models.segnet import SegNetConfig
-from mvseg.predict import load_strategy
+from mvseg.strategies.loading import load_strategy
 from mvseg.strategies import OptimConfig, PerFrame
 
 TINY_NET = SegNetConfig(width=0.125, feat_dim=32, head="psp", head_dim=32, dropout=0.0)
