@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from mvseg.lightning_cli import newest_resume_point
+from mvseg.cli.lightning import newest_resume_point
 
 ROOT = Path(__file__).parents[1]
 SLURM = ROOT / "experiments" / "cluster" / "slurm.sh"

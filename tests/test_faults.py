@@ -133,7 +133,7 @@ class _FillDiskAt(Callback):
 
 
 def test_fit_with_a_full_disk_keeps_the_last_good_checkpoint(tiny_dataset, tmp_path, capsys, monkeypatch):
-    from mvseg import lightning_cli
+    from mvseg.cli import lightning as lightning_cli
 
     run = tmp_path / "run"
     with ExitStack() as stack:

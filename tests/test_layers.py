@@ -15,10 +15,7 @@ LAYERS = [
     {"mvseg.data", "mvseg.models", "mvseg.losses"},
     {"mvseg.strategies"},
     {"mvseg.runtime"},
-    {"mvseg.predict", "mvseg.sweep", "mvseg.fuzz", "mvseg.prerequisites", "mvseg.bench", "mvseg.bench_data",
-     "mvseg.bench_flops", "mvseg.bench_fusion", "mvseg.bench_kernels", "mvseg.bench_oracle", "mvseg.bench_schedule",
-     "mvseg.bench_speed", "mvseg.bench_strategies", "mvseg.bench_stream"},
-    {"mvseg.lightning_cli"},
+    {"mvseg.predict", "mvseg.sweep", "mvseg.fuzz", "mvseg.prerequisites", "mvseg.bench"},
     {"mvseg.cli"},
 ]
 LAYER = {part: i for i, parts in enumerate(LAYERS) for part in parts}

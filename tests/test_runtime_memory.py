@@ -8,7 +8,8 @@ import gc
 import pytest
 import torch
 
-from mvseg.bench_stream import panning_frames, run_bench_stream
+from mvseg.bench.common import panning_frames
+from mvseg.bench.stream import run_bench_stream
 from mvseg.models.segnet import SegNetConfig
 from mvseg.runtime import run_stream, stream_state_bytes
 from mvseg.strategies import Adaptive, AdaptiveConfig, InterpMV, PropMV
@@ -101,4 +102,4 @@ def test_bench_stream_reports_flat_memory(tmp_path):
     # measured at the same frame here, read a moment apart (a few kB of interpreter work)
     assert row["peak_rss_mb_end"] == pytest.approx(row["peak_rss_mb_1k"], rel=0.01)
     with pytest.raises(ValueError, match="at least 1000"):
-        run_bench_stream(frames=10)
+        run_bench_stream(frames=10, size=(32, 64), interval=5, methods=("prop_mv",))

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from mvseg.bench import colour_vs_cnn
+from mvseg.bench.synthetic import colour_vs_cnn
 from mvseg.cli import main
 from mvseg.data.synthetic import CLASSES, SyntheticConfig, make_synthetic_dataset, render_clip
 from mvseg.video.decode import decode_video

@@ -49,7 +49,7 @@ def test_bisenet_config_errors():
 def test_bise18_cost_and_ar_ratios_match_the_papers_table_1():
     """The authors' BiSeNet18 at 720x960: AR^s / 1.0x as their Table 1 (0.542, 0.420, 0.322);
     our 1.0x count of their architecture is 39.1 GMACs (their table says 58.83)."""
-    from mvseg.bench_flops import BACKBONES, PAPER, arseg_flops
+    from mvseg.bench.flops import BACKBONES, PAPER, arseg_flops
 
     full = arseg_flops(BACKBONES["bise18"], 720, 960, 1.0, 12, num_classes=11)["per_frame"]
     assert full / 2e9 == pytest.approx(39.1, rel=0.01)

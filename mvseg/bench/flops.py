@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from mvseg.bench import print_table, write_json
+from mvseg.bench.common import print_table, write_json
 from mvseg.models.segnet import SegNetConfig
 from mvseg.strategies.arseg import ARSeg, features
 

@@ -23,10 +23,8 @@ from pathlib import Path
 
 import torch
 
-from mvseg.bench import print_table, write_json
-from mvseg.bench_flops import BACKBONES, arseg_flops
-from mvseg.bench_stream import panning_frames
-from mvseg.bench_strategies import fastest_interleaved, timed_pass
+from mvseg.bench.common import fastest_interleaved, panning_frames, print_table, timed_pass, write_json
+from mvseg.bench.flops import BACKBONES, arseg_flops
 from mvseg.runtime import run_stream
 from mvseg.strategies import ARSeg, PerFrame
 from mvseg.strategies.policies import FixedInterval
@@ -102,7 +100,7 @@ COLUMNS = ["backbone", "size", "method", "interval", "frames", "ms_per_frame", "
 
 
 def run_bench_speed(backbones: list[str], sizes: list[tuple[int, int]] | None, scales: list[float], interval: int,
-                    frames: int, repeats: int, json_out: str | None, device: str = "cpu") -> list[dict]:
+                    frames: int, repeats: int, json_out: str | None, device: str) -> list[dict]:
     rows = bench_speed(backbones, sizes, scales, interval, frames, repeats, device=device)
     table = print_table(rows, COLUMNS)
     name = torch.cuda.get_device_name(0) if device == "cuda" else "cpu"

@@ -12,10 +12,10 @@ import pytest
 import yaml
 
 from mvseg.cli import main
-from mvseg.lightning_cli import ensure_wandb_never_blocks
+from mvseg.cli.lightning import ensure_wandb_never_blocks
 from mvseg.video.decode import decode_video
 
-ROOT = Path(__file__).parents[1] / "experiments"
+ROOT = Path(__file__).parents[2] / "experiments"
 EXPERIMENTS = sorted(ROOT.glob("*.yaml"))
 RECIPES = sorted(ROOT.glob("*/*.yaml"))  # paper-scale recipes (experiments/cityscapes, camvid)
 ABLATIONS = sorted(p for p in RECIPES if p.parent.name == "bdnet_ablation")  # overrides on top of bdnet.yaml
@@ -228,7 +228,7 @@ def test_a_bad_file_in_the_dataset_stops_fit_before_training(damage, tiny_datase
 
 
 def test_num_classes_and_interval_are_linked_into_the_model(tiny_data_args, capsys):
-    from mvseg.lightning_cli import MVSegCLI
+    from mvseg.cli.lightning import MVSegCLI
     from mvseg.data.datamodule import CompressedVideoDataModule
     from mvseg.strategies.base import SegStrategy
 

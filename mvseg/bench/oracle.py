@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from mvseg.bench_schedule import clip_labels, interpolate_fixed
+from mvseg.bench.latency import clip_labels, interpolate_fixed
 from mvseg.data.folder import Clip, FolderDataset
 from mvseg.video.decode import iter_frames, probe
 from mvseg.video.motion import rasterize_mvs, reference_distances

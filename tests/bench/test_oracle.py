@@ -12,7 +12,7 @@ import pytest
 import torch
 from torchmetrics.classification import MulticlassJaccardIndex
 
-from mvseg.bench_oracle import fixed_keys, hindsight_keys, miou_from_confusion, threshold_keys
+from mvseg.bench.oracle import fixed_keys, hindsight_keys, miou_from_confusion, threshold_keys
 from mvseg.cli import main
 
 
@@ -108,7 +108,7 @@ def test_miou_from_confusion_matches_torchmetrics():
 
 
 def test_oracle_view_refuses_look_ahead_methods(tiny_dataset):
-    from mvseg.bench_oracle import propagation_table
+    from mvseg.bench.oracle import propagation_table
     from mvseg.data.folder import load_folder_dataset
     from mvseg.models.segnet import SegNetConfig
     from mvseg.strategies import InterpMV

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from mvseg import bench_speed
-from mvseg.bench_flops import BACKBONES, arseg_flops
+from mvseg.bench import speed as bench_speed
+from mvseg.bench.flops import BACKBONES, arseg_flops
 from mvseg.cli import main
 
 

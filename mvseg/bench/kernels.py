@@ -27,7 +27,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from mvseg.bench import print_table, write_json
+from mvseg.bench.common import print_table, proc_kb, reset_peak_rss, write_json
 
 # (name, op, shapes): CReFF's local attention (Hu et al.: C=64 at 720x960 in the CamVid set-up,
 # C=64 and C=512 at 1/8 of 1024x2048), Li et al.'s propagation at 1/8 of 1024x2048 with K=9, the block
@@ -251,13 +251,13 @@ def _cpu_child(conn, op: str, shapes: dict, impl: str, repeats: int) -> None:
 def _cpu_measure(op: str, shapes: dict, impl: str, repeats: int) -> dict:
     fn = kernel_impls(op, "cpu")[impl]
     args = kernel_inputs(op, shapes, "cpu")
-    _reset_peak_rss()
-    base = _rss_kb("VmRSS")
+    reset_peak_rss()
+    base = proc_kb("VmRSS")
     with torch.no_grad():
         t0 = time.perf_counter()
         out = fn(*args)
         first = time.perf_counter() - t0
-    peak = _rss_kb("VmHWM")
+    peak = proc_kb("VmHWM")
     fwd = [first]
     # sub-millisecond ops (resize) are timed over enough calls to last ~20 ms a measurement
     inner = 1 if first > 0.02 else max(1, min(1000, int(0.02 / max(first, 1e-6))))
@@ -280,28 +280,6 @@ def _cpu_measure(op: str, shapes: dict, impl: str, repeats: int) -> dict:
         grads = [t.grad for t in _tensors(gargs)]
     row.update(_errors(out, grads, ref, torch.float32))
     return row
-
-
-def _rss_kb(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    return 0
-
-
-def _reset_peak_rss() -> None:
-    """Return freed heap to the OS and reset the kernel's peak-RSS mark (Linux >= 4.0)."""
-    import ctypes
-    import gc
-
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        pass
 
 
 def _in_subprocess(op: str, shapes: dict, impl: str, repeats: int, timeout: float) -> dict:
@@ -398,8 +376,8 @@ def plan(device: str, dtypes: tuple[str, ...]) -> list[dict]:
     return rows
 
 
-def run_bench_kernels(json_out: str | None, device: str = "auto", dtypes: tuple[str, ...] = ("fp32",),
-                      repeats: int = 3, dry_run: bool = False) -> list[dict]:
+def run_bench_kernels(json_out: str | None, device: str, dtypes: tuple[str, ...], repeats: int,
+                      dry_run: bool) -> list[dict]:
     unknown = [d for d in dtypes if d not in DTYPES]
     if unknown:
         raise ValueError(f"--dtype: unknown {unknown}; choose from {list(DTYPES)}")

@@ -26,14 +26,13 @@ import functools
 import itertools
 import json
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import lightning as L
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from mvseg.bench import print_table, write_json
+from mvseg.bench.common import fastest_interleaved, print_table, timed_pass, write_json
 from mvseg.data.datamodule import CompressedVideoDataModule
 from mvseg.data.folder import load_folder_dataset
 from mvseg.strategies.loading import load_strategy
@@ -77,31 +76,11 @@ def task_ms(model, frame_size: tuple[int, int], repeats: int = 20) -> float:
     return 1e3 * (time.perf_counter() - t0) / repeats
 
 
-def timed_pass(model, videos: list[Path], kw: dict, interval: int) -> tuple[list, float]:
-    """One timed pass of the runtime over `videos` (labels only): (results, wall seconds)."""
-    results, t0 = [], time.perf_counter()
-    for v in videos:
-        results += list(run_stream(model, v, policy=FixedInterval(interval), images=False, **kw))
-    return results, time.perf_counter() - t0
-
-
 def _warm_up(model, videos: list[Path], kw: dict, interval: int) -> None:
     # allocator, first-call dispatch, cached resize taps: a few frames, not timed
     for _ in itertools.islice(run_stream(model, videos[0], policy=FixedInterval(interval), images=False, **kw),
                               2 * interval + 1):
         pass
-
-
-def fastest_interleaved(passes: list[Callable[[], tuple[list, float]]], repeats: int) -> list[tuple[list, float]]:
-    """Run every timed pass `repeats` times, interleaved (pass 1 of every row, then pass 2 of
-    every row, ...), and keep each row's fastest (results, wall seconds)."""
-    best: list[tuple[list, float] | None] = [None] * len(passes)
-    for _ in range(max(repeats, 1)):
-        for i, run in enumerate(passes):
-            results, wall = run()
-            if best[i] is None or wall < best[i][1]:
-                best[i] = (results, wall)
-    return best
 
 
 def speeds(models: list[tuple], videos: list[Path], repeats: int = 3) -> list[dict]:
@@ -218,9 +197,8 @@ def _write_view(out: Path, rows: list[dict], columns: list[str], json_name: str,
 
 
 def run_bench_strategies(runs: list[str], intervals: list[int], root: str, out_dir: str, max_videos: int | None,
-                         json_out: str | None, cache_dir: str | None = None, wandb: bool = True,
-                         repeats: int = 3, view: str = "protocol", thresholds: list[float] | None = None,
-                         pace: float | None = 0, slow_track_threads: int | None = None) -> list[dict]:
+                         json_out: str | None, cache_dir: str | None, wandb: bool, repeats: int, view: str,
+                         thresholds: list[float], pace: float | None, slow_track_threads: int | None) -> list[dict]:
     """view: "protocol" (mIoU per keyframe distance, speed, GFLOPs: results.json, table.md,
     accuracy_vs_fps.png), "latency" (keyframe schedules over whole streams, see
     mvseg.bench_schedule: schedules.json, latency.md, threshold_sweep.png), "both", or "oracle"
@@ -243,26 +221,26 @@ def run_bench_strategies(runs: list[str], intervals: list[int], root: str, out_d
         payload.update(rows=rows, table=table)
         tables.append((rows, table, "accuracy_vs_fps.png"))
     if view in ("latency", "both"):
-        from mvseg import bench_schedule
+        from mvseg.bench import latency
 
         ds = load_folder_dataset(root, splits=("val",))
         models = {name: load_strategy(ckpt) for name, ckpt in parsed.items()}
         for model, _ in models.values():
             if slow_track_threads and hasattr(model, "slow_track_threads"):
                 model.slow_track_threads = slow_track_threads
-        sched = bench_schedule.bench_schedules(models, ds, intervals, thresholds or [], max_videos, repeats, pace)
-        table = _write_view(out, sched, bench_schedule.COLUMNS, "schedules.json", "latency.md", "threshold_sweep.png",
-                            bench_schedule.plot_sweep)
+        sched = latency.bench_schedules(models, ds, intervals, thresholds or [], max_videos, repeats, pace)
+        table = _write_view(out, sched, latency.COLUMNS, "schedules.json", "latency.md", "threshold_sweep.png",
+                            latency.plot_sweep)
         payload.update(schedules=sched, latency_table=table)
         tables.append((sched, table, "threshold_sweep.png"))
     if view == "oracle":
-        from mvseg import bench_oracle, bench_schedule
+        from mvseg.bench import latency, oracle
 
         ds = load_folder_dataset(root, splits=("val",))
         models = {name: load_strategy(ckpt) for name, ckpt in parsed.items()}
-        orows = bench_oracle.bench_oracle(models, ds, intervals, thresholds or [], max_videos)
-        table = _write_view(out, orows, bench_oracle.COLUMNS, "oracle.json", "oracle.md", "oracle.png",
-                            bench_schedule.plot_sweep)
+        orows = oracle.bench_oracle(models, ds, intervals, thresholds or [], max_videos)
+        table = _write_view(out, orows, oracle.COLUMNS, "oracle.json", "oracle.md", "oracle.png",
+                            latency.plot_sweep)
         payload.update(oracle=orows, oracle_table=table)
         tables.append((orows, table, "oracle.png"))
     write_json(json_out, payload)

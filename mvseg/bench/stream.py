@@ -17,32 +17,8 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-import numpy as np
 
-from mvseg.bench import print_table, write_json
-
-
-def _proc_kb(field: str) -> float:
-    """A VmHWM / VmRSS line of /proc/self/status, in kB (NaN where /proc is missing)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return float(line.split()[1])
-    except OSError:
-        pass
-    return float("nan")
-
-
-def panning_frames(n: int, height: int, width: int, seed: int = 0):
-    """n RGB frames (uint8) of a smooth random texture panning by (2, 1) px per frame, wrapping."""
-    rng = np.random.default_rng(seed)
-    ch, cw = 4 * height, 4 * width
-    spec = np.fft.rfft2(rng.normal(size=(3, ch, cw)))
-    ky, kx = np.fft.fftfreq(ch)[:, None], np.fft.rfftfreq(cw)[None, :]
-    canvas = np.fft.irfft2(spec * np.exp(-(kx**2 + ky**2) / (2 * 0.03**2)), s=(ch, cw))
-    canvas = ((canvas - canvas.min()) / np.ptp(canvas) * 220 + 20).astype(np.uint8).transpose(1, 2, 0)
-    for t in range(n):
-        yield np.roll(canvas, (-t % ch, -2 * t % cw), (0, 1))[:height, :width]
+from mvseg.bench.common import panning_frames, print_table, proc_kb, write_json
 
 
 def _stream(method: str, video: str, interval: int, checkpoints: tuple[int, ...]) -> dict:
@@ -61,16 +37,15 @@ def _stream(method: str, video: str, interval: int, checkpoints: tuple[int, ...]
     for n, _ in enumerate(run_stream(model, video, policy=FixedInterval(interval), images=False), 1):
         for tag, at in zip(("1k", "end"), checkpoints):
             if n == at:
-                row.update({f"peak_rss_mb_{tag}": _proc_kb("VmHWM") / 1024, f"rss_mb_{tag}": _proc_kb("VmRSS") / 1024,
+                row.update({f"peak_rss_mb_{tag}": proc_kb("VmHWM") / 1024, f"rss_mb_{tag}": proc_kb("VmRSS") / 1024,
                             f"state_kb_{tag}": stream_state_bytes(model) / 1024})
     row.update(frames=n, fps=n / (time.perf_counter() - t0))
     row["peak_growth"] = row["peak_rss_mb_end"] / row["peak_rss_mb_1k"] - 1
     return row
 
 
-def run_bench_stream(frames: int = 10_000, size: tuple[int, int] = (64, 128), interval: int = 10,
-                     methods: tuple[str, ...] = ("per_frame", "prop_mv", "interp_mv"), json_out: str | None = None,
-                     workdir: str | None = None) -> list[dict]:
+def run_bench_stream(frames: int, size: tuple[int, int], interval: int, methods: tuple[str, ...],
+                     json_out: str | None = None, workdir: str | None = None) -> list[dict]:
     if frames < 1000:
         raise ValueError(f"--frames must be at least 1000 (memory is compared at frame 1000 and the end), got {frames}")
     from mvseg.video.encode import encode_video

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from mvseg.bench import print_table, write_json
+from mvseg.bench.common import print_table, write_json
 
 PARTS = {"frames": "KeyframeSamples._image", "offsets": "chain_offsets", "label": "read_label",
          "augmentation": "augment_sample"}
@@ -100,8 +100,7 @@ def _train_step_ms(batch: int, crop: tuple[int, int], repeats: int = 5) -> float
     return 1000 * best
 
 
-def run_bench_data(root: str = "data/synthetic", workers: tuple[int, ...] = (0, 1, 2), samples: int = 200,
-                   epochs: int = 3, batch_size: int = 8, crop: tuple[int, int] = (128, 192),
+def run_bench_data(root: str, workers: tuple[int, ...], samples: int, epochs: int, batch_size: int = 8, crop: tuple[int, int] = (128, 192),
                    json_out: str | None = None) -> dict:
     from mvseg.data.cache import VideoCache
     from mvseg.data.datamodule import CompressedVideoDataModule

@@ -30,7 +30,7 @@ TINY_CASES = [
 
 
 def test_bench_kernels_rows_and_ratios(monkeypatch, tmp_path):
-    from mvseg import bench_kernels
+    from mvseg.bench import kernels as bench_kernels
 
     monkeypatch.setattr(bench_kernels, "KERNEL_CASES", TINY_CASES)
     out = tmp_path / "k.json"
@@ -50,7 +50,7 @@ def test_bench_kernels_rows_and_ratios(monkeypatch, tmp_path):
 def test_bench_kernels_in_process_with_triton_isolates_failures(monkeypatch):
     # the CUDA code path (one process, Triton rows, correctness, a failure is a row) run on a CPU
     # with the interpreter's kernels and a perf_counter timer
-    from mvseg import bench_kernels
+    from mvseg.bench import kernels as bench_kernels
 
     monkeypatch.setattr(bench_kernels, "KERNEL_CASES", TINY_CASES[:2])
     impls = bench_kernels.kernel_impls
@@ -77,7 +77,7 @@ def test_bench_kernels_in_process_with_triton_isolates_failures(monkeypatch):
 
 
 def test_bench_kernels_skips_unfold_that_does_not_fit(monkeypatch):
-    from mvseg import bench_kernels
+    from mvseg.bench import kernels as bench_kernels
 
     monkeypatch.setattr(bench_kernels, "KERNEL_CASES", [("huge", "sv_conv", {"feat": (1, 4096, 1024, 1024), "window": 9})])
     monkeypatch.setattr(bench_kernels, "kernel_impls", lambda op, device, interpreter=False: {"unfold": None})  # nothing of 16 GB is run
@@ -150,7 +150,7 @@ def test_bench_flops_arseg_table(tmp_path, capsys):
 
 def test_psp18_cost_matches_the_papers_table_1():
     """The authors' Cityscapes PSPNet-18 at 1024x2048: 560.97 GMACs at 1.0x, 177.44 at AR0.5."""
-    from mvseg.bench_flops import BACKBONES, arseg_flops
+    from mvseg.bench.flops import BACKBONES, arseg_flops
 
     full = arseg_flops(BACKBONES["psp18"], 1024, 2048, 1.0, 12)["per_frame"] / 2e9
     ar = arseg_flops(BACKBONES["psp18"], 1024, 2048, 0.5, 12)["per_frame"] / 2e9
@@ -160,7 +160,7 @@ def test_psp18_cost_matches_the_papers_table_1():
 def test_camvid_psp18_cost_matches_the_papers_table_1():
     """The authors' CamVid PSPNet-18 (64-channel decoder at full resolution) at 720x960: 309.02
     GMACs at 1.0x, 101.98 at AR0.5 (Table 1), CReFF on the full-resolution 64-channel feature."""
-    from mvseg.bench_flops import BACKBONES, arseg_flops
+    from mvseg.bench.flops import BACKBONES, arseg_flops
 
     full = arseg_flops(BACKBONES["psp18_camvid"], 720, 960, 1.0, 12, num_classes=11)["per_frame"] / 2e9
     ar = arseg_flops(BACKBONES["psp18_camvid"], 720, 960, 0.5, 12, num_classes=11)["per_frame"] / 2e9

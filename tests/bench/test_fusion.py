@@ -8,7 +8,7 @@ import lightning as L
 import pytest
 import torch
 
-from mvseg.bench_fusion import fusion_table
+from mvseg.bench.fusion import fusion_table
 from mvseg.cli import main
 from mvseg.data.datamodule import CompressedVideoDataModule
 from mvseg.models.segnet import SegNetConfig
@@ -39,7 +39,7 @@ def test_creff_row_is_the_protocol_and_best_of_is_the_best(tiny_dataset, tmp_pat
 def test_warp_row_is_the_hr_model_where_nothing_moves(tiny_dataset, tmp_path):
     """With the MVs zeroed (the key feature unwarped) and the keyframe equal to the frame, the
     warp row is exactly the HR model's prediction of the frame, and its feature error is 0."""
-    from mvseg.bench_fusion import fusion_candidates
+    from mvseg.bench.fusion import fusion_candidates
 
     torch.manual_seed(0)
     model = ARSeg(9, 3, net=NET).eval()

@@ -95,9 +95,9 @@ def fusion_table(model: ARSeg, root: str, interval: int, data: dict | None = Non
     return rows
 
 
-def run_bench_fusion(ckpt: str, root: str, out_dir: str, interval: int | None = None, json_out: str | None = None,
-                     cache_dir: str | None = None) -> list[dict]:
-    from mvseg.bench import print_table
+def run_bench_fusion(ckpt: str, root: str, out_dir: str, interval: int | None, json_out: str | None,
+                     cache_dir: str | None) -> list[dict]:
+    from mvseg.bench.common import print_table
     from mvseg.strategies.loading import load_strategy
 
     model, data = load_strategy(ckpt)
