@@ -10,17 +10,19 @@ hold frames until the next keyframe, and that wait is part of their latency.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch import Tensor
 
+from mvseg.data.folder import IMAGENET_MEAN, IMAGENET_STD
 from mvseg.strategies.base import SegStrategy, no_deviation_error
 from mvseg.strategies.policies import KeyframePolicy
 from mvseg.video.decode import iter_frames, probe
-from mvseg.video.motion import rasterize_mvs, reference_distances
+from mvseg.video.motion import iter_fields
 
 
 @dataclass
@@ -32,11 +34,19 @@ class FrameResult:
     latency_ms: float
 
 
+def frame_tensor(image: np.ndarray, mean: Sequence[float], std: Sequence[float],
+                 device: torch.device | str = "cpu") -> Tensor:
+    """A decoded RGB frame (H, W, 3) uint8 as a network input (1, 3, H, W): (x / 255 - mean) / std."""
+    m = torch.tensor(mean, device=device).view(1, 3, 1, 1)
+    s = torch.tensor(std, device=device).view(1, 3, 1, 1)
+    return (torch.from_numpy(image).to(device).permute(2, 0, 1)[None].float() / 255 - m) / s
+
+
 def run_stream(
     model: SegStrategy,
     video: str | Path,
-    mean=(0.485, 0.456, 0.406),
-    std=(0.229, 0.224, 0.225),
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
     policy: KeyframePolicy | None = None,
     images: bool = True,
     pace_fps: float | None = None,
@@ -53,12 +63,7 @@ def run_stream(
     are processed back to back, each latency from the moment it is decoded.
     """
     info = probe(video)
-    dists = None
-    if info.has_b_frames and model.reads_motion:  # anchor distances need the picture types (a cheap first pass)
-        dists = reference_distances("".join(f.pict_type for f in iter_frames(video, rgb=False, mvs=False)))
     dev = model.device  # frames, motion and state live where the model does; labels come back to the CPU
-    m = torch.tensor(mean, device=dev).view(1, 3, 1, 1)
-    s = torch.tensor(std, device=dev).view(1, 3, 1, 1)
     policy = policy or model.policy
     policy.reset()
     model.eval()
@@ -90,10 +95,10 @@ def run_stream(
 
     start = None
     with torch.inference_mode():
-        for f in iter_frames(video, rgb=wants_pixels, mvs=model.reads_motion):
-            off = mask = None
-            if model.reads_motion:
-                off, mask = rasterize_mvs(f.mvs, info.height, info.width, *(dists[f.index] if dists else (1, 1)))
+        frames = iter_fields(video, rgb=wants_pixels) if model.reads_motion else \
+            ((f, None, None) for f in iter_frames(video, rgb=wants_pixels, mvs=False))
+        for f, off, mask in frames:
+            if off is not None:
                 off, mask = torch.from_numpy(off)[None].to(dev), torch.from_numpy(mask)[None].to(dev)
             t0 = time.perf_counter()
             if pace_fps:
@@ -104,7 +109,7 @@ def run_stream(
                     time.sleep(release - t0)
                 t0 = release
             key = keys.pop(f.index)
-            x = no_pixels if f.image is None else (torch.from_numpy(f.image).to(dev).permute(2, 0, 1)[None].float() / 255 - m) / s
+            x = no_pixels if f.image is None else frame_tensor(f.image, mean, std, dev)
             if key is None:  # the predicted deviation is part of the frame's latency
                 key = policy.is_key(f.index, f.pict_type, model.stream_deviation(x))
             waiting[f.index] = (f.image if images else None, key, t0)

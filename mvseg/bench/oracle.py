@@ -27,8 +27,10 @@ import torch
 
 from mvseg.bench.latency import clip_labels, interpolate_fixed
 from mvseg.data.folder import Clip, FolderDataset
+from mvseg.data.folder import IMAGENET_MEAN, IMAGENET_STD
+from mvseg.runtime import frame_tensor
 from mvseg.video.decode import iter_frames, probe
-from mvseg.video.motion import rasterize_mvs, reference_distances
+from mvseg.video.motion import iter_fields
 
 
 def miou_from_confusion(conf: np.ndarray) -> float:
@@ -48,19 +50,14 @@ def propagation_table(model, ds: FolderDataset, clip: Clip, data: dict) -> tuple
         raise ValueError(f"{type(model).__name__} looks ahead to the next keyframe; the oracle view needs a "
                          "causal strategy (its output at t may depend only on frames up to t)")
     info = probe(clip.video)
-    mean = torch.tensor(data.get("mean", (0.485, 0.456, 0.406))).view(1, 3, 1, 1)
-    std = torch.tensor(data.get("std", (0.229, 0.224, 0.225))).view(1, 3, 1, 1)
-    dists = None
-    if info.has_b_frames and model.reads_motion:
-        dists = reference_distances("".join(f.pict_type for f in iter_frames(clip.video, rgb=False, mvs=False)))
+    mean, std = data.get("mean", IMAGENET_MEAN), data.get("std", IMAGENET_STD)
     frames = []
-    for f in iter_frames(clip.video, rgb=True, mvs=model.reads_motion):
-        x = (torch.from_numpy(f.image).permute(2, 0, 1)[None].float() / 255 - mean) / std  # (1, 3, H, W)
-        off = mask = None
-        if model.reads_motion:
-            off, mask = rasterize_mvs(f.mvs, info.height, info.width, *(dists[f.index] if dists else (1, 1)))
+    decoded = iter_fields(clip.video) if model.reads_motion else \
+        ((f, None, None) for f in iter_frames(clip.video, mvs=False))
+    for f, off, mask in decoded:
+        if off is not None:
             off, mask = torch.from_numpy(off)[None], torch.from_numpy(mask)[None]
-        frames.append((x, off, mask))
+        frames.append((frame_tensor(f.image, mean, std), off, mask))  # (1, 3, H, W), (1, 2, Hc, Wc), (1, Hc, Wc)
     n, k_cls = len(frames), ds.num_classes
     labels = clip_labels(ds, clip, (info.height, info.width))
     conf = np.zeros((n, n, k_cls, k_cls), np.int64)

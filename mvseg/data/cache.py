@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mvseg.video.decode import iter_frames, probe
-from mvseg.video.motion import rasterize_mvs, reference_distances
+from mvseg.video.decode import probe
+from mvseg.video.motion import iter_fields
 
 CACHE_VERSION = 1
 DECODE_PARAMS = {"pix_fmt": "rgb24", "rasterizer": "cell4-anchor-distance-v1", "threads": "slice"}
@@ -111,13 +111,10 @@ class VideoCache:
 
     def _build(self, src: Path, entry: Path) -> None:
         info = probe(src)
-        frames, raw, types, offsets, masks = [], [], [], [], []
-        for f in iter_frames(src):
+        frames, types, offsets, masks = [], [], [], []
+        for f, o, m in iter_fields(src):
             frames.append(f.image)
-            raw.append(f.mvs)
             types.append(f.pict_type)
-        for mvs, (dp, df) in zip(raw, reference_distances("".join(types))):
-            o, m = rasterize_mvs(mvs, info.height, info.width, dp, df)
             offsets.append(o)
             masks.append(m.astype(np.uint8))
         st = src.stat()

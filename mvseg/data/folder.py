@@ -15,11 +15,18 @@ per-distance protocol: one clip per distance, the labelled frame d frames after 
 
 Without "splits", clips are found by listing ``videos/{split}`` and their annotated frames
 by listing ``labels/{split}/{clip}``. Every path is resolved inside ROOT.
+
+This module owns the layout: the reader (`load_folder_dataset`) and the one writer every
+dataset goes through (`write_clip`, `write_dataset_json`: the synthetic generator and
+`mvseg data prepare` alike), so a clip is complete when its video exists (labels first, video
+last, each file written whole under a temporary name).
 """
 
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -61,6 +68,49 @@ class FolderDataset:
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+
+def video_path(root: str | Path, split: str, clip: str) -> Path:
+    return Path(root) / "videos" / split / f"{clip}.mp4"
+
+
+def label_path(root: str | Path, split: str, clip: str, frame: int) -> Path:
+    return Path(root) / "labels" / split / clip / f"{frame:06d}.png"
+
+
+def clip_written(root: str | Path, split: str, clip: str, annotated: list[int]) -> bool:
+    """Whether `write_clip` finished this clip (a resumed preparation keeps it)."""
+    return video_path(root, split, clip).is_file() and all(label_path(root, split, clip, t).is_file() for t in annotated)
+
+
+def _save_png(img: np.ndarray, path: Path) -> None:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part")
+    Image.fromarray(img).save(tmp, format="PNG")
+    os.replace(tmp, path)
+
+
+def write_clip(root: str | Path, split: str, clip: str, frames: np.ndarray, labels: Mapping[int, np.ndarray],
+               gop: int, fps: float, crf: float) -> Path:
+    """Store one clip: frames (T, H, W, 3) uint8 as H.264 (an I-frame every `gop` frames) and the
+    label (H, W) uint8 of each annotated frame as a PNG. Labels first, video last, each whole."""
+    from mvseg.video.encode import encode_video
+
+    for t, label in labels.items():
+        _save_png(label, label_path(root, split, clip, t))
+    return encode_video(frames, video_path(root, split, clip), gop=gop, fps=fps, crf=crf)
+
+
+def write_dataset_json(root: str | Path, meta: dict) -> dict:
+    """Write ROOT/dataset.json (the format tag first) whole, after every clip is on disk."""
+    meta = {"format": FORMAT, **meta}
+    path = Path(root) / "dataset.json"
+    tmp = path.with_name("dataset.json.part")
+    tmp.write_text(json.dumps(meta, indent=1))
+    os.replace(tmp, path)
+    return meta
 
 
 def _inside(root: Path, rel: str | Path) -> Path:

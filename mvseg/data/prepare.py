@@ -20,7 +20,6 @@ Networks see decoded frames; decoded frame n of a clip is window frame n (tested
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -29,7 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mvseg.data.folder import FORMAT, IMAGENET_MEAN, IMAGENET_STD, DatasetError
+from mvseg.data.folder import (IMAGENET_MEAN, IMAGENET_STD, DatasetError, clip_written, label_path, write_clip,
+                               write_dataset_json)
 
 PROTOCOLS = ("gop", "per-distance")
 
@@ -103,15 +103,6 @@ def _clips_of(win: Window, cfg: PrepareConfig) -> list[tuple[str, int, int, int,
     return [(f"{win.name}_d{d:02d}", t - d, t + 1, d, [d]) for d in range(min(cfg.interval, t + 1))]
 
 
-def _save_png(img: np.ndarray, path: Path) -> None:
-    from PIL import Image
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
-    Image.fromarray(img).save(tmp, format="PNG")
-    os.replace(tmp, path)
-
-
 def _clip_specs(win: Window, cfg: PrepareConfig) -> list[tuple[str, str, dict]]:
     """(split, clip, its dataset.json entry) of each clip a window makes."""
     out = []
@@ -128,11 +119,8 @@ def _clip_specs(win: Window, cfg: PrepareConfig) -> list[tuple[str, str, dict]]:
 
 def _write_window(win: Window, out: Path, cfg: PrepareConfig) -> tuple[int, int, list[int] | None]:
     """Encode the clips of one window that are not on disk yet: (written, kept, frame size)."""
-    from mvseg.video import encode
-
     clips = _clips_of(win, cfg)
-    todo = [c for c in clips if not ((out / "videos" / win.split / f"{c[0]}.mp4").is_file()
-                                     and (out / "labels" / win.split / c[0] / f"{c[3]:06d}.png").is_file())]
+    todo = [c for c in clips if not clip_written(out, win.split, c[0], [c[3]])]
     if not todo:
         return 0, len(clips), None
     frames = win.frames()
@@ -144,9 +132,7 @@ def _write_window(win: Window, out: Path, cfg: PrepareConfig) -> tuple[int, int,
                            f"{frames.shape[2]}x{frames.shape[1]}")
     frames, label = resize_frames(frames, cfg.size), resize_label(label, cfg.size)
     for name, a, b, t, _ in todo:
-        _save_png(label, out / "labels" / win.split / name / f"{t:06d}.png")  # label first, video last:
-        encode.encode_video(frames[a:b], out / "videos" / win.split / f"{name}.mp4", gop=cfg.interval,  # done =
-                            fps=cfg.fps, crf=cfg.crf)  # both exist, each written whole
+        write_clip(out, win.split, name, frames[a:b], {t: label}, gop=cfg.interval, fps=cfg.fps, crf=cfg.crf)
     return len(todo), len(clips) - len(todo), list(frames.shape[1:3])
 
 
@@ -225,14 +211,12 @@ def write_dataset(windows: Iterable[Window], out: str | Path, cfg: PrepareConfig
 
         split, clips = next(iter(splits.items()))
         name, spec = next(iter(clips.items()))
-        size = list(np.asarray(Image.open(out / "labels" / split / name / f"{spec['annotated'][0]:06d}.png")).shape)
-    meta = {"format": FORMAT, "name": info["name"], "classes": list(info["classes"]), "palette": info.get("palette"),
+        size = list(np.asarray(Image.open(label_path(out, split, name, spec["annotated"][0]))).shape)
+    meta = {"name": info["name"], "classes": list(info["classes"]), "palette": info.get("palette"),
             "ignore_index": int(info.get("ignore_index", 255)), "size": size, "fps": cfg.fps,
             "mean": list(info.get("mean", IMAGENET_MEAN)), "std": list(info.get("std", IMAGENET_STD)),
             "splits": splits, "prepared": settings}
-    tmp = meta_path.with_name("dataset.json.part")
-    tmp.write_text(json.dumps(meta, indent=1))
-    os.replace(tmp, meta_path)
+    meta = write_dataset_json(out, meta)
     marker.unlink(missing_ok=True)
     meta["_counts"] = {"written": written, "kept": kept}
     return meta

@@ -25,7 +25,7 @@ from torch.utils.data import Dataset, Sampler
 
 from mvseg.data.cache import CachedVideo, VideoCache
 from mvseg.data.folder import Clip, DatasetError, FolderDataset, read_label
-from mvseg.video.motion import CELL, compose, compose_forward, resize_field
+from mvseg.ops.fields import CELL, compose, compose_forward, resize_field
 
 IMAGE_KEYS = ("key", "cur", "next_key")
 FIELD_KEYS = (("offset_cur_to_key", "mask_cur_to_key"), ("offset_cur_to_next", "mask_cur_to_next"),

@@ -29,6 +29,7 @@ import numpy as np
 CLASSES = ("road", "sidewalk", "building", "vegetation", "sky", "car", "person", "pole", "sign")
 ROAD, SIDEWALK, BUILDING, VEGETATION, SKY, CAR, PERSON, POLE, SIGN = range(len(CLASSES))
 IGNORE_INDEX = 255
+FPS = 17.0  # the clips' frame rate (Cityscapes' video is 17 fps)
 # Cityscapes-like colours, for visualisation only.
 PALETTE = (
     (128, 64, 128), (244, 35, 232), (70, 70, 70), (107, 142, 35), (70, 130, 180),
@@ -57,7 +58,9 @@ class SyntheticConfig:
 
 
 @dataclass
-class Clip:
+class RenderedClip:
+    """One generated clip in memory, with what a camera cannot give: every frame's label and exact flow."""
+
     frames: np.ndarray  # (T, H, W, 3) uint8
     labels: np.ndarray  # (T, H, W) uint8
     flow: np.ndarray  # (T, 2, H, W) float32 backward flow, frame 0 is zero
@@ -404,7 +407,7 @@ def stop_and_go(rng: np.random.Generator, frames: int, changes: int) -> tuple[np
     return ts, np.concatenate([[0.0], np.cumsum(np.diff(ts) * np.array(speeds))])
 
 
-def render_clip(seed: int, cfg: SyntheticConfig | None = None) -> Clip:
+def render_clip(seed: int, cfg: SyntheticConfig | None = None) -> RenderedClip:
     """Render one clip deterministically from `seed`."""
     cfg = cfg or SyntheticConfig()
     scene = StreetScene(seed, cfg)
@@ -417,31 +420,22 @@ def render_clip(seed: int, cfg: SyntheticConfig | None = None) -> Clip:
         labels.append(lab)
         flows.append(flow if t > 0 else np.zeros_like(flow))
         ids.append(oid)
-    return Clip(np.stack(frames), np.stack(labels), np.stack(flows), np.stack(ids))
+    return RenderedClip(np.stack(frames), np.stack(labels), np.stack(flows), np.stack(ids))
 
 
 # ----------------------------------------------------------------------------- dataset
-
-FORMAT = "mvseg-folder-v1"
 
 
 def _write_clip(job: tuple) -> tuple[str, str, np.ndarray, np.ndarray, int]:
     """Render, encode and store one clip (runs in a worker process)."""
     from pathlib import Path
 
-    from PIL import Image
-
-    from mvseg.video.encode import encode_video
+    from mvseg.data.folder import write_clip
 
     root, split, name, seed, cfg, gop, crf, annotated, with_gt = job
     root = Path(root)
     clip = render_clip(seed, cfg)
-    video = root / "videos" / split / f"{name}.mp4"
-    encode_video(clip.frames, video, gop=gop, fps=17.0, crf=crf)
-    label_dir = root / "labels" / split / name
-    label_dir.mkdir(parents=True, exist_ok=True)
-    for t in annotated:
-        Image.fromarray(clip.labels[t]).save(label_dir / f"{t:06d}.png")
+    write_clip(root, split, name, clip.frames, {t: clip.labels[t] for t in annotated}, gop=gop, fps=FPS, crf=crf)
     if with_gt:
         gt = root / "gt" / split / f"{name}.npz"
         gt.parent.mkdir(parents=True, exist_ok=True)
@@ -479,6 +473,8 @@ def make_synthetic_dataset(
     from pathlib import Path
 
     from tqdm import tqdm
+
+    from mvseg.data.folder import write_dataset_json
 
     cfg = config or SyntheticConfig()
     gop = gop or cfg.frames
@@ -523,14 +519,13 @@ def make_synthetic_dataset(
             s1, s2, count = s1 + a, s2 + b, count + n
     mean = s1 / max(count, 1)
     std = np.sqrt(np.maximum(s2 / max(count, 1) - mean**2, 1e-12))
-    meta = {
-        "format": FORMAT,
+    return write_dataset_json(rootp, {
         "name": "synthetic",
         "classes": list(CLASSES),
         "palette": [list(c) for c in PALETTE],
         "ignore_index": IGNORE_INDEX,
         "size": [cfg.height, cfg.width],
-        "fps": 17.0,
+        "fps": FPS,
         "mean": mean.round(4).tolist(),
         "std": std.round(4).tolist(),
         "splits": {
@@ -538,8 +533,4 @@ def make_synthetic_dataset(
             for split, n in splits.items()
         },
         "generator": generator,
-    }
-    tmp = meta_path.with_suffix(".json.part")
-    tmp.write_text(json.dumps(meta, indent=1))
-    tmp.replace(meta_path)
-    return meta
+    })

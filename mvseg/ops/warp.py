@@ -16,16 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from mvseg.ops.fields import cell_index
 from triton_kernels import validate
-
-
-def cell_index(n_out: int, n_cells: int, device=None) -> Tensor:
-    """For each of n_out output pixels spanning the same extent as n_cells cells, the cell
-    containing the output pixel's centre, floor((i + 0.5) * n_cells / n_out), in integers (the
-    lookup the warp kernel does per pixel; exact where a centre lies on a cell boundary, as
-    every one does with features at 1/8 and cells at 1/4 of the frame)."""
-    i = torch.arange(n_out, device=device)
-    return ((2 * i + 1) * n_cells).div(2 * n_out, rounding_mode="floor").clamp_(max=max(n_cells - 1, 0))
 
 
 def warp_reference(

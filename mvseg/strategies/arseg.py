@@ -30,7 +30,7 @@ from mvseg.models.creff import CReFF
 from mvseg.models.segnet import SegNet, SegNetConfig
 from mvseg.strategies.base import SegStrategy, as_config
 from mvseg.strategies.loading import load_net_weights
-from mvseg.video.motion import extend_chain
+from mvseg.ops.fields import extend_chain
 
 
 def features(net: SegNet, x: Tensor) -> Tensor:

@@ -21,7 +21,7 @@ from mvseg import ops
 from mvseg.models.heads import conv_bn_relu
 from mvseg.models.segnet import SegNetConfig
 from mvseg.strategies.propagation import Propagation
-from mvseg.video.motion import extend_chain, invert
+from mvseg.ops.fields import extend_chain, invert
 
 
 class InterpMV(Propagation):

@@ -22,7 +22,7 @@ from mvseg import ops
 from mvseg.models.adaptive import DeviationPredictor, deviation_loss, deviation_target
 from mvseg.models.segnet import SegNetConfig
 from mvseg.strategies.propagation import Propagation
-from mvseg.video.motion import extend_chain
+from mvseg.ops.fields import extend_chain
 
 
 class PropMV(Propagation):
@@ -112,7 +112,7 @@ class PropMV(Propagation):
             self._chain = None
             return self.task(self._key_feat, size)
         # t -> k = f_t o (t-1 -> k): one link per frame (O(1), not O(L)), exactly the offsets
-        # the training samples compose (motion.compose folds the chain from the same end)
+        # the training samples compose (fields.compose folds the chain from the same end)
         self._chain = extend_chain(self._chain, offset, mask)
         warped = self.warp_features(self._key_feat, *self._chain, size)
         return self.task(warped, size)

@@ -12,10 +12,9 @@ from mvseg.video.decode import (
     probe,
 )
 from mvseg.video.encode import encode_video
-from mvseg.video.motion import compose, grid_size, invert, rasterize_mvs, resize_field, to_feature_grid
+from mvseg.video.motion import rasterize_mvs, reference_distances
 
 __all__ = [
     "MV_CODECS", "DecodedFrame", "DecodedVideo", "NoMotionVectorsError", "VideoError", "VideoInfo",
-    "decode_video", "iter_frames", "probe", "encode_video", "compose", "grid_size", "invert",
-    "rasterize_mvs", "resize_field", "to_feature_grid",
+    "decode_video", "iter_frames", "probe", "encode_video", "rasterize_mvs", "reference_distances",
 ]

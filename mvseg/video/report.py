@@ -10,7 +10,8 @@ import numpy as np
 import torch
 
 from mvseg.video.decode import iter_frames, probe
-from mvseg.video.motion import compose, rasterize_mvs, reference_distances
+from mvseg.ops.fields import compose
+from mvseg.video.motion import iter_fields
 
 CSV_HEADER = "framenum,source,blockw,blockh,srcx,srcy,dstx,dsty,flags,motion_x,motion_y,motion_scale"
 # The row format of FFmpeg's doc/examples/extract_mvs.c, so dumps can be diffed against it.
@@ -83,14 +84,9 @@ def motion_report(path: str | Path, max_distance: int = 5) -> dict:
     crosses no I-frame, for d = 1..max_distance. Streams: holds max_distance + 1 frames."""
     if max_distance < 1:
         raise ValueError(f"max_distance must be >= 1, got {max_distance}")
-    info = probe(path)
-    # B-frames: the anchor distances need the picture types around each frame (a cheap pass)
-    types = "".join(f.pict_type for f in iter_frames(path, rgb=False, mvs=False)) if info.has_b_frames else ""
-    dists = reference_distances(types) if types else None
     window: deque = deque(maxlen=max_distance + 1)  # (image, offset, mask, intra)
     warp_sum, copy_sum, pairs = np.zeros(max_distance), np.zeros(max_distance), np.zeros(max_distance, int)
-    for f in iter_frames(path):
-        o, m = rasterize_mvs(f.mvs, info.height, info.width, *(dists[f.index] if dists else (1, 1)))
+    for f, o, m in iter_fields(path):
         img = torch.from_numpy(f.image).permute(2, 0, 1).float()
         window.append((img, torch.from_numpy(o), torch.from_numpy(m), f.pict_type in ("I", "i")))
         cur = window[-1]

@@ -17,7 +17,7 @@ import triton_kernels as tk
 from mvseg.ops.local_attention import local_attention_blocked, local_attention_reference
 from mvseg.ops.sv_conv import sv_conv_reference
 from mvseg.ops.warp import warp_reference
-from mvseg.video.motion import cell_index
+from mvseg.ops.fields import cell_index
 from triton_kernels import validate
 from triton_kernels._tuning import interpreted
 

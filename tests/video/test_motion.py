@@ -9,19 +9,18 @@ import torch
 from helpers import translating_frames
 from mvseg.video.decode import MV_DTYPE, decode_video
 from mvseg.video.encode import encode_video
-from mvseg.video.motion import (
+from mvseg.ops.fields import (
     cell_index,
     compose,
     extend_chain,
-    prepend,
     grid_size,
     invert,
-    rasterize_mvs,
-    reference_distances,
+    prepend,
     resize_field,
     sample_field,
     to_feature_grid,
 )
+from mvseg.video.motion import rasterize_mvs, reference_distances
 
 
 def mv(x, y, w, h, mx, my, source=-1, scale=4):

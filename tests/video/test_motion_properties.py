@@ -11,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mvseg.video.decode import MV_DTYPE
-from mvseg.video.motion import compose, extend_chain, grid_size, invert, rasterize_mvs
+from mvseg.ops.fields import compose, extend_chain, grid_size, invert
+from mvseg.video.motion import rasterize_mvs
 
 pytestmark = pytest.mark.reliability
 
