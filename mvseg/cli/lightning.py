@@ -26,7 +26,7 @@ class ConfigError(ValueError):
     does not fit): one line that says what to change, instead of jsonargparse's traceback."""
 
 
-_PACKAGE = str(Path(__file__).resolve().parent)
+_PACKAGE = str(Path(__file__).resolve().parents[1])  # the mvseg package
 
 
 def _own_message(e: BaseException) -> str | None:

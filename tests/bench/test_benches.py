@@ -121,7 +121,7 @@ def test_bench_strategies_writes_results_table_and_plot(tiny_dataset, tmp_path, 
     rows = json.loads((out / "results.json").read_text())
     assert [(r["method"], r["interval"]) for r in rows] == [("per_frame", 1), ("per_frame", 3), ("prop_mv", 1), ("prop_mv", 3)]
     for r in rows:
-        assert 0 <= r["miou_min"] <= r["miou_mean"] <= 1 and r["fps"] > 0 and r["gflops_per_frame"] > 0
+        assert 0 <= r["miou_min"] <= r["miou_mean"] + 1e-6 and r["miou_mean"] <= 1 and r["fps"] > 0 and r["gflops_per_frame"] > 0
         assert len([k for k in r if k.startswith("miou_d")]) == r["interval"]
     by = {(r["method"], r["interval"]): r for r in rows}
     # prop-MV at L=1 is the per-frame network on every frame; at L=3 it runs N_feat on a third
