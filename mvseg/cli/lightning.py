@@ -7,12 +7,18 @@ import sys
 from pathlib import Path
 from typing import Optional
 
+import yaml
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from mvseg import prerequisites
-from mvseg.checkpoint_io import AtomicCheckpointIO, CheckpointWriteError, UnsafeCheckpointError, safe_load
+from mvseg.checkpoint_io import (
+    AtomicCheckpointIO,
+    CheckpointWriteError,
+    UnsafeCheckpointError,
+    safe_load,
+)
 from mvseg.data.cache import CacheWriteError
 from mvseg.data.datamodule import CompressedVideoDataModule
 from mvseg.data.folder import DatasetError
@@ -71,6 +77,9 @@ class RunDirConfig(SaveConfigCallback):
     def save_config(self, trainer, pl_module, stage: str) -> None:  # rank 0 only (Lightning calls it so)
         run = Path(trainer.default_root_dir)
         run.mkdir(parents=True, exist_ok=True)
+        if self.config.get("base"):  # the saved config is whole: its base is merged into it already
+            self.config = self.config.clone()
+            self.config["base"] = None
         self.parser.save(self.config, str(run / self.config_filename), skip_none=False, overwrite=True,
                          multifile=self.multifile)
         for logger in trainer.loggers:
@@ -88,6 +97,9 @@ class MVSegCLI(LightningCLI):
         # The class count comes from the dataset; the keyframe interval is the data's L.
         parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
         parser.link_arguments("data.init_args.keyframe_interval", "model.init_args.keyframe_interval")
+        parser.add_argument("--base", type=Optional[str], default=None,
+                            help="a config (path relative to this one) whose keys this one extends and overrides; "
+                                 "read before it (`with_bases`)")
         parser.add_argument("--prerequisites", type=Optional[dict[str, str]], default=None,
                             help="config key of a checkpoint -> the config (beside this one) that writes it; "
                                  "`mvseg fit` trains a missing one first (mvseg.prerequisites)")
@@ -141,9 +153,56 @@ class MVSegCLI(LightningCLI):
         return trainer
 
 
+def _config_chain(path: str, seen: tuple[Path, ...] = ()) -> list[str]:
+    """`--config path`, preceded by the chain of configs its `base:` key names (bases first)."""
+    p = Path(path)
+    try:
+        data = yaml.safe_load(p.read_text()) if p.is_file() else None
+    except (OSError, yaml.YAMLError):
+        data = None  # jsonargparse reports an unreadable config, naming it
+    base = data.get("base") if isinstance(data, dict) else None
+    if not base:
+        return ["--config", path]
+    if not isinstance(base, str):
+        raise ConfigError(f"{p}: base must be the path of a config (relative to {p.parent}), got {base!r}")
+    b = p.parent / base
+    if not b.is_file():
+        raise ConfigError(f"{p}: its base {base!r} is not a file (looked for {b})")
+    if b.resolve() in seen or b.resolve() == p.resolve():
+        raise ConfigError(f"{p}: base {base!r} leads back to itself")
+    return [*_config_chain(str(b), (*seen, p.resolve())), "--config", path]
+
+
+def with_bases(args: list[str]) -> list[str]:
+    """Every `--config X` (or -c X, --config=X) whose YAML names a `base:` becomes `--config BASE
+    --config X`, recursively: LightningCLI merges configs given in turn key by key, so a config
+    holds only what differs from its base (the experiments share experiments/_base.yaml)."""
+    out, i = [], 0
+    while i < len(args):
+        a = args[i]
+        if a in ("--config", "-c") and i + 1 < len(args):
+            out += _config_chain(args[i + 1])
+            i += 2
+            continue
+        if a.startswith("--config="):
+            out += _config_chain(a.split("=", 1)[1])
+        else:
+            out.append(a)
+        i += 1
+    return out
+
+
 def run_lightning_cli(argv: list[str] | None) -> int:
     """Run LightningCLI on `argv` (None: sys.argv); returns the exit status."""
     ensure_wandb_never_blocks()
+    try:
+        if argv is None:  # LightningCLI reads sys.argv itself (and DDP re-launches ranks from it)
+            sys.argv[1:] = with_bases(sys.argv[1:])
+        else:
+            argv = with_bases(argv)
+    except ConfigError as e:
+        print(f"mvseg: error: {e}", file=sys.stderr)
+        return 2
     given = sys.argv[1:] if argv is None else argv
     MVSegCLI.prerequisites_allowed = "--no-prerequisites" not in given
     if argv is None:  # LightningCLI reads sys.argv itself (and DDP re-launches ranks from it)

@@ -16,8 +16,9 @@ from mvseg.cli.lightning import ensure_wandb_never_blocks
 from mvseg.video.decode import decode_video
 
 ROOT = Path(__file__).parents[2] / "experiments"
-EXPERIMENTS = sorted(ROOT.glob("*.yaml"))
-RECIPES = sorted(ROOT.glob("*/*.yaml"))  # paper-scale recipes (experiments/cityscapes, camvid)
+EXPERIMENTS = sorted(p for p in ROOT.glob("*.yaml") if not p.name.startswith("_"))  # _base.yaml: shared keys
+RECIPES = sorted(p for p in ROOT.glob("*/*.yaml") if not p.name.startswith("_"))  # paper-scale (cityscapes, camvid)
+BASES = sorted(ROOT.rglob("_base.yaml"))
 ABLATIONS = sorted(p for p in RECIPES if p.parent.name == "bdnet_ablation")  # overrides on top of bdnet.yaml
 RECIPES = [p for p in RECIPES if p not in ABLATIONS and p.parent.name != "sweeps"]  # sweeps: W&B sweep configs
 PER_FRAME = ROOT / "per_frame.yaml"
@@ -41,6 +42,33 @@ def teacher_ckpt(tiny_dataset, tmp_path_factory):
             "--trainer.limit_train_batches", "1", "--trainer.limit_val_batches", "0"]
     assert main(args) == 0
     return run / "checkpoints" / "last.ckpt"
+
+
+def test_every_config_stands_on_its_folders_base_and_states_only_what_differs():
+    """A config's `base:` is read first and its own keys override it, key by key (lists whole):
+    every config of a folder with a _base.yaml names it, and repeats none of its values."""
+    import yaml
+
+    from mvseg.cli.lightning import with_bases
+
+    assert {p.parent.name for p in BASES} == {"experiments", "cityscapes", "camvid"}
+    for base in BASES:
+        shared = yaml.safe_load(base.read_text())["trainer"]
+        for config in sorted(base.parent.glob("[!_]*.yaml")):
+            assert with_bases(["fit", "--config", str(config)]) == ["fit", "--config", str(base), "--config", str(config)]
+            own = yaml.safe_load(config.read_text())["trainer"]
+            repeated = {k for k in shared if k in own and own[k] == shared[k]}
+            assert not repeated, f"{config.name} repeats {repeated} of its base"
+
+
+def test_a_broken_base_is_one_line_naming_the_config(tmp_path, capsys):
+    (tmp_path / "a.yaml").write_text("base: missing.yaml\n")
+    assert main(["fit", "--config", str(tmp_path / "a.yaml")]) == 2
+    assert f"{tmp_path / 'a.yaml'}: its base 'missing.yaml' is not a file" in capsys.readouterr().err
+    (tmp_path / "b.yaml").write_text("base: c.yaml\n")
+    (tmp_path / "c.yaml").write_text("base: b.yaml\n")
+    assert main(["fit", "--config", str(tmp_path / "b.yaml")]) == 2
+    assert "leads back to itself" in capsys.readouterr().err
 
 
 def test_there_are_paper_recipes():
