@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +13,8 @@ from mvseg.checkpoint_io import UnsafeCheckpointError, safe_load
 from mvseg.cli import main
 from mvseg.data.cache import VideoCache
 
-from test_cli import PER_FRAME
+PER_FRAME = Path(__file__).parents[1] / "experiments" / "per_frame.yaml"
+
 
 pytestmark = pytest.mark.reliability
 
