@@ -69,19 +69,32 @@ class UnsafeCheckpointError(ValueError):
     checkpoint at all."""
 
 
-def safe_load(path: str | Path, map_location: Any = "cpu") -> Any:
+def safe_load(path: str | Path, map_location: Any = "cpu") -> dict:
     """torch.load(weights_only=True), with errors that name the file: pickled code is refused
-    (never run), a truncated or foreign file is said to be one."""
+    (never run); an empty, truncated or foreign file (a video, a text file), or a torch file that
+    holds something other than a dict (a checkpoint is one), is said to be one."""
+    local = str(path).removeprefix("file://")
+    with open(local, "rb") as f:  # a missing file: FileNotFoundError, naming it
+        head = f.read(4)
+    if not head:
+        raise UnsafeCheckpointError(f"{path}: empty file (0 bytes), not a checkpoint (an interrupted copy or write?)")
+    # torch.save writes a zip archive (PK..); the legacy format starts with pickle's protocol opcode
+    if not (head == b"PK\x03\x04" or head[0] == 0x80):
+        raise UnsafeCheckpointError(f"{path}: not a PyTorch checkpoint (it starts with {head!r}; torch.save "
+                                    "writes a zip archive): another kind of file?")
     try:
-        return torch.load(str(path).removeprefix("file://"), map_location=map_location, weights_only=True)
+        obj = torch.load(local, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         raise UnsafeCheckpointError(
             f"{path}: refused: it holds Python objects other than tensors and plain data, which would run "
             f"code when loaded; mvseg loads checkpoints with weights_only=True ({str(e).splitlines()[-1][:200]})"
         ) from e
-    except (RuntimeError, EOFError) as e:  # torch's zip reader: truncated, or not a checkpoint
-        raise UnsafeCheckpointError(f"{path}: not a readable PyTorch checkpoint (truncated or another format: "
-                                    f"{str(e).splitlines()[0][:200]})") from e
+    except (RuntimeError, EOFError, IndexError, ValueError) as e:  # torch's readers: truncated or damaged
+        raise UnsafeCheckpointError(f"{path}: not a readable PyTorch checkpoint (truncated or damaged: "
+                                    f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else '-'})") from e
+    if not isinstance(obj, dict):
+        raise UnsafeCheckpointError(f"{path}: holds a {type(obj).__name__}, not a checkpoint (a dict with a state_dict)")
+    return obj
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

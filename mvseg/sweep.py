@@ -59,7 +59,8 @@ class MetricsFile(pl.Callback):
         self.path = Path(path)
         self.history: list[dict[str, float]] = []
 
-    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # on_train_start, not on_fit_start: Lightning restores a resumed fit's epoch in between
         if self.path.is_file():
             old = json.loads(self.path.read_text()).get("history", [])
             self.history = [r for r in old if r.get("epoch", 0) < trainer.current_epoch]

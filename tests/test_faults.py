@@ -40,6 +40,8 @@ def _fit_args(data: Path, run: Path, epochs: int = 3) -> list[str]:
         "--trainer.max_epochs", str(epochs), "--trainer.limit_train_batches", "3",
         "--trainer.check_val_every_n_epoch", "1", "--trainer.enable_progress_bar", "false",
         "--model.init_args.net.dropout", "0.1",  # dropout draws from the RNG too
+        "--trainer.callbacks+=" + json.dumps({"class_path": "mvseg.sweep.MetricsFile",
+                                              "init_args": {"path": str(run / "metrics.json")}}),
     ]
 
 
@@ -79,6 +81,11 @@ def test_sigkilled_fit_resumes_to_the_same_metrics(tiny_dataset, tmp_path, kill_
     assert sorted(want) == sorted(got) == [0, 1, 2]
     for epoch in want:
         assert got[epoch] == pytest.approx(want[epoch], abs=1e-6), epoch
+    # metrics.json (mvseg.sweep.MetricsFile) keeps the rows from before the kill
+    hist = {r: json.loads((r / "metrics.json").read_text())["history"] for r in (clean, killed)}
+    assert [row["epoch"] for row in hist[killed]] == [row["epoch"] for row in hist[clean]] == [0, 1, 2]
+    for a, b in zip(hist[clean], hist[killed]):
+        assert b["val/mIoU"] == pytest.approx(a["val/mIoU"], abs=1e-6)
     a, b = _weights(clean / "checkpoints" / "last.ckpt"), _weights(killed / "checkpoints" / "last.ckpt")
     assert a.keys() == b.keys()
     for k in a:

@@ -16,8 +16,22 @@ ROOT = Path(__file__).resolve().parents[1]
 NET = {"backbone": "resnet18", "width": 0.125, "output_stride": 8, "feat_dim": 16, "head": "plain", "head_dim": 16}
 
 
+def _merged(path: Path) -> dict:
+    """An experiment with its chain of bases merged in (as `mvseg fit` reads it), to copy elsewhere."""
+    cfg = yaml.safe_load(path.read_text())
+    base = cfg.pop("base", None)
+    if not base:
+        return cfg
+
+    def merge(a, b):
+        return {**a, **{k: merge(a[k], v) if isinstance(v, dict) and isinstance(a.get(k), dict) else v
+                        for k, v in b.items()}}
+
+    return merge(_merged(path.parent / base), cfg)
+
+
 def _config(base: str, run: Path, **model) -> dict:
-    cfg = yaml.safe_load((ROOT / "experiments" / base).read_text())
+    cfg = _merged(ROOT / "experiments" / base)
     cfg["trainer"].update(default_root_dir=str(run), max_epochs=1, limit_train_batches=1, limit_val_batches=1,
                           check_val_every_n_epoch=1, enable_progress_bar=False, enable_model_summary=False,
                           logger={"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": str(run)}})
@@ -67,6 +81,15 @@ def test_fast_dev_run_smoke_tests_every_stage_and_writes_nothing_into_runs(stage
     err = capfd.readouterr().err
     assert "mvseg: fast_dev_run is a smoke test: it writes to " in err
     assert not runs.exists()  # neither the stage's nor the run's own directory
+
+
+@pytest.mark.reliability
+def test_a_smoke_test_after_a_real_run_leaves_its_files_byte_identical(stages, capfd):
+    tmp, runs, data = stages
+    assert main(["fit", "--config", str(tmp / "b.yaml"), *data]) == 0
+    before = {p: p.read_bytes() for p in runs.rglob("*") if p.is_file()}
+    assert main(["fit", "--config", str(tmp / "b.yaml"), *data, "--trainer.fast_dev_run", "1"]) == 0
+    assert {p: p.read_bytes() for p in runs.rglob("*") if p.is_file()} == before
 
 
 def test_a_key_pointed_elsewhere_is_left_to_the_usual_checks(stages, capsys):

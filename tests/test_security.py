@@ -87,3 +87,51 @@ def test_cache_never_unpickles(pan_video, tmp_path, recwarn):
     assert not marker.exists()
     assert np.array_equal(np.asarray(again.offsets), good)
     assert any("rebuilding it" in str(w.message) for w in recwarn)
+
+
+def _bad_checkpoint(kind: str, path, pan_video) -> None:
+    if kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "truncated":
+        torch.save({"state_dict": {"w": torch.ones(64)}}, path)
+        path.write_bytes(path.read_bytes()[:120])
+    elif kind == "video":  # an MP4 passed as --ckpt
+        path.write_bytes(pan_video[0].read_bytes())
+    elif kind == "text":
+        path.write_text("not a checkpoint\n")
+    elif kind == "list":  # a torch file, but not a checkpoint
+        torch.save([1, 2, 3], path)
+
+
+BAD_CHECKPOINTS = {"empty": "empty file", "truncated": "not a readable PyTorch checkpoint",
+                   "video": "not a PyTorch checkpoint", "text": "not a PyTorch checkpoint",
+                   "list": "holds a list, not a checkpoint"}
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_CHECKPOINTS))
+def test_a_bad_checkpoint_is_one_line_naming_it(kind, tiny_dataset, pan_video, tmp_path, capsys):
+    ckpt = tmp_path / "bad.ckpt"
+    _bad_checkpoint(kind, ckpt, pan_video)
+    with pytest.raises(UnsafeCheckpointError, match=f"bad.ckpt: {BAD_CHECKPOINTS[kind]}"):
+        safe_load(ckpt)
+    video = next((tiny_dataset / "videos" / "val").glob("*.mp4"))
+    assert main(["predict", str(video), "--ckpt", str(ckpt), "--out", str(tmp_path / "o.mp4")]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == [f"mvseg predict: error: {ckpt}: " + err.split(f"{ckpt}: ", 1)[1].strip()]
+    assert BAD_CHECKPOINTS[kind] in err and not (tmp_path / "o.mp4").exists()
+
+
+@pytest.mark.parametrize("kind, where", [("empty", "resume"), ("empty", "validate"), ("empty", "init_from"),
+                                         ("list", "init_from"), ("video", "resume")])
+def test_every_entry_point_says_which_checkpoint_is_bad(kind, where, tiny_data_args, pan_video, tmp_path, capsys):
+    ckpt = tmp_path / "bad.ckpt"
+    _bad_checkpoint(kind, ckpt, pan_video)
+    verb, config, extra = {"resume": ("fit", "per_frame", ["--ckpt_path", str(ckpt)]),
+                           "validate": ("validate", "per_frame", ["--ckpt_path", str(ckpt)]),
+                           "init_from": ("fit", "prop_mv", ["--model.init_args.init_from", str(ckpt)])}[where]
+    rc = main([verb, "--config", str(PER_FRAME.with_name(f"{config}.yaml")), *tiny_data_args, *extra,
+               "--trainer.fast_dev_run", "1"])
+    err = capsys.readouterr().err
+    assert rc != 0
+    assert re.search(rf"mvseg: error: .*bad.ckpt: {BAD_CHECKPOINTS[kind]}", err), err[-2000:]
+    assert "Traceback" not in err

@@ -279,7 +279,7 @@ def test_metrics_file_drops_rows_of_a_resumed_epoch(tmp_path):
     cb = MetricsFile(str(path))
     trainer = SimpleNamespace(current_epoch=1, global_step=7, sanity_checking=False, is_global_zero=True,
                               callback_metrics={"val/mIoU": torch.tensor(0.25), "val/per_class": torch.ones(3)})
-    cb.on_fit_start(trainer, None)
+    cb.on_train_start(trainer, None)
     cb.on_validation_end(trainer, None)
     got = json.loads(path.read_text())
     assert got["history"] == [{"val/mIoU": 0.1, "epoch": 0}, {"val/mIoU": 0.25, "epoch": 1, "step": 7}]

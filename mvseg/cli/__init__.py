@@ -35,8 +35,28 @@ OWN_COMMANDS = {"predict": "predict", "inspect": "inspect", "fuzz": "fuzz", "dat
 LIGHTNING_COMMANDS = ("fit", "validate", "test")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with exact option names only (no abbreviations) and an error as one line, with
+    the closest valid names of a misspelt option; the usage is printed by --help only."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str):
+        import difflib
+        import re
+
+        options = [o for a in self._actions for o in a.option_strings if o.startswith("--")]
+        bad = re.findall(r"(--[\w-]+)", message.split("unrecognized arguments:", 1)[1]) \
+            if "unrecognized arguments:" in message else []
+        tips = [g for b in bad for g in difflib.get_close_matches(b, options, n=2, cutoff=0.7)]
+        tip = f" (did you mean {' or '.join(dict.fromkeys(tips))}?)" if tips else ""
+        self.exit(2, f"{self.prog}: error: {message}{tip}\n({self.prog} --help lists every option)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="mvseg",
         description="Fast semantic segmentation of compressed video with block motion vectors.",
     )
@@ -48,6 +68,15 @@ def _parser() -> argparse.ArgumentParser:
     for module in OWN_COMMANDS.values():
         import_module(f"mvseg.cli.{module}").add_parser(sub)  # argparse only: no heavy import
     return p
+
+
+def _subparser(parser: argparse.ArgumentParser, a: argparse.Namespace) -> argparse.ArgumentParser:
+    """The parser of the (nested) subcommand that `a` was parsed by."""
+    while True:
+        sub = next((x for x in parser._actions if isinstance(x, argparse._SubParsersAction)), None)
+        if sub is None or getattr(a, sub.dest, None) not in sub.choices:
+            return parser
+        parser = sub.choices[getattr(a, sub.dest)]
 
 
 def sweep_agent_values(argv: list[str]) -> list[str]:
@@ -82,7 +111,10 @@ def main(args: Sequence[str] | None = None) -> int:
     extra: list[str] = []
     if argv and argv[0] == "sweep" and "--" in argv:  # arguments for every run of the sweep
         argv, extra = argv[: argv.index("--")], argv[argv.index("--") + 1:]
-    a = _parser().parse_args(argv)
+    parser = _parser()
+    a, unknown = parser.parse_known_args(argv)
+    if unknown:  # said by the (sub)command's parser, which knows the valid names
+        _subparser(parser, a).error(f"unrecognized arguments: {' '.join(unknown)}")
     a.extra = extra
 
     shown: set[str] = set()

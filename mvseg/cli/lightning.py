@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Optional
 
 import yaml
-from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
@@ -64,11 +64,82 @@ def newest_resume_point(run_dir: str | Path | None) -> str:
     return str(max(found, key=lambda p: p.stat().st_mtime_ns))
 
 
+def _options(parser) -> list[str]:
+    return [o for a in parser._actions for o in a.option_strings if o.startswith("--")]
+
+
+def _class_keys(class_path: str) -> list[str]:
+    """The constructor arguments of a class and of the classes its **kwargs reach (its bases)."""
+    import importlib
+    import inspect
+
+    module, _, name = class_path.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError):
+        return []
+    keys: list[str] = []
+    for klass in cls.__mro__:
+        if "__init__" in vars(klass):
+            keys += [p for p in inspect.signature(klass.__init__).parameters if p not in ("self", "args", "kwargs")]
+    return keys
+
+
+def one_line_error(message: str, parser) -> str:
+    """jsonargparse's error as one line, with the closest valid names of a misspelt option."""
+    import difflib
+    import re
+
+    union = re.search(r'Parser key "([\w.]+)":.*?Problem with given class_path \'([\w.]+)\':\s*(.+?)(?:\n\s*- |\n\s*Given|$)',
+                      message, re.S)
+    if union:  # a subclass (model / data) option: the class's own error, not the Union's
+        key, class_path, detail = union.group(1), union.group(2), " ".join(union.group(3).split())
+        line = f"{key}: {class_path}: {detail}"
+        keys = _class_keys(class_path)
+        tips = []
+        for bad in re.findall(r"--([\w.]+)", detail):
+            head, _, rest = bad.partition(".")
+            for good in difflib.get_close_matches(head, keys, n=2, cutoff=0.6):
+                tips.append(f"--{key}.init_args.{good}{'.' + rest if rest else ''}")
+        return line + (f" (did you mean {' or '.join(tips)}?)" if tips else "")
+    typed = re.match(r'Parser key "([\w.]+)":.*?Errors:\s*((?:- Expected a <class \'\w+\'>\s*)+)Given value type: .*?Given value: (.*)',
+                     " ".join(message.split()))
+    if typed:  # a value of the wrong type: which types the key takes
+        kinds = re.findall(r"<class '(\w+)'>", typed.group(2))
+        return f"{typed.group(1)}: expected {' or '.join(k.replace('NoneType', 'null') for k in kinds)}, got {typed.group(3)!r}"
+    line = " ".join(message.split())
+    bad = re.findall(r"(--[\w.]+)", line.split("unrecognized arguments:", 1)[1]) if "unrecognized arguments:" in line else []
+    tips = [g for b in bad for g in difflib.get_close_matches(b, _options(parser), n=2, cutoff=0.75)]
+    return line + (f" (did you mean {' or '.join(dict.fromkeys(tips))}?)" if tips else "")
+
+
+class MVSegParser(LightningArgumentParser):
+    """LightningCLI's parser with exact option names only (no abbreviations: `--trainer.max_epoch`
+    is an error, not `--trainer.max_epochs`) and errors as one line, with the closest valid names
+    of a misspelt option; the usage is printed by --help only."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str, ex: Exception | None = None):
+        from jsonargparse._common import debug_mode_active
+
+        if not self.exit_on_error or debug_mode_active():
+            return super().error(message, ex)
+        parser = getattr(ex, "subcommand_parser", None) or self
+        prog = parser.prog.replace(" [options]", "")
+        sys.stderr.write(f"mvseg: error: {one_line_error(message, parser)}\n({prog} --help lists every option)\n")
+        self.exit(2)
+
+
 class RunDirConfig(SaveConfigCallback):
     """The parsed config as RUN_DIR/config.yaml (trainer.default_root_dir, beside checkpoints/),
     whatever the logger (Lightning's default puts it in the logger's folder, which W&B sweep
     runs share), overwritten by a re-queued job; and, with a WandbLogger, the whole config in
-    the W&B run's config under `cli` (the model's own hyper-parameters are logged anyway)."""
+    the W&B run's config under `cli` (the model's own hyper-parameters are logged anyway).
+    `mvseg validate` / `test` write theirs beside it as config.validate.yaml / config.test.yaml:
+    the run's config.yaml stays the one that trains it again."""
 
     def __init__(self, parser, config, config_filename: str = "config.yaml", overwrite: bool = False,
                  multifile: bool = False, save_to_log_dir: bool = True) -> None:
@@ -80,7 +151,9 @@ class RunDirConfig(SaveConfigCallback):
         if self.config.get("base"):  # the saved config is whole: its base is merged into it already
             self.config = self.config.clone()
             self.config["base"] = None
-        self.parser.save(self.config, str(run / self.config_filename), skip_none=False, overwrite=True,
+        stage = str(getattr(stage, "value", stage))  # TrainerFn.VALIDATING -> "validate"
+        name = self.config_filename if stage == "fit" else f"{Path(self.config_filename).stem}.{stage}.yaml"
+        self.parser.save(self.config, str(run / name), skip_none=False, overwrite=True,
                          multifile=self.multifile)
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
@@ -153,6 +226,17 @@ class MVSegCLI(LightningCLI):
         return trainer
 
 
+def error_line(e: BaseException) -> str:
+    """An error's message; one re-raised from a DataLoader worker (PyTorch puts the worker's whole
+    traceback in it) is the worker's own message, the last line."""
+    msg = str(e)
+    if "Original Traceback" in msg:
+        last = msg.strip().splitlines()[-1]
+        head, sep, rest = last.partition(": ")
+        msg = rest if sep and head.replace(".", "").replace("_", "").isalnum() else last
+    return msg
+
+
 def _config_chain(path: str, seen: tuple[Path, ...] = ()) -> list[str]:
     """`--config path`, preceded by the chain of configs its `base:` key names (bases first)."""
     p = Path(path)
@@ -216,7 +300,8 @@ def run_lightning_cli(argv: list[str] | None) -> int:
             subclass_mode_model=True,
             subclass_mode_data=True,
             args=argv,
-            save_config_callback=RunDirConfig,  # RUN_DIR/config.yaml, overwritten by a re-queued job
+            save_config_callback=RunDirConfig,
+            parser_class=MVSegParser,  # RUN_DIR/config.yaml, overwritten by a re-queued job
             parser_kwargs={"prog": "mvseg"},
         )
     except SystemExit as e:  # jsonargparse reports bad keys/values and exits
@@ -229,7 +314,7 @@ def run_lightning_cli(argv: list[str] | None) -> int:
         return 2
     except (CheckpointWriteError, UnsafeCheckpointError, CacheWriteError, VideoError, DatasetError) as e:
         # the message names the file and says what was kept; a traceback adds nothing
-        print(f"mvseg: error: {e}", file=sys.stderr)
+        print(f"mvseg: error: {error_line(e)}", file=sys.stderr)
         return 1
     finally:
         os.environ.pop(prerequisites.SMOKE_ROOT, None)  # a later run in this process has its own

@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from mvseg.data.cache import VideoCache
-from mvseg.data.folder import FolderDataset, load_folder_dataset, read_dataset_info
+from mvseg.data.folder import FolderDataset, check_labels, load_folder_dataset, read_dataset_info
 from mvseg.data.samples import Augment, KeyframeSamples, SeededSampler
 from mvseg.data.synthetic import CLASSES, SyntheticConfig, make_synthetic_dataset
 
@@ -117,7 +117,10 @@ class CompressedVideoDataModule(L.LightningDataModule):
         return len(read_dataset_info(self.root)["classes"])
 
     def prepare_data(self) -> None:
-        if self.dataset == "synthetic":
+        # a folder dataset describes itself: one that exists is used as it is, whatever settings
+        # made it (`mvseg data prepare synthetic --train-clips 2`, then fit on it); only a missing
+        # one is generated from data.init_args.synthetic
+        if self.dataset == "synthetic" and not (self.root / "dataset.json").is_file():
             s = self.synthetic
             make_synthetic_dataset(
                 str(self.root), train_clips=s.train_clips, val_clips=s.val_clips, seed=s.seed,
@@ -125,8 +128,10 @@ class CompressedVideoDataModule(L.LightningDataModule):
             )
         ds = load_folder_dataset(self.root)
         clips = [c for split in ds.clips.values() for c in split]
+        sizes = {}
         for clip in tqdm(clips, desc="decode cache", disable=len(clips) < 4):
-            self.cache.load(clip.video)
+            sizes[clip.video] = self.cache.load(clip.video).frames.shape[1:3]
+        check_labels(ds, sizes, self.cache.root / "labels-checked.json")
 
     def setup(self, stage: str | None = None) -> None:
         if self.ds is None:

@@ -114,9 +114,12 @@ def write_dataset_json(root: str | Path, meta: dict) -> dict:
 
 
 def _inside(root: Path, rel: str | Path) -> Path:
+    """ROOT/rel resolved, symlinks included; one rule for files and folders: it must stay inside
+    the dataset root (a dataset is one folder that can be moved, shared and trusted whole)."""
     p = (root / rel).resolve()
     if not p.is_relative_to(root.resolve()):
-        raise DatasetError(f"{root / 'dataset.json'}: path {rel!s} escapes the dataset root")
+        raise DatasetError(f"{root / 'dataset.json'}: path {rel!s} escapes the dataset root (it resolves to {p}; "
+                           "copy the file into the dataset instead of linking it)")
     return p
 
 
@@ -165,6 +168,7 @@ def load_folder_dataset(root: str | Path, splits: tuple[str, ...] = ("train", "v
                         [int(t) for t in spec.get("annotated", [])], spec.get("frames"),
                         [int(d) for d in spec["distances"]] if spec.get("distances") is not None else None)
             for t in clip.annotated:
+                _inside(root, Path("labels") / split / name / f"{t:06d}.png")  # a linked label file too
                 if not clip.label_path(t).is_file():
                     raise DatasetError(f"{clip.label_path(t)}: label of annotated frame {t} is missing")
             clips.append(clip)
@@ -174,13 +178,41 @@ def load_folder_dataset(root: str | Path, splits: tuple[str, ...] = ("train", "v
     return ds
 
 
+def check_labels(ds: FolderDataset, sizes: Mapping[Path, tuple[int, int]], record: Path) -> int:
+    """Read every annotated label of `ds` whole (decodable, single channel, its frame's size from
+    `sizes`, known ids), once: the labels found good are listed in `record` (by path, size and
+    mtime) and skipped next time. Returns how many were read. A bad label is a DatasetError before
+    training starts, not an error in a loader worker after it has."""
+    try:
+        seen = set(json.loads(record.read_text())["good"]) if record.is_file() else set()
+    except (OSError, ValueError, KeyError, TypeError):
+        seen = set()  # an unreadable record only costs a re-check
+    good, read = [], 0
+    for clips in ds.clips.values():
+        for clip in clips:
+            for t in clip.annotated:
+                path = clip.label_path(t)
+                st = path.stat()
+                key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{ds.num_classes}|{ds.ignore_index}"
+                if key not in seen:
+                    read_label(path, ds.num_classes, ds.ignore_index, tuple(sizes[clip.video]))
+                    read += 1
+                good.append(key)
+    if read:
+        record.parent.mkdir(parents=True, exist_ok=True)
+        tmp = record.with_name(record.name + ".part")
+        tmp.write_text(json.dumps({"good": sorted(seen | set(good))}))
+        os.replace(tmp, record)
+    return read
+
+
 def read_label(path: Path, num_classes: int, ignore_index: int, size: tuple[int, int]) -> np.ndarray:
     """A label PNG as (H, W) int64, checked against the class set and the frame size."""
     from PIL import Image
 
     try:
-        lab = np.asarray(Image.open(path))
-    except OSError as e:
+        lab = np.asarray(Image.open(path))  # decodes the whole image: a truncated PNG fails here
+    except (OSError, SyntaxError, ValueError) as e:
         raise DatasetError(f"{path}: unreadable label image ({e})") from e
     if lab.ndim != 2:
         raise DatasetError(f"{path}: a label must be a single-channel image of class ids, got shape {lab.shape}")

@@ -160,6 +160,48 @@ def test_checkpoints_land_in_the_run_directory(tiny_data_args, tmp_path):
     assert not list(ckpts.glob("*-v1.ckpt"))
 
 
+@pytest.mark.reliability
+def test_validate_and_test_leave_the_runs_config_alone(tiny_data_args, tmp_path, capsys):
+    """mvseg validate / test write their config beside the run's (config.validate.yaml), so the
+    run's config.yaml is still the one that trains it again."""
+    run = tmp_path / "run"
+    assert main(["fit", "--config", str(PER_FRAME), *tiny_data_args, "--trainer.max_epochs", "1",
+                 "--trainer.limit_train_batches", "1", "--trainer.limit_val_batches", "1"]) == 0
+    saved = (run / "config.yaml").read_bytes()
+    for verb in ("validate", "test"):
+        assert main([verb, "--config", str(run / "config.yaml"), "--ckpt_path", str(run / "checkpoints" / "last.ckpt"),
+                     "--trainer.limit_val_batches", "1", "--trainer.limit_test_batches", "1"]) == 0
+        assert (run / f"config.{verb}.yaml").is_file()
+    assert (run / "config.yaml").read_bytes() == saved
+    assert main(["fit", "--config", str(run / "config.yaml"), "--print_config"]) == 0
+
+
+@pytest.mark.reliability
+@pytest.mark.parametrize("args, line", [
+    (["--trainer.max_epoch", "1"], "unrecognized arguments: --trainer.max_epoch 1 (did you mean --trainer.max_epochs"),
+    (["--trainer.max_epoks", "1"], "unrecognized arguments: --trainer.max_epoks 1 (did you mean --trainer.max_epochs"),
+    (["--model.init_args.nett.width", "1"],
+     "model: mvseg.strategies.PerFrame: unrecognized arguments: --nett.width=1 (did you mean --model.init_args.net.width?)"),
+    (["--trainer.max_epochs", "abc"], "trainer.max_epochs: expected int or null, got 'abc'"),
+], ids=["abbreviation", "typo", "strategy-option", "type"])
+def test_a_misspelt_option_is_one_line_with_the_closest_names(args, line, capsys):
+    rc = main(["fit", "--config", str(PER_FRAME), *args, "--print_config"])
+    lines = [x for x in capsys.readouterr().err.splitlines() if "W&B" not in x]
+    assert rc == 2
+    assert lines == [lines[0], "(mvseg fit --help lists every option)"] and lines[0].startswith("mvseg: error: "), lines
+    assert line in lines[0]
+
+
+@pytest.mark.reliability
+def test_the_own_commands_take_exact_option_names_only(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["inspect", "clip.mp4", "--dump-mv", "out.csv"])  # --dump-mvs abbreviated
+    assert e.value.code == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "mvseg inspect: error: unrecognized arguments: --dump-mv out.csv (did you mean --dump-mvs?)",
+        "(mvseg inspect --help lists every option)"]
+
+
 @pytest.mark.parametrize("name", ["per_frame", "arseg"])
 def test_print_config_round_trip(name, tiny_data_args, tmp_path, capsys):
     cfg = PER_FRAME.with_name(f"{name}.yaml")

@@ -109,11 +109,15 @@ def test_bad_dataset_inputs_name_the_file(tiny_dataset, tmp_path):
     from PIL import Image
 
     Image.fromarray(np.full((64, 128), 42, np.uint8)).save(label)
-    dm = make_dm(root)
     with pytest.raises(DatasetError, match=r"000008.png: label ids \[42\] outside the 9 classes"):
-        dm.val_set[len(dm.val_set) - 1]
+        make_dm(root)  # prepare_data reads every label before training starts
     Image.fromarray(np.zeros((32, 64), np.uint8)).save(label)
     with pytest.raises(DatasetError, match=r"000008.png: label is 64x32 but its frame is 128x64"):
+        make_dm(root)
+    Image.fromarray(np.zeros((64, 128), np.uint8)).save(label)
+    dm = make_dm(root)
+    Image.fromarray(np.full((64, 128), 42, np.uint8)).save(label)  # damaged after the check: the read says so
+    with pytest.raises(DatasetError, match=r"000008.png: label ids \[42\] outside the 9 classes"):
         dm.val_set[len(dm.val_set) - 1]
     (root / "videos" / "train" / "clip_0000.mp4").unlink()
     with pytest.raises(DatasetError, match=r"clip_0000.mp4: video of clip 'clip_0000' \(train\) is missing"):
@@ -183,6 +187,93 @@ def test_paths_may_not_escape_the_root(tiny_dataset, tmp_path):
     (root / "dataset.json").write_text(json.dumps(meta))
     with pytest.raises(DatasetError, match="escapes the dataset root"):
         load_folder_dataset(root)
+
+
+@pytest.mark.reliability
+def test_a_label_file_linked_from_outside_is_refused_like_a_folder(tiny_dataset, tmp_path):
+    """One containment rule: a label file, like a video or a folder, must resolve inside the root."""
+    import shutil
+
+    root = tmp_path / "ds"
+    shutil.copytree(tiny_dataset, root, ignore=shutil.ignore_patterns(".cache", "gt"))
+    label = root / "labels" / "val" / "clip_0001" / "000008.png"
+    outside = tmp_path / "elsewhere.png"
+    shutil.move(label, outside)
+    label.symlink_to(outside)
+    with pytest.raises(DatasetError, match="000008.png escapes the dataset root"):
+        load_folder_dataset(root)
+    inside = root / "labels" / "spare.png"  # a link that stays inside the root is fine
+    shutil.move(outside, inside)
+    label.unlink()
+    label.symlink_to(inside)
+    assert load_folder_dataset(root).clips["val"][1].annotated == [5, 8]
+
+
+@pytest.mark.reliability
+def test_labels_are_checked_whole_once_before_training(tiny_dataset, tmp_path):
+    """prepare_data decodes every annotated label (a truncated PNG is a one-line error naming it,
+    before training); labels found good are not read again by the next prepare_data."""
+    import shutil
+
+    from mvseg.data import folder
+
+    root = tmp_path / "ds"
+    shutil.copytree(tiny_dataset, root, ignore=shutil.ignore_patterns(".cache", "gt"))
+    label = root / "labels" / "train" / "clip_0000" / "000005.png"
+    good = label.read_bytes()
+    label.write_bytes(good[: len(good) // 2])
+    with pytest.raises(DatasetError, match=r"000005.png: unreadable label image"):
+        make_dm(root)
+    label.write_bytes(good)
+    calls = []
+    real = folder.read_label
+    try:
+        folder.read_label = lambda *a: calls.append(a[0]) or real(*a)
+        make_dm(root)
+        assert len(calls) == 8  # 4 clips x 2 annotated frames
+        make_dm(root)
+        assert len(calls) == 8  # the record says they are good: none read again
+        label.write_bytes(good[: len(good) // 2])  # changed since: read again, and refused
+        with pytest.raises(DatasetError, match=r"000005.png: unreadable label image"):
+            make_dm(root)
+    finally:
+        folder.read_label = real
+
+
+@pytest.mark.reliability
+def test_an_error_in_a_loader_worker_is_one_line_in_the_main_process():
+    from torch.utils.data import DataLoader, Dataset
+
+    from mvseg.cli.lightning import error_line
+
+    class Bad(Dataset):
+        def __len__(self):
+            return 1
+
+        def __getitem__(self, i):
+            raise DatasetError("labels/x.png: unreadable label image (truncated)")
+
+    with pytest.raises(DatasetError) as e:
+        next(iter(DataLoader(Bad(), num_workers=1)))
+    assert "Original Traceback" in str(e.value)  # what PyTorch re-raises: the worker's whole traceback
+    assert error_line(e.value) == "labels/x.png: unreadable label image (truncated)"
+
+
+@pytest.mark.reliability
+def test_a_synthetic_dataset_made_with_other_settings_is_used_as_it_is(tmp_path, capsys):
+    """`mvseg data prepare synthetic --out X --train-clips 2`, then a synthetic config with
+    --data.init_args.root X: the folder describes itself, nothing is regenerated."""
+    from mvseg.cli import main
+
+    root = tmp_path / "small"
+    assert main(["data", "prepare", "synthetic", "--out", str(root), "--train-clips", "2", "--val-clips", "1",
+                 "--height", "64", "--width", "128", "--frames", "12", "--annotated", "5", "8", "--workers", "1"]) == 0
+    before = {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()}
+    dm = CompressedVideoDataModule(root=str(root), dataset="synthetic", keyframe_interval=3, batch_size=2)
+    dm.prepare_data()
+    dm.setup("fit")
+    assert [c.name for c in dm.ds.clips["train"]] == ["clip_0000", "clip_0001"]
+    assert all(p.stat().st_mtime_ns == t for p, t in before.items())
 
 
 def test_ground_truth_flow_samples(tiny_dataset, tmp_path):
