@@ -162,6 +162,11 @@ class RunDirConfig(SaveConfigCallback):
                 logger.log_hyperparams({"cli": yaml.safe_load(self.parser.dump(self.config, skip_none=False))})
 
 
+#: the config keys that load another run's checkpoint
+SMOKE_CHECKED = ("model.init_args.init_from", "model.init_args.lr_init", "model.init_args.flow_init",
+                 "model.init_args.teacher")
+
+
 class MVSegCLI(LightningCLI):
     #: False under `--no-prerequisites`: a missing stage is an error instead of being trained
     prerequisites_allowed = True
@@ -178,11 +183,22 @@ class MVSegCLI(LightningCLI):
                                  "`mvseg fit` trains a missing one first (mvseg.prerequisites)")
 
     def parse_arguments(self, parser, args) -> None:
+        # configs' bases first (with_bases); sys.argv too, which DDP re-launches its ranks from
+        if args is None:
+            sys.argv[1:] = with_bases(sys.argv[1:])
+        elif isinstance(args, (list, tuple)):
+            args = with_bases(list(args))
         super().parse_arguments(parser, args)
         if self.config.get("subcommand") == "fit":
             cfg = self.config["fit"]
             prerequisites.prepare(cfg, [str(c) for c in cfg.get("config") or []],
                                   list(sys.argv[1:] if args is None else args), self.prerequisites_allowed)
+            if not cfg["trainer"].get("fast_dev_run"):  # a real run never starts from a smoke test's model
+                for key in SMOKE_CHECKED:
+                    path = cfg.get(key)
+                    if isinstance(path, str) and Path(path).is_file() and safe_load(path).get("mvseg_smoke"):
+                        raise ConfigError(f"{key}: {path} was written by a smoke test (--trainer.fast_dev_run), "
+                                          "not by a real run: train it for real first")
         # Under `wandb agent` every run of a sweep would share the config's run directory (its
         # checkpoints overwriting each other's): each gets RUN_DIR/sweep-SWEEP_ID/RUN_ID, from
         # the variables the agent sets for the run it starts.
@@ -200,7 +216,10 @@ class MVSegCLI(LightningCLI):
         if ckpt_path == "last":
             ckpt_path = self.config[sub]["ckpt_path"] = newest_resume_point(self.config[sub]["trainer"]["default_root_dir"])
         if ckpt_path and Path(ckpt_path).is_file():
-            safe_load(ckpt_path)
+            raw = safe_load(ckpt_path)
+            if raw.get("mvseg_smoke") and not self.config[sub]["trainer"].get("fast_dev_run"):
+                raise ConfigError(f"ckpt_path: {ckpt_path} was written by a smoke test (--trainer.fast_dev_run), "
+                                  "not by a real run")
         super()._parse_ckpt_path()
 
     def instantiate_classes(self) -> None:
@@ -273,20 +292,14 @@ def with_bases(args: list[str]) -> list[str]:
         else:
             out.append(a)
         i += 1
+    if len(out) > len(args):  # merged now: the printed and saved configs are whole, they name no base
+        out += ["--base", "null"]
     return out
 
 
 def run_lightning_cli(argv: list[str] | None) -> int:
     """Run LightningCLI on `argv` (None: sys.argv); returns the exit status."""
     ensure_wandb_never_blocks()
-    try:
-        if argv is None:  # LightningCLI reads sys.argv itself (and DDP re-launches ranks from it)
-            sys.argv[1:] = with_bases(sys.argv[1:])
-        else:
-            argv = with_bases(argv)
-    except ConfigError as e:
-        print(f"mvseg: error: {e}", file=sys.stderr)
-        return 2
     given = sys.argv[1:] if argv is None else argv
     MVSegCLI.prerequisites_allowed = "--no-prerequisites" not in given
     if argv is None:  # LightningCLI reads sys.argv itself (and DDP re-launches ranks from it)

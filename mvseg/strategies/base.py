@@ -280,6 +280,8 @@ class SegStrategy(L.LightningModule):
         hp = checkpoint.get("hyper_parameters", {})
         checkpoint["hyper_parameters"] = {k: asdict(v) if is_dataclass(v) else v for k, v in hp.items()}
         checkpoint["mvseg_strategy"] = f"{type(self).__module__}.{type(self).__qualname__}"
+        # a smoke test's model (a step or two): marked, so no real run starts from it unawares
+        checkpoint["mvseg_smoke"] = bool(self._trainer is not None and self._trainer.fast_dev_run)
         ds = getattr(getattr(self._trainer, "datamodule", None), "ds", None) if self._trainer else None
         if ds is not None:  # what inference needs to read frames and draw classes
             checkpoint["mvseg_data"] = {"mean": list(ds.mean), "std": list(ds.std), "classes": list(ds.classes),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import json
 import re
 import subprocess
 import sys
@@ -55,7 +56,8 @@ def test_every_config_stands_on_its_folders_base_and_states_only_what_differs():
     for base in BASES:
         shared = yaml.safe_load(base.read_text())["trainer"]
         for config in sorted(base.parent.glob("[!_]*.yaml")):
-            assert with_bases(["fit", "--config", str(config)]) == ["fit", "--config", str(base), "--config", str(config)]
+            assert with_bases(["fit", "--config", str(config)]) == ["fit", "--config", str(base), "--config", str(config),
+                                                                     "--base", "null"]
             own = yaml.safe_load(config.read_text())["trainer"]
             repeated = {k for k in shared if k in own and own[k] == shared[k]}
             assert not repeated, f"{config.name} repeats {repeated} of its base"
@@ -158,6 +160,41 @@ def test_checkpoints_land_in_the_run_directory(tiny_data_args, tmp_path):
     # a re-queued job reuses its run directory: config and last.ckpt are overwritten, no error
     assert main(args) == 0
     assert not list(ckpts.glob("*-v1.ckpt"))
+
+
+@pytest.mark.reliability
+def test_a_real_run_refuses_a_smoke_tests_checkpoint(tiny_dataset, tiny_data_args, tmp_path, capsys):
+    """A checkpoint written under fast_dev_run is marked; --ckpt_path and init_from of a real run
+    refuse it in one line (a smoke test may chain them)."""
+    import lightning as L
+    import torch
+
+    from mvseg.data.datamodule import CompressedVideoDataModule
+    from mvseg.models.segnet import SegNetConfig
+    from mvseg.strategies import PerFrame
+
+    net = SegNetConfig(width=0.125, feat_dim=16, head_dim=16, head="plain")
+    ckpts = {}
+    for smoke in (True, False):
+        dm = CompressedVideoDataModule(str(tiny_dataset), "folder", keyframe_interval=3, batch_size=2)
+        trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+                            default_root_dir=tmp_path, **({"fast_dev_run": 1} if smoke else {"max_steps": 1, "limit_val_batches": 0}))
+        trainer.fit(PerFrame(9, 3, net=net), dm)
+        ckpts[smoke] = tmp_path / f"smoke-{smoke}.ckpt"
+        trainer.save_checkpoint(ckpts[smoke])
+        assert torch.load(ckpts[smoke], weights_only=True)["mvseg_smoke"] is smoke
+    for extra in (["--ckpt_path", str(ckpts[True])], ["--model.init_args.init_from", str(ckpts[True])]):
+        config = "per_frame" if extra[0] == "--ckpt_path" else "prop_mv"
+        rc = main(["fit", "--config", str(PER_FRAME.with_name(f"{config}.yaml")), *tiny_data_args, *extra,
+                   "--model.init_args.net", json.dumps({"width": 0.125, "feat_dim": 16, "head_dim": 16, "head": "plain"}),
+                   "--trainer.max_steps", "1"])
+        err = capsys.readouterr().err
+        assert rc == 2 and f"{ckpts[True]} was written by a smoke test (--trainer.fast_dev_run)" in err, err[-1500:]
+    # a smoke test may start from one (the stages of a smoke test chain that way)
+    assert main(["fit", "--config", str(PER_FRAME.with_name("prop_mv.yaml")), *tiny_data_args,
+                 "--model.init_args.init_from", str(ckpts[True]), "--model.init_args.net",
+                 json.dumps({"width": 0.125, "feat_dim": 16, "head_dim": 16, "head": "plain"}),
+                 "--trainer.fast_dev_run", "1"]) == 0
 
 
 @pytest.mark.reliability
