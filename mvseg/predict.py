@@ -7,6 +7,7 @@ policy) go through the full network, other frames through the method's propagati
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,6 +27,27 @@ def overlay(frame: np.ndarray, label: np.ndarray, palette: np.ndarray, alpha: fl
     return (frame * (1 - alpha) + palette[label] * alpha).astype(np.uint8)
 
 
+def legend(classes: list[str], palette: np.ndarray, height: int) -> np.ndarray:
+    """A panel (height, W, 3) uint8 listing each class beside its colour, in as many columns as
+    the height needs; W is even (H.264 4:2:0). Put beside the overlay, so no pixel is hidden."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.load_default()
+    row = 12  # px per class: a 9 px swatch and the default bitmap font
+    per_col = max((height - 4) // row, 1)
+    cols = -(-len(classes) // per_col)
+    name_w = max(int(font.getlength(c)) for c in classes) if classes else 0
+    col_w = 4 + 9 + 4 + name_w + 6
+    width = cols * col_w + 4
+    img = Image.new("RGB", (width + width % 2, height), (24, 24, 24))
+    draw = ImageDraw.Draw(img)
+    for i, name in enumerate(classes):
+        x, y = 4 + (i // per_col) * col_w, 2 + (i % per_col) * row
+        draw.rectangle([x, y + 1, x + 8, y + 9], fill=tuple(int(v) for v in palette[i]))
+        draw.text((x + 13, y), name, fill=(235, 235, 235), font=font)
+    return np.asarray(img)
+
+
 def predict_video(
     video: str | Path,
     ckpt: str | Path,
@@ -36,10 +58,12 @@ def predict_video(
     alpha: float = 0.5,
     threshold: float | None = None,
     low_latency: bool | None = None,
+    legend_panel: bool = True,
 ) -> Path:
     """Write the colour overlay of `video`'s segmentation to `out` (an MP4); returns its path.
     policy / interval / threshold override the model's keyframe policy (threshold: the adaptive
-    policy's deviation threshold); low_latency the Adaptive strategy's schedule."""
+    policy's deviation threshold); low_latency the Adaptive strategy's schedule; legend_panel: the
+    class names and colours beside each frame."""
     from PIL import Image
 
     model, data = load_strategy(ckpt)
@@ -59,6 +83,11 @@ def predict_video(
     if len(palette) < model.num_classes:  # more classes than colours: add deterministic ones
         extra = np.random.default_rng(0).integers(0, 255, (model.num_classes - len(palette), 3))
         palette = np.concatenate([palette, extra])
+    if data.get("dataset") == "synthetic":  # said once (the CLI shows each warning once, one line)
+        warnings.warn(f"{ckpt} was trained on mvseg's synthetic street scenes only: on real footage its classes "
+                      "will be wrong (train on your own labelled video: docs/datasets.md)", stacklevel=2)
+    classes = list(data.get("classes") or [f"class {k}" for k in range(model.num_classes)])
+    panel = legend(classes[: model.num_classes], palette, info.height) if legend_panel else None
     out = Path(out) if out else Path(video).with_suffix(".seg.mp4")
     if labels_dir:
         Path(labels_dir).mkdir(parents=True, exist_ok=True)
@@ -69,7 +98,8 @@ def predict_video(
         for r in tqdm(stream, total=info.num_frames or None, desc="predict"):
             if labels_dir:
                 Image.fromarray(r.label).save(Path(labels_dir) / f"{r.index:06d}.png")
-            yield overlay(r.image, r.label, palette, alpha)
+            shown = overlay(r.image, r.label, palette, alpha)
+            yield shown if panel is None else np.concatenate([shown, panel], axis=1)  # the legend to the right
 
     h, w = info.height, info.width
     if h % 2 or w % 2:

@@ -20,7 +20,7 @@ from torch import Tensor
 
 from mvseg.data.folder import IMAGENET_MEAN, IMAGENET_STD
 from mvseg.strategies.base import SegStrategy, no_deviation_error
-from mvseg.strategies.policies import KeyframePolicy
+from mvseg.strategies.policies import FixedInterval, KeyframePolicy
 from mvseg.video.decode import iter_frames, probe
 from mvseg.video.motion import iter_fields
 
@@ -126,6 +126,28 @@ def stream_stats(results: list[FrameResult], wall_s: float) -> dict:
     lat = np.array([r.latency_ms for r in results])
     return {"frames": len(results), "fps": len(results) / wall_s, "latency_mean_ms": float(lat.mean()),
             "latency_max_ms": float(lat.max()), "keyframes": int(sum(r.is_key for r in results))}
+
+
+def stream_gflops(model: SegStrategy, video: str | Path, interval: int, **kw) -> dict[str, float]:
+    """GFLOPs of streaming `video` with a keyframe every `interval` frames (torch's FLOP counter,
+    2 per multiply-add): per frame over the whole video, of a keyframe alone (the image model),
+    and of a non-keyframe."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as fc:
+        results = list(run_stream(model, video, policy=FixedInterval(interval), images=False, **kw))
+    with FlopCounterMode(display=False) as fk:  # a keyframe alone: the image model's cost
+        if model.needs_next:  # look-ahead methods emit the first frame late: step it directly
+            model.eval()
+            model.stream_reset()
+            with torch.inference_mode():
+                model.stream_step(torch.zeros(1, 3, *results[0].label.shape, device=model.device), None, None, True)
+        else:
+            next(run_stream(model, video, policy=FixedInterval(interval), images=False, **kw))
+    n, n_key = len(results), sum(r.is_key for r in results)
+    total, key = fc.get_total_flops(), fk.get_total_flops()
+    return {"gflops_per_frame": total / n / 1e9, "gflops_key": key / 1e9,
+            "gflops_nonkey": (total - n_key * key) / (n - n_key) / 1e9 if n > n_key else float("nan")}
 
 
 def stream_state_bytes(model: SegStrategy) -> int:

@@ -15,7 +15,7 @@ LAYERS = [
     {"mvseg.data", "mvseg.models", "mvseg.losses"},
     {"mvseg.strategies"},
     {"mvseg.runtime"},
-    {"mvseg.predict", "mvseg.sweep", "mvseg.fuzz", "mvseg.prerequisites", "mvseg.bench"},
+    {"mvseg.predict", "mvseg.sweep", "mvseg.fuzz", "mvseg.prerequisites", "mvseg.bench", "mvseg.summary"},
     {"mvseg.cli"},
 ]
 LAYER = {part: i for i, parts in enumerate(LAYERS) for part in parts}

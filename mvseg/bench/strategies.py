@@ -30,13 +30,12 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from mvseg.bench.common import fastest_interleaved, print_table, timed_pass, write_json
 from mvseg.data.datamodule import CompressedVideoDataModule
 from mvseg.data.folder import load_folder_dataset
+from mvseg.runtime import run_stream, stream_gflops, stream_stats
 from mvseg.strategies.loading import load_strategy
-from mvseg.runtime import run_stream, stream_stats
 from mvseg.strategies.policies import FixedInterval
 
 
@@ -103,20 +102,8 @@ def _stats(model, videos: list[Path], kw: dict, interval: int, results: list, wa
     stats["nonkey_ms"] = sum(nonkey) / len(nonkey) if nonkey else float("nan")
     stats["task_ms"] = task_ms(model, results[0].label.shape)
     stats["propagation_ms"] = stats["nonkey_ms"] - stats["task_ms"]
-    # FLOPs: the total over one video, and a keyframe alone (the first frame)
-    with FlopCounterMode(display=False) as fc:
-        stream = run_stream(model, videos[0], policy=FixedInterval(interval), **kw)
-        first = next(stream)
-        key_flops = fc.get_total_flops() if first.is_key and first.index == 0 and not model.needs_next else None
-        rest = list(stream)
-    n, n_key = 1 + len(rest), int(first.is_key) + sum(r.is_key for r in rest)
-    total = fc.get_total_flops()
-    stats["gflops_per_frame"] = total / n / 1e9
-    if key_flops is None:  # look-ahead methods emit frames late: measure a keyframe on its own
-        with FlopCounterMode(display=False) as fk:
-            next(run_stream(model, videos[0], policy=FixedInterval(interval), **kw))
-        key_flops = fk.get_total_flops()
-    stats["gflops_nonkey"] = (total - n_key * key_flops) / (n - n_key) / 1e9 if n > n_key else float("nan")
+    g = stream_gflops(model, videos[0], interval, **kw)  # per frame, a keyframe alone, a non-keyframe
+    stats.update(gflops_per_frame=g["gflops_per_frame"], gflops_nonkey=g["gflops_nonkey"])
     return stats
 
 

@@ -23,6 +23,7 @@ from mvseg.data.cache import CacheWriteError
 from mvseg.data.datamodule import CompressedVideoDataModule
 from mvseg.data.folder import DatasetError
 from mvseg.strategies.base import SegStrategy
+from mvseg.summary import REFERENCES, RunSummary
 from mvseg.video.decode import VideoError
 from mvseg.wandb_offline import ensure_wandb_never_blocks
 
@@ -242,6 +243,10 @@ class MVSegCLI(LightningCLI):
         # loaded weights-only; a CheckpointIO the user configured is left alone.
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
             trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+        # the result, said at the end of the fit (mvseg.summary): this run and the runs it stands on
+        if self.config.get("subcommand") == "fit":
+            init = self.config["fit"]["model"].get("init_args") or {}
+            trainer.callbacks.append(RunSummary({k: init.get(k) for k in REFERENCES if isinstance(init.get(k), str)}))
         return trainer
 
 

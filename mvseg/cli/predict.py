@@ -19,12 +19,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--low-latency", action=argparse.BooleanOptionalAction, default=None,
                    help="Adaptive: answer keyframes by the fast track, S_h in the background (default: the model's)")
     p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity")
+    p.add_argument("--no-legend", action="store_true", help="no panel of class names and colours beside the frames")
 
 
 def run(a: argparse.Namespace) -> int:
     from mvseg.predict import predict_video
 
     out = predict_video(a.video, a.ckpt, out=a.out, labels_dir=a.labels_dir, policy=a.policy,
-                        interval=a.interval, alpha=a.alpha, threshold=a.threshold, low_latency=a.low_latency)
+                        interval=a.interval, alpha=a.alpha, threshold=a.threshold, low_latency=a.low_latency, legend_panel=not a.no_legend)
     print(f"wrote {out}")
     return 0

@@ -64,6 +64,7 @@ class FolderDataset:
     std: tuple[float, float, float] = IMAGENET_STD
     palette: list[list[int]] | None = None
     clips: dict[str, list[Clip]] = field(default_factory=dict)
+    name: str | None = None  # dataset.json's "name" (synthetic, cityscapes, camvid, ...)
 
     @property
     def num_classes(self) -> int:
@@ -148,6 +149,7 @@ def load_folder_dataset(root: str | Path, splits: tuple[str, ...] = ("train", "v
         mean=tuple(meta.get("mean", IMAGENET_MEAN)),
         std=tuple(meta.get("std", IMAGENET_STD)),
         palette=meta.get("palette"),
+        name=meta.get("name"),
     )
     for split in splits:
         listed = meta.get("splits", {}).get(split)

@@ -285,7 +285,7 @@ class SegStrategy(L.LightningModule):
         ds = getattr(getattr(self._trainer, "datamodule", None), "ds", None) if self._trainer else None
         if ds is not None:  # what inference needs to read frames and draw classes
             checkpoint["mvseg_data"] = {"mean": list(ds.mean), "std": list(ds.std), "classes": list(ds.classes),
-                                        "palette": ds.palette, "ignore_index": ds.ignore_index}
+                                        "palette": ds.palette, "ignore_index": ds.ignore_index, "dataset": ds.name}
         # Lightning does not store the global RNG streams (dropout; the data's own generator is
         # the DataModule's state): with them, a fit resumed from this checkpoint continues as an
         # uninterrupted one (checkpoints are written at the end of an epoch).
