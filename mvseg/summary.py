@@ -2,8 +2,9 @@
 the checkpoints (RUN_DIR/summary.md and summary.json), so the user sees it without W&B.
 
 Rows: this run (mIoU mean and min over the protocol's keyframe distances, GFLOPs per frame of
-the streaming runtime at the run's keyframe interval and their ratio to a keyframe alone, the
-image model; the fit's wall time), then the runs it stands on (the checkpoints its config loads:
+the streaming runtime at the run's keyframe interval and their ratio to the image model: the
+`init_from` run's keyframe when the config stands on one, else its own keyframe; the fit's wall
+time), then the runs it stands on (the checkpoints its config loads:
 AR-Seg's HR model `init_from` and LR branch `lr_init`, ...) from their own summary.json, and
 the differences in mIoU points to them.
 """
@@ -100,11 +101,15 @@ class RunSummary(pl.Callback):
         row = self.row(trainer, pl_module)
         if row is None:
             return
-        refs = []
+        refs, keys = [], []
         for key, ckpt in self.references.items():
             ref = read_summary(run_dir_of(ckpt))
             if ref is not None:
                 refs.append({**ref, "role": REFERENCES.get(key, key)})
+                keys.append(key)
+        image = next((r for k, r in zip(keys, refs) if k == "init_from" and r.get("gflops_key")), None)
+        if image is not None and row.get("gflops_per_frame"):  # the image model this run stands on
+            row["gflops_ratio"] = row["gflops_per_frame"] / image["gflops_key"]
         text = table([row, *refs])
         lines = differences(row, refs)
         run = Path(trainer.default_root_dir)
