@@ -124,7 +124,11 @@ class MVSegParser(LightningArgumentParser):
         super().__init__(*args, **kwargs)
 
     def error(self, message: str, ex: Exception | None = None):
-        from jsonargparse._common import debug_mode_active
+        try:  # jsonargparse's debug mode (JSONARGPARSE_DEBUG) raises instead: keep that
+            from jsonargparse._common import debug_mode_active
+        except ImportError:  # a private helper: absent in another version, the debug check is
+            def debug_mode_active() -> bool:
+                return bool(os.environ.get("JSONARGPARSE_DEBUG"))
 
         if not self.exit_on_error or debug_mode_active():
             return super().error(message, ex)
