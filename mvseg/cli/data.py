@@ -38,6 +38,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     syn.add_argument("--annotated", type=int, nargs="+", default=[9, 19], help="annotated frame indices")
     syn.add_argument("--speed-changes", type=int, default=0,
                      help="stop-and-go camera, this many speed changes per clip (default 0: constant speed)")
+    syn.add_argument("--layout", choices=["cityscapes", "camvid"], default=None,
+                     help="write synthetic clips in that dataset's own on-disk layout (the --root that `prepare "
+                          "cityscapes|camvid` reads), to rehearse a recipe chain before downloading the data")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=2, help="processes generating clips / encoding snippets")
 
@@ -47,6 +50,14 @@ def run(a: argparse.Namespace) -> int:
         return _prepare_real(a)
     from mvseg.data.synthetic import SyntheticConfig, make_synthetic_dataset
 
+    if a.layout:
+        from mvseg.data.layouts import write_layout
+
+        names = write_layout(a.layout, a.out, seed=a.seed)
+        n = ", ".join(f"{len(v)} {k}" for k, v in names.items())
+        print(f"synthetic clips in {a.layout}'s layout in {a.out}: {n} labelled frames; next: "
+              f"mvseg data prepare {a.layout} --root {a.out} --out DIR (the recipes' `root:` lines)")
+        return 0
     if a.speed_changes < 0:
         raise SystemExit(f"mvseg data prepare synthetic: --speed-changes must be >= 0, got {a.speed_changes}")
     cfg = SyntheticConfig(height=a.height, width=a.width, frames=a.frames, speed_changes=a.speed_changes)

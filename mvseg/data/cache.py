@@ -28,14 +28,14 @@ from mvseg.video.decode import probe
 from mvseg.video.motion import iter_fields
 
 CACHE_VERSION = 1
-DECODE_PARAMS = {"pix_fmt": "rgb24", "rasterizer": "cell4-anchor-distance-v1", "threads": "slice"}
+DECODE_PARAMS = {"pix_fmt": "rgb24", "rasterizer": "cell4-anchor-distance-v1", "iframes": "extrapolate", "threads": "slice"}
 
 
 @dataclass
 class CachedVideo:
     path: Path  # the source video
     frames: np.ndarray  # (T, H, W, 3) uint8, memory-mapped
-    offsets: np.ndarray  # (T, 2, Hc, Wc) float32: frame t -> t-1 ("backward"), zero at I-frames
+    offsets: np.ndarray  # (T, 2, Hc, Wc) float32: frame t -> t-1 ("backward"); I-frames: iter_fields' rule
     masks: np.ndarray  # (T, Hc, Wc) uint8
     pict_types: str
     meta: dict

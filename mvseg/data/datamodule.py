@@ -48,7 +48,7 @@ class CompressedVideoDataModule(L.LightningDataModule):
         root: dataset folder (mvseg folder layout, see mvseg.data.folder).
         dataset: "synthetic" (generated at `root` if missing) or "folder" (prepared already).
         keyframe_interval: L, the keyframe interval of the strategies.
-        train_distances: keyframe distances drawn in training (default 0..L-1).
+        train_distances: keyframe distances drawn in training (default 0..L-1; up to L, as BDNet's tau).
         eval_distances: distances evaluated (default 0..L-1: the protocol of DESIGN.md).
         crop_size, scale_range, hflip: training augmentation (crop in pixels, multiple of 4).
         with_next: also load the next keyframe and offsets to it (interpolating methods).
@@ -85,9 +85,11 @@ class CompressedVideoDataModule(L.LightningDataModule):
             raise ValueError(f"data.dataset must be 'synthetic' or 'folder', got {dataset!r}")
         if keyframe_interval < 1:
             raise ValueError(f"data.keyframe_interval must be >= 1, got {keyframe_interval}")
-        for name, ds in (("train_distances", train_distances), ("eval_distances", eval_distances)):
-            if ds is not None and (not ds or any(not 0 <= d < keyframe_interval for d in ds)):
-                raise ValueError(f"data.{name} must be a non-empty subset of 0..{keyframe_interval - 1}, got {ds}")
+        if eval_distances is not None and (not eval_distances or any(not 0 <= d < keyframe_interval for d in eval_distances)):
+            raise ValueError(f"data.eval_distances must be a non-empty subset of 0..{keyframe_interval - 1}, got {eval_distances}")
+        # training may draw farther than L-1: BDNet draws the current frame 1..tau = L frames after its keyframe
+        if train_distances is not None and (not train_distances or any(not 0 <= d <= keyframe_interval for d in train_distances)):
+            raise ValueError(f"data.train_distances must be a non-empty subset of 0..{keyframe_interval}, got {train_distances}")
         for name, v in (("mean", mean), ("std", std)):
             if v is not None and (len(v) != 3 or (name == "std" and min(v) <= 0)):
                 raise ValueError(f"data.{name} must be 3 numbers (RGB{', > 0' if name == 'std' else ''}), got {v}")

@@ -79,6 +79,9 @@ class FlowNetS(nn.Module):
             self.scale = nn.Conv2d(cin, scale_channels, 1)
             nn.init.zeros_(self.scale.weight)  # DFF: weight 0, bias 1 -> scale 1 at init
             nn.init.ones_(self.scale.bias)
+            # and the bias stays 1: DFF's code trains it with lr_mult 0 (Convolution5_scale_bias),
+            # so the scale function is 1 + a learned residual (optimisers skip frozen parameters)
+            self.scale.bias.requires_grad_(False)
 
     def forward(self, cur: Tensor, key: Tensor, all_scales: bool = False):
         h, w = cur.shape[-2:]

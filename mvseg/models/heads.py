@@ -4,6 +4,8 @@
   concatenated with the input and fused by a 3x3 conv.
 - ASPP: atrous spatial pyramid pooling (Chen et al., DeepLabv3): parallel 1x1 and dilated 3x3
   convs plus image pooling, fused by a 1x1 conv.
+- ASPP-v2: DeepLabv2's ASPP (Chen et al., TPAMI 2018, Sec. 3.3, ASPP-L: rates 6, 12, 18, 24):
+  four parallel dilated 3x3 convs, summed; no BatchNorm, no ReLU, no image pooling.
 - Plain: a 3x3 conv (DFF's N_task before the classifier, for the smallest configs).
 - Pixel: a 1x1 conv, no context at all (the colour-only baseline).
 - PSP-up: AR-Seg's CamVid PSPNet decoder (the authors' code, after Lextal's pspnet-pytorch): a
@@ -66,6 +68,25 @@ class ASPPHead(nn.Module):
         return self.project(torch.cat([b(x) for b in self.branches], 1))
 
 
+class ASPPv2Head(nn.Module):
+    """DeepLabv2's ASPP: the sum of four dilated 3x3 convs (rates 6, 12, 18, 24 at output stride 8).
+
+    DeepLabv2's branches end in class scores and are summed; here they end in `channels` and the
+    SegNet's 1x1 classifier follows. Both are linear, so head + classifier is exactly a sum of
+    four dilated 3x3 convs to the classes (the same function class; the summed `channels`-wide map
+    is the feature BDNet's inner relation and the propagation see)."""
+
+    def __init__(self, in_channels: int, channels: int, rates: tuple[int, ...] = (6, 12, 18, 24)):
+        super().__init__()
+        self.branches = nn.ModuleList(nn.Conv2d(in_channels, channels, 3, padding=r, dilation=r) for r in rates)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.branches[0](x)
+        for b in self.branches[1:]:
+            out = out + b(x)
+        return out
+
+
 class PlainHead(nn.Module):
     def __init__(self, in_channels: int, channels: int):
         super().__init__()
@@ -114,4 +135,4 @@ class PSPUpHead(nn.Module):
         return self.up(self.bottleneck(torch.cat([*pooled, x], 1)))  # (B, channels, 8h, 8w)
 
 
-HEADS = {"psp": PSPHead, "aspp": ASPPHead, "plain": PlainHead, "pixel": PixelHead, "psp_up": PSPUpHead}
+HEADS = {"psp": PSPHead, "aspp": ASPPHead, "aspp_v2": ASPPv2Head, "plain": PlainHead, "pixel": PixelHead, "psp_up": PSPUpHead}

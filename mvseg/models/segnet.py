@@ -32,7 +32,7 @@ class SegNetConfig:
     width: float = 0.25  # channel multiplier (1.0 = standard; ImageNet weights need 1.0)
     output_stride: int = 8
     feat_dim: int = 128  # N_feat output channels (DFF: 1024 for ResNet-101)
-    head: str = "psp"  # psp | aspp | plain | pixel (1x1, no context)
+    head: str = "psp"  # psp | aspp (DeepLabv3) | aspp_v2 (DeepLabv2) | psp_up | plain | pixel (1x1, no context)
     head_dim: int = 64
     dropout: float = 0.1
     pretrained: str | None = None  # path to a torchvision ImageNet state dict (no download)

@@ -44,13 +44,14 @@ class BDNet(PropMV):
         distill_weight: float = 1.0,
         pw_weight: float = 1.0,
         inn_weight: float = 1.0,
-        inner_pool: tuple[int, int] = (8, 16),
+        inner_pool: tuple[int, int] | None = (8, 16),
         **kwargs,
     ):
         """boundary_weight: lambda (0 switches the boundary-aware stream off); teacher: a
         PerFrame checkpoint; distill_weight: beta (0, or no teacher, switches distillation off);
         pw_weight, inn_weight: the two distillation terms inside L_D; inner_pool: the grid both
-        feature maps are average-pooled to before l_inn's (h w)^2 similarities."""
+        feature maps are average-pooled to before l_inn's (h w)^2 similarities, or None for every
+        pair of feature pixels (the paper's; a (B, hw, hw) matrix per network)."""
         super().__init__(num_classes, keyframe_interval, net, init_from, **kwargs)
         # the teacher is not part of the model: a trained BDNet loads and runs without it
         self.save_hyperparameters(ignore=["init_from", "teacher"])
@@ -60,7 +61,8 @@ class BDNet(PropMV):
                 raise ValueError(f"{name} must be >= 0, got {w}")
         self.boundary_cfg = as_config(BoundaryConfig, boundary)
         self.boundary_weight, self.distill_weight = boundary_weight, distill_weight
-        self.pw_weight, self.inn_weight, self.inner_pool = pw_weight, inn_weight, tuple(inner_pool)
+        self.pw_weight, self.inn_weight, self.inner_pool = (pw_weight, inn_weight,
+                                                         tuple(inner_pool) if inner_pool else None)
         backbone = self.net.feat.backbone
         self.boundary = (BoundaryStream(self.boundary_cfg, self.net.feature_dim, backbone.channels)
                          if boundary_weight > 0 else None)

@@ -130,21 +130,40 @@ def _paint(sel, x0, y0, w, h, cell: int, shape: tuple[int, int], idx: np.ndarray
     return idx
 
 
+IFRAME_RULES = ("extrapolate", "none")
+
+
 def iter_fields(
     path: str | Path,
     *,
     rgb: bool | Callable[[int, str], bool] = True,
     strict_mvs: bool = True,
+    iframes: str = "extrapolate",
 ) -> Iterator[tuple[DecodedFrame, np.ndarray, np.ndarray]]:
     """The one way from a video to motion: every decoded frame (display order, bounded memory)
     with its offset field to the previous frame, float32 (2, Hc, Wc), and mask (Hc, Wc), the
     B-frame rule applied (`reference_distances`, from a cheap first pass over the picture types
     when the stream has B-frames). What the runtime, the dataset cache, the oracle bench and the
-    motion report all read; `rgb` and `strict_mvs` as in `iter_frames`."""
+    motion report all read; `rgb` and `strict_mvs` as in `iter_frames`.
+
+    The I-frame rule (docs/methods.md, "A chain that meets an I-frame"): an I-frame carries no
+    MVs, so a chain through it (interp-MV's current frame -> next keyframe when that keyframe is
+    an I-frame, or any chain across a GOP boundary) would be cut there. With
+    ``iframes="extrapolate"`` (the default) an I-frame that follows a frame with motion takes
+    that frame's field and mask (constant velocity over one frame, the rule B-frames already
+    use); ``"none"`` leaves it zero with mask 0 (the bitstream as it is: the motion report).
+    The first frame, and an I-frame after another I-frame, have nothing to extrapolate from.
+    """
+    if iframes not in IFRAME_RULES:
+        raise ValueError(f"iframes must be one of {IFRAME_RULES}, got {iframes!r}")
     info = probe(path)
     dists = None
     if info.has_b_frames:
         dists = reference_distances("".join(f.pict_type for f in iter_frames(path, rgb=False, mvs=False)))
+    prev = None
     for f in iter_frames(path, rgb=rgb, strict_mvs=strict_mvs):
         off, mask = rasterize_mvs(f.mvs, info.height, info.width, *(dists[f.index] if dists else (1, 1)))
+        if iframes == "extrapolate" and f.pict_type in ("I", "i") and prev is not None:
+            off, mask = prev[0].copy(), prev[1].copy()
+        prev = (off, mask)
         yield f, off, mask

@@ -57,6 +57,24 @@ def test_segnet_shapes_and_split(head):
     assert net(x).shape == (2, 5, 64, 96)
 
 
+def test_aspp_v2_head_and_classifier_are_deeplabv2s_sum_of_four_dilated_convs_to_the_classes():
+    """DeepLabv2's ASPP: the class scores are a sum of four dilated 3x3 convs (rates 6..24) of
+    the backbone feature; head + 1x1 classifier is exactly that (folded into one conv per rate)."""
+    from mvseg.models.heads import ASPPv2Head
+
+    torch.manual_seed(0)
+    head, cls = ASPPv2Head(8, 6), torch.nn.Conv2d(6, 3, 1)
+    x = torch.randn(2, 8, 30, 31)
+    w_c, b_c = cls.weight[:, :, 0, 0], cls.bias  # (3, 6), (3,)
+    expect = b_c.view(1, 3, 1, 1)
+    for conv, r in zip(head.branches, (6, 12, 18, 24)):
+        w = torch.einsum("kc,cihw->kihw", w_c, conv.weight)  # the branch folded into class scores
+        expect = expect + F.conv2d(x, w, w_c @ conv.bias, padding=r, dilation=r)
+    with torch.no_grad():
+        torch.testing.assert_close(cls(head(x)), expect, rtol=1e-4, atol=1e-4)
+    assert not any(isinstance(m, (torch.nn.BatchNorm2d, torch.nn.ReLU)) for m in head.modules())
+
+
 @pytest.mark.parametrize("split,channels", [("head", 16), ("feat", 32)])
 def test_split_features_then_logits_is_the_whole_network(split, channels):
     # propagation cuts the network at net.split; with no motion the two halves are the network

@@ -79,6 +79,10 @@ def test_dff_training_loss_falls(tiny_dataset):
     losses = fit_batch(model, next(iter(dm.train_dataloader())))
     assert losses[-1] < 0.5 * losses[0]
     assert model.flownet.predict_final.weight.grad.abs().sum() > 0  # trained end to end, flow included
+    # the scale function learns its weights; its bias stays 1 (DFF's lr_mult 0) and no optimiser holds it
+    assert model.flownet.scale.weight.abs().sum() > 0
+    assert torch.equal(model.flownet.scale.bias, torch.ones_like(model.flownet.scale.bias))
+    assert not any(p is model.flownet.scale.bias for p in model.param_groups())
 
 
 def test_runtime_equals_the_step_by_step_protocol(tiny_dataset):

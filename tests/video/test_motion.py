@@ -12,6 +12,7 @@ from mvseg.video.encode import encode_video
 from mvseg.ops.fields import (
     cell_index,
     compose,
+    compose_forward,
     extend_chain,
     grid_size,
     invert,
@@ -20,7 +21,7 @@ from mvseg.ops.fields import (
     sample_field,
     to_feature_grid,
 )
-from mvseg.video.motion import rasterize_mvs, reference_distances
+from mvseg.video.motion import iter_fields, rasterize_mvs, reference_distances
 
 
 def mv(x, y, w, h, mx, my, source=-1, scale=4):
@@ -85,6 +86,32 @@ def test_real_video_mvs_recover_known_pan(pan_video):
         assert mask.mean() > 0.8
         assert np.median(off[0][mask > 0]) == pytest.approx(2.0, abs=0.25)
         assert np.median(off[1][mask > 0]) == pytest.approx(1.0, abs=0.25)
+
+
+def test_iframe_takes_the_previous_frames_motion_so_a_chain_crosses_it(pan_video):
+    """The I-frame rule: frame 10 (an I-frame, no MVs) takes frame 9's field and mask, so the
+    forward chain 8 -> 12 across it recovers the pan; "none" leaves the bitstream's zero field,
+    which cuts the chain (mask 0 everywhere, the hole interp-MV had)."""
+    path, _ = pan_video
+    ext = list(iter_fields(path, rgb=False))
+    raw = list(iter_fields(path, rgb=False, iframes="none"))
+    assert [f.pict_type for f, _, _ in ext].index("I", 1) == 10
+    for t, ((f, o, m), (_, o_raw, m_raw)) in enumerate(zip(ext, raw)):
+        if t in (0, 10):
+            assert not m_raw.any() and not o_raw.any()
+        else:  # P-frames are untouched
+            assert np.array_equal(o, o_raw) and np.array_equal(m, m_raw)
+    assert np.array_equal(ext[10][1], ext[9][1]) and np.array_equal(ext[10][2], ext[9][2])
+    assert not ext[0][2].any()  # nothing before the first frame to extrapolate from
+    links = lambda fields: ([torch.from_numpy(fields[j][1]) for j in range(9, 13)],
+                            [torch.from_numpy(fields[j][2]) for j in range(9, 13)])
+    off, valid = compose_forward(*links(ext))
+    assert valid.mean() > 0.7
+    assert off[0][valid > 0].median() == pytest.approx(-8.0, abs=0.5)  # 4 frames of (+2, +1), forward
+    assert off[1][valid > 0].median() == pytest.approx(-4.0, abs=0.5)
+    assert compose_forward(*links(raw))[1].sum() == 0
+    with pytest.raises(ValueError, match="iframes must be one of"):
+        next(iter_fields(path, iframes="zero"))
 
 
 def test_quarter_pel_precision(tmp_path):
