@@ -58,30 +58,3 @@ def tiny_data_args(tiny_dataset, tmp_path):
     ]
 
 
-@pytest.fixture(scope="session")
-def real_dataset_fixtures(tmp_path_factory):
-    """Cityscapes and CamVid fixtures (their on-disk layouts, made by the tests), prepared with
-    `mvseg data prepare` for the recipes: {name: root}, where name is the recipes' data folder
-    (cityscapes / camvid: GOP 10; *_pd12: AR-Seg's per-distance protocol, L = 12)."""
-    from helpers import make_camvid_root, make_cityscapes_root
-
-    from mvseg.data.camvid import prepare_camvid
-    from mvseg.data.prepare import PrepareConfig
-
-    base = tmp_path_factory.mktemp("real")
-    make_camvid_root(base / "camvid_src")
-    out = {}
-    for name, cfg in (("", PrepareConfig(interval=10)), ("_pd12", PrepareConfig(protocol="per-distance", interval=12))):
-        prepare_camvid(base / "camvid_src", base / f"camvid{name}", cfg, before=cfg.interval - 1, after=cfg.interval,
-                       void_class=name == "_pd12", progress=False)  # the AR-Seg recipes count Void
-        out[f"camvid{name}"] = base / f"camvid{name}"
-    try:
-        from mvseg.data.cityscapes import prepare_cityscapes
-
-        make_cityscapes_root(base / "cityscapes_src")
-        for name, cfg in (("", PrepareConfig(interval=10)), ("_pd12", PrepareConfig(protocol="per-distance", interval=12))):
-            prepare_cityscapes(base / "cityscapes_src", base / f"cityscapes{name}", cfg, progress=False)
-            out[f"cityscapes{name}"] = base / f"cityscapes{name}"
-    except Exception as e:  # without the cityscapes extra: those recipes are skipped, with the reason
-        out["cityscapes_error"] = str(e)
-    return out
