@@ -12,8 +12,8 @@ N_feat of BiSeNet, up to the output head: image (B, 3, H, W) -> (B, 256, H/8, W/
 The output head (3x3 conv-BN-ReLU 256 -> 256, then the 1x1 classifier) is mvseg's PlainHead
 and TaskNet classifier (`head: plain`, `head_dim: 256`), so AR-Seg's CReFF sits on the
 feature before the final 1x1 classifier, as in the authors' code. The two auxiliary training
-heads of BiSeNet (on the 1/16 and 1/32 context features) are not built: they do not change
-inference, and mvseg's strategies train with the main loss only (a deviation). The 1x1 convs on
+heads of BiSeNet (on the context path's outputs at 1/8 and 1/16, `forward(x, context=True)`)
+are training-only modules of the strategies (`aux: bisenet`, mvseg.models.aux). The 1x1 convs on
 globally pooled maps (ARM and FFM attention, the global context) have a bias instead of
 BatchNorm: BatchNorm over a 1x1 map fails in training at one sample per device (a deviation;
 no FLOPs change). The FFM attention is one 1x1 conv, as in the authors' code (the BiSeNet paper
@@ -81,7 +81,9 @@ class BiSeNetFeatures(nn.Module):
         self.ffm = FeatureFusion(2 * c128, c256)
         self.channels = c256
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, context: bool = False) -> Tensor | tuple[Tensor, dict[str, Tensor]]:
+        """The fused features; with `context` also the context path's outputs at 1/8 (`cp8`) and
+        1/16 (`cp16`), which BiSeNet's two auxiliary training heads read."""
         stages = self.backbone(x)
         f16, f32 = stages["layer3"], stages["layer4"]  # (B, 256, H/16, W/16), (B, 512, H/32, W/32)
         g = self.global_context(f32.mean((2, 3), keepdim=True))  # (B, 128, 1, 1)
@@ -92,7 +94,8 @@ class BiSeNetFeatures(nn.Module):
         sp = self.spatial(x)  # (B, 128, H/8, W/8)
         if sp.shape[-2:] != up16.shape[-2:]:
             sp = F.interpolate(sp, up16.shape[-2:], mode="bilinear", align_corners=True)
-        return self.ffm(sp, up16)  # (B, 256, H/8, W/8)
+        f = self.ffm(sp, up16)  # (B, 256, H/8, W/8)
+        return (f, {"cp8": up16, "cp16": up32}) if context else f
 
     @staticmethod
     def backbone_shape8(x: Tensor) -> tuple[int, int]:

@@ -160,6 +160,26 @@ class SegNet(nn.Module):
         feat = self.last_features(feat)
         return self.task.classifier(self.task.dropout(feat) if dropout else feat)
 
+    def forward_aux(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """The feature the 1x1 classifier reads (B, head_dim, h, w) and what the training-only
+        auxiliary heads read (mvseg.models.aux): the backbone's `layer3` (ResNets) or BiSeNet's
+        context outputs `cp8`, `cp16`."""
+        if hasattr(self.feat, "bisenet"):
+            f, aux = self.feat.bisenet(x, context=True)
+        else:
+            stages = self.feat.backbone(x)
+            f, aux = self.feat.feat(stages["layer4"]), {"layer3": stages["layer3"]}
+        return self.task.head(f), aux
+
+    def aux_channels(self) -> dict[str, int]:
+        """Channels of what `forward_aux` returns for the auxiliary heads."""
+        if hasattr(self.feat, "bisenet"):
+            c = self.feat.bisenet.head16[0].out_channels
+            return {"cp8": c, "cp16": c}
+        if not isinstance(getattr(self.feat, "backbone", None), ResNet):
+            raise ValueError(f"auxiliary heads need a ResNet or BiSeNet backbone, not {self.cfg.backbone!r}")
+        return {"layer3": self.feat.backbone.channels["layer3"]}
+
     def forward(self, x: Tensor) -> Tensor:
         logits = self.task(self.feat(x))  # (B, K, H/os, W/os)
         return resize_bilinear(logits, x.shape[-2:])  # (B, K, H, W)

@@ -11,12 +11,14 @@ keyframe feature by CReFF, then decoded by the HR model's final 1x1 classifier:
 where Phi is the network up to the feature before the classifier (N_feat + the context
 head). FST (feature similarity training, Sec. 3.3) trains the LR branch and CReFF with
 
-    loss = CE(S_t, y_t) + fst_weight * MSE(F_t, Phi_HR(I_t))
+    loss = CE(S_t, y_t) + fst_weight * MSE(F_t, Phi_HR(I_t)) [+ aux_weight * the auxiliary loss]
 
 the HR network (and with it the shared C_1x1) frozen. Training pairs are at keyframe
 distance L-1 (the authors' setting; data.init_args.train_distances). The optional first
 stage (``stage: lr``) trains the LR branch alone, without CReFF: it is also the "LR image
-model" baseline, and evaluates every frame at low resolution.
+model" baseline, and evaluates every frame at low resolution. As the authors' code, the LR
+branch can also train with its image model's own losses: `loss: ohem` (BiSeNet) and the
+training-only auxiliary heads (`aux: psp | presence | bisenet`, mvseg.models.aux).
 """
 
 from __future__ import annotations
@@ -26,10 +28,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from mvseg import ops
+from mvseg.models.aux import AuxHeads
 from mvseg.models.creff import CReFF
 from mvseg.models.segnet import SegNet, SegNetConfig
-from mvseg.strategies.base import SegStrategy, as_config
-from mvseg.strategies.loading import load_net_weights
+from mvseg.strategies.base import SegStrategy, as_config, segmentation_loss
+from mvseg.strategies.loading import load_aux_weights, load_net_weights
 from mvseg.ops.fields import extend_chain
 
 
@@ -51,6 +54,9 @@ class ARSeg(SegStrategy):
         fst_weight: float = 1.0,
         stage: str = "creff",
         train_lr: bool = True,
+        loss: str = "ce",
+        aux: str = "none",
+        aux_weight: float = 0.4,
         **kwargs,
     ):
         super().__init__(num_classes, keyframe_interval, **kwargs)
@@ -78,6 +84,14 @@ class ARSeg(SegStrategy):
         if not train_lr and stage == "creff":
             self.lr.requires_grad_(False)
         self.train_lr = train_lr or stage == "lr"
+        # the authors' losses for the LR branch: their image model's segmentation loss (OHEM CE for
+        # BiSeNet) on the output and its auxiliary heads on the LR branch (mvseg.models.aux)
+        self.seg_loss = segmentation_loss(loss, self.ignore_index)
+        self.aux = AuxHeads(aux, self.lr.aux_channels(), num_classes) if aux != "none" else None
+        self.aux_weight = aux_weight
+        for ckpt in (init_from, lr_init):  # the heads continue from the HR model's, then stage 1b's
+            if self.aux is not None and ckpt:
+                load_aux_weights(self.aux, ckpt)
         self._key_feat: Tensor | None = None
 
     def train(self, mode: bool = True):
@@ -98,9 +112,11 @@ class ARSeg(SegStrategy):
         size = (max(round(h * self.lr_scale), 8), max(round(w * self.lr_scale), 8))
         return F.interpolate(x, size, mode="bilinear", align_corners=False) if size != (h, w) else x
 
-    def lr_feature(self, cur: Tensor, key_feat: Tensor | None, offset: Tensor | None, mask: Tensor | None) -> Tensor:
-        """F_t of a non-keyframe (B, C, h, w) at the HR feature size."""
-        lr = features(self.lr, self.downsample(cur))  # (B, C, h*s, w*s)
+    def lr_feature(self, cur: Tensor, key_feat: Tensor | None, offset: Tensor | None, mask: Tensor | None,
+                   lr: Tensor | None = None) -> Tensor:
+        """F_t of a non-keyframe (B, C, h, w) at the HR feature size (`lr`: Phi_LR(down(cur)) if
+        already computed)."""
+        lr = features(self.lr, self.downsample(cur)) if lr is None else lr  # (B, C, h*s, w*s)
         size = tuple(cur.shape[-2:])
         if self.creff is None:  # stage "lr": the LR branch alone, up-sampled
             h, w = key_feat.shape[-2:] if key_feat is not None else self.hr.feature_size(*size)
@@ -109,21 +125,27 @@ class ARSeg(SegStrategy):
 
     # -- training and evaluation ---------------------------------------------------------
 
-    def _fuse(self, batch: dict) -> Tensor:
+    def _fuse(self, batch: dict, lr: Tensor | None = None) -> Tensor:
         key_feat = None
         if self.creff is not None:
             with torch.no_grad():
                 key_feat = features(self.hr, batch["key"])  # (B, C, h, w)
-        return self.lr_feature(batch["cur"], key_feat, batch["offset_cur_to_key"], batch["mask_cur_to_key"])
+        return self.lr_feature(batch["cur"], key_feat, batch["offset_cur_to_key"], batch["mask_cur_to_key"], lr)
 
     def training_loss(self, batch: dict) -> dict[str, Tensor]:
         size = tuple(batch["cur"].shape[-2:])
-        feat = self._fuse(batch)
-        ce = F.cross_entropy(self.classify(feat, size), batch["label"], ignore_index=self.ignore_index)
+        label = batch["label"]
+        lr, aux_in = self.lr.forward_aux(self.downsample(batch["cur"])) if self.aux is not None else (None, None)
+        feat = self._fuse(batch, lr)
+        ce = self.seg_loss(self.classify(feat, size), label)
         with torch.no_grad():
             target = features(self.hr, batch["cur"])  # the frozen HR feature of the current frame
         fst = F.mse_loss(feat, target)
-        return {"loss": ce + self.fst_weight * fst, "ce": ce, "fst_mse": fst}
+        out = {"loss": ce + self.fst_weight * fst, "ce": ce, "fst_mse": fst}
+        if self.aux is not None:  # on the LR branch's own features, as the authors' (their out_cls, out16, out32)
+            out["aux"] = self.aux.loss(aux_in, label, self.ignore_index, self.seg_loss)
+            out["loss"] = out["loss"] + self.aux_weight * out["aux"]
+        return out
 
     def predict_batch(self, batch: dict) -> Tensor:
         size = tuple(batch["cur"].shape[-2:])

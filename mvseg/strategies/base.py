@@ -12,10 +12,13 @@
 
 from __future__ import annotations
 
+import math
 import random
 import warnings
 from abc import abstractmethod
 from dataclasses import asdict, dataclass, is_dataclass
+from functools import partial
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import lightning as L
@@ -46,6 +49,30 @@ class OptimConfig:
     momentum: float = 0.9
     weight_decay: float = 1e-4
     poly_power: float = 0.9  # lr = base * (1 - step / total) ** power
+    schedule: str = "poly"  # poly (DeepLab's) | cosine (lr = base * (1 + cos(pi * step / total)) / 2, AR-Seg's code)
+
+
+SEG_LOSSES = ("ce", "ohem")
+
+
+def segmentation_loss(kind: str, ignore_index: int) -> Callable[[Tensor, Tensor], Tensor]:
+    """The per-pixel training loss `loss(logits (B, K, H, W), label (B, H, W))`: "ce" (cross-
+    entropy) or "ohem" (BiSeNet's online hard example mining, mvseg.losses.segmentation)."""
+    from mvseg.losses.segmentation import ohem_cross_entropy
+
+    if kind not in SEG_LOSSES:
+        raise ValueError(f"loss must be one of {SEG_LOSSES}, got {kind!r}")
+    return partial(F.cross_entropy if kind == "ce" else ohem_cross_entropy, ignore_index=ignore_index)
+
+
+def lr_factor(schedule: str, total: int, power: float, step: int) -> float:
+    """The learning rate at `step` of `total`, as a fraction of the base rate."""
+    t = min(step / total, 1.0)
+    if schedule == "poly":
+        return (1 - t) ** power
+    if schedule == "cosine":  # CosineAnnealingLR with T_max = total and eta_min = 0
+        return 0.5 * (1 + math.cos(math.pi * t))
+    raise ValueError(f"optim.schedule must be 'poly' or 'cosine', got {schedule!r}")
 
 
 class SegStrategy(L.LightningModule):
@@ -91,6 +118,7 @@ class SegStrategy(L.LightningModule):
         self.optim = as_config(OptimConfig, optim)
         if self.optim.optimizer not in ("sgd", "adamw"):
             raise ValueError(f"optim.optimizer must be 'sgd' or 'adamw', got {self.optim.optimizer!r}")
+        lr_factor(self.optim.schedule, 1, self.optim.poly_power, 0)  # an unknown schedule fails here, not at fit
         self.ignore_index = ignore_index
         self.log_masks = log_masks
         if deviation_threshold is not None and deviation_threshold < 0:
@@ -181,7 +209,7 @@ class SegStrategy(L.LightningModule):
         else:
             opt = torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
         total = max(int(self.trainer.estimated_stepping_batches), 1)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: max(1 - s / total, 0.0) ** o.poly_power)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, partial(lr_factor, o.schedule, total, o.poly_power))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def param_groups(self) -> list:

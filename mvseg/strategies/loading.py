@@ -4,6 +4,7 @@
 - `load_strategy`: a whole trained strategy (`mvseg predict`, the benchmarks, BDNet's teacher);
 - `load_net_weights`: one network's weights (`init_from`: the per-frame image network that
   propagation methods, AR-Seg and Adaptive start from; AR-Seg's `lr_init`: its stage-1 LR branch);
+- `load_aux_weights`: the training-only auxiliary heads, when a checkpoint has the same ones;
 - `load_flownet_weights`: DFF's flow network (`flow_init`: FlowPretrain's or DFF's);
 - `load_teacher`: BDNet's frozen per-frame teacher.
 
@@ -67,6 +68,18 @@ def load_net_weights(net: torch.nn.Module, path: str | Path, prefix: str = "net.
     if missing:
         raise ValueError(f"{path}: checkpoint lacks {len(missing)} weights of this network, e.g. {missing[:2]}")
     net.load_state_dict(state)
+
+
+def load_aux_weights(aux: torch.nn.Module, path: str | Path) -> bool:
+    """The training-only auxiliary heads (`aux.*`) of a checkpoint trained with the same ones
+    (AR-Seg's LR branch continues its image model's, as the authors' code loads the whole HR
+    model); False, and `aux` left as it is, when the checkpoint has none or other ones."""
+    state = _prefixed_state(Path(path), "aux", "", "aux.")
+    own = aux.state_dict()
+    if set(state) != set(own) or _mismatches(state, own):
+        return False
+    aux.load_state_dict(state)
+    return True
 
 
 def load_flownet_weights(flownet: torch.nn.Module, path: str | Path) -> None:

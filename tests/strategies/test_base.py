@@ -77,3 +77,22 @@ def test_keyframe_policies():
         make_policy("random", 3)
     with pytest.raises(ValueError, match="keyframe interval must be >= 1"):
         FixedInterval(0)
+
+
+def test_learning_rate_schedules_poly_and_cosine():
+    """poly: DeepLab's (1 - t)^0.9; cosine: AR-Seg's CosineAnnealingLR (T_max = all steps, eta_min 0)."""
+    import math
+
+    from mvseg.strategies.base import lr_factor
+
+    assert [round(lr_factor("poly", 10, 0.9, s), 6) for s in (0, 5, 10)] == [1.0, round(0.5**0.9, 6), 0.0]
+    assert [round(lr_factor("cosine", 10, 0.9, s), 6) for s in (0, 5, 10)] == [1.0, 0.5, 0.0]
+    assert lr_factor("cosine", 8, 0.9, 2) == pytest.approx(0.5 * (1 + math.cos(math.pi / 4)))
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(()))], lr=0.02)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=8)
+    for s in range(8):  # the same rates as torch's own cosine schedule, step by step
+        assert opt.param_groups[0]["lr"] == pytest.approx(0.02 * lr_factor("cosine", 8, 0.9, s))
+        opt.step()
+        sched.step()
+    with pytest.raises(ValueError, match="optim.schedule must be 'poly' or 'cosine'"):
+        Oracle.__mro__[1](2, 2, optim={"schedule": "step"})
