@@ -106,3 +106,32 @@ def test_runtime_equals_the_step_by_step_protocol(tiny_dataset, cls, kw):
     assert len(agreement) == 2  # frames 5 and 8
     stats = stream_stats(results, wall_s=1.0)
     assert stats["frames"] == 12 and stats["keyframes"] == 4 and stats["latency_max_ms"] >= stats["latency_mean_ms"]
+
+
+@pytest.fixture(scope="module")
+def gop_dataset(tmp_path_factory):
+    """The tiny dataset's clips encoded with an I-frame every 3 frames (GOP = L): every next
+    keyframe of interp-MV at L = 3 is an I-frame."""
+    from mvseg.data.synthetic import SyntheticConfig, make_synthetic_dataset
+
+    root = tmp_path_factory.mktemp("data") / "synthetic_gop3"
+    make_synthetic_dataset(str(root), train_clips=1, val_clips=1, config=SyntheticConfig(height=64, width=128, frames=12),
+                           gop=3, annotated=(5, 8), workers=1, progress=False)
+    return root
+
+
+@pytest.mark.parametrize("fusion", ["learned", "linear"])
+def test_runtime_equals_the_protocol_when_the_next_keyframe_is_an_iframe(gop_dataset, fusion):
+    """With an I-frame every L frames the chain to the next keyframe crosses its I-frame; the
+    runtime and the DataModule read the same fields (the I-frame rule), so they agree, and the
+    next keyframe is motion-compensated (its mask is not empty)."""
+    from mvseg.data.datamodule import CompressedVideoDataModule as DM
+
+    torch.manual_seed(0)
+    model = InterpMV(9, 3, net=NET, fusion=fusion).eval()
+    results, agreement = runtime_vs_protocol(model, gop_dataset, 3, with_next=True, images=False)
+    assert len(agreement) == 2 and all(a > 0.999 for _, _, a in agreement), agreement
+    dm = DM(str(gop_dataset), "folder", keyframe_interval=3, with_next=True)
+    dm.setup("validate")
+    for s in (dm.val_set[i] for i in range(len(dm.val_set))):
+        assert s["mask_cur_to_next"].mean() > 0.5, (s["frame"], s["distance"])
