@@ -110,7 +110,7 @@ def rehearsal(tmp_path_factory):
 
 
 @pytest.mark.parametrize("ds", DATASETS)
-def test_every_recipe_chain_runs_stage_after_stage(ds, rehearsal, capsys):
+def test_every_recipe_chain_runs_stage_after_stage(ds, rehearsal, capsys, monkeypatch):
     """Each stage trains one step (no validation: the evaluation of every recipe's strategy is
     tested on its own) and writes the checkpoint the next stages load by the paths their recipes
     name, with `--no-prerequisites` (a stage whose predecessor is not where it looks is refused)."""
@@ -128,6 +128,7 @@ def test_every_recipe_chain_runs_stage_after_stage(ds, rehearsal, capsys):
     needs = {p.name: set((yaml.safe_load(p.read_text()).get("prerequisites") or {}).values()) for p in order}
     run_dir = {p.name: Path(yaml.safe_load(p.read_text())["trainer"]["default_root_dir"]) for p in order}
     cache = ["--data.init_args.cache_dir", str(rehearsal / "cache")]
+    monkeypatch.setenv("WANDB_MODE", "disabled")  # the recipes' W&B logger stays, without 38 offline runs
     try:
         for i, p in enumerate(order):
             t0 = time.perf_counter()
