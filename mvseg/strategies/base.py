@@ -16,9 +16,9 @@ import math
 import random
 import warnings
 from abc import abstractmethod
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, is_dataclass
 from functools import partial
-from collections.abc import Callable
 from typing import Any, TypeVar
 
 import lightning as L
