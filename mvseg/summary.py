@@ -74,7 +74,10 @@ class RunSummary(pl.Callback):
         self._t0 = time.perf_counter()
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        from mvseg.threads import machine_load
+
         self._t0 = time.perf_counter()
+        self._load0 = machine_load()["load_1min"]
 
     def row(self, trainer: pl.Trainer, model) -> dict | None:
         m = trainer.callback_metrics
@@ -85,7 +88,8 @@ class RunSummary(pl.Callback):
                "miou_mean": float(m["val/mIoU"]), "miou_min": float(m["val/mIoU_min"]) if "val/mIoU_min" in m else None,
                "miou_per_distance": {k.rsplit("_d", 1)[1]: float(v) for k, v in m.items() if k.startswith("val/mIoU_d")},
                "epochs": trainer.current_epoch, "steps": trainer.global_step,
-               "wall_s": time.perf_counter() - self._t0, "cpu_threads": _threads()}
+               "wall_s": time.perf_counter() - self._t0, "cpu_threads": _threads(),
+               **_load(getattr(self, "_load0", None))}
         ds = getattr(trainer.datamodule, "ds", None)
         if ds is not None and ds.clips.get("val"):
             from mvseg.runtime import stream_gflops
@@ -112,6 +116,8 @@ class RunSummary(pl.Callback):
             row["gflops_ratio"] = row["gflops_per_frame"] / image["gflops_key"]
         text = table([row, *refs])
         lines = differences(row, refs)
+        if machine := machine_line(row):
+            lines.append(machine)
         run = Path(trainer.default_root_dir)
         run.mkdir(parents=True, exist_ok=True)
         (run / SUMMARY_JSON).write_text(json.dumps({**row, "references": refs}, indent=1))
@@ -121,6 +127,27 @@ class RunSummary(pl.Callback):
         for x in lines:
             print(x, flush=True)
         print(f"(saved as {run / SUMMARY_MD})", flush=True)
+
+
+def _load(start: float | None) -> dict:
+    """The CPUs, and the machine's 1-minute load average at the fit's start and end."""
+    from mvseg.threads import machine_load
+
+    now = machine_load()
+    return {"cpus": now["cpus"], "load_1min_start": start, "load_1min_end": now["load_1min"]}
+
+
+def machine_line(row: dict) -> str | None:
+    """How the wall time was measured: threads, CPUs, load; says so when the machine was busy
+    (a load above the CPUs this process has: other work shared them, the time is not an idle one's)."""
+    if row.get("cpus") is None:
+        return None
+    loads = [x for x in (row.get("load_1min_start"), row.get("load_1min_end")) if x is not None]
+    text = (f"wall time with {row.get('cpu_threads')} torch threads on {row['cpus']} CPU(s), load average "
+            f"{' -> '.join(f'{x:.1f}' for x in loads)}")
+    if loads and max(loads) > row["cpus"] + 0.5:
+        text += " (the machine was busy: this is not an idle machine's time)"
+    return text
 
 
 def _threads() -> int:

@@ -47,3 +47,50 @@ def test_a_fit_ends_with_its_summary_and_the_runs_it_stands_on(tiny_dataset, tmp
     assert f"prop_mv vs image model (init_from) per_frame: {d:+.1f} mIoU points" in out
     md = (prop / "summary.md").read_text()
     assert md.startswith("| run | method | mIoU mean |") and "| prop_mv | PropMV |" in md and "| per_frame | PerFrame |" in md
+    # how the wall time was measured: threads, CPUs and the load at the fit's start and end
+    assert s["cpus"] >= 1 and s["load_1min_start"] is not None and s["load_1min_end"] is not None
+    assert f"wall time with {s['cpu_threads']} torch threads on {s['cpus']} CPU(s), load average" in md
+
+
+def test_the_machine_line_says_when_a_timing_is_not_an_idle_machines():
+    from mvseg.summary import machine_line
+
+    idle = machine_line({"cpu_threads": 2, "cpus": 2, "load_1min_start": 0.1, "load_1min_end": 1.9})
+    assert idle == "wall time with 2 torch threads on 2 CPU(s), load average 0.1 -> 1.9"
+    busy = machine_line({"cpu_threads": 2, "cpus": 2, "load_1min_start": 0.3, "load_1min_end": 5.2})
+    assert busy.endswith("(the machine was busy: this is not an idle machine's time)")
+    assert machine_line({"cpu_threads": 2}) is None  # a summary written before these were recorded
+
+
+def test_threads_follow_the_cpus_the_process_may_use(tmp_path, monkeypatch):
+    """The affinity mask and the cgroup quota cap torch's threads; a user's OMP/MVSEG setting stands."""
+    import os
+
+    import torch
+
+    from mvseg import threads
+
+    before = torch.get_num_threads()
+    try:
+        (tmp_path / "cpu.max").write_text("150000 100000\n")  # docker --cpus 1.5
+        monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+        assert threads.cgroup_cpu_limit(tmp_path) == 1.5 and threads.available_cpus(tmp_path) == 2
+        (tmp_path / "cpu.max").write_text("max 100000\n")
+        assert threads.cgroup_cpu_limit(tmp_path) is None and threads.available_cpus(tmp_path) == 4
+        (tmp_path / "cpu.max").unlink()
+        (tmp_path / "cpu").mkdir()
+        (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("100000")  # cgroup v1: one CPU
+        (tmp_path / "cpu" / "cpu.cfs_period_us").write_text("100000")
+        assert threads.available_cpus(tmp_path) == 1
+        for k in threads.USER_SETTINGS:
+            monkeypatch.delenv(k, raising=False)
+        torch.set_num_threads(3)
+        notice = threads.configure_threads(tmp_path)
+        assert torch.get_num_threads() == 1 and "1 CPU(s) available to this process" in notice
+        torch.set_num_threads(3)
+        monkeypatch.setenv("OMP_NUM_THREADS", "3")  # the user's choice stands
+        assert threads.configure_threads(tmp_path) is None and torch.get_num_threads() == 3
+        monkeypatch.setenv("MVSEG_THREADS", "2")
+        assert threads.configure_threads(tmp_path) is None and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -127,6 +127,11 @@ def main(args: Sequence[str] | None = None) -> int:
     with warnings.catch_warnings():
         warnings.showwarning = show
         try:
+            if a.command in ("predict", "bench", "fuzz"):  # the commands that run networks
+                from mvseg.threads import configure_threads
+
+                if notice := configure_threads():
+                    print(notice, file=sys.stderr)
             return import_module(f"mvseg.cli.{OWN_COMMANDS[a.command]}").run(a)
         # a bad video, dataset, file or value: one line, no traceback (OSError: a missing file, a
         # full disk; mvseg's VideoError and DatasetError are ValueErrors: nothing to import for them)

@@ -25,6 +25,7 @@ from mvseg.data.folder import DatasetError
 from mvseg.strategies.base import SegStrategy
 from mvseg.summary import REFERENCES, RunSummary
 from mvseg.video.decode import VideoError
+from mvseg.threads import configure_threads
 from mvseg.wandb_offline import ensure_wandb_never_blocks
 
 
@@ -309,6 +310,8 @@ def with_bases(args: list[str]) -> list[str]:
 def run_lightning_cli(argv: list[str] | None) -> int:
     """Run LightningCLI on `argv` (None: sys.argv); returns the exit status."""
     ensure_wandb_never_blocks()
+    if notice := configure_threads():  # torch's threads from the CPUs this process may use
+        print(notice, file=sys.stderr)
     given = sys.argv[1:] if argv is None else argv
     MVSegCLI.prerequisites_allowed = "--no-prerequisites" not in given
     if argv is None:  # LightningCLI reads sys.argv itself (and DDP re-launches ranks from it)
