@@ -10,7 +10,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # lowest first; a part may import its own layer's other parts (without a circle) and lower layers
 LAYERS = [
-    {"mvseg", "mvseg.checkpoint_io", "mvseg.wandb_offline", "mvseg.ops", "triton_kernels"},
+    {"mvseg", "mvseg.checkpoint_io", "mvseg.wandb_offline", "mvseg.threads", "mvseg.ops", "triton_kernels"},
     {"mvseg.video"},
     {"mvseg.data", "mvseg.models", "mvseg.losses"},
     {"mvseg.strategies"},
