@@ -19,7 +19,7 @@ from mvseg.runtime import run_stream
 from mvseg.strategies.base import no_deviation_error
 from mvseg.strategies.loading import load_strategy
 from mvseg.strategies.policies import make_policy
-from mvseg.video.decode import probe
+from mvseg.video.decode import VideoError, display_rotation, probe
 from mvseg.video.encode import encode_video
 
 
@@ -92,16 +92,28 @@ def predict_video(
     if labels_dir:
         Path(labels_dir).mkdir(parents=True, exist_ok=True)
 
-    def frames() -> Iterator[np.ndarray]:
+    pad = ((0, info.height % 2), (0, info.width % 2), (0, 0))  # H.264 4:2:0 needs even sizes: edge-pad the overlay
+    done = 0
+
+    def frames() -> Iterator[tuple[np.ndarray, float | None]]:
+        nonlocal done
         kw = {k: data[k] for k in ("mean", "std") if k in data}
         stream = run_stream(model, video, policy=pol, **kw)
-        for r in tqdm(stream, total=info.num_frames or None, desc="predict"):
-            if labels_dir:
-                Image.fromarray(r.label).save(Path(labels_dir) / f"{r.index:06d}.png")
-            shown = overlay(r.image, r.label, palette, alpha)
-            yield shown if panel is None else np.concatenate([shown, panel], axis=1)  # the legend to the right
+        try:
+            for r in tqdm(stream, total=info.num_frames or None, desc="predict"):
+                if labels_dir:  # labels at the source size, whatever the overlay's
+                    Image.fromarray(r.label).save(Path(labels_dir) / f"{r.index:06d}.png")
+                shown = overlay(r.image, r.label, palette, alpha)
+                if panel is not None:  # the legend to the right
+                    shown = np.concatenate([shown, panel], axis=1)
+                done += 1
+                yield (np.pad(shown, pad, mode="edge") if any(pad[0] + pad[1]) else shown), r.time
+        except VideoError as e:
+            if not done:
+                raise
+            # a truncated or damaged file: the frames decoded are the overlay, and the user is told where it stopped
+            warnings.warn(f"{e}: the overlay {out} has frames 0-{done - 1}", stacklevel=2)
 
-    h, w = info.height, info.width
-    if h % 2 or w % 2:
-        raise ValueError(f"{video}: odd frame size {w}x{h} cannot be written as H.264 4:2:0")
-    return encode_video(frames(), out, gop=max(int(round(info.fps or 30)), 1), fps=info.fps or 30.0, crf=20)
+    # timestamps kept (variable frame rate stays variable), rotation kept as display metadata
+    return encode_video(frames(), out, gop=max(int(round(info.fps or 30)), 1), fps=info.fps or 30.0, crf=20,
+                        timed=True, rotation=display_rotation(video))

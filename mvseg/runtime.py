@@ -21,7 +21,7 @@ from torch import Tensor
 from mvseg.data.folder import IMAGENET_MEAN, IMAGENET_STD
 from mvseg.strategies.base import SegStrategy, no_deviation_error
 from mvseg.strategies.policies import FixedInterval, KeyframePolicy
-from mvseg.video.decode import iter_frames, probe
+from mvseg.video.decode import VideoError, iter_frames, probe
 from mvseg.video.motion import iter_fields
 
 
@@ -32,6 +32,7 @@ class FrameResult:
     label: np.ndarray  # (H, W) uint8 prediction
     is_key: bool
     latency_ms: float
+    time: float | None = None  # the frame's timestamp in the video, seconds (None: the stream has none)
 
 
 def frame_tensor(image: np.ndarray, mean: Sequence[float], std: Sequence[float],
@@ -68,7 +69,7 @@ def run_stream(
     policy.reset()
     model.eval()
     model.stream_reset()
-    waiting: dict[int, tuple[np.ndarray | None, bool, float]] = {}  # frames decoded, answer not yet out
+    waiting: dict[int, tuple[np.ndarray | None, bool, float, float | None]] = {}  # decoded, answer not yet out
     keys: dict[int, bool] = {}  # the policy's decision, taken once per frame as it is decoded
 
     if policy.needs_deviation and not model.has_deviation:
@@ -88,15 +89,14 @@ def run_stream(
             torch.cuda.synchronize(dev)
         now = time.perf_counter()
         for idx, logits in ready:
-            image, key, t0 = waiting.pop(idx)
+            image, key, t0, when = waiting.pop(idx)
             # max(1).indices, not argmax(1): same result (first maximum), but torch's CPU argmax
             # over the channel dim of NCHW logits took 4 ms per 128x256 frame, 0.7 ms this way
-            yield FrameResult(idx, image, logits.max(1).indices[0].to(torch.uint8).cpu().numpy(), key, 1e3 * (now - t0))
+            yield FrameResult(idx, image, logits.max(1).indices[0].to(torch.uint8).cpu().numpy(), key,
+                              1e3 * (now - t0), when)
 
-    start = None
-    with torch.inference_mode():
-        frames = iter_fields(video, rgb=wants_pixels) if model.reads_motion else \
-            ((f, None, None) for f in iter_frames(video, rgb=wants_pixels, mvs=False))
+    def push_all(frames) -> Iterator[FrameResult]:
+        start = None
         for f, off, mask in frames:
             if off is not None:
                 off, mask = torch.from_numpy(off)[None].to(dev), torch.from_numpy(mask)[None].to(dev)
@@ -112,13 +112,22 @@ def run_stream(
             x = no_pixels if f.image is None else frame_tensor(f.image, mean, std, dev)
             if key is None:  # the predicted deviation is part of the frame's latency
                 key = policy.is_key(f.index, f.pict_type, model.stream_deviation(x))
-            waiting[f.index] = (f.image if images else None, key, t0)
+            waiting[f.index] = (f.image if images else None, key, t0, f.time)
             model.stream_taken = None
             ready = model.stream_push(x, off, mask, key)
             if model.stream_taken is not None:  # the strategy overrode the decision
-                waiting[f.index] = (waiting[f.index][0], model.stream_taken, t0)
+                waiting[f.index] = (waiting[f.index][0], model.stream_taken, t0, f.time)
             yield from emit(ready)
             model.stream_idle()  # background work starts once the frame's answer is out
+
+    with torch.inference_mode():
+        frames = iter_fields(video, rgb=wants_pixels) if model.reads_motion else \
+            ((f, None, None) for f in iter_frames(video, rgb=wants_pixels, mvs=False))
+        try:
+            yield from push_all(frames)
+        except VideoError:  # the file stops early (truncated, unreadable): the frames decoded so far are answered
+            yield from emit(model.stream_flush())
+            raise
         yield from emit(model.stream_flush())
 
 

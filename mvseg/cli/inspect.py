@@ -29,6 +29,15 @@ def run(a: argparse.Namespace) -> int:
     refs = s["max_ref_frames"]
     print(f"references:   {'unknown' if refs is None else refs}  B-frames: {'yes' if s['has_b_frames'] else 'no'}")
     print(f"pict types:   {s['pict_types']}")
+    if s["rotation"] or s["variable_frame_rate"]:
+        print(f"display:      rotation {s['rotation']} degrees"
+              f"{', variable frame rate (timestamps kept by predict)' if s['variable_frame_rate'] else ''}")
+    if s["corrupt_frames"]:
+        bad = s["corrupt_frames"]
+        print(f"corrupt:      {len(bad)} frames flagged by the decoder ({', '.join(map(str, bad[:10]))}"
+              f"{', ...' if len(bad) > 10 else ''}): their MVs are masked")
+    if s["frames_mvs_missing"]:
+        print(f"unusable MVs: {len(s['frames_mvs_missing'])} B-frames ({s['mvs_missing_reason']})")
     print(f"MVs:          {s['motion_vectors']} in {s['frames_with_mvs']} frames ({per:.1f} per frame)")
     print(f"block sizes:  {', '.join(f'{k}: {v}' for k, v in s['block_sizes'].items()) or '-'}")
     print(f"MV sources:   {', '.join(f'{k}: {v}' for k, v in s['mv_sources'].items()) or '-'}")

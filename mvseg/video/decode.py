@@ -20,11 +20,53 @@ from pathlib import Path
 import av
 import numpy as np
 
-# Decoders whose FFmpeg implementation exports AVMotionVector side data. HEVC, VP9 and AV1
-# decoders in FFmpeg do not (no MVs to reuse).
-MV_CODECS = frozenset(
-    {"h264", "mpeg4", "mpeg2video", "mpeg1video", "h263", "h263p", "msmpeg4v2", "msmpeg4v3"}
-)
+@dataclass(frozen=True)
+class CodecMotion:
+    """What the FFmpeg that PyAV bundles exports of one codec's motion (tests/video/test_codecs.py
+    encodes each codec that has an encoder and checks the row)."""
+
+    codec: str  # FFmpeg's canonical codec name (what `VideoInfo.codec` says)
+    exports: bool  # AV_FRAME_DATA_MOTION_VECTORS side data on inter frames
+    b_frames: str  # "approximate": exported, reference not named; "zero": exported all-zero (missing); "none": no B-frames
+    encoder: str | None  # FFmpeg encoder the tests make a file with (None: decode only, untested)
+    note: str = ""
+
+
+# One row per codec mvseg knows. The mpegvideo family (MPEG-1/2/4, H.263 and its relatives) and
+# H.264 export MVs; HEVC, VP8/9 and AV1 decoders in FFmpeg export none.
+CODECS: dict[str, CodecMotion] = {c.codec: c for c in (
+    CodecMotion("h264", True, "approximate", "libx264"),
+    CodecMotion("mpeg4", True, "zero", "mpeg4",
+                "MPEG-4 Part 2 (Xvid/DivX) B-frames: this FFmpeg exports their MVs as all zero (FFmpeg 5.1 "
+                "exported them), so mvseg treats them as missing motion and gives each B-frame the next "
+                "I/P frame's per-frame motion (constant velocity)"),
+    CodecMotion("mpeg2video", True, "approximate", "mpeg2video"),
+    CodecMotion("mpeg1video", True, "approximate", "mpeg1video"),
+    CodecMotion("h263", True, "none", "h263"),
+    CodecMotion("h263p", True, "none", "h263p"),
+    CodecMotion("h261", True, "none", "h261"),
+    CodecMotion("flv1", True, "none", "flv", "Sorenson Spark (Flash video): H.263-based"),
+    CodecMotion("wmv1", True, "none", "wmv1"),
+    CodecMotion("wmv2", True, "none", "wmv2"),
+    CodecMotion("msmpeg4v2", True, "none", "msmpeg4v2"),
+    CodecMotion("msmpeg4v3", True, "none", "msmpeg4", "DivX 3"),
+    CodecMotion("rv10", True, "none", "rv10", "RealVideo 1"),
+    CodecMotion("rv20", True, "none", "rv20", "RealVideo 2"),
+    CodecMotion("hevc", False, "none", None, "FFmpeg's HEVC decoder does not export motion vectors"),
+    CodecMotion("vp8", False, "none", "libvpx", "FFmpeg's VP8 decoder does not export motion vectors"),
+    CodecMotion("vp9", False, "none", "libvpx-vp9", "FFmpeg's VP9 decoder does not export motion vectors"),
+    CodecMotion("av1", False, "none", None, "FFmpeg's AV1 decoders do not export motion vectors"),
+    CodecMotion("mjpeg", False, "none", "mjpeg", "intra-only codec: every frame is a still picture, no motion"),
+)}
+MV_CODECS = frozenset(c.codec for c in CODECS.values() if c.exports)
+
+
+def no_mvs_reason(codec: str) -> str:
+    """Why a codec's video cannot give mvseg motion, in words (for the error a user sees)."""
+    row = CODECS.get(codec)
+    why = row.note if row is not None and row.note else f"FFmpeg exports none for '{codec}'"
+    return f"codec '{codec}' carries no block motion vectors mvseg can use ({why})"
+
 
 # The structured dtype of FFmpeg's AVMotionVector as PyAV returns it (used for empty arrays).
 MV_DTYPE = np.dtype(
@@ -66,7 +108,8 @@ class VideoInfo:
     fps: float
     num_frames: int  # as declared by the container (0 if unknown)
     pix_fmt: str
-    has_b_frames: bool
+    has_b_frames: bool  # the decoder's reorder delay: B-frames *may* occur (MPEG-1/2 always say so);
+    # whether they do is a fact of the stream: `DecodedFrame.pict_type`
     max_ref_frames: int | None  # H.264 SPS max_num_ref_frames; None if not H.264/unknown
 
     @property
@@ -83,7 +126,15 @@ class DecodedFrame:
     pts: int | None
     time: float | None
     image: np.ndarray | None  # (H, W, 3) uint8 RGB, or None when rgb=False
-    mvs: np.ndarray  # structured MV_DTYPE array, empty when the frame has none
+    mvs: np.ndarray  # structured MV_DTYPE array, empty when the frame has none (raw, as FFmpeg exports)
+    corrupt: bool = False  # the decoder flagged the frame corrupt (concealed errors): its MVs are not motion
+    mvs_missing: bool = False  # the codec's MVs for this frame are known to be wrong (CODECS' b_frames "zero")
+    rotation: int = 0  # display rotation in degrees (the display matrix), counter-clockwise
+
+    @property
+    def motion_usable(self) -> bool:
+        """Whether `mvs` describe this frame's motion (offset fields mask the frame otherwise)."""
+        return not (self.corrupt or self.mvs_missing)
 
 
 @dataclass
@@ -254,6 +305,14 @@ def probe(path: str | Path) -> VideoInfo:
     return info
 
 
+def display_rotation(path: str | Path) -> int:
+    """The display rotation of a video in degrees (its display matrix; 0 when it has none),
+    read from the first decoded frame, where FFmpeg puts it."""
+    for f in iter_frames(path, mvs=False, rgb=False):
+        return f.rotation
+    return 0
+
+
 def iter_frames(
     path: str | Path,
     *,
@@ -267,6 +326,12 @@ def iter_frames(
     when strict_mvs). rgb: convert each frame to an (H, W, 3) uint8 RGB array; or a function
     of (index, picture type) saying which frames to convert (the YUV -> RGB conversion is
     about half of the decoding time: a stream that needs only some frames' pixels skips it).
+
+    Damaged input loses only what is damaged: a packet the decoder rejects is skipped (the
+    frames after it decode, concealed, until the next keyframe), a frame the decoder flags
+    corrupt comes out with ``corrupt=True``, and a stream that ends early ends where it ends;
+    one warning at the end says what happened and where. A read error of the container after
+    some frames ends the stream with `VideoError` once every decodable frame has been yielded.
     """
     container, p = _open(path)
     try:
@@ -274,18 +339,15 @@ def iter_frames(
         st = container.streams.video[0]
         if mvs and not info.exports_mvs and strict_mvs:
             raise NoMotionVectorsError(
-                p,
-                f"codec '{info.codec}' carries no block motion vectors that FFmpeg can export "
-                f"(supported: {', '.join(sorted(MV_CODECS))}); re-encode it to H.264, "
-                "e.g. with mvseg.video.encode.encode_video",
+                p, f"{no_mvs_reason(info.codec)}; re-encode it to H.264, e.g. with mvseg.video.encode.encode_video"
             )
+        row = CODECS.get(info.codec)
         refs = info.max_ref_frames or 1
-        if mvs and info.exports_mvs and (info.has_b_frames or refs > 1):
+        if mvs and info.exports_mvs and refs > 1:
             warnings.warn(
-                f"{p}: stream has {'B-frames and ' if info.has_b_frames else ''}up to {refs} "
-                "reference frames; FFmpeg does not export which frame an MV points to, so mvseg "
-                "assumes the nearest I/P frame before (or after) each frame and composed "
-                "offsets are approximate. Re-encode with bframes=0:ref=1 "
+                f"{p}: stream allows up to {refs} reference frames; FFmpeg does not export which frame "
+                "an MV points to, so mvseg assumes the nearest I/P frame before (or after) each frame and "
+                "composed offsets are approximate. Re-encode with bframes=0:ref=1 "
                 "(mvseg.video.encode.encode_video) for exact composition",
                 stacklevel=2,
             )
@@ -295,7 +357,23 @@ def iter_frames(
         empty = np.zeros(0, dtype=MV_DTYPE)
         index, frames_with_mvs, inter_frames = 0, 0, 0
         size = None
-        last_pts, bad_pts = None, False
+        last_pts, bad_pts, seen_b = None, False, False
+        last_time: float | None = None
+        corrupt: list[int] = []  # indices of frames the decoder flagged corrupt
+        rejected: list[int] = []  # per packet the decoder rejected: how many frames had come out before it
+        stopped: str | None = None  # why reading ended before the container's end
+        zero_b = mvs and row is not None and row.b_frames == "zero"
+
+        def packets() -> Iterator[av.Packet | None]:
+            nonlocal stopped
+            try:
+                for packet in container.demux(st):
+                    if packet.size:
+                        yield packet
+            except av.error.FFmpegError as e:
+                stopped = f"reading the file failed after frame {index} ({e.strerror or e})"
+            yield None  # flush the decoder: the frames it still holds
+
         try:
             # PyAV's frame <-> side-data container is a reference cycle: a frame whose side
             # data was read is freed only by the cyclic GC, and PyAV still holds the newest
@@ -307,65 +385,114 @@ def iter_frames(
             # data is read (the frames before it are garbage by then), unfreeze at the end.
             # (in both modes: the final collection below then stays cheap)
             gc.freeze()
-            for frame in container.decode(st):
-                if size is None:
-                    size = (frame.width, frame.height)
-                elif (frame.width, frame.height) != size:
-                    raise VideoError(
-                        p,
-                        f"frame size changes mid-stream at frame {index} "
-                        f"({size[0]}x{size[1]} -> {frame.width}x{frame.height}); "
-                        "split the video at the change",
+            for packet in packets():
+                try:
+                    # one packet at a time (what container.decode does), so that a packet the
+                    # decoder rejects costs that packet, not the rest of the video
+                    decoded = st.decode(packet)
+                except av.error.FFmpegError:
+                    rejected.append(index)
+                    continue
+                for frame in decoded:
+                    if size is None:
+                        size = (frame.width, frame.height)
+                    elif (frame.width, frame.height) != size:
+                        raise VideoError(
+                            p,
+                            f"frame size changes mid-stream at frame {index} "
+                            f"({size[0]}x{size[1]} -> {frame.width}x{frame.height}); "
+                            "split the video at the change",
+                        )
+                    # Frames are numbered in decoder output order (what labels and offsets refer
+                    # to); timestamps are informational, so missing or repeated ones only warn.
+                    if frame.pts is None:
+                        if not bad_pts:
+                            warnings.warn(f"{p}: frame {index} has no timestamp (a raw stream?); mvseg numbers "
+                                          f"frames in decoding order and assumes {info.fps:g} fps", stacklevel=2)
+                        bad_pts = True
+                    elif last_pts is not None and frame.pts <= last_pts:
+                        if not bad_pts:
+                            warnings.warn(f"{p}: timestamps do not increase at frame {index} ({last_pts} -> "
+                                          f"{frame.pts}); mvseg numbers frames in decoding order and ignores "
+                                          "timestamps", stacklevel=2)
+                        bad_pts = True
+                    last_pts = frame.pts if frame.pts is not None else last_pts
+                    last_time = frame.time if frame.time is not None else last_time
+                    ptype = _PICT_CHARS.get(int(frame.pict_type), "?")
+                    is_b = ptype in ("B", "b")
+                    if is_b and not seen_b and mvs and info.exports_mvs:  # a fact of the stream, not of the header
+                        seen_b = True
+                        warnings.warn(
+                            f"{p}: stream has B-frames (first: frame {index}); FFmpeg does not export which "
+                            "frame an MV points to, so mvseg assumes the nearest I/P frame before (or after) "
+                            "each frame and composed offsets are approximate. Re-encode with bframes=0:ref=1 "
+                            "(mvseg.video.encode.encode_video) for exact composition",
+                            stacklevel=2,
+                        )
+                    arr = empty
+                    if mvs:
+                        sd = frame.side_data.get("MOTION_VECTORS")
+                        if sd is not None:
+                            # A copy: a view would keep the side data, and through it the decoded
+                            # frame and its decoder buffers, alive as long as the MVs are kept.
+                            arr = np.frombuffer(sd, dtype=MV_DTYPE).copy()
+                            frames_with_mvs += 1
+                            del sd
+                        if index % 4 == 3:  # at most 4 frames wait for it
+                            gc.collect()
+                        if ptype not in ("I", "i"):
+                            inter_frames += 1
+                    bad = bool(frame.is_corrupt)
+                    if bad:
+                        corrupt.append(index)
+                    # MPEG-4 Part 2 B-frames: every MV exported as zero (a property of this FFmpeg,
+                    # not of the video): missing, never zero motion
+                    missing = bool(zero_b and is_b and not (arr["motion_x"].any() or arr["motion_y"].any()))
+                    if missing and zero_b is True:
+                        zero_b = "warned"
+                        warnings.warn(f"{p}: {row.note}", stacklevel=2)
+                    out = DecodedFrame(
+                        index=index,
+                        pict_type=ptype,
+                        pts=frame.pts,
+                        time=frame.time,
+                        image=frame.to_ndarray(format="rgb24") if (rgb(index, ptype) if callable(rgb) else rgb) else None,
+                        mvs=arr,
+                        corrupt=bad,
+                        mvs_missing=missing,
+                        rotation=int(frame.rotation or 0),
                     )
-                # Frames are numbered in decoder output order (what labels and offsets refer to);
-                # timestamps are informational, so missing or repeated ones only get a warning.
-                if frame.pts is None:
-                    if not bad_pts:
-                        warnings.warn(f"{p}: frame {index} has no timestamp (a raw stream?); mvseg numbers "
-                                      f"frames in decoding order and assumes {info.fps:g} fps", stacklevel=2)
-                    bad_pts = True
-                elif last_pts is not None and frame.pts <= last_pts:
-                    if not bad_pts:
-                        warnings.warn(f"{p}: timestamps do not increase at frame {index} ({last_pts} -> "
-                                      f"{frame.pts}); mvseg numbers frames in decoding order and ignores "
-                                      "timestamps", stacklevel=2)
-                    bad_pts = True
-                last_pts = frame.pts if frame.pts is not None else last_pts
-                ptype = _PICT_CHARS.get(int(frame.pict_type), "?")
-                arr = empty
-                if mvs:
-                    sd = frame.side_data.get("MOTION_VECTORS")
-                    if sd is not None:
-                        # A copy: a view would keep the side data, and through it the decoded
-                        # frame and its decoder buffers, alive as long as the MVs are kept.
-                        arr = np.frombuffer(sd, dtype=MV_DTYPE).copy()
-                        frames_with_mvs += 1
-                        del sd
-                    if index % 4 == 3:  # at most 4 frames wait for it
-                        gc.collect()
-                    if ptype not in ("I", "i"):
-                        inter_frames += 1
-                out = DecodedFrame(
-                    index=index,
-                    pict_type=ptype,
-                    pts=frame.pts,
-                    time=frame.time,
-                    image=frame.to_ndarray(format="rgb24") if (rgb(index, ptype) if callable(rgb) else rgb) else None,
-                    mvs=arr,
-                )
-                del frame
-                yield out
-                index += 1
-        except av.error.FFmpegError as e:
-            raise VideoError(p, f"decoding failed after frame {index} ({e.strerror or e})") from e
+                    del frame
+                    yield out
+                    index += 1
+        except av.error.FFmpegError as e:  # not the decoder's per-packet errors (handled above)
+            stopped = f"decoding failed after frame {index} ({e.strerror or e})"
         if index == 0:
-            raise VideoError(p, "no frame could be decoded (truncated or corrupt stream)")
+            why = f": {stopped}" if stopped else ""
+            raise VideoError(p, f"no frame could be decoded (truncated or corrupt stream){why}")
+        damage = []
+        if rejected:
+            damage.append(f"{len(rejected)} damaged packet(s) skipped (first after frame {rejected[0]})")
+        if corrupt:
+            shown = ", ".join(map(str, corrupt[:5])) + (", ..." if len(corrupt) > 5 else "")
+            damage.append(f"{len(corrupt)} frame(s) flagged corrupt by the decoder (frames {shown}; their "
+                          "pixels are concealed and their MVs are masked)")
+        if damage:
+            warnings.warn(f"{p}: damaged stream: {'; '.join(damage)}", stacklevel=2)
+        if stopped:
+            raise VideoError(p, f"{stopped}; the {index} frames before it were decoded")
         if info.num_frames and index < info.num_frames:
             warnings.warn(
                 f"{p}: container declares {info.num_frames} frames but only {index} decoded "
                 "(truncated file?)",
                 stacklevel=2,
             )
+        elif not info.num_frames and container.duration and last_time is not None and info.fps:
+            # no frame count in the header (Matroska, MPEG-TS): its duration says where the stream should end
+            declared = container.duration / 1e6 - float(st.start_time * st.time_base if st.start_time else 0)
+            if last_time + 2.0 / info.fps < 0.95 * declared:
+                warnings.warn(f"{p}: container says {declared:.2f} s but the stream ends at {last_time:.2f} s "
+                              f"(frame {index - 1}; truncated file?)", stacklevel=2)
         if mvs and info.exports_mvs and inter_frames > 0 and frames_with_mvs == 0:
             warnings.warn(
                 f"{p}: {inter_frames} inter frames but no motion vectors exported; "

@@ -8,6 +8,7 @@ composition of per-frame offsets (keyframe -> t) is exact.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -39,11 +40,17 @@ def encode_video(
     preset: str = "medium",
     bframes: int = 0,
     ref: int = 1,
+    timed: bool = False,
+    rotation: int = 0,
 ) -> Path:
     """Encode RGB frames ((T, H, W, 3) uint8, an iterable of them, or a folder of PNGs) to an
     H.264 MP4 with a fixed GOP of `gop` frames (I-frame every `gop` frames, no scene cuts).
 
     crf: constant quality (default 18); bitrate (bits/s) replaces it when given.
+    timed: the items are (frame, seconds) pairs and each frame keeps its time (variable frame
+    rate kept; a time that is missing or does not increase becomes the previous one + 1 / fps).
+    rotation: display rotation in degrees, written as the stream's display matrix (a player
+    shows the frames rotated; the pixels are stored as given).
     The file is written to a temporary name and renamed, so a killed encode leaves no
     half-written video under `path`.
     """
@@ -55,9 +62,12 @@ def encode_video(
     params = f"keyint={gop}:min-keyint={gop}:scenecut=0:bframes={bframes}:ref={ref}"
     container = av.open(str(tmp), mode="w", format="mp4")
     n = 0
+    tick = Fraction(1, 90000)  # the MP4 video clock: any frame time to 11 us
+    last_pts = None
     try:
         stream = None
-        for img in _frames_from(frames):
+        for item in _frames_from(frames):
+            img, when = item if timed else (item, None)
             img = np.ascontiguousarray(img)
             if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
                 raise ValueError(f"{path}: frames must be (H, W, 3) uint8 RGB, got {img.shape} {img.dtype}")
@@ -68,10 +78,12 @@ def encode_video(
                         f"{path}: H.264 4:2:0 needs even frame sizes, got {w}x{h}; crop or pad "
                         "the frames (and their labels) to an even size first"
                     )
-                from fractions import Fraction
-
                 stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
                 stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+                if timed:
+                    stream.codec_context.time_base = tick
+                if rotation % 360:
+                    stream.set_display_rotation(rotation % 360)
                 opts = {"x264-params": params, "preset": preset}
                 if bitrate is not None:
                     stream.bit_rate = int(bitrate)
@@ -81,7 +93,14 @@ def encode_video(
                 size = (h, w)
             elif img.shape[:2] != size:
                 raise ValueError(f"{path}: frame {n} is {img.shape[:2]}, expected {size}")
-            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+            if timed:
+                step = round(1 / (fps * tick)) if fps > 0 else 3000
+                pts = round(when / tick) if when is not None else None
+                if pts is None or (last_pts is not None and pts <= last_pts):
+                    pts = 0 if last_pts is None else last_pts + step
+                frame.pts, frame.time_base, last_pts = pts, tick, pts
+            for packet in stream.encode(frame):
                 container.mux(packet)
             n += 1
         if stream is None:

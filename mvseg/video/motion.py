@@ -32,6 +32,7 @@ import numpy as np
 from mvseg.ops.fields import CELL, grid_size
 from mvseg.video.decode import DecodedFrame, iter_frames, probe
 
+
 def reference_distances(pict_types: str) -> list[tuple[int, int]]:
     """Per frame (display order), the distance in frames to the anchor (I/P frame) that its
     past and its future MVs are assumed to reference: the nearest anchor before it and the
@@ -153,6 +154,11 @@ def iter_fields(
     that frame's field and mask (constant velocity over one frame, the rule B-frames already
     use); ``"none"`` leaves it zero with mask 0 (the bitstream as it is: the motion report).
     The first frame, and an I-frame after another I-frame, have nothing to extrapolate from.
+
+    Frames whose MVs are not motion: a frame the decoder flags corrupt gets mask 0 (its MVs
+    are error concealment); a frame whose codec's MVs are known to be missing (MPEG-4 Part 2
+    B-frames, `CODECS`) is held until the next anchor and takes its per-frame field (at most
+    the B-frames between two anchors are held).
     """
     if iframes not in IFRAME_RULES:
         raise ValueError(f"iframes must be one of {IFRAME_RULES}, got {iframes!r}")
@@ -161,9 +167,31 @@ def iter_fields(
     if info.has_b_frames:
         dists = reference_distances("".join(f.pict_type for f in iter_frames(path, rgb=False, mvs=False)))
     prev = None
+    held: list[DecodedFrame] = []  # frames whose MVs are missing (MPEG-4 B-frames), until the next anchor
     for f in iter_frames(path, rgb=rgb, strict_mvs=strict_mvs):
-        off, mask = rasterize_mvs(f.mvs, info.height, info.width, *(dists[f.index] if dists else (1, 1)))
-        if iframes == "extrapolate" and f.pict_type in ("I", "i") and prev is not None:
+        if f.mvs_missing:
+            held.append(f)
+            continue
+        if f.corrupt:  # concealment MVs are not motion
+            off, mask = rasterize_mvs(None, info.height, info.width)
+        else:
+            off, mask = rasterize_mvs(f.mvs, info.height, info.width, *(dists[f.index] if dists else (1, 1)))
+        intra = f.pict_type in ("I", "i")
+        if iframes == "extrapolate" and intra and prev is not None:
             off, mask = prev[0].copy(), prev[1].copy()
+        if held:
+            # Frames between two anchors take the later anchor's per-frame field (its MVs over the
+            # anchor distance, `reference_distances`): the motion composed around them through the
+            # anchors, at constant velocity. Before an I-frame (no MVs), the earlier motion.
+            fill = (off, mask) if not intra else prev
+            yield from _release(held, fill, info)
+            held = []
         prev = (off, mask)
         yield f, off, mask
+    yield from _release(held, prev, info)
+
+
+def _release(held: list[DecodedFrame], fill: tuple[np.ndarray, np.ndarray] | None, info) -> Iterator:
+    for h in held:
+        off, mask = (fill[0].copy(), fill[1].copy()) if fill is not None else rasterize_mvs(None, info.height, info.width)
+        yield h, off, mask

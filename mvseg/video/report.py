@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mvseg.video.decode import iter_frames, probe
+from mvseg.video.decode import CODECS, iter_frames, probe
 from mvseg.ops.fields import compose
 from mvseg.video.motion import iter_fields
 
@@ -23,6 +23,7 @@ def summarize(path: str | Path, dump_mvs: str | Path | None = None) -> dict:
     framenum 1-based in decoder output order, like FFmpeg's extract_mvs)."""
     info = probe(path)
     types, n_mvs, frames_with = [], 0, 0
+    corrupt, missing, times, rotation = [], [], [], 0
     sizes: Counter = Counter()
     sources: Counter = Counter()
     out = open(dump_mvs, "w") if dump_mvs else None
@@ -31,6 +32,13 @@ def summarize(path: str | Path, dump_mvs: str | Path | None = None) -> dict:
             out.write(CSV_HEADER + "\n")
         for f in iter_frames(path, rgb=False, strict_mvs=False):
             types.append(f.pict_type)
+            if f.corrupt:
+                corrupt.append(f.index)
+            if f.mvs_missing:
+                missing.append(f.index)
+            if f.time is not None:
+                times.append(f.time)
+            rotation = rotation or f.rotation
             mv = f.mvs
             if len(mv):
                 frames_with += 1
@@ -54,13 +62,27 @@ def summarize(path: str | Path, dump_mvs: str | Path | None = None) -> dict:
         "frames": len(types),
         "frames_declared": info.num_frames,
         "max_ref_frames": info.max_ref_frames,
-        "has_b_frames": info.has_b_frames or "B" in types,
+        "has_b_frames": "B" in types or "b" in types,  # what the stream has, not the header's reorder flag
         "pict_types": "".join(types),
+        "rotation": rotation,
+        "variable_frame_rate": _variable_rate(times),
+        "corrupt_frames": corrupt,
+        "frames_mvs_missing": missing,
+        "mvs_missing_reason": CODECS[info.codec].note if missing else None,
         "motion_vectors": n_mvs,
         "frames_with_mvs": frames_with,
         "block_sizes": dict(sorted(sizes.items())),
         "mv_sources": {str(k): v for k, v in sorted(sources.items())},
     }
+
+
+def _variable_rate(times: list[float]) -> bool:
+    """Whether frame durations vary by more than a tick's rounding (10 %) around their median."""
+    if len(times) < 3:
+        return False
+    d = np.diff(np.asarray(times))
+    med = float(np.median(d))
+    return bool(med > 0 and np.abs(d - med).max() > 0.1 * med)
 
 
 def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
