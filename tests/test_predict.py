@@ -1,11 +1,21 @@
-"""mvseg predict's drawing: the legend beside the overlay."""
+"""mvseg predict: the legend beside the overlay; the videos people have (odd sizes, rotation,
+variable frame rate, truncated files, B-frames)."""
 
 from __future__ import annotations
 
+from fractions import Fraction
+
+import av
 import numpy as np
+import pytest
+from PIL import Image
+
+from helpers import translating_frames
 
 from mvseg.data.synthetic import CLASSES, PALETTE
 from mvseg.predict import legend
+from mvseg.video.decode import display_rotation, iter_frames
+from mvseg.video.encode import encode_video, remux
 
 
 def test_the_legend_shows_every_class_beside_its_colour():
@@ -16,3 +26,89 @@ def test_the_legend_shows_every_class_beside_its_colour():
         colours = {tuple(int(v) for v in px) for px in panel.reshape(-1, 3)}
         assert all(tuple(int(v) for v in c) in colours for c in PALETTE)  # a swatch of each class
     assert legend(list(CLASSES), palette, 64).shape[1] > legend(list(CLASSES), palette, 360).shape[1]
+
+
+# ----------------------------------------------------------------------------- the videos people have
+
+
+@pytest.fixture(scope="module")
+def prop_ckpt(tiny_dataset, tmp_path_factory):
+    """A prop-MV checkpoint (reads MVs) trained one step on the tiny dataset."""
+    import lightning as L
+
+    from mvseg.data.datamodule import CompressedVideoDataModule
+    from mvseg.models.segnet import SegNetConfig
+    from mvseg.strategies import PropMV
+
+    tmp = tmp_path_factory.mktemp("prop")
+    dm = CompressedVideoDataModule(str(tiny_dataset), "folder", keyframe_interval=3, batch_size=2)
+    model = PropMV(9, 3, net=SegNetConfig(width=0.125, feat_dim=16, head_dim=16))
+    trainer = L.Trainer(accelerator="cpu", max_steps=1, logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, default_root_dir=tmp, limit_val_batches=0)
+    trainer.fit(model, dm)
+    trainer.save_checkpoint(tmp / "prop.ckpt")
+    return tmp / "prop.ckpt"
+
+
+def _odd_rotated_vfr(path, frames: np.ndarray, times: list[float]) -> None:
+    """H.264 4:4:4 (odd sizes allowed), display rotation 90, the given frame times."""
+    c = av.open(str(path), "w")
+    s = c.add_stream("libx264", rate=Fraction(25))
+    s.height, s.width = frames.shape[1:3]
+    s.pix_fmt, s.options = "yuv444p", {"x264-params": "bframes=0:ref=1:keyint=6"}
+    s.codec_context.time_base = Fraction(1, 1000)
+    s.set_display_rotation(90)
+    for img, t in zip(frames, times):
+        f = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
+        f.pts, f.time_base = round(t * 1000), Fraction(1, 1000)
+        for p in s.encode(f):
+            c.mux(p)
+    for p in s.encode():
+        c.mux(p)
+    c.close()
+
+
+def test_predict_keeps_odd_size_rotation_and_timestamps(prop_ckpt, tmp_path, capsys):
+    from mvseg.cli import main
+
+    frames = translating_frames(10, 65, 129, 2.0, 1.0)  # odd: 129x65
+    times = [0.04 * k if k < 5 else 0.2 + 0.12 * (k - 4) for k in range(10)]  # 25 fps, then ~8 fps
+    src = tmp_path / "phone.mp4"
+    _odd_rotated_vfr(src, frames, times)
+    out, labels = tmp_path / "o.mp4", tmp_path / "labels"
+    assert main(["predict", str(src), "--ckpt", str(prop_ckpt), "--out", str(out), "--labels-dir", str(labels),
+                 "--no-legend"]) == 0
+    decoded = list(iter_frames(out, mvs=False))
+    assert len(decoded) == 10 and decoded[0].image.shape == (66, 130, 3)  # edge-padded to what H.264 4:2:0 takes
+    np.testing.assert_allclose([f.time for f in decoded], times, atol=1e-3)  # variable frame rate kept
+    assert display_rotation(out) == 90  # the display matrix kept
+    assert Image.open(sorted(labels.glob("*.png"))[0]).size == (129, 65)  # labels at the source size
+
+
+def test_predict_writes_a_truncated_files_frames_and_says_where_it_stopped(prop_ckpt, tmp_path, capsys):
+    from mvseg.cli import main
+
+    frames = translating_frames(30, 64, 128, 2.0, 1.0)
+    whole = encode_video(frames, tmp_path / "whole.mp4", gop=10)
+    remux(whole, tmp_path / "fast.mp4", "mp4", options={"movflags": "+faststart"})  # index first, as cameras write
+    cut = tmp_path / "cut.mp4"
+    data = (tmp_path / "fast.mp4").read_bytes()
+    cut.write_bytes(data[: int(len(data) * 0.6)])
+    out = tmp_path / "o.mp4"
+    assert main(["predict", str(cut), "--ckpt", str(prop_ckpt), "--out", str(out), "--no-legend"]) == 0
+    n = len(list(iter_frames(out, mvs=False, rgb=False)))
+    assert 5 < n < 30
+    err = capsys.readouterr().err
+    assert f"cut.mp4: container declares 30 frames but only {n} decoded (truncated file?)" in err
+
+
+def test_predict_and_inspect_warn_alike_about_b_frames(prop_ckpt, tmp_path, capsys):
+    from mvseg.cli import main
+
+    src = encode_video(translating_frames(12, 64, 128, 2.0, 1.0), tmp_path / "b.mp4", gop=12, bframes=2, ref=3)
+    said = {}
+    for cmd in (["inspect", str(src)], ["predict", str(src), "--ckpt", str(prop_ckpt), "--out", str(tmp_path / "o.mp4")]):
+        assert main(cmd) == 0
+        said[cmd[0]] = {line.split("warning: ", 1)[1] for line in capsys.readouterr().err.splitlines() if "warning: " in line}
+    b_frames = {m for m in said["inspect"] if "B-frames" in m or "reference frames" in m}
+    assert len(b_frames) == 2 and b_frames <= said["predict"]

@@ -359,6 +359,7 @@ def iter_frames(
         size = None
         last_pts, bad_pts, seen_b = None, False, False
         last_time: float | None = None
+        tb = st.time_base
         corrupt: list[int] = []  # indices of frames the decoder flagged corrupt
         rejected: list[int] = []  # per packet the decoder rejected: how many frames had come out before it
         stopped: str | None = None  # why reading ended before the container's end
@@ -417,7 +418,9 @@ def iter_frames(
                                           "timestamps", stacklevel=2)
                         bad_pts = True
                     last_pts = frame.pts if frame.pts is not None else last_pts
-                    last_time = frame.time if frame.time is not None else last_time
+                    # from the stream's time base: PyAV's frame.time is NaN for frames out of the flush
+                    when = float(frame.pts * tb) if frame.pts is not None and tb else None
+                    last_time = when if when is not None else last_time
                     ptype = _PICT_CHARS.get(int(frame.pict_type), "?")
                     is_b = ptype in ("B", "b")
                     if is_b and not seen_b and mvs and info.exports_mvs:  # a fact of the stream, not of the header
@@ -455,7 +458,7 @@ def iter_frames(
                         index=index,
                         pict_type=ptype,
                         pts=frame.pts,
-                        time=frame.time,
+                        time=when,
                         image=frame.to_ndarray(format="rgb24") if (rgb(index, ptype) if callable(rgb) else rgb) else None,
                         mvs=arr,
                         corrupt=bad,

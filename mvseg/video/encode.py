@@ -7,6 +7,7 @@ composition of per-frame offsets (keyframe -> t) is exact.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from fractions import Fraction
 from pathlib import Path
@@ -96,7 +97,7 @@ def encode_video(
             frame = av.VideoFrame.from_ndarray(img, format="rgb24")
             if timed:
                 step = round(1 / (fps * tick)) if fps > 0 else 3000
-                pts = round(when / tick) if when is not None else None
+                pts = round(when / tick) if when is not None and math.isfinite(when) else None
                 if pts is None or (last_pts is not None and pts <= last_pts):
                     pts = 0 if last_pts is None else last_pts + step
                 frame.pts, frame.time_base, last_pts = pts, tick, pts

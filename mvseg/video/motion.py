@@ -172,13 +172,12 @@ def iter_fields(
         if f.mvs_missing:
             held.append(f)
             continue
-        if f.corrupt:  # concealment MVs are not motion
-            off, mask = rasterize_mvs(None, info.height, info.width)
-        else:
-            off, mask = rasterize_mvs(f.mvs, info.height, info.width, *(dists[f.index] if dists else (1, 1)))
+        off, mask = rasterize_mvs(f.mvs, info.height, info.width, *(dists[f.index] if dists else (1, 1)))
         intra = f.pict_type in ("I", "i")
         if iframes == "extrapolate" and intra and prev is not None:
             off, mask = prev[0].copy(), prev[1].copy()
+        if f.corrupt:  # concealment MVs are not motion, nor is a damaged frame's extrapolated motion
+            off, mask = rasterize_mvs(None, info.height, info.width)
         if held:
             # Frames between two anchors take the later anchor's per-frame field (its MVs over the
             # anchor distance, `reference_distances`): the motion composed around them through the

@@ -15,6 +15,8 @@ from mvseg.video.decode import (
     iter_frames,
     probe,
 )
+from helpers import translating_frames
+
 from mvseg.video.encode import encode_video, remux
 
 
@@ -250,3 +252,59 @@ def test_av1_has_no_mvs(tmp_path):
     with pytest.raises(NoMotionVectorsError, match=r"clip.mkv: codec 'av1' carries no block motion vectors"):
         decode_video(p)
     assert decode_video(p, mvs=False).frames.shape == (3, 64, 64, 3)
+
+
+def _damage(data: bytes, at: float, n: int = 4096) -> bytes:
+    """`n` random bytes (seeded) written over `data` at fraction `at` of its length."""
+    b, m = bytearray(data), int(len(data) * at)
+    b[m : m + n] = np.random.default_rng(0).integers(0, 256, n, dtype=np.uint8).tobytes()
+    return bytes(b)
+
+
+@pytest.mark.reliability
+def test_damaged_packets_are_skipped_and_corrupt_frames_masked(tmp_path):
+    from mvseg.video.motion import iter_fields
+    from mvseg.video.report import summarize
+
+    from mvseg.data.synthetic import SyntheticConfig, render_clip
+
+    good = encode_video(render_clip(7, SyntheticConfig(height=144, width=176, frames=40)).frames,
+                        tmp_path / "good.mp4", gop=20)
+    remux(good, tmp_path / "good.ts", "mpegts")
+    remux(good, tmp_path / "good.mkv", "matroska")
+    # random bytes over the second I-frame of a transport stream: decoded, flagged corrupt
+    ts = tmp_path / "bad.ts"
+    ts.write_bytes(_damage((tmp_path / "good.ts").read_bytes(), 0.5))
+    with pytest.warns(UserWarning, match=r"bad.ts: damaged stream: 1 frame\(s\) flagged corrupt by the decoder \(frames 20;"):
+        fields = list(iter_fields(ts, rgb=False))
+    assert len(fields) == 40
+    bad = [f.index for f, _, _ in fields if f.corrupt]
+    assert bad == [20] and len(fields[20][0].mvs) > 0  # error concealment exported MVs ...
+    assert fields[20][2].max() == 0  # ... which are not motion: masked
+    assert summarize(ts)["corrupt_frames"] == [20]
+    # in Matroska the same damage makes the decoder reject a packet: skipped, the rest decodes
+    mkv = tmp_path / "bad.mkv"
+    mkv.write_bytes(_damage((tmp_path / "good.mkv").read_bytes(), 0.5))
+    with pytest.warns(UserWarning, match=r"bad.mkv: damaged stream: 1 damaged packet\(s\) skipped \(first after frame 20\)"):
+        n = sum(1 for _ in iter_frames(mkv, rgb=False))
+    assert 30 < n < 40
+    # a Matroska file cut short declares no frame count: its duration says it ends early
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes((tmp_path / "good.mkv").read_bytes()[: int(mkv.stat().st_size * 0.6)])
+    with pytest.warns(UserWarning, match=r"cut.mkv: container says 1.33 s but the stream ends at 0.\d\d s"):
+        assert 10 < sum(1 for _ in iter_frames(cut, rgb=False)) < 30
+
+
+def test_rotation_and_variable_frame_rate_are_read(tmp_path):
+    from mvseg.video.decode import display_rotation
+    from mvseg.video.report import summarize
+
+    frames = translating_frames(12, 96, 128, 2.0, 1.0)
+    times = [0.1 * k if k < 6 else 0.5 + 0.25 * (k - 5) for k in range(12)]
+    path = encode_video(zip(frames, times), tmp_path / "phone.mp4", timed=True, rotation=90)
+    assert display_rotation(path) == 90
+    got = [f.time for f in iter_frames(path, rgb=False)]
+    np.testing.assert_allclose(got, times, atol=1e-4)
+    s = summarize(path)
+    assert s["rotation"] == 90 and s["variable_frame_rate"] is True
+    assert summarize(encode_video(frames, tmp_path / "cfr.mp4"))["variable_frame_rate"] is False
