@@ -143,8 +143,8 @@ def iter_fields(
 ) -> Iterator[tuple[DecodedFrame, np.ndarray, np.ndarray]]:
     """The one way from a video to motion: every decoded frame (display order, bounded memory)
     with its offset field to the previous frame, float32 (2, Hc, Wc), and mask (Hc, Wc), the
-    B-frame rule applied (`reference_distances`, from a cheap first pass over the picture types
-    when the stream has B-frames). What the runtime, the dataset cache, the oracle bench and the
+    B-frame rule applied (`reference_distances`, in the same pass: a B-frame is held until the
+    next anchor is decoded, at most a B-run). What the runtime, the dataset cache, the oracle bench and the
     motion report all read; `rgb` and `strict_mvs` as in `iter_frames`.
 
     The I-frame rule (docs/methods.md, "A chain that meets an I-frame"): an I-frame carries no
@@ -157,40 +157,48 @@ def iter_fields(
 
     Frames whose MVs are not motion: a frame the decoder flags corrupt gets mask 0 (its MVs
     are error concealment); a frame whose codec's MVs are known to be missing (MPEG-4 Part 2
-    B-frames, `CODECS`) is held until the next anchor and takes its per-frame field (at most
-    the B-frames between two anchors are held).
+    B-frames, `CODECS`) takes the next anchor's per-frame field.
     """
     if iframes not in IFRAME_RULES:
         raise ValueError(f"iframes must be one of {IFRAME_RULES}, got {iframes!r}")
     info = probe(path)
-    dists = None
-    if info.has_b_frames:
-        dists = reference_distances("".join(f.pict_type for f in iter_frames(path, rgb=False, mvs=False)))
-    prev = None
-    held: list[DecodedFrame] = []  # frames whose MVs are missing (MPEG-4 B-frames), until the next anchor
+    h, w = info.height, info.width
+    prev = None  # the field of the frame yielded last (display order)
+    held: list[DecodedFrame] = []  # B-frames, until the next anchor says how far ahead it is
+    last_anchor = -1  # as `reference_distances`' sentinel: distance t + 1 before the first anchor
+
+    def release(anchor: int, anchor_field: tuple[np.ndarray, np.ndarray] | None) -> Iterator:
+        # The held B-frames, with the distances `reference_distances` gives (one pass: a B-frame's
+        # future anchor is known once it is decoded, at most a B-run later).
+        nonlocal prev
+        for b in held:
+            if b.corrupt:  # concealment MVs are not motion
+                off, mask = rasterize_mvs(None, h, w)
+            elif b.mvs_missing:
+                # MVs known to be wrong (MPEG-4 B-frames): the later anchor's per-frame field (its
+                # MVs over the anchor distance), the motion composed around the B-frame through
+                # the anchors at constant velocity; before an I-frame, the earlier motion
+                fill = anchor_field if anchor_field is not None else prev
+                off, mask = (fill[0].copy(), fill[1].copy()) if fill is not None else rasterize_mvs(None, h, w)
+            else:
+                off, mask = rasterize_mvs(b.mvs, h, w, max(b.index - last_anchor, 1), max(anchor - b.index, 1))
+            prev = (off, mask)
+            yield b, off, mask
+        held.clear()
+
+    n = 0
     for f in iter_frames(path, rgb=rgb, strict_mvs=strict_mvs):
-        if f.mvs_missing:
+        n = f.index + 1
+        if f.pict_type in ("B", "b"):
             held.append(f)
             continue
-        off, mask = rasterize_mvs(f.mvs, info.height, info.width, *(dists[f.index] if dists else (1, 1)))
+        off, mask = rasterize_mvs(f.mvs, h, w, max(f.index - last_anchor, 1), 1)
         intra = f.pict_type in ("I", "i")
+        yield from release(f.index, None if intra or f.corrupt else (off, mask))
         if iframes == "extrapolate" and intra and prev is not None:
             off, mask = prev[0].copy(), prev[1].copy()
         if f.corrupt:  # concealment MVs are not motion, nor is a damaged frame's extrapolated motion
-            off, mask = rasterize_mvs(None, info.height, info.width)
-        if held:
-            # Frames between two anchors take the later anchor's per-frame field (its MVs over the
-            # anchor distance, `reference_distances`): the motion composed around them through the
-            # anchors, at constant velocity. Before an I-frame (no MVs), the earlier motion.
-            fill = (off, mask) if not intra else prev
-            yield from _release(held, fill, info)
-            held = []
-        prev = (off, mask)
+            off, mask = rasterize_mvs(None, h, w)
+        prev, last_anchor = (off, mask), f.index
         yield f, off, mask
-    yield from _release(held, prev, info)
-
-
-def _release(held: list[DecodedFrame], fill: tuple[np.ndarray, np.ndarray] | None, info) -> Iterator:
-    for h in held:
-        off, mask = (fill[0].copy(), fill[1].copy()) if fill is not None else rasterize_mvs(None, info.height, info.width)
-        yield h, off, mask
+    yield from release(n, None)

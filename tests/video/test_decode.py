@@ -58,6 +58,23 @@ def test_mvs_deterministic_across_decodes(bframe_video):
     assert [len(m) for m in a.mvs] == [len(m) for m in b.mvs]
     for x, y in zip(a.mvs, b.mvs):
         np.testing.assert_array_equal(x, y)
+    # without pixels the decoder skips deblocking and the inverse transform: the same MVs
+    full = decode_video(path, rgb=True)
+    for x, y in zip(a.mvs, full.mvs):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_rgb_conversion_is_bit_exact_to_pyav(pan_video):
+    from mvseg.video.decode import RGBConverter
+
+    path, _ = pan_video
+    ours = [f.image for f in iter_frames(path)]
+    with av.open(str(path)) as c:
+        theirs = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    assert len(ours) == len(theirs) == 20
+    for x, y in zip(ours, theirs):
+        np.testing.assert_array_equal(x, y)
+    assert RGBConverter(1920, 1080).threads == 0 and RGBConverter(640, 360).threads == 1
 
 
 def test_bframes_and_multiref_are_reported(bframe_video):

@@ -21,6 +21,7 @@ from mvseg.ops.fields import (
     sample_field,
     to_feature_grid,
 )
+from mvseg.video.decode import iter_frames
 from mvseg.video.motion import iter_fields, rasterize_mvs, reference_distances
 
 
@@ -207,6 +208,21 @@ def test_reference_distances_follow_anchors():
     assert reference_distances("IPPP") == [(1, 1)] * 4
     # IBBP: B-frames between anchors 0 and 3; P at 3 references the I at 0
     assert reference_distances("IBBPBBP") == [(1, 1), (1, 2), (2, 1), (3, 1), (1, 2), (2, 1), (3, 1)]
+
+
+def test_one_pass_fields_use_the_anchor_distances(bframe_video):
+    # iter_fields learns a B-frame's future anchor in the same pass (held until it is decoded):
+    # the same fields as rasterising each frame with `reference_distances` of the whole stream
+    path, _ = bframe_video
+    frames = list(iter_frames(path, rgb=False))
+    dists = reference_distances("".join(f.pict_type for f in frames))
+    assert any(d != (1, 1) for d in dists)
+    fields = list(iter_fields(path, rgb=False, iframes="none"))
+    assert [f.index for f, _, _ in fields] == list(range(len(frames)))
+    for (f, off, mask), d, g in zip(fields, dists, frames):
+        want_off, want_mask = rasterize_mvs(g.mvs, 96, 128, *d)
+        np.testing.assert_array_equal(off, want_off)
+        np.testing.assert_array_equal(mask, want_mask)
 
 
 def test_distance_scaling_gives_per_frame_offsets():
