@@ -1,80 +1,188 @@
-"""`mvseg bench video`: the cost of motion vectors over plain decoding (decode to RGB vs decode +
-MV export vs decode + MV export + offset fields), interleaved on the same videos."""
+"""`mvseg bench video`: what motion vectors cost over plain decoding, and mvseg's decode path side
+by side with motion-vector-extractor (``--peer``), every measurement in a fresh process.
+
+Variants (each a fresh Python process that opens the video, decodes every frame and reports the
+time from open to the last frame, imports excluded alike for all):
+
+- ``plain``: PyAV, slice threads, no MVs, no RGB (the decoder alone, pixels reconstructed);
+- ``plain_rgb``: the same + PyAV's own ``to_ndarray(format="rgb24")`` per frame;
+- ``mvs``: `iter_frames(rgb=False)`: MVs only (mvseg skips deblocking/IDCT: same MVs);
+- ``fields``: `iter_fields(rgb=False)`: MVs + offset fields (what the runtime reads);
+- ``fields_full``: MVs + offset fields with every frame's pixels reconstructed (not converted):
+  the cost of MV export and fields on the same decoder work as ``plain``;
+- ``rgb``: `iter_frames()`: MVs + RGB;
+- ``rgb_no_mvs``: `iter_frames(mvs=False)`: RGB only, as a per-frame model reads a video (frame
+  threads: no MVs to lose);
+- ``peer_mvs`` / ``peer_rgb``: motion-vector-extractor's ``VideoCap`` (its FFmpeg, frame
+  threads), MVs only (``set_decode_frames(False)``) and MVs + BGR frames.
+
+The variants run interleaved `repeats` rounds; times are each variant's best, ratios the median
+over rounds of the ratio within a round (robust to load that changes during the run). Each
+mvseg variant and the peer report a digest of every MV they exported, so the table also says
+whether each tool's MVs were the same in every round (determinism).
+"""
 
 from __future__ import annotations
 
+import importlib.util
+import json
+import os
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from mvseg.bench.common import best_of, print_table, write_json
-from mvseg.video.decode import iter_frames, probe
-from mvseg.video.motion import rasterize_mvs
+from mvseg.bench.common import print_table, write_json
+
+# One measurement in a fresh interpreter: prints {"frames", "ms", "mvs", "digest"} as JSON.
+_MVSEG_WORKER = r'''
+import hashlib, json, sys, time, warnings
+warnings.simplefilter("ignore")
+path, mode = sys.argv[1], sys.argv[2]
+import av, numpy as np
+from mvseg.video.decode import iter_frames
+if mode.startswith("fields"):
+    from mvseg.video.motion import iter_fields  # (imports torch: only where needed)
+h, n, m = hashlib.sha1(), 0, 0
+t = time.perf_counter()
+if mode in ("plain", "plain_rgb"):
+    with av.open(path) as c:
+        st = c.streams.video[0]
+        st.thread_type = "SLICE"
+        for f in c.decode(st):
+            if mode == "plain_rgb":
+                f.to_ndarray(format="rgb24")
+            n += 1
+else:
+    if mode == "fields":
+        it = (f for f, _, _ in iter_fields(path, rgb=False))
+    elif mode == "fields_full":
+        it = (f for f, _, _ in iter_fields(path, rgb=lambda i, p: False))  # pixels reconstructed, not converted
+    else:
+        it = iter_frames(path, rgb=(mode != "mvs"), mvs=(mode != "rgb_no_mvs"))
+    for f in it:
+        h.update(f.mvs.tobytes())
+        n, m = n + 1, m + len(f.mvs)
+ms = 1e3 * (time.perf_counter() - t)
+print(json.dumps({"frames": n, "ms": ms, "mvs": m, "digest": h.hexdigest() if m else None}))
+'''
+
+# The peer, standalone (it may live in its own environment, without mvseg).
+_PEER_WORKER = r'''
+import hashlib, json, sys, time
+import numpy as np
+from mvextractor.videocap import VideoCap
+path, mode = sys.argv[1], sys.argv[2]
+h, n, m = hashlib.sha1(), 0, 0
+t = time.perf_counter()
+cap = VideoCap()
+if not cap.open(path):
+    raise SystemExit(f"{path}: motion-vector-extractor cannot open it")
+if mode == "peer_mvs":
+    cap.set_decode_frames(False)
+while True:
+    ret, frame, mvs, ftype = cap.read()[:4]
+    if not ret:
+        break
+    mvs = np.ascontiguousarray(mvs)
+    h.update(mvs.tobytes())
+    n, m = n + 1, m + len(mvs)
+cap.release()
+ms = 1e3 * (time.perf_counter() - t)
+print(json.dumps({"frames": n, "ms": ms, "mvs": m, "digest": h.hexdigest()}))
+'''
+
+OWN = ("plain", "plain_rgb", "mvs", "fields", "fields_full", "rgb", "rgb_no_mvs")
+PEER = ("peer_mvs", "peer_rgb")
 
 
-def bench_video(paths: list[str | Path], repeats: int) -> list[dict]:
-    """Frames/s of plain decoding (to RGB), decoding + MV export, and decoding + MV export +
-    offset fields, on the same decoder settings (slice threading).
+def peer_python(given: str | None = None) -> str | None:
+    """The interpreter that has motion-vector-extractor: `given`, $MVSEG_PEER_PYTHON, or this one
+    when it can import it; None when none can (the peer rows are then left out)."""
+    for candidate in (given, os.environ.get("MVSEG_PEER_PYTHON")):
+        if candidate:
+            return candidate
+    return sys.executable if importlib.util.find_spec("mvextractor") is not None else None
 
-    The variants run interleaved `repeats` times on each video. Frames/s use the best time of
-    each variant; the overheads are the median over repeats of the ratio of back-to-back runs,
-    which is robust to load that changes during the benchmark.
-    """
+
+def _measure(python: str, code: str, path: str | Path, mode: str) -> dict:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    out = subprocess.run([python, "-c", code, str(path), mode], capture_output=True, text=True, env=env)
+    if out.returncode != 0:
+        raise RuntimeError(f"{mode} on {path} failed: {out.stderr.strip().splitlines()[-1] if out.stderr.strip() else out.returncode}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def bench_video(paths: list[str | Path], repeats: int, peer: str | None = None) -> list[dict]:
+    """One row per video: each variant's best time (ms), the ratios that matter (median of
+    in-round ratios) and whether each tool's MVs were identical across rounds."""
     rows = []
+    variants = list(OWN) + (list(PEER) if peer else [])
     for path in paths:
-        info = probe(path)
+        runs: dict[str, list[dict]] = {v: [] for v in variants}
+        for _ in range(max(repeats, 1)):  # interleaved: every variant sees the same machine state
+            for v in variants:
+                runs[v].append(_measure(peer if v in PEER else sys.executable, _PEER_WORKER if v in PEER else _MVSEG_WORKER, path, v))
+        ms = {v: np.array([r["ms"] for r in runs[v]]) for v in variants}
 
-        def plain() -> int:
-            return sum(1 for _ in iter_frames(path, mvs=False))
+        def ratio(a: str, b: str) -> float:  # median over rounds of time(a) / time(b)
+            return float(np.median(ms[a] / ms[b]))
 
-        def export() -> int:
-            return sum(1 for _ in iter_frames(path))
-
-        def offsets() -> int:
-            n = 0
-            for f in iter_frames(path):
-                rasterize_mvs(f.mvs, info.height, info.width)
-                n += 1
-            return n
-
-        times: dict[str, list[float]] = {"plain": [], "export": [], "offsets": []}
-        n = 0
-        for _ in range(repeats):  # interleaved, so every variant sees the same machine state
-            for name, fn in (("plain", plain), ("export", export), ("offsets", offsets)):
-                t, n = best_of(fn, 1)
-                times[name].append(t)
-        best = {k: min(v) for k, v in times.items()}
-        ratio = {k: float(np.median(np.array(times[k]) / np.array(times["plain"]))) for k in ("export", "offsets")}
-        rows.append({
-            "video": Path(path).name,
-            "size": f"{info.width}x{info.height}",
-            "frames": n,
-            "fps_decode": n / best["plain"],
-            "fps_decode_mvs": n / best["export"],
-            "fps_decode_mvs_offsets": n / best["offsets"],
-            "overhead_mvs_pct": 100 * (ratio["export"] - 1),
-            "overhead_total_pct": 100 * (ratio["offsets"] - 1),
-        })
+        row = {"video": Path(path).name, "frames": runs["mvs"][0]["frames"],
+               **{f"{v}_ms": float(ms[v].min()) for v in variants},
+               "fields_full_over_plain": ratio("fields_full", "plain"),
+               "mvs_over_plain": ratio("mvs", "plain"),
+               "fields_over_plain": ratio("fields", "plain"),
+               "rgb_over_plain_rgb": ratio("rgb", "plain_rgb"),
+               "rgb_no_mvs_over_plain_rgb": ratio("rgb_no_mvs", "plain_rgb"),
+               "mvseg_digests": len({r["digest"] for v in ("mvs", "fields", "fields_full", "rgb") for r in runs[v]}),
+               "mvseg_mvs": runs["mvs"][0]["mvs"]}
+        if peer:
+            row.update({"peer_over_mvseg_mvs": ratio("peer_mvs", "mvs"), "peer_over_mvseg_rgb": ratio("peer_rgb", "rgb"),
+                        "peer_digests": len({r["digest"] for v in PEER for r in runs[v]}),
+                        "peer_mvs_min": min(r["mvs"] for v in PEER for r in runs[v]),
+                        "peer_mvs_max": max(r["mvs"] for v in PEER for r in runs[v])})
+        rows.append(row)
     return rows
 
 
-def make_bench_video(out_dir: str | Path, height: int = 360, width: int = 640, frames: int = 60) -> Path:
-    """A synthetic street clip at 640x360 (the issue's benchmark size), H.264 GOP 12."""
+def make_bench_videos(out_dir: str | Path, height: int = 360, width: int = 640) -> list[Path]:
+    """Two synthetic street clips at 640x360: 250 frames as mvseg prepares datasets (GOP 12,
+    P-frames, one reference), and 240 frames with x264's defaults (B-frames, 3 references,
+    keyint 250, CRF 23): how cameras and phones encode."""
     from mvseg.data.synthetic import SyntheticConfig, render_clip
     from mvseg.video.encode import encode_video
 
-    clip = render_clip(1234, SyntheticConfig(height=height, width=width, frames=frames))
-    return encode_video(clip.frames, Path(out_dir) / f"synthetic_{width}x{height}.mp4", gop=12, fps=30)
+    clip = render_clip(1234, SyntheticConfig(height=height, width=width, frames=250))
+    out = Path(out_dir)
+    return [encode_video(clip.frames, out / "street_p_only.mp4", gop=12, fps=30),
+            encode_video(clip.frames[:240], out / "street_x264_defaults.mp4", gop=250, fps=30, crf=23, bframes=3, ref=3)]
 
 
-def run_bench_video(paths: list[str], json_out: str | None, repeats: int) -> list[dict]:
+COLUMNS = ["video", "frames", "plain_ms", "mvs_ms", "fields_ms", "fields_full_ms", "plain_rgb_ms", "rgb_ms",
+           "rgb_no_mvs_ms", "fields_full_over_plain", "mvs_over_plain", "fields_over_plain", "rgb_over_plain_rgb",
+           "rgb_no_mvs_over_plain_rgb", "mvseg_digests"]
+PEER_COLUMNS = ["peer_mvs_ms", "peer_rgb_ms", "peer_over_mvseg_mvs", "peer_over_mvseg_rgb", "peer_digests"]
+
+
+def run_bench_video(paths: list[str], json_out: str | None, repeats: int, peer: bool = False,
+                    peer_python_path: str | None = None) -> list[dict]:
+    python = None
+    if peer:
+        python = peer_python(peer_python_path)
+        if python is None:
+            print("motion-vector-extractor is not installed: the peer rows are left out "
+                  "(pip install motion-vector-extractor, in its own venv if it would change numpy; "
+                  "then --peer-python VENV/bin/python)")
     with tempfile.TemporaryDirectory() as tmp:
         if not paths:
-            print("no video given: generating a 640x360 synthetic street clip (60 frames)")
-            paths = [str(make_bench_video(tmp))]
-        rows = bench_video(paths, repeats=repeats)
-    table = print_table(rows, ["video", "size", "frames", "fps_decode", "fps_decode_mvs",
-                               "fps_decode_mvs_offsets", "overhead_mvs_pct", "overhead_total_pct"])
-    write_json(json_out, {"bench": "video", "rows": rows, "table": table})
+            print("no video given: generating two 640x360 synthetic street clips (P-only, x264 defaults)")
+            paths = [str(p) for p in make_bench_videos(tmp)]
+        rows = bench_video(paths, repeats=repeats, peer=python)
+    table = print_table(rows, COLUMNS + (PEER_COLUMNS if python else []))
+    print("ratios: median over rounds of the in-round ratio (peer_over_mvseg > 1: mvseg is faster); "
+          "digests: distinct MV digests over all rounds and modes (1: the same MVs every time)")
+    write_json(json_out, {"bench": "video", "rows": rows, "table": table, "repeats": repeats, "peer_python": python})
     return rows

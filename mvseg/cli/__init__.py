@@ -7,7 +7,7 @@
     mvseg data prepare synthetic --out DIR [...]
     mvseg data prepare cityscapes|camvid --root SRC --out DIR [--protocol gop|per-distance] [--interval L] [...]
     mvseg sweep local experiments/sweeps/arseg.yaml --count N [--out DIR] [-- --key value ...]
-    mvseg bench video [PATH ...] [--json OUT.json]
+    mvseg bench video [PATH ...] [--peer] [--json OUT.json]
     mvseg bench synthetic [--json OUT.json]
     mvseg bench kernels [--device cuda] [--dtype fp32 bf16] [--dry-run] [--json OUT.json]
     mvseg bench data [--data-root DIR] [--workers 0 1 2] [--json OUT.json]

@@ -11,9 +11,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     bench = sub.add_parser("bench", help="benchmarks (ratios measured side by side in one run)")
     bsub = bench.add_subparsers(dest="bench_command", required=True)
 
-    p = bsub.add_parser("video", help="decode vs decode + MV export + offset fields")
-    p.add_argument("paths", nargs="*", help="videos (default: a generated 640x360 clip)")
-    p.add_argument("--repeats", type=int, default=7)
+    p = bsub.add_parser("video", help="decode vs MV export, offset fields, RGB; side by side with "
+                        "motion-vector-extractor (--peer); every run a fresh process")
+    p.add_argument("paths", nargs="*", help="videos (default: two generated 640x360 clips, P-only and x264 defaults)")
+    p.add_argument("--repeats", type=int, default=5, help="interleaved rounds (a fresh process per variant and round)")
+    p.add_argument("--peer", action="store_true",
+                   help="also motion-vector-extractor (optional; left out when not installed)")
+    p.add_argument("--peer-python", default=None, metavar="PYTHON",
+                   help="the interpreter that has motion-vector-extractor (default: $MVSEG_PEER_PYTHON, or this one)")
     p.add_argument("--json", metavar="OUT.json")
 
     p = bsub.add_parser("kernels", help="warp / local attention / sv_conv: Triton vs PyTorch at paper sizes; "
@@ -108,7 +113,7 @@ def run(a: argparse.Namespace) -> int:
     if a.bench_command == "video":
         from mvseg.bench.video import run_bench_video
 
-        run_bench_video(a.paths, a.json, repeats=a.repeats)
+        run_bench_video(a.paths, a.json, repeats=a.repeats, peer=a.peer, peer_python_path=a.peer_python)
     elif a.bench_command == "strategies":
         from mvseg.bench.strategies import run_bench_strategies
 

@@ -370,7 +370,9 @@ def iter_frames(
                 "(mvseg.video.encode.encode_video) for exact composition",
                 stacklevel=2,
             )
-        st.thread_type = "SLICE"  # never frame threading: it drops exported MVs
+        # Never frame threading with MVs: it drops exported MVs (non-deterministically). Without
+        # MVs (a per-frame model) frame threads decode the same pixels faster.
+        st.thread_type = "SLICE" if mvs else "AUTO"
         options = {"flags2": "+export_mvs"} if mvs else {}
         if rgb is False and mvs:
             # No frame's pixels are wanted: skip the deblocking filter and the inverse transform.
@@ -465,7 +467,9 @@ def iter_frames(
                             # frame and its decoder buffers, alive as long as the MVs are kept.
                             # (a byte copy, then the view: numpy copies a structured dtype field by
                             # field, 10x slower than the memcpy)
-                            arr = np.frombuffer(sd, dtype=np.uint8).copy().view(MV_DTYPE)
+                            raw = np.frombuffer(sd, dtype=np.uint8).copy().reshape(-1, MV_DTYPE.itemsize)
+                            raw[:, 14:16] = raw[:, 34:] = 0  # the struct's padding: uninitialised bytes
+                            arr = raw.reshape(-1).view(MV_DTYPE)
                             frames_with_mvs += 1
                             del sd
                         if index % 4 == 3:  # at most 4 frames wait for it

@@ -10,16 +10,51 @@ import pytest
 from mvseg.cli import main
 
 
-def test_bench_video_writes_rows(pan_video, tmp_path, capsys):
+FAKE_PEER = """
+import av, numpy as np
+class VideoCap:  # motion-vector-extractor's interface, over PyAV (the real one brings its own FFmpeg)
+    def open(self, path):
+        self.c = av.open(path); self.st = self.c.streams.video[0]
+        self.st.codec_context.options = {"flags2": "+export_mvs"}; self.it = self.c.decode(self.st); self.rgb = True
+        return True
+    def set_decode_frames(self, on):
+        self.rgb = on
+    def read(self):
+        f = next(self.it, None)
+        if f is None:
+            return False, None, np.zeros((0, 10)), "?"
+        sd = f.side_data.get("MOTION_VECTORS")
+        mv = np.zeros((0, 10), np.int64) if sd is None else np.array(sd.to_ndarray().tolist())[:, :10]
+        return True, f.to_ndarray(format="bgr24") if self.rgb else None, mv, "P"
+    def release(self):
+        self.c.close()
+"""
+
+
+def test_bench_video_side_by_side_in_fresh_processes(pan_video, tmp_path, capsys, monkeypatch):
+    import sys
+
+    (tmp_path / "mvextractor").mkdir()
+    (tmp_path / "mvextractor" / "__init__.py").write_text("")
+    (tmp_path / "mvextractor" / "videocap.py").write_text(FAKE_PEER)
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))  # the peer's interpreter finds the stand-in
     out = tmp_path / "bench.json"
-    assert main(["bench", "video", str(pan_video[0]), "--repeats", "1", "--json", str(out)]) == 0
-    data = json.loads(out.read_text())
-    (row,) = data["rows"]
-    assert row["frames"] == 20 and row["size"] == "128x96"
-    assert row["fps_decode"] > 0 and row["fps_decode_mvs_offsets"] > 0
-    # one repeat: the median ratio is the ratio of the single pair of runs
-    assert abs(row["overhead_total_pct"] - 100 * (row["fps_decode"] / row["fps_decode_mvs_offsets"] - 1)) < 1e-6
-    assert "| pan.mp4 | 128x96 | 20 |" in capsys.readouterr().out
+    assert main(["bench", "video", str(pan_video[0]), "--repeats", "1", "--peer", "--peer-python", sys.executable,
+                 "--json", str(out)]) == 0
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["frames"] == 20 and row["mvseg_mvs"] > 0
+    # every mvseg mode (MVs without pixels: deblocking and IDCT skipped) exported the same MVs
+    assert row["mvseg_digests"] == 1 and row["peer_digests"] == 1
+    # one round: each ratio is the ratio of that round's two times
+    assert row["mvs_over_plain"] == pytest.approx(row["mvs_ms"] / row["plain_ms"])
+    assert row["peer_over_mvseg_rgb"] == pytest.approx(row["peer_rgb_ms"] / row["rgb_ms"])
+    assert "| pan.mp4 | 20 |" in capsys.readouterr().out
+    # without the peer installed its rows are left out, said once
+    monkeypatch.delenv("PYTHONPATH")
+    monkeypatch.delenv("MVSEG_PEER_PYTHON", raising=False)
+    from mvseg.bench.video import peer_python
+
+    assert peer_python(None) is None
 
 
 TINY_CASES = [
