@@ -98,7 +98,7 @@ def predict_video(
     def frames() -> Iterator[tuple[np.ndarray, float | None]]:
         nonlocal done
         kw = {k: data[k] for k in ("mean", "std") if k in data}
-        stream = run_stream(model, video, policy=pol, **kw)
+        stream = run_stream(model, video, policy=pol, prefetch=4, **kw)  # decoding overlaps the network
         try:
             for r in tqdm(stream, total=info.num_frames or None, desc="predict"):
                 if labels_dir:  # labels at the source size, whatever the overlay's

@@ -51,6 +51,7 @@ def run_stream(
     policy: KeyframePolicy | None = None,
     images: bool = True,
     pace_fps: float | None = None,
+    prefetch: int = 0,
 ) -> Iterator[FrameResult]:
     """Segment `video` frame by frame; yields results in display order as they are ready.
 
@@ -62,6 +63,9 @@ def run_stream(
     runtime waits for it (idle time a background track can use) and its latency runs from its
     release, so a frame that waits behind a slow one counts the wait (queueing). None: frames
     are processed back to back, each latency from the moment it is decoded.
+
+    prefetch: frames decoded ahead in a background thread while the network runs (throughput,
+    as `mvseg predict` uses it; 0 for latency measurements, where a frame is decoded when due).
     """
     info = probe(video)
     dev = model.device  # frames, motion and state live where the model does; labels come back to the CPU
@@ -121,8 +125,8 @@ def run_stream(
             model.stream_idle()  # background work starts once the frame's answer is out
 
     with torch.inference_mode():
-        frames = iter_fields(video, rgb=wants_pixels) if model.reads_motion else \
-            ((f, None, None) for f in iter_frames(video, rgb=wants_pixels, mvs=False))
+        frames = iter_fields(video, rgb=wants_pixels, prefetch=prefetch) if model.reads_motion else \
+            ((f, None, None) for f in iter_frames(video, rgb=wants_pixels, mvs=False, prefetch=prefetch))
         try:
             yield from push_all(frames)
         except VideoError:  # the file stops early (truncated, unreadable): the frames decoded so far are answered

@@ -112,7 +112,7 @@ class VideoCache:
     def _build(self, src: Path, entry: Path) -> None:
         info = probe(src)
         frames, types, offsets, masks = [], [], [], []
-        for f, o, m in iter_fields(src):
+        for f, o, m in iter_fields(src, prefetch=4):  # decoding overlaps the rasterising (docs/conventions.md)
             frames.append(f.image)
             types.append(f.pict_type)
             offsets.append(o)

@@ -140,12 +140,14 @@ def iter_fields(
     rgb: bool | Callable[[int, str], bool] = True,
     strict_mvs: bool = True,
     iframes: str = "extrapolate",
+    prefetch: int = 0,
 ) -> Iterator[tuple[DecodedFrame, np.ndarray, np.ndarray]]:
     """The one way from a video to motion: every decoded frame (display order, bounded memory)
     with its offset field to the previous frame, float32 (2, Hc, Wc), and mask (Hc, Wc), the
     B-frame rule applied (`reference_distances`, in the same pass: a B-frame is held until the
     next anchor is decoded, at most a B-run). What the runtime, the dataset cache, the oracle bench and the
-    motion report all read; `rgb` and `strict_mvs` as in `iter_frames`.
+    motion report all read; `rgb`, `strict_mvs` and `prefetch` as in `iter_frames` (with
+    prefetch the MVs of the next frames are decoded while this rasterises the current one).
 
     The I-frame rule (docs/methods.md, "A chain that meets an I-frame"): an I-frame carries no
     MVs, so a chain through it (interp-MV's current frame -> next keyframe when that keyframe is
@@ -187,7 +189,7 @@ def iter_fields(
         held.clear()
 
     n = 0
-    for f in iter_frames(path, rgb=rgb, strict_mvs=strict_mvs):
+    for f in iter_frames(path, rgb=rgb, strict_mvs=strict_mvs, prefetch=prefetch):
         n = f.index + 1
         if f.pict_type in ("B", "b"):
             held.append(f)

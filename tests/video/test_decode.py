@@ -325,3 +325,30 @@ def test_rotation_and_variable_frame_rate_are_read(tmp_path):
     s = summarize(path)
     assert s["rotation"] == 90 and s["variable_frame_rate"] is True
     assert summarize(encode_video(frames, tmp_path / "cfr.mp4"))["variable_frame_rate"] is False
+
+
+def test_prefetch_decodes_the_same_frames_ahead_and_stops_cleanly(bframe_video, tmp_path):
+    import threading
+
+    from mvseg.video.motion import iter_fields
+
+    path, _ = bframe_video
+    alone = list(iter_fields(path))
+    ahead = list(iter_fields(path, prefetch=3))
+    assert len(ahead) == len(alone) == 24
+    for (f, o, m), (g, p, n) in zip(alone, ahead):
+        assert f.index == g.index and f.pict_type == g.pict_type
+        np.testing.assert_array_equal(f.image, g.image)
+        np.testing.assert_array_equal(f.mvs, g.mvs)
+        np.testing.assert_array_equal(o, p)
+        np.testing.assert_array_equal(m, n)
+    decoding = lambda: [t for t in threading.enumerate() if t.name == "mvseg-decode"]  # noqa: E731
+    it = iter_frames(path, prefetch=2)
+    assert [next(it).index for _ in range(3)] == [0, 1, 2]
+    it.close()  # a consumer that stops early: the thread closes the file and ends
+    assert not decoding()
+    bad = tmp_path / "notes.mp4"
+    bad.write_text("not a video\n" * 20)
+    with pytest.raises(VideoError, match="notes.mp4: not a readable video container"):
+        list(iter_frames(bad, prefetch=2))  # raised in the thread, re-raised to the caller
+    assert not decoding()
