@@ -12,6 +12,7 @@ MVs), so the decoder is always opened with slice threading.
 from __future__ import annotations
 
 import gc
+import os
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -420,6 +421,124 @@ def _ahead(items: Iterator, depth: int) -> Iterator:
         thread.join()
 
 
+class _Fallback(Exception):
+    """The stream cannot be split at its keyframes exactly: decode it in one piece."""
+
+
+class _Decoded:
+    """What `_decode` reads of a frame decoded in a worker thread (MVs copied, picture dropped)."""
+
+    __slots__ = ("width", "height", "pts", "pict_type", "side_data", "is_corrupt", "rotation")
+
+    def __init__(self, f: av.VideoFrame):
+        self.width, self.height, self.pts, self.pict_type = f.width, f.height, f.pts, int(f.pict_type)
+        sd = f.side_data.get("MOTION_VECTORS")
+        self.side_data = {} if sd is None else {"MOTION_VECTORS": np.frombuffer(sd, dtype=np.uint8).copy()}
+        self.is_corrupt, self.rotation = bool(f.is_corrupt), int(f.rotation or 0)
+
+
+def _decode_workers() -> int:
+    """Threads for decoding a stream's GOPs in parallel: $MVSEG_DECODE_THREADS, else the CPUs
+    this process may use (at most 4)."""
+    if os.environ.get("MVSEG_DECODE_THREADS"):
+        return max(1, int(os.environ["MVSEG_DECODE_THREADS"]))
+    from mvseg.threads import available_cpus
+
+    return min(available_cpus(), 4)
+
+
+def _has_idr(data: bytes, length_size: int) -> bool:
+    """Whether an H.264 access unit (AVCC: NALs with `length_size`-byte sizes; 0: Annex B start
+    codes) holds an IDR slice (nal_unit_type 5): a point where decoding restarts from nothing."""
+    if length_size == 0:
+        return any(part and part[0] & 0x1F == 5 for part in data.split(b"\x00\x00\x01")[1:])
+    pos = 0
+    while pos + length_size < len(data):
+        size = int.from_bytes(data[pos : pos + length_size], "big")
+        if data[pos + length_size] & 0x1F == 5:
+            return True
+        pos += length_size + size
+    return False
+
+
+def _decode_chunk(extradata: bytes | None, options: dict, packets: list[av.Packet]) -> list[_Decoded]:
+    ctx = av.CodecContext.create("h264", "r")
+    ctx.extradata = extradata
+    ctx.thread_type = "SLICE"
+    ctx.options = dict(options)
+    return [_Decoded(f) for pk in [*packets, None] for f in ctx.decode(pk)]
+
+
+GOP_CHUNK = (32, 512)  # packets per parallel chunk: at least (a cut only at an IDR frame), at most
+
+
+def _gop_parallel(container: av.container.InputContainer, st, options: dict, done: Callable[[], int],
+                  sequential: Callable[[], Iterator]) -> Iterator:
+    """MVs only, H.264: the stream cut at IDR frames into chunks of `GOP_CHUNK` packets,
+    each decoded by its own decoder in a worker thread (one slice-threaded decoder per chunk:
+    deterministic; FFmpeg releases the GIL while decoding), frames handed on in order. Exact:
+    decoding restarts at an IDR frame, and a cut is made only where no later packet shows
+    before it (closed GOPs) and every packet gives one frame; anything else (open GOPs, a
+    rejected packet, a corrupt frame, a stream without timestamps, GOPs longer than the largest
+    chunk) falls back to `sequential`, from the start, skipping the `done()` frames already
+    handed on. Bounded memory: MVs of at most workers + 1 chunks."""
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    workers = _decode_workers()
+    target, largest = GOP_CHUNK
+    extradata = st.codec_context.extradata
+    nal = (extradata[4] & 3) + 1 if extradata and extradata[0] == 1 and len(extradata) > 4 else 0
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="mvseg-gop")
+    pending: deque = deque()  # (future, packets in the chunk)
+    chunk: list[av.Packet] = []
+    last_max: list[int] = []  # the previous chunk's last timestamp
+
+    def submit() -> None:
+        pts = [pk.pts for pk in chunk]
+        if last_max and (min(pts) != pts[0] or pts[0] <= last_max[0]):
+            raise _Fallback  # a packet shows before the chunk's IDR frame: an open GOP
+        last_max[:] = [max(pts)]
+        pending.append((pool.submit(_decode_chunk, extradata, options, list(chunk)), len(chunk)))
+        chunk.clear()
+
+    def take() -> list[_Decoded]:
+        future, n = pending.popleft()
+        frames = future.result()
+        if len(frames) != n or any(f.is_corrupt for f in frames):
+            raise _Fallback
+        return frames
+
+    try:
+        try:
+            for packet in container.demux(st):
+                if not packet.size:
+                    continue
+                if packet.pts is None:
+                    raise _Fallback
+                if chunk and len(chunk) >= target and packet.is_keyframe and _has_idr(bytes(packet), nal):
+                    submit()
+                chunk.append(packet)
+                if len(chunk) > largest:  # no IDR frame for too long (intra refresh, long GOPs)
+                    raise _Fallback
+                while len(pending) > workers:  # keep every worker busy, hand on the oldest
+                    yield from take()
+            if chunk:
+                submit()
+            while pending:
+                yield from take()
+        except (av.error.FFmpegError, _Fallback):
+            for future, _ in pending:
+                future.cancel()
+            skip = done()
+            container.seek(0)
+            for k, frame in enumerate(sequential()):
+                if k >= skip:
+                    yield frame
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
 def _decode(path: str | Path, mvs: bool, rgb: bool | Callable[[int, str], bool],
             strict_mvs: bool) -> Iterator[tuple[DecodedFrame, av.VideoFrame | None]]:
     """`iter_frames`' decoding: each frame with its MVs, and its decoded picture when its
@@ -474,6 +593,17 @@ def _decode(path: str | Path, mvs: bool, rgb: bool | Callable[[int, str], bool],
                 stopped = f"reading the file failed after frame {index} ({e.strerror or e})"
             yield None  # flush the decoder: the frames it still holds
 
+        def sequential() -> Iterator[av.VideoFrame]:
+            for packet in packets():
+                try:
+                    # one packet at a time (what container.decode does), so that a packet the
+                    # decoder rejects costs that packet, not the rest of the video
+                    decoded = st.decode(packet)
+                except av.error.FFmpegError:
+                    rejected.append(index)
+                    continue
+                yield from decoded
+
         try:
             # PyAV's frame <-> side-data container is a reference cycle: a frame whose side
             # data was read is freed only by the cyclic GC, and PyAV still holds the newest
@@ -485,94 +615,88 @@ def _decode(path: str | Path, mvs: bool, rgb: bool | Callable[[int, str], bool],
             # data is read (the frames before it are garbage by then), unfreeze at the end.
             # (in both modes: the final collection below then stays cheap)
             gc.freeze()
-            for packet in packets():
-                try:
-                    # one packet at a time (what container.decode does), so that a packet the
-                    # decoder rejects costs that packet, not the rest of the video
-                    decoded = st.decode(packet)
-                except av.error.FFmpegError:
-                    rejected.append(index)
-                    continue
-                for frame in decoded:
-                    if size is None:
-                        size = (frame.width, frame.height)
-                    elif (frame.width, frame.height) != size:
-                        raise VideoError(
-                            p,
-                            f"frame size changes mid-stream at frame {index} "
-                            f"({size[0]}x{size[1]} -> {frame.width}x{frame.height}); "
-                            "split the video at the change",
-                        )
-                    # Frames are numbered in decoder output order (what labels and offsets refer
-                    # to); timestamps are informational, so missing or repeated ones only warn.
-                    if frame.pts is None:
-                        if not bad_pts:
-                            warnings.warn(f"{p}: frame {index} has no timestamp (a raw stream?); mvseg numbers "
-                                          f"frames in decoding order and assumes {info.fps:g} fps", stacklevel=2)
-                        bad_pts = True
-                    elif last_pts is not None and frame.pts <= last_pts:
-                        if not bad_pts:
-                            warnings.warn(f"{p}: timestamps do not increase at frame {index} ({last_pts} -> "
-                                          f"{frame.pts}); mvseg numbers frames in decoding order and ignores "
-                                          "timestamps", stacklevel=2)
-                        bad_pts = True
-                    last_pts = frame.pts if frame.pts is not None else last_pts
-                    # from the stream's time base: PyAV's frame.time is NaN for frames out of the flush
-                    when = frame.pts * tb if frame.pts is not None and tb else None
-                    last_time = when if when is not None else last_time
-                    ptype = _PICT_CHARS.get(int(frame.pict_type), "?")
-                    is_b = ptype in ("B", "b")
-                    if is_b and not seen_b and mvs and info.exports_mvs:  # a fact of the stream, not of the header
-                        seen_b = True
-                        warnings.warn(
-                            f"{p}: stream has B-frames (first: frame {index}); FFmpeg does not export which "
-                            "frame an MV points to, so mvseg assumes the nearest I/P frame before (or after) "
-                            "each frame and composed offsets are approximate. Re-encode with bframes=0:ref=1 "
-                            "(mvseg.video.encode.encode_video) for exact composition",
-                            stacklevel=2,
-                        )
-                    arr = empty
-                    if mvs:
-                        sd = frame.side_data.get("MOTION_VECTORS")
-                        if sd is not None:
-                            # A copy: a view would keep the side data, and through it the decoded
-                            # frame and its decoder buffers, alive as long as the MVs are kept.
-                            # (a byte copy, then the view: numpy copies a structured dtype field by
-                            # field, 10x slower than the memcpy)
-                            arr = np.frombuffer(sd, dtype=np.uint8).copy().view(MV_DTYPE)
-                            frames_with_mvs += 1
-                            del sd
-                        if index % 4 == 3:  # at most 4 frames wait for it
-                            gc.collect()
-                        if ptype not in ("I", "i"):
-                            inter_frames += 1
-                    bad = bool(frame.is_corrupt)
-                    if bad:
-                        corrupt.append(index)
-                    # MPEG-4 Part 2 B-frames: every MV exported as zero (a property of this FFmpeg,
-                    # not of the video): missing, never zero motion
-                    missing = bool(zero_b and is_b and not (arr["motion_x"].any() or arr["motion_y"].any()))
-                    if missing and zero_b is True:
-                        zero_b = "warned"
-                        warnings.warn(f"{p}: {row.note}", stacklevel=2)
-                    out = DecodedFrame(
-                        index=index,
-                        pict_type=ptype,
-                        pts=frame.pts,
-                        time=when,
-                        image=None,
-                        mvs=arr,
-                        corrupt=bad,
-                        mvs_missing=missing,
-                        rotation=rotation if rotation is not None else int(frame.rotation or 0),
+            parallel = mvs and rgb is False and info.codec == "h264" and _decode_workers() > 1
+            source = _gop_parallel(container, st, options, lambda: index, sequential) if parallel else sequential()
+            for frame in source:
+                if size is None:
+                    size = (frame.width, frame.height)
+                elif (frame.width, frame.height) != size:
+                    raise VideoError(
+                        p,
+                        f"frame size changes mid-stream at frame {index} "
+                        f"({size[0]}x{size[1]} -> {frame.width}x{frame.height}); "
+                        "split the video at the change",
                     )
-                    rotation = out.rotation  # a property of the stream: read once
-                    picture = frame if (rgb(index, ptype) if callable(rgb) else rgb) else None
-                    del frame
-                    yield out, picture
-                    del picture
-                    index += 1
-        except av.error.FFmpegError as e:  # not the decoder's per-packet errors (handled above)
+                # Frames are numbered in decoder output order (what labels and offsets refer
+                # to); timestamps are informational, so missing or repeated ones only warn.
+                if frame.pts is None:
+                    if not bad_pts:
+                        warnings.warn(f"{p}: frame {index} has no timestamp (a raw stream?); mvseg numbers "
+                                      f"frames in decoding order and assumes {info.fps:g} fps", stacklevel=2)
+                    bad_pts = True
+                elif last_pts is not None and frame.pts <= last_pts:
+                    if not bad_pts:
+                        warnings.warn(f"{p}: timestamps do not increase at frame {index} ({last_pts} -> "
+                                      f"{frame.pts}); mvseg numbers frames in decoding order and ignores "
+                                      "timestamps", stacklevel=2)
+                    bad_pts = True
+                last_pts = frame.pts if frame.pts is not None else last_pts
+                # from the stream's time base: PyAV's frame.time is NaN for frames out of the flush
+                when = frame.pts * tb if frame.pts is not None and tb else None
+                last_time = when if when is not None else last_time
+                ptype = _PICT_CHARS.get(int(frame.pict_type), "?")
+                is_b = ptype in ("B", "b")
+                if is_b and not seen_b and mvs and info.exports_mvs:  # a fact of the stream, not of the header
+                    seen_b = True
+                    warnings.warn(
+                        f"{p}: stream has B-frames (first: frame {index}); FFmpeg does not export which "
+                        "frame an MV points to, so mvseg assumes the nearest I/P frame before (or after) "
+                        "each frame and composed offsets are approximate. Re-encode with bframes=0:ref=1 "
+                        "(mvseg.video.encode.encode_video) for exact composition",
+                        stacklevel=2,
+                    )
+                arr = empty
+                if mvs:
+                    sd = frame.side_data.get("MOTION_VECTORS")
+                    if sd is not None:
+                        # A copy: a view would keep the side data, and through it the decoded
+                        # frame and its decoder buffers, alive as long as the MVs are kept.
+                        # (a byte copy, then the view: numpy copies a structured dtype field by
+                        # field, 10x slower than the memcpy)
+                        arr = np.frombuffer(sd, dtype=np.uint8).copy().view(MV_DTYPE)
+                        frames_with_mvs += 1
+                        del sd
+                    if index % 4 == 3:  # at most 4 frames wait for it
+                        gc.collect()
+                    if ptype not in ("I", "i"):
+                        inter_frames += 1
+                bad = bool(frame.is_corrupt)
+                if bad:
+                    corrupt.append(index)
+                # MPEG-4 Part 2 B-frames: every MV exported as zero (a property of this FFmpeg,
+                # not of the video): missing, never zero motion
+                missing = bool(zero_b and is_b and not (arr["motion_x"].any() or arr["motion_y"].any()))
+                if missing and zero_b is True:
+                    zero_b = "warned"
+                    warnings.warn(f"{p}: {row.note}", stacklevel=2)
+                out = DecodedFrame(
+                    index=index,
+                    pict_type=ptype,
+                    pts=frame.pts,
+                    time=when,
+                    image=None,
+                    mvs=arr,
+                    corrupt=bad,
+                    mvs_missing=missing,
+                    rotation=rotation if rotation is not None else int(frame.rotation or 0),
+                )
+                rotation = out.rotation  # a property of the stream: read once
+                picture = frame if (rgb(index, ptype) if callable(rgb) else rgb) else None
+                del frame
+                yield out, picture
+                del picture
+                index += 1
+        except av.error.FFmpegError as e:  # not the decoder's per-packet errors (handled in sequential)
             stopped = f"decoding failed after frame {index} ({e.strerror or e})"
         if index == 0:
             why = f": {stopped}" if stopped else ""

@@ -352,3 +352,40 @@ def test_prefetch_decodes_the_same_frames_ahead_and_stops_cleanly(bframe_video, 
     with pytest.raises(VideoError, match="notes.mp4: not a readable video container"):
         list(iter_frames(bad, prefetch=2))  # raised in the thread, re-raised to the caller
     assert not decoding()
+
+
+def _x264(path, frames: np.ndarray, params: str) -> None:
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=30)
+        s.height, s.width = frames.shape[1:3]
+        s.pix_fmt, s.options = "yuv420p", {"x264-params": params}
+        for img in frames:
+            for p in s.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+
+
+@pytest.mark.parametrize("params, chunks", [("keyint=10:min-keyint=10:scenecut=0:bframes=2:ref=3", 4),
+                                            ("keyint=10:min-keyint=10:scenecut=0:bframes=2:open-gop=1", 0)])
+def test_gop_parallel_mvs_equal_one_decoder(params, chunks, tmp_path, monkeypatch):
+    # MVs only: cut at IDR frames, one decoder per chunk in worker threads; an open GOP (B-frames
+    # shown before their I-frame) cannot be cut there: one decoder from the start instead
+    import mvseg.video.decode as decode
+
+    path = tmp_path / "clip.mp4"
+    _x264(path, translating_frames(48, 64, 96, 2.0, 1.0), params)
+    monkeypatch.setattr(decode, "GOP_CHUNK", (10, 40))
+    monkeypatch.setenv("MVSEG_DECODE_THREADS", "1")
+    one = list(iter_frames(path, rgb=False))
+    calls = []
+    real = decode._decode_chunk
+    monkeypatch.setattr(decode, "_decode_chunk", lambda *a: calls.append(len(a[2])) or real(*a))
+    monkeypatch.setenv("MVSEG_DECODE_THREADS", "2")
+    many = list(iter_frames(path, rgb=False))
+    assert len(calls) >= chunks and (sum(calls) == 48 if chunks else True)
+    assert [f.index for f in many] == list(range(48)) and [f.pict_type for f in many] == [f.pict_type for f in one]
+    assert "B" in "".join(f.pict_type for f in one)
+    for a, b in zip(one, many):
+        assert a.pts == b.pts and a.time == b.time
+        np.testing.assert_array_equal(a.mvs, b.mvs)
