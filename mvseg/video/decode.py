@@ -489,6 +489,18 @@ def _gop_parallel(container: av.container.InputContainer, st, options: dict, don
     target, largest = GOP_CHUNK
     extradata = st.codec_context.extradata
     nal = (extradata[4] & 3) + 1 if extradata and extradata[0] == 1 and len(extradata) > 4 else 0
+    # A decoder made from the codec alone does not see the container's display matrix: read the
+    # rotation from the stream's own decoder (its first frame), then rewind
+    rotation = 0
+    try:
+        for packet in container.demux(st):
+            frames = st.decode(packet if packet.size else None)
+            if frames:
+                rotation = int(frames[0].rotation or 0)
+                break
+    except av.error.FFmpegError:
+        pass  # damaged from the start: the chunks fail, and the fallback decodes it as usual
+    container.seek(0)  # (flushes the decoder too)
     pool = ThreadPoolExecutor(workers, thread_name_prefix="mvseg-gop")
     pending: deque = deque()  # (future, packets in the chunk)
     chunk: list[av.Packet] = []
@@ -507,6 +519,8 @@ def _gop_parallel(container: av.container.InputContainer, st, options: dict, don
         frames = future.result()
         if len(frames) != n or any(f.is_corrupt for f in frames):
             raise _Fallback
+        for f in frames:
+            f.rotation = rotation
         return frames
 
     try:
