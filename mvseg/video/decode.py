@@ -364,10 +364,12 @@ def iter_frames(
         frames = _ahead(frames, prefetch)
     to_rgb = None
     for frame, picture in frames:
-        if picture is not None:
+        if isinstance(picture, _Decoded):  # decoded and converted in a worker thread
+            frame.image = picture.image
+        elif picture is not None:
             to_rgb = to_rgb or RGBConverter(picture.width, picture.height)
             frame.image = to_rgb(picture)
-            del picture
+        del picture
         yield frame
 
 
@@ -426,15 +428,17 @@ class _Fallback(Exception):
 
 
 class _Decoded:
-    """What `_decode` reads of a frame decoded in a worker thread (MVs copied, picture dropped)."""
+    """What `_decode` reads of a frame decoded in a worker thread: MVs copied, the picture
+    converted to RGB there (`image`) or dropped."""
 
-    __slots__ = ("width", "height", "pts", "pict_type", "side_data", "is_corrupt", "rotation")
+    __slots__ = ("width", "height", "pts", "pict_type", "side_data", "is_corrupt", "rotation", "image")
 
-    def __init__(self, f: av.VideoFrame):
+    def __init__(self, f: av.VideoFrame, to_rgb: RGBConverter | None):
         self.width, self.height, self.pts, self.pict_type = f.width, f.height, f.pts, int(f.pict_type)
         sd = f.side_data.get("MOTION_VECTORS")
         self.side_data = {} if sd is None else {"MOTION_VECTORS": np.frombuffer(sd, dtype=np.uint8).copy()}
         self.is_corrupt, self.rotation = bool(f.is_corrupt), int(f.rotation or 0)
+        self.image = to_rgb(f) if to_rgb is not None else None
 
 
 def _decode_workers() -> int:
@@ -461,20 +465,28 @@ def _has_idr(data: bytes, length_size: int) -> bool:
     return False
 
 
-def _decode_chunk(extradata: bytes | None, options: dict, packets: list[av.Packet]) -> list[_Decoded]:
+def _decode_chunk(extradata: bytes | None, options: dict, packets: list[av.Packet], rgb: bool) -> list[_Decoded]:
     ctx = av.CodecContext.create("h264", "r")
     ctx.extradata = extradata
     ctx.thread_type = "SLICE"
     ctx.options = dict(options)
-    return [_Decoded(f) for pk in [*packets, None] for f in ctx.decode(pk)]
+    to_rgb = None
+    out = []
+    for pk in [*packets, None]:
+        for f in ctx.decode(pk):
+            to_rgb = to_rgb or (RGBConverter(f.width, f.height) if rgb else None)
+            out.append(_Decoded(f, to_rgb))
+    return out
 
 
 GOP_CHUNK = (32, 512)  # packets per parallel chunk: at least (a cut only at an IDR frame), at most
+GOP_BUFFER = 256 << 20  # bytes of decoded RGB frames the chunks in flight may hold
 
 
 def _gop_parallel(container: av.container.InputContainer, st, options: dict, done: Callable[[], int],
-                  sequential: Callable[[], Iterator]) -> Iterator:
-    """MVs only, H.264: the stream cut at IDR frames into chunks of `GOP_CHUNK` packets,
+                  sequential: Callable[[], Iterator], rgb: bool) -> Iterator:
+    """H.264, every frame's MVs, with every frame's RGB or none: the stream cut at IDR frames
+    into chunks of `GOP_CHUNK` packets (RGB: at most `GOP_BUFFER` bytes in flight),
     each decoded by its own decoder in a worker thread (one slice-threaded decoder per chunk:
     deterministic; FFmpeg releases the GIL while decoding), frames handed on in order. Exact:
     decoding restarts at an IDR frame, and a cut is made only where no later packet shows
@@ -487,6 +499,8 @@ def _gop_parallel(container: av.container.InputContainer, st, options: dict, don
 
     workers = _decode_workers()
     target, largest = GOP_CHUNK
+    if rgb:
+        largest = min(largest, GOP_BUFFER // ((workers + 1) * 3 * st.codec_context.width * st.codec_context.height))
     extradata = st.codec_context.extradata
     nal = (extradata[4] & 3) + 1 if extradata and extradata[0] == 1 and len(extradata) > 4 else 0
     # A decoder made from the codec alone does not see the container's display matrix: read the
@@ -511,7 +525,7 @@ def _gop_parallel(container: av.container.InputContainer, st, options: dict, don
         if last_max and (min(pts) != pts[0] or pts[0] <= last_max[0]):
             raise _Fallback  # a packet shows before the chunk's IDR frame: an open GOP
         last_max[:] = [max(pts)]
-        pending.append((pool.submit(_decode_chunk, extradata, options, list(chunk)), len(chunk)))
+        pending.append((pool.submit(_decode_chunk, extradata, options, list(chunk), rgb), len(chunk)))
         chunk.clear()
 
     def take() -> list[_Decoded]:
@@ -629,8 +643,11 @@ def _decode(path: str | Path, mvs: bool, rgb: bool | Callable[[int, str], bool],
             # data is read (the frames before it are garbage by then), unfreeze at the end.
             # (in both modes: the final collection below then stays cheap)
             gc.freeze()
-            parallel = mvs and rgb is False and info.codec == "h264" and _decode_workers() > 1
-            source = _gop_parallel(container, st, options, lambda: index, sequential) if parallel else sequential()
+            # every frame's MVs, and every frame's pixels or none: whole GOPs decoded in parallel
+            # (a file with an index only: the path rewinds to the start, which a raw stream cannot)
+            parallel = (mvs and isinstance(rgb, bool) and info.codec == "h264" and len(st.index_entries) > 0
+                        and _decode_workers() > 1)
+            source = _gop_parallel(container, st, options, lambda: index, sequential, rgb) if parallel else sequential()
             for frame in source:
                 if size is None:
                     size = (frame.width, frame.height)

@@ -376,16 +376,19 @@ def test_gop_parallel_mvs_equal_one_decoder(params, chunks, tmp_path, monkeypatc
     path = tmp_path / "clip.mp4"
     _x264(path, translating_frames(48, 64, 96, 2.0, 1.0), params)
     monkeypatch.setattr(decode, "GOP_CHUNK", (10, 40))
-    monkeypatch.setenv("MVSEG_DECODE_THREADS", "1")
-    one = list(iter_frames(path, rgb=False))
     calls = []
     real = decode._decode_chunk
     monkeypatch.setattr(decode, "_decode_chunk", lambda *a: calls.append(len(a[2])) or real(*a))
-    monkeypatch.setenv("MVSEG_DECODE_THREADS", "2")
-    many = list(iter_frames(path, rgb=False))
-    assert len(calls) >= chunks and (sum(calls) == 48 if chunks else True)
-    assert [f.index for f in many] == list(range(48)) and [f.pict_type for f in many] == [f.pict_type for f in one]
-    assert "B" in "".join(f.pict_type for f in one)
-    for a, b in zip(one, many):
-        assert a.pts == b.pts and a.time == b.time
-        np.testing.assert_array_equal(a.mvs, b.mvs)
+    for rgb in (False, True):  # MVs only; MVs and every frame's pixels (converted in the workers)
+        monkeypatch.setenv("MVSEG_DECODE_THREADS", "1")
+        one = list(iter_frames(path, rgb=rgb))
+        monkeypatch.setenv("MVSEG_DECODE_THREADS", "2")
+        calls.clear()
+        many = list(iter_frames(path, rgb=rgb))
+        assert len(calls) >= chunks and (sum(calls) == 48 if chunks else True)
+        assert [f.index for f in many] == list(range(48)) and [f.pict_type for f in many] == [f.pict_type for f in one]
+        assert "B" in "".join(f.pict_type for f in one)
+        for a, b in zip(one, many):
+            assert a.pts == b.pts and a.time == b.time
+            np.testing.assert_array_equal(a.mvs, b.mvs)
+            assert (a.image is None and b.image is None) if not rgb else np.array_equal(a.image, b.image)
