@@ -441,6 +441,16 @@ class _Decoded:
         self.image = to_rgb(f) if to_rgb is not None else None
 
 
+def _keyframes_indexed(st, enough: int = 2) -> int:
+    """Keyframes in the container's index of `st`, counted up to `enough`."""
+    n = 0
+    for entry in st.index_entries:
+        n += bool(entry.is_keyframe)
+        if n >= enough:
+            break
+    return n
+
+
 def _decode_workers() -> int:
     """Threads for decoding a stream's GOPs in parallel: $MVSEG_DECODE_THREADS, else the CPUs
     this process may use (at most 4)."""
@@ -644,9 +654,10 @@ def _decode(path: str | Path, mvs: bool, rgb: bool | Callable[[int, str], bool],
             # (in both modes: the final collection below then stays cheap)
             gc.freeze()
             # every frame's MVs, and every frame's pixels or none: whole GOPs decoded in parallel
-            # (a file with an index only: the path rewinds to the start, which a raw stream cannot)
-            parallel = (mvs and isinstance(rgb, bool) and info.codec == "h264" and len(st.index_entries) > 0
-                        and _decode_workers() > 1)
+            # (a file whose index shows two keyframes or more: one GOP has nothing to share out,
+            # and the path rewinds to the start, which a raw stream cannot)
+            parallel = (mvs and isinstance(rgb, bool) and info.codec == "h264" and _decode_workers() > 1
+                        and _keyframes_indexed(st) > 1)
             source = _gop_parallel(container, st, options, lambda: index, sequential, rgb) if parallel else sequential()
             for frame in source:
                 if size is None:
