@@ -6,7 +6,11 @@ facts verified here). We read them as one structured array per frame
 (``side_data.to_ndarray()``), never MV by MV in Python.
 
 Threading: frame-threaded decoding makes exported MVs non-deterministic (frames lose their
-MVs), so the decoder is always opened with slice threading.
+MVs), so a decoder that exports MVs is opened with slice threading; parallelism comes instead
+from whole GOPs decoded by separate decoders (`_gop_parallel`: the same MVs as one decoder).
+Without MVs (a per-frame model) frame threads are used.
+
+The codecs mvseg knows, and what their MVs are worth with the FFmpeg PyAV bundles: `CODECS`.
 """
 
 from __future__ import annotations
@@ -131,11 +135,6 @@ class DecodedFrame:
     corrupt: bool = False  # the decoder flagged the frame corrupt (concealed errors): its MVs are not motion
     mvs_missing: bool = False  # the codec's MVs for this frame are known to be wrong (CODECS' b_frames "zero")
     rotation: int = 0  # display rotation in degrees (the display matrix), counter-clockwise
-
-    @property
-    def motion_usable(self) -> bool:
-        """Whether `mvs` describe this frame's motion (offset fields mask the frame otherwise)."""
-        return not (self.corrupt or self.mvs_missing)
 
 
 @dataclass
