@@ -103,6 +103,10 @@ print(json.dumps({"frames": n, "ms": ms, "mvs": m, "digest": h.hexdigest()}))
 
 OWN = ("plain", "plain_rgb", "mvs", "fields", "fields_ahead", "fields_full", "rgb", "rgb_no_mvs")
 PEER = ("peer_mvs", "peer_rgb")
+RATIOS = [("fields_full_over_plain", "fields_full", "plain"), ("mvs_over_plain", "mvs", "plain"),
+          ("fields_over_plain", "fields", "plain"), ("fields_ahead_over_plain", "fields_ahead", "plain"),
+          ("rgb_over_plain_rgb", "rgb", "plain_rgb"), ("rgb_no_mvs_over_plain_rgb", "rgb_no_mvs", "plain_rgb"),
+          ("peer_over_mvseg_mvs", "peer_mvs", "mvs"), ("peer_over_mvseg_rgb", "peer_rgb", "rgb")]
 
 
 def peer_python(given: str | None = None) -> str | None:
@@ -122,11 +126,13 @@ def _measure(python: str, code: str, path: str | Path, mode: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def bench_video(paths: list[str | Path], repeats: int, peer: str | None = None) -> list[dict]:
+def bench_video(paths: list[str | Path], repeats: int, peer: str | None = None,
+                modes: list[str] | None = None) -> list[dict]:
     """One row per video: each variant's best time (ms), the ratios that matter (median of
-    in-round ratios) and whether each tool's MVs were identical across rounds."""
+    in-round ratios, where both variants ran) and whether each tool's MVs were identical across
+    rounds. `modes`: mvseg's variants to run (default all of `OWN`)."""
     rows = []
-    variants = list(OWN) + (list(PEER) if peer else [])
+    variants = [v for v in OWN if modes is None or v in modes] + (list(PEER) if peer else [])
     for path in paths:
         runs: dict[str, list[dict]] = {v: [] for v in variants}
         for _ in range(max(repeats, 1)):  # interleaved: every variant sees the same machine state
@@ -134,22 +140,17 @@ def bench_video(paths: list[str | Path], repeats: int, peer: str | None = None) 
                 runs[v].append(_measure(peer if v in PEER else sys.executable, _PEER_WORKER if v in PEER else _MVSEG_WORKER, path, v))
         ms = {v: np.array([r["ms"] for r in runs[v]]) for v in variants}
 
-        def ratio(a: str, b: str) -> float:  # median over rounds of time(a) / time(b)
-            return float(np.median(ms[a] / ms[b]))
-
-        row = {"video": Path(path).name, "frames": runs["mvs"][0]["frames"],
-               **{f"{v}_ms": float(ms[v].min()) for v in variants},
-               "fields_full_over_plain": ratio("fields_full", "plain"),
-               "mvs_over_plain": ratio("mvs", "plain"),
-               "fields_over_plain": ratio("fields", "plain"),
-               "fields_ahead_over_plain": ratio("fields_ahead", "plain"),
-               "rgb_over_plain_rgb": ratio("rgb", "plain_rgb"),
-               "rgb_no_mvs_over_plain_rgb": ratio("rgb_no_mvs", "plain_rgb"),
-               "mvseg_digests": len({r["digest"] for v in ("mvs", "fields", "fields_ahead", "fields_full", "rgb") for r in runs[v]}),
-               "mvseg_mvs": runs["mvs"][0]["mvs"]}
+        row = {"video": Path(path).name, "frames": runs[variants[0]][0]["frames"],
+               **{f"{v}_ms": float(ms[v].min()) for v in variants}}
+        for name, a, b in RATIOS:  # median over rounds of time(a) / time(b)
+            if a in ms and b in ms:
+                row[name] = float(np.median(ms[a] / ms[b]))
+        with_mvs = [r for v in variants if v not in PEER and v not in ("plain", "plain_rgb", "rgb_no_mvs")
+                    for r in runs[v]]
+        if with_mvs:
+            row.update(mvseg_digests=len({r["digest"] for r in with_mvs}), mvseg_mvs=with_mvs[0]["mvs"])
         if peer:
-            row.update({"peer_over_mvseg_mvs": ratio("peer_mvs", "mvs"), "peer_over_mvseg_rgb": ratio("peer_rgb", "rgb"),
-                        "peer_digests": len({r["digest"] for v in PEER for r in runs[v]}),
+            row.update({"peer_digests": len({r["digest"] for v in PEER for r in runs[v]}),
                         "peer_mvs_min": min(r["mvs"] for v in PEER for r in runs[v]),
                         "peer_mvs_max": max(r["mvs"] for v in PEER for r in runs[v])})
         rows.append(row)
@@ -176,7 +177,7 @@ PEER_COLUMNS = ["peer_mvs_ms", "peer_rgb_ms", "peer_over_mvseg_mvs", "peer_over_
 
 
 def run_bench_video(paths: list[str], json_out: str | None, repeats: int, peer: bool = False,
-                    peer_python_path: str | None = None) -> list[dict]:
+                    peer_python_path: str | None = None, modes: list[str] | None = None) -> list[dict]:
     python = None
     if peer:
         python = peer_python(peer_python_path)
@@ -188,8 +189,9 @@ def run_bench_video(paths: list[str], json_out: str | None, repeats: int, peer: 
         if not paths:
             print("no video given: generating two 640x360 synthetic street clips (P-only, x264 defaults)")
             paths = [str(p) for p in make_bench_videos(tmp)]
-        rows = bench_video(paths, repeats=repeats, peer=python)
-    table = print_table(rows, COLUMNS + (PEER_COLUMNS if python else []))
+        rows = bench_video(paths, repeats=repeats, peer=python, modes=modes)
+    columns = [c for c in COLUMNS + (PEER_COLUMNS if python else []) if any(c in r for r in rows)]
+    table = print_table(rows, columns)
     print("ratios: median over rounds of the in-round ratio (peer_over_mvseg > 1: mvseg is faster); "
           "digests: distinct MV digests over all rounds and modes (1: the same MVs every time)")
     write_json(json_out, {"bench": "video", "rows": rows, "table": table, "repeats": repeats, "peer_python": python})

@@ -17,6 +17,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--repeats", type=int, default=5, help="interleaved rounds (a fresh process per variant and round)")
     p.add_argument("--peer", action="store_true",
                    help="also motion-vector-extractor (optional; left out when not installed)")
+    p.add_argument("--modes", nargs="+", default=None,
+                   choices=["plain", "plain_rgb", "mvs", "fields", "fields_ahead", "fields_full", "rgb", "rgb_no_mvs"],
+                   help="mvseg's variants to run (default: all)")
     p.add_argument("--peer-python", default=None, metavar="PYTHON",
                    help="the interpreter that has motion-vector-extractor (default: $MVSEG_PEER_PYTHON, or this one)")
     p.add_argument("--json", metavar="OUT.json")
@@ -113,7 +116,8 @@ def run(a: argparse.Namespace) -> int:
     if a.bench_command == "video":
         from mvseg.bench.video import run_bench_video
 
-        run_bench_video(a.paths, a.json, repeats=a.repeats, peer=a.peer, peer_python_path=a.peer_python)
+        run_bench_video(a.paths, a.json, repeats=a.repeats, peer=a.peer, peer_python_path=a.peer_python,
+                        modes=a.modes)
     elif a.bench_command == "strategies":
         from mvseg.bench.strategies import run_bench_strategies
 
