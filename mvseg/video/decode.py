@@ -440,14 +440,13 @@ class _Decoded:
         self.image = to_rgb(f) if to_rgb is not None else None
 
 
-def _keyframes_indexed(st, enough: int = 2) -> int:
-    """Keyframes in the container's index of `st`, counted up to `enough`."""
-    n = 0
-    for entry in st.index_entries:
-        n += bool(entry.is_keyframe)
-        if n >= enough:
-            break
-    return n
+def _cut_indexed(st, target: int) -> bool:
+    """Whether the container's index of `st` shows a keyframe at least `target` packets after
+    the start: a place `_gop_parallel` could cut (short clips and single GOPs have none)."""
+    for n, entry in enumerate(st.index_entries):
+        if n >= target and entry.is_keyframe:
+            return True
+    return False
 
 
 def _decode_workers() -> int:
@@ -653,10 +652,10 @@ def _decode(path: str | Path, mvs: bool, rgb: bool | Callable[[int, str], bool],
             # (in both modes: the final collection below then stays cheap)
             gc.freeze()
             # every frame's MVs, and every frame's pixels or none: whole GOPs decoded in parallel
-            # (a file whose index shows two keyframes or more: one GOP has nothing to share out,
-            # and the path rewinds to the start, which a raw stream cannot)
+            # (a file whose index shows a place to cut: one GOP or a short clip has nothing to
+            # share out, and the path rewinds to the start, which a raw stream cannot)
             parallel = (mvs and isinstance(rgb, bool) and info.codec == "h264" and _decode_workers() > 1
-                        and _keyframes_indexed(st) > 1)
+                        and _cut_indexed(st, GOP_CHUNK[0]))
             source = _gop_parallel(container, st, options, lambda: index, sequential, rgb) if parallel else sequential()
             for frame in source:
                 if size is None:
