@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from mvseg.bench.common import print_table, write_json
+from mvseg.video.decode import probe
 
 # One measurement in a fresh interpreter: prints {"frames", "ms", "mvs", "digest"} as JSON.
 _MVSEG_WORKER = r'''
@@ -121,8 +122,9 @@ def peer_python(given: str | None = None) -> str | None:
 def _measure(python: str, code: str, path: str | Path, mode: str) -> dict:
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     out = subprocess.run([python, "-c", code, str(path), mode], capture_output=True, text=True, env=env)
-    if out.returncode != 0:
-        raise RuntimeError(f"{mode} on {path} failed: {out.stderr.strip().splitlines()[-1] if out.stderr.strip() else out.returncode}")
+    if out.returncode != 0:  # (a ValueError: the CLI says it in one line)
+        why = out.stderr.strip().splitlines()[-1] if out.stderr.strip() else f"exit status {out.returncode}"
+        raise ValueError(f"{path}: the {mode} run failed: {why}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -134,6 +136,7 @@ def bench_video(paths: list[str | Path], repeats: int, peer: str | None = None,
     rows = []
     variants = [v for v in OWN if modes is None or v in modes] + (list(PEER) if peer else [])
     for path in paths:
+        probe(path)  # a file that is not a video: said here, naming it
         runs: dict[str, list[dict]] = {v: [] for v in variants}
         for _ in range(max(repeats, 1)):  # interleaved: every variant sees the same machine state
             for v in variants:
