@@ -38,6 +38,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     syn.add_argument("--annotated", type=int, nargs="+", default=[9, 19], help="annotated frame indices")
     syn.add_argument("--speed-changes", type=int, default=0,
                      help="stop-and-go camera, this many speed changes per clip (default 0: constant speed)")
+    for event, what in (("cut", "hard scene cuts"), ("turn", "sharp turns (yaw bursts)"),
+                        ("lorry", "lorries passing close to the camera"), ("tunnel", "tunnels (the light falls)")):
+        syn.add_argument(f"--{event}-rate", type=float, default=0.0, metavar="N",
+                         help=f"{what} per 100 frames, at random frames of each clip (default 0: none)")
     syn.add_argument("--layout", choices=["cityscapes", "camvid"], default=None,
                      help="write synthetic clips in that dataset's own on-disk layout (the --root that `prepare "
                           "cityscapes|camvid` reads), to rehearse a recipe chain before downloading the data")
@@ -60,7 +64,11 @@ def run(a: argparse.Namespace) -> int:
         return 0
     if a.speed_changes < 0:
         raise SystemExit(f"mvseg data prepare synthetic: --speed-changes must be >= 0, got {a.speed_changes}")
-    cfg = SyntheticConfig(height=a.height, width=a.width, frames=a.frames, speed_changes=a.speed_changes)
+    rates = {f"{e}_rate": getattr(a, f"{e}_rate") for e in ("cut", "turn", "lorry", "tunnel")}
+    for k, v in rates.items():
+        if v < 0:
+            raise SystemExit(f"mvseg data prepare synthetic: --{k.replace('_', '-')} must be >= 0, got {v}")
+    cfg = SyntheticConfig(height=a.height, width=a.width, frames=a.frames, speed_changes=a.speed_changes, **rates)
     meta = make_synthetic_dataset(
         a.out, train_clips=a.train_clips, val_clips=a.val_clips, seed=a.seed, config=cfg,
         gop=a.gop, annotated=tuple(a.annotated), workers=a.workers,

@@ -73,21 +73,23 @@ def gt_flow_path(ds: FolderDataset, clip: Clip) -> Path:
     return ds.root / "gt" / clip.split / f"{clip.name}.npz"
 
 
-def load_gt_flow(path: Path, frames: int, size: tuple[int, int]) -> Tensor:
-    """Per-frame ground-truth flow averaged over 4x4 cells -> (T, 2, Hc, Wc) float32."""
+def load_gt_flow(path: Path, frames: int, size: tuple[int, int]) -> tuple[Tensor, Tensor]:
+    """Per-frame ground-truth flow averaged over 4x4 cells -> (T, 2, Hc, Wc) float32, and (T,)
+    bool: the frame's flow exists (False at a scene cut of a clip with cuts)."""
     if not path.is_file():
         raise DatasetError(f"{path}: ground-truth flow not found (with_gt_flow needs gt/{{split}}/{{clip}}.npz, "
                            "as `mvseg data prepare synthetic` writes)")
     try:
         with np.load(path) as z:
             flow = np.asarray(z["flow"], dtype=np.float32)
+            valid = np.asarray(z["flow_valid"], bool) if "flow_valid" in z.files else np.ones(len(flow), bool)
     except (KeyError, ValueError, OSError) as e:
         raise DatasetError(f"{path}: unreadable ground-truth flow ({e})") from e
     if flow.ndim != 4 or flow.shape[0] != frames or flow.shape[1] != 2 or tuple(flow.shape[2:]) != tuple(size):
         raise DatasetError(f"{path}: flow has shape {flow.shape}, expected ({frames}, 2, {size[0]}, {size[1]})")
     # A cell's flow is the mean over its pixels (our choice: a target on the MV grid, so the
     # composition, augmentation and warping code of the MV offsets applies unchanged).
-    return F.avg_pool2d(torch.from_numpy(flow), CELL, ceil_mode=True)
+    return F.avg_pool2d(torch.from_numpy(flow), CELL, ceil_mode=True), torch.from_numpy(valid)
 
 
 class KeyframeSamples(Dataset):
@@ -107,7 +109,7 @@ class KeyframeSamples(Dataset):
         with_gt_flow: bool = False,
     ):
         self.with_gt_flow = with_gt_flow
-        self._gt: dict[int, Tensor] = {}
+        self._gt: dict[int, tuple[Tensor, Tensor]] = {}
         self.ds, self.split, self.cache, self.interval = ds, split, cache, interval
         self.distances, self.train, self.augment, self.with_next = list(distances), train, augment, with_next
         self.clips: list[Clip] = ds.clips[split]
@@ -176,13 +178,13 @@ class KeyframeSamples(Dataset):
         if self.with_gt_flow:
             if ci not in self._gt:
                 self._gt[ci] = load_gt_flow(gt_flow_path(self.ds, clip), len(v), (h, w))
-            gt = self._gt[ci]
+            gt, valid = self._gt[ci]
             if k == t:
                 s["flow_cur_to_key"], s["flowmask_cur_to_key"] = torch.zeros_like(gt[0]), torch.ones(gt.shape[-2:])
-            else:
+            else:  # a chain across a scene cut has no flow: masked
                 js = range(t, k, -1)
-                s["flow_cur_to_key"], s["flowmask_cur_to_key"] = compose([gt[j] for j in js],
-                                                                         [torch.ones(gt.shape[-2:]) for _ in js])
+                s["flow_cur_to_key"], s["flowmask_cur_to_key"] = compose(
+                    [gt[j] for j in js], [torch.full(gt.shape[-2:], float(valid[j])) for j in js])
         if self.with_next:
             n = min(k + self.interval, len(v) - 1)  # clamped at the end of the clip
             off_n, m_n = chain_offsets_forward(v, t, max(n, t))

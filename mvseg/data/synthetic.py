@@ -55,6 +55,23 @@ class SyntheticConfig:
     # stretch stopped, slow, cruising or fast), so how fast the content changes varies within a
     # clip. 0 (default): constant speed, every clip as before.
     speed_changes: int = 0
+    # Uneven content: events that change the segmentation in bursts, each drawn at random frames
+    # of a clip (a Poisson count at these rates per 100 frames, from generators of their own, so
+    # the scene itself stays what its seed gives). 0 (default): none, every clip as before.
+    cut_rate: float = 0.0  # hard scene cuts: another scene from that frame on, no flow across it
+    turn_rate: float = 0.0  # sharp turns: the camera yaws by about turn_degrees within turn_frames
+    lorry_rate: float = 0.0  # a lorry passes close to the camera, covering up to half the frame
+    tunnel_rate: float = 0.0  # the light falls to tunnel_gain within 2 frames (a tunnel), then comes back
+    turn_degrees: float = 45.0
+    turn_frames: int = 12  # 45 degrees in 12 frames at 17 fps: about 64 degrees a second
+    fov_degrees: float = 60.0  # horizontal field of view: a yaw of a degrees shifts f * tan(a) pixels
+    tunnel_gain: float = 0.3
+
+
+# the event settings: left out of a dataset's generator record at their defaults (datasets made
+# before they existed stay valid)
+EVENT_FIELDS = ("speed_changes", "cut_rate", "turn_rate", "lorry_rate", "tunnel_rate", "turn_degrees",
+                "turn_frames", "fov_degrees", "tunnel_gain")
 
 
 @dataclass
@@ -65,6 +82,14 @@ class RenderedClip:
     labels: np.ndarray  # (T, H, W) uint8
     flow: np.ndarray  # (T, 2, H, W) float32 backward flow, frame 0 is zero
     objects: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (T, H, W) int16 object id, -1 = static layer
+    cuts: tuple[int, ...] = ()  # frames that start a new scene: their flow is undefined (stored as 0)
+
+    @property
+    def flow_valid(self) -> np.ndarray:
+        """(T,) bool: frame t's backward flow exists (False at a scene cut)."""
+        valid = np.ones(len(self.frames), bool)
+        valid[list(self.cuts)] = False
+        return valid
 
 
 # ----------------------------------------------------------------------------- textures
@@ -140,6 +165,12 @@ class _Camera:
     # stop-and-go: (frame, travel) knots of a piecewise-linear travel(t), the distance the
     # camera has moved in units of its cruising speed; None: travel(t) = t (constant speed)
     knots: tuple[np.ndarray, np.ndarray] | None = None
+    # sharp turns: (frame, pixels) knots of the piecewise-linear image shift yaw(t) a rotation of
+    # the camera gives; a rotation moves every depth alike (no parallax); None: no turns
+    turns: tuple[np.ndarray, np.ndarray] | None = None
+
+    def yaw(self, t: float) -> float:
+        return 0.0 if self.turns is None else float(np.interp(t, *self.turns))
 
     def travel(self, t: float) -> float:
         if self.knots is None:
@@ -158,11 +189,13 @@ class _Camera:
 
     def to_canvas(self, z: float, t: float, x: np.ndarray, y: np.ndarray):
         s, (tx, ty) = self.scale(z, t), self.shift(z, t)
-        return (x - self.foe[0]) / s + self.foe[0] + tx, (y - self.foe[1]) / s + self.foe[1] + ty
+        r = self.yaw(t)  # the image moves by -yaw at every depth
+        return (x + r - self.foe[0]) / s + self.foe[0] + tx, (y - self.foe[1]) / s + self.foe[1] + ty
 
     def to_image(self, z: float, t: float, cx, cy):
         s, (tx, ty) = self.scale(z, t), self.shift(z, t)
-        return (cx - self.foe[0] - tx) * s + self.foe[0], (cy - self.foe[1] - ty) * s + self.foe[1]
+        return ((cx - self.foe[0] - tx) * s + self.foe[0] - self.yaw(t),
+                (cy - self.foe[1] - ty) * s + self.foe[1])
 
 
 @dataclass
@@ -225,6 +258,9 @@ class StreetScene:
         )
         if cfg.speed_changes > 0:  # its own generator: the scene itself stays what this seed gives
             self.cam.knots = stop_and_go(np.random.default_rng([seed, 104729]), cfg.frames, cfg.speed_changes)
+        if cfg.turn_rate > 0:
+            self.cam.turns = sharp_turns(np.random.default_rng([seed, 104723]), cfg)
+        self.tunnels = tunnels(np.random.default_rng([seed, 104711]), cfg) if cfg.tunnel_rate > 0 else []
         # depth factors
         self.z_sky, self.z_build, self.z_tree, self.z_ground = 0.03, 0.35, 0.6, 1.0
         self.sky_top, self.sky_bottom = _colour(rng, "sky"), _colour(rng, "sky") * 1.1
@@ -284,10 +320,36 @@ class StreetScene:
             hh = 0.8 * depth + 6
             self.objects.append(_Object("pole", x, y, 0.0, 0.12 * hh, hh, _colour(rng, "grey") * 0.7,
                                         _colour(rng, "vivid"), _Texture(rng, 2.0, 6), has_sign=rng.random() < 0.7))
+        if cfg.lorry_rate > 0:
+            self.objects += self._lorries(np.random.default_rng([seed, 104717]))
         self.light_amp = rng.uniform(0, cfg.illumination)
         self.light_phase = rng.uniform(0, 2 * np.pi)
         self.light_freq = rng.uniform(0.5, 1.5) / cfg.frames
         self.tint = 1 + rng.normal(0, 0.04, 3)
+
+    def _lorries(self, rng: np.random.Generator) -> list[_Object]:
+        """Large vehicles that enter from a side close to the camera (near the bottom of the
+        frame, up to half its width) at random frames and cross it in 12-30 frames."""
+        cfg, h, w = self.cfg, self.cfg.height, self.cfg.width
+        out = []
+        for t0 in np.sort(rng.integers(0, cfg.frames, rng.poisson(cfg.lorry_rate * cfg.frames / 100))):
+            y = self.horizon + rng.uniform(0.9, 1.0) * (h - self.horizon)  # ground canvas row near the camera
+            hw = rng.uniform(0.2, 0.25) * w  # half width: 40-50 % of the frame
+            side = rng.choice([-1, 1])  # +1: enters on the left, drives right
+            vx = side * (w + 2 * hw) / rng.uniform(12, 30)
+            edge = self.cam.to_canvas(self.z_ground, float(t0), np.array(0.0 if side > 0 else w), np.array(y))[0]
+            x0 = float(edge) - side * hw - vx * t0  # its near end at the frame's edge at t0
+            out.append(_Object("car", x0, y, vx, hw, 0.8 * hw, _colour(rng, "vivid"),
+                               np.array([60, 70, 80.0]) * rng.uniform(0.6, 1.3), _Texture(rng, 2.5, 10)))
+        return out
+
+    def gain(self, t: int) -> float:
+        """The light's gain at frame t: the slow illumination drift times any tunnel's."""
+        g = 1 + self.light_amp * math.sin(2 * math.pi * self.light_freq * t + self.light_phase)
+        for t_in, t_out in self.tunnels:  # within 2 frames down to tunnel_gain, and back
+            depth = min(max((t - t_in + 1) / 2, 0.0), 1.0) * min(max((t_out + 1 - t) / 2, 0.0), 1.0)
+            g *= 1 - (1 - self.cfg.tunnel_gain) * depth
+        return g
 
     # -- static layers at canvas coords ------------------------------------------------
 
@@ -360,8 +422,7 @@ class StreetScene:
         # objects, far to near (painter's order by ground depth)
         for k in sorted(range(len(self.objects)), key=lambda i: self.objects[i].y):
             self._draw(k, t, px, py, img, lab, flow, obj_id)
-        gain = 1 + self.light_amp * math.sin(2 * math.pi * self.light_freq * t + self.light_phase)
-        img = img * gain * self.tint
+        img = img * self.gain(t) * self.tint
         return img, lab.astype(np.uint8), flow, obj_id
 
     def _draw(self, k, t, px, py, img, lab, flow, obj_id):
@@ -407,20 +468,57 @@ def stop_and_go(rng: np.random.Generator, frames: int, changes: int) -> tuple[np
     return ts, np.concatenate([[0.0], np.cumsum(np.diff(ts) * np.array(speeds))])
 
 
+def sharp_turns(rng: np.random.Generator, cfg: SyntheticConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(frame, pixels) knots of the camera's yaw: Poisson-many turns of turn_degrees x U(0.7, 1.3)
+    each within turn_frames, starting at random frames, one at a time; a turn heads back towards
+    the start when the view has turned more than half a frame away (the canvas is finite)."""
+    f = cfg.width / (2 * math.tan(math.radians(cfg.fov_degrees) / 2))  # focal length, pixels
+    ts, ps = [0.0], [0.0]
+    for t0 in np.sort(rng.integers(0, cfg.frames, rng.poisson(cfg.turn_rate * cfg.frames / 100))):
+        t0 = max(float(t0), ts[-1])
+        px = f * math.tan(math.radians(cfg.turn_degrees * rng.uniform(0.7, 1.3)))
+        sign = -np.sign(ps[-1]) if abs(ps[-1]) > cfg.width / 2 else rng.choice([-1, 1])
+        ts += [t0, t0 + cfg.turn_frames]
+        ps += [ps[-1], ps[-1] + sign * px]
+    return np.array(ts), np.array(ps)
+
+
+def tunnels(rng: np.random.Generator, cfg: SyntheticConfig) -> list[tuple[int, int]]:
+    """(entry, exit) frames of Poisson-many tunnels, each 8-30 frames long."""
+    out: list[tuple[int, int]] = []
+    for t in np.sort(rng.integers(0, cfg.frames, rng.poisson(cfg.tunnel_rate * cfg.frames / 100))):
+        length = int(rng.integers(8, 31))
+        if not out or t > out[-1][1] + 2:  # one tunnel at a time
+            out.append((int(t), int(t) + length))
+    return out
+
+
+def scene_cuts(rng: np.random.Generator, cfg: SyntheticConfig) -> tuple[int, ...]:
+    """Frames (1 .. frames-1, distinct) where a hard cut starts another scene."""
+    n = min(rng.poisson(cfg.cut_rate * cfg.frames / 100), cfg.frames - 1)
+    return tuple(int(t) for t in np.sort(rng.choice(np.arange(1, cfg.frames), n, replace=False)))
+
+
 def render_clip(seed: int, cfg: SyntheticConfig | None = None) -> RenderedClip:
-    """Render one clip deterministically from `seed`."""
+    """Render one clip deterministically from `seed`; with scene cuts, each cut starts another
+    scene (its own seed) at its time 0, and the cut frame's flow is undefined (zero, see
+    RenderedClip.flow_valid)."""
     cfg = cfg or SyntheticConfig()
-    scene = StreetScene(seed, cfg)
+    cuts = scene_cuts(np.random.default_rng([seed, 104701]), cfg) if cfg.cut_rate > 0 else ()
+    starts = (0,) + cuts
+    scenes = [StreetScene(seed if i == 0 else int(np.random.SeedSequence([seed, i]).generate_state(1)[0]), cfg)
+              for i in range(len(starts))]
     rng = np.random.default_rng(seed + 7919)
     frames, labels, flows, ids = [], [], [], []
     for t in range(cfg.frames):
-        img, lab, flow, oid = scene.render(t)
+        i = int(np.searchsorted(starts, t, side="right")) - 1
+        img, lab, flow, oid = scenes[i].render(t - starts[i])
         img = img + rng.normal(0, cfg.noise, img.shape)
         frames.append(np.clip(img, 0, 255).astype(np.uint8))
         labels.append(lab)
-        flows.append(flow if t > 0 else np.zeros_like(flow))
+        flows.append(flow if t > 0 and t not in cuts else np.zeros_like(flow))
         ids.append(oid)
-    return RenderedClip(np.stack(frames), np.stack(labels), np.stack(flows), np.stack(ids))
+    return RenderedClip(np.stack(frames), np.stack(labels), np.stack(flows), np.stack(ids), cuts)
 
 
 # ----------------------------------------------------------------------------- dataset
@@ -440,7 +538,8 @@ def _write_clip(job: tuple) -> tuple[str, str, np.ndarray, np.ndarray, int]:
         gt = root / "gt" / split / f"{name}.npz"
         gt.parent.mkdir(parents=True, exist_ok=True)
         tmp = gt.with_name(gt.stem + ".part.npz")
-        np.savez_compressed(tmp, labels=clip.labels, flow=clip.flow.astype(np.float16), objects=clip.objects)
+        extra = {"flow_valid": clip.flow_valid} if cfg.cut_rate > 0 else {}  # no key (same bytes) without cuts
+        np.savez_compressed(tmp, labels=clip.labels, flow=clip.flow.astype(np.float16), objects=clip.objects, **extra)
         tmp.replace(gt)
     px = clip.frames.reshape(-1, 3).astype(np.float64) / 255.0
     return split, name, px.sum(0), (px**2).sum(0), len(px)
@@ -486,7 +585,7 @@ def make_synthetic_dataset(
     generator = {"seed": seed, "gop": gop, "crf": crf, "annotated": list(annotated),
                  "train_clips": train_clips, "val_clips": val_clips,
                  "config": {k: list(v) if isinstance(v, tuple) else v for k, v in vars(cfg).items()
-                            if not (k == "speed_changes" and v == 0)}}  # datasets made before it existed stay valid
+                            if not (k in EVENT_FIELDS and v == getattr(SyntheticConfig, k))}}
     if meta_path.exists():
         meta = json.loads(meta_path.read_text())
         if meta.get("generator") == generator:

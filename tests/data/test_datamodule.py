@@ -276,6 +276,22 @@ def test_a_synthetic_dataset_made_with_other_settings_is_used_as_it_is(tmp_path,
     assert all(p.stat().st_mtime_ns == t for p, t in before.items())
 
 
+def test_ground_truth_flow_is_masked_across_a_scene_cut(tmp_path):
+    """A chain of true flow that crosses a scene cut has no flow: its mask is 0 everywhere; the
+    chains on one side of the cut keep theirs."""
+    from mvseg.data.synthetic import SyntheticConfig, make_synthetic_dataset, render_clip
+
+    cfg = SyntheticConfig(height=32, width=64, frames=8, cut_rate=50.0)
+    cuts = render_clip(100_000, cfg).cuts  # the validation clip's (seed 0): cuts at 5 and 6
+    make_synthetic_dataset(str(tmp_path / "d"), train_clips=1, val_clips=1, config=cfg, annotated=(7,), workers=1,
+                           progress=False)
+    dm = make_dm(tmp_path / "d", with_gt_flow=True)
+    for s in dm.val_set:
+        crosses = any(s["frame"] - s["distance"] < c <= s["frame"] for c in cuts)
+        assert (s["flowmask_cur_to_key"].max() == 0) == crosses
+    assert cuts and {s["distance"] for s in dm.val_set} == {0, 1, 2}
+
+
 def test_ground_truth_flow_samples(tiny_dataset, tmp_path):
     """with_gt_flow: the true flow t -> k on the cell grid, composed like the MV offsets; it
     warps the keyframe onto the current frame better than copying it and than the block MVs,

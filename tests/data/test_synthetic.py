@@ -127,6 +127,13 @@ def test_data_prepare_cli(tmp_path, capsys):
     assert rc == 0
     assert (tmp_path / "d" / "videos" / "val" / "clip_0000.mp4").exists()
     assert "1 train + 1 val clips of 6 frames, 64x32" in capsys.readouterr().out
+    rc = main(["data", "prepare", "synthetic", "--out", str(tmp_path / "u"), "--train-clips", "1", "--val-clips", "1",
+               "--height", "32", "--width", "64", "--frames", "6", "--annotated", "2", "--workers", "1",
+               "--cut-rate", "20", "--tunnel-rate", "5"])
+    config = json.loads((tmp_path / "u" / "dataset.json").read_text())["generator"]["config"]
+    assert rc == 0 and config["cut_rate"] == 20.0 and config["tunnel_rate"] == 5.0 and "turn_rate" not in config
+    with pytest.raises(SystemExit, match="--turn-rate must be >= 0"):
+        main(["data", "prepare", "synthetic", "--out", str(tmp_path / "v"), "--turn-rate", "-1"])
 
 
 def test_stop_and_go_camera():
@@ -163,3 +170,113 @@ def test_stop_and_go_camera():
         src_obj = _warp(clip.objects[t - 1][..., None].astype(np.float32), clip.flow[t])[..., 0]
         same = np.abs(src_obj - clip.objects[t]) < 1e-3
         assert np.median(np.abs(warped - clip.frames[t]).mean(-1)[same]) < 3.0
+
+
+# -- uneven content: the events of SyntheticConfig (cut_rate, turn_rate, lorry_rate, tunnel_rate)
+
+# sha256 of render_clip(3, 64x128, 6 frames)'s frames, labels, flow and objects, recorded with the
+# generator before the events existed: the defaults must keep rendering the same bytes
+DEFAULT_CLIP_SHA256 = "e6b55b86f8df72c771722ded726bec9cacd2c87709967b0130a617a9c2bdd185"
+
+
+def test_events_off_by_default_render_the_same_bytes(tmp_path):
+    import hashlib
+
+    clip, h = render_clip(3, SyntheticConfig(height=64, width=128, frames=6)), hashlib.sha256()
+    for k in ("frames", "labels", "flow", "objects"):
+        h.update(np.ascontiguousarray(getattr(clip, k)).tobytes())
+    assert h.hexdigest() == DEFAULT_CLIP_SHA256 and clip.cuts == () and clip.flow_valid.all()
+    meta = make_synthetic_dataset(str(tmp_path / "d"), train_clips=1, val_clips=1, config=SMALL, annotated=(2,),
+                                  workers=1, progress=False)
+    assert not {"cut_rate", "turn_rate", "lorry_rate", "tunnel_rate", "turn_degrees"} & set(meta["generator"]["config"])
+    with np.load(tmp_path / "d" / "gt" / "val" / "clip_0000.npz") as z:
+        assert set(z.files) == {"labels", "flow", "objects"}
+
+
+def test_scene_cut_changes_most_labels_at_once_and_has_no_flow(tmp_path):
+    cfg = SyntheticConfig(height=64, width=128, frames=16, cut_rate=10.0)
+    seen = 0
+    for seed in range(4):
+        clip = render_clip(seed, cfg)
+        for t in range(1, cfg.frames):
+            changed = (clip.labels[t] != clip.labels[t - 1]).mean()
+            if t in clip.cuts:
+                seen += 1
+                assert changed > 0.3 and not clip.flow_valid[t] and not clip.flow[t].any()
+            else:
+                assert changed < 0.2 and clip.flow_valid[t]
+    assert seen >= 2
+    meta = make_synthetic_dataset(str(tmp_path / "d"), train_clips=1, val_clips=1, workers=1, progress=False,
+                                  config=cfg, annotated=(2,))
+    assert meta["generator"]["config"]["cut_rate"] == 10.0
+    with np.load(tmp_path / "d" / "gt" / "train" / "clip_0000.npz") as z:
+        np.testing.assert_array_equal(z["flow_valid"], render_clip(0, cfg).flow_valid)
+
+
+def test_turn_moves_every_depth_alike():
+    """A yaw of the camera shifts every static layer by the same number of pixels (a rotation
+    has no parallax): with a camera that neither pans nor zooms, the static layers' horizontal
+    flow is the yaw's step at every pixel, and tens of pixels a frame during a turn."""
+    from mvseg.data.synthetic import StreetScene
+
+    cfg = SyntheticConfig(height=64, width=128, frames=30, max_pan=0.0, max_zoom=0.0, turn_rate=8.0)
+    fast = 0
+    for seed in range(3):
+        cam, clip = StreetScene(seed, cfg).cam, render_clip(seed, cfg)
+        for t in range(1, cfg.frames):
+            step = cam.yaw(t) - cam.yaw(t - 1)
+            static = clip.objects[t] == -1
+            np.testing.assert_allclose(clip.flow[t][0][static], step, atol=1e-3)
+            fast += abs(step) > 4
+    assert fast >= 12  # 45 degrees x U(0.7, 1.3) in 12 frames at a 60-degree field of view: 6-12 px a frame
+
+
+def test_lorry_enters_close_and_covers_much_of_the_frame():
+    cfg = SyntheticConfig(height=64, width=128, frames=30, lorry_rate=6.0)
+    base = SyntheticConfig(height=64, width=128, frames=30)
+    from mvseg.data.synthetic import StreetScene
+
+    covers = []
+    for seed in range(3):
+        clip, scene = render_clip(seed, cfg), StreetScene(seed, base)
+        lorries = range(len(scene.objects), clip.objects.max() + 1)  # appended after the scene's own objects
+        cover = np.stack([np.isin(clip.objects[t], lorries).mean() for t in range(cfg.frames)])
+        covers.append(cover.max())
+        assert cover[0] < 0.05 or cover[-1] < 0.05  # it enters or leaves within the clip
+    assert max(covers) > 0.3
+
+
+def test_tunnel_darkens_the_frame_and_keeps_labels_and_flow():
+    from mvseg.data.synthetic import StreetScene
+
+    cfg = SyntheticConfig(height=64, width=128, frames=30, tunnel_rate=8.0, noise=0.0)
+    base = SyntheticConfig(height=64, width=128, frames=30, noise=0.0)
+    dark = 0
+    for seed in range(3):
+        scene, clip, plain = StreetScene(seed, cfg), render_clip(seed, cfg), render_clip(seed, base)
+        np.testing.assert_array_equal(clip.labels, plain.labels)
+        np.testing.assert_array_equal(clip.flow, plain.flow)
+        for t_in, t_out in scene.tunnels:
+            for t in range(t_in + 1, min(t_out, cfg.frames)):
+                ratio = clip.frames[t].mean() / plain.frames[t].mean()
+                assert abs(ratio - cfg.tunnel_gain) < 0.05
+                dark += 1
+    assert dark >= 5
+
+
+def test_flow_stays_exact_with_every_event():
+    """Without noise and light changes (a tunnel keeps labels and flow, tested above), warping
+    frame t-1 by the flow gives frame t within interpolation error, turns and lorries included;
+    a cut frame has no flow to check."""
+    cfg = SyntheticConfig(height=64, width=128, frames=24, noise=0.0, illumination=0.0, cut_rate=4.0,
+                          turn_rate=6.0, lorry_rate=6.0)
+    cuts = 0
+    for seed in range(2):
+        clip = render_clip(seed, cfg)
+        cuts += len(clip.cuts)
+        for t in set(range(1, cfg.frames)) - set(clip.cuts):
+            warped = _warp(clip.frames[t - 1].astype(np.float32), clip.flow[t])
+            src_obj = _warp(clip.objects[t - 1][..., None].astype(np.float32), clip.flow[t])[..., 0]
+            same = np.abs(src_obj - clip.objects[t]) < 1e-3
+            assert np.median(np.abs(warped - clip.frames[t]).mean(-1)[same]) < 1.0  # (about 30 across a cut)
+    assert cuts
