@@ -13,6 +13,14 @@ the ground layer's canvas with their own velocity (cars and people enter, leave 
 each other). Because every pixel's layer and map are known, the backward optical flow
 (content at p in frame t came from p + flow(p) in frame t-1) is exact.
 
+Content that changes in bursts (off by default; SyntheticConfig's rates, `mvseg data prepare
+synthetic --cut-rate/--turn-rate/--lorry-rate/--tunnel-rate`), for keyframe schedulers: hard
+scene cuts (another scene from the cut on; the cut frame has no flow, `RenderedClip.flow_valid`
+and the `flow_valid` array of gt/*.npz say so), sharp turns (a yaw of the camera shifts the
+image by f tan(angle) at every depth, no parallax: `c = (p + yaw_t - foe) / S_t(z) + ...`),
+lorries entering close to the camera (up to half the frame) and tunnels (the light falls to a
+third within two frames, and comes back); the flow stays exact through all but the cuts.
+
 Class colours are drawn from overlapping distributions (grey roads, grey buildings, grey
 cars, greenish cars, grey-blue sky, ...), so a per-pixel colour classifier cannot separate
 them: shape (cars, people), texture (windows, paving tiles, lane marks, foliage) and context
