@@ -161,7 +161,7 @@ def plot_sweep(rows: list[dict], path: Path) -> None:
         rs = sorted((r for r in rows if (r["method"], r["schedule"]) == key), key=lambda r: r["keyframes_per_100"])
         ax.plot([r["keyframes_per_100"] for r in rs], [r["miou_stream"] for r in rs], "o-", label=" ".join(key), ms=4)
         for r in rs:
-            ax.annotate(f"{ {'fixed': 'L', 'hindsight': 'K'}.get(r['schedule'], 't')}={r['param']:g}",
+            ax.annotate(f"{ {'fixed': 'L', 'scenecut+fixed': 'L', 'hindsight': 'K'}.get(r['schedule'], 't')}={r['param']:g}",
                         (r["keyframes_per_100"], r["miou_stream"]), fontsize=6, xytext=(3, 3), textcoords="offset points")
     ax.set_xlabel("keyframes per 100 frames")
     ax.set_ylabel("stream mIoU (every labelled frame)")

@@ -13,6 +13,12 @@ matrices, from which any schedule's stream mIoU is a sum. Schedules:
 - fixed: a keyframe every L frames (the same numbers as the latency view's fixed rows);
 - oracle-threshold: Li et al.'s policy fed the *true* deviation (labels of the full network
   on frames k and t), i.e. a perfect deviation predictor;
+- predicted-threshold: the same policy fed the strategy's own predicted deviation (methods
+  with a deviation predictor): what streaming `keyframe_policy: adaptive` does, blocking;
+- scenecut+fixed: a keyframe where x264's scene-cut detection puts an I-frame (the clip's
+  frames re-encoded with `scenecut=40`, its default, and no periodic I-frame) and every L
+  frames after the last keyframe: the I-frame policy on a video encoded `keyint=L` with
+  scene cuts on (our approximation: x264 decides cuts with its own GOP state, here without);
 - hindsight: per clip, the K keyframes (the first at frame 0) that minimise the clip's pixel
   errors, found by dynamic programming with the labels known: no causal policy does better
   at K keyframes a clip (in pixel accuracy; mIoU follows closely).
@@ -21,6 +27,9 @@ Cost: T(T+1)/2 streaming steps a clip (465 for 30 frames).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -33,6 +42,36 @@ from mvseg.video.decode import iter_frames, probe
 from mvseg.video.motion import iter_fields
 
 
+@dataclass
+class ClipTable:
+    """One clip's oracle table. conf (T, T, K, K) int64: the confusion matrix of frame t
+    segmented from keyframe k (zero below the diagonal); dev (T, T): the true deviation, the
+    fraction of pixels whose full-network label differs between k and t (NaN below); pdev
+    (T, T): the strategy's predicted deviation of t from k (NaN below, and everywhere for a
+    strategy without a predictor); scenecuts: the frames x264's scene-cut detection makes
+    I-frames (frame 0 left out)."""
+
+    conf: np.ndarray
+    dev: np.ndarray
+    pdev: np.ndarray
+    scenecuts: list[int] = field(default_factory=list)
+
+
+def x264_scenecuts(images: list[np.ndarray], threshold: int = 40) -> list[int]:
+    """The frames (after the first) where libx264's scene-cut detection puts an I-frame when
+    `images` ((H, W, 3) uint8) are encoded with `scenecut=threshold`, no periodic I-frame and no
+    B-frames (one thread: the decisions do not depend on thread timing)."""
+    import tempfile
+
+    from mvseg.video.encode import encode_video
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = encode_video(images, Path(tmp) / "scenecut.mp4", gop=len(images) + 1, scenecut=threshold,
+                            threads=1)
+        types = [f.pict_type for f in iter_frames(path, mvs=False, rgb=False)]
+    return [t for t, kind in enumerate(types) if t > 0 and kind == "I"]
+
+
 def miou_from_confusion(conf: np.ndarray) -> float:
     """Macro IoU of a (K, K) confusion [target, prediction], classes absent from both left
     out: torchmetrics' MulticlassJaccardIndex(average="macro") on the same pixels."""
@@ -42,25 +81,27 @@ def miou_from_confusion(conf: np.ndarray) -> float:
     return float((tp[ok] / union[ok]).mean()) if ok.any() else 0.0
 
 
-def propagation_table(model, ds: FolderDataset, clip: Clip, data: dict) -> tuple[np.ndarray, np.ndarray]:
-    """For every keyframe k and frame t >= k of `clip`: the confusion matrix of t segmented
-    from k, (T, T, K, K) int64 (zero below the diagonal), and the true deviation, the fraction
-    of pixels whose full-network label differs between k and t, (T, T) (NaN below)."""
+def propagation_table(model, ds: FolderDataset, clip: Clip, data: dict, scenecut: int = 40) -> ClipTable:
+    """For every keyframe k and frame t >= k of `clip`: t segmented from k with the strategy's
+    streaming step, scored against t's label (see ClipTable); scenecut: x264's threshold for
+    the scene-cut schedule (0: none)."""
     if model.needs_next:
         raise ValueError(f"{type(model).__name__} looks ahead to the next keyframe; the oracle view needs a "
                          "causal strategy (its output at t may depend only on frames up to t)")
     info = probe(clip.video)
     mean, std = data.get("mean", IMAGENET_MEAN), data.get("std", IMAGENET_STD)
-    frames = []
+    frames, images = [], []
     decoded = iter_fields(clip.video) if model.reads_motion else \
         ((f, None, None) for f in iter_frames(clip.video, mvs=False))
     for f, off, mask in decoded:
         if off is not None:
             off, mask = torch.from_numpy(off)[None], torch.from_numpy(mask)[None]
         frames.append((frame_tensor(f.image, mean, std), off, mask))  # (1, 3, H, W), (1, 2, Hc, Wc), (1, Hc, Wc)
+        images.append(f.image)
     n, k_cls = len(frames), ds.num_classes
     labels = clip_labels(ds, clip, (info.height, info.width))
     conf = np.zeros((n, n, k_cls, k_cls), np.int64)
+    pdev = np.full((n, n), np.nan)
     full: list[torch.Tensor] = []  # each frame's label from the full network (it as its own keyframe)
     model.eval()
     if hasattr(model, "low_latency"):
@@ -70,6 +111,8 @@ def propagation_table(model, ds: FolderDataset, clip: Clip, data: dict) -> tuple
             model.stream_reset()
             for t in range(k, n):
                 x, off, mask = frames[t]
+                if t > k and model.has_deviation:  # as the runtime asks it, before the frame's step
+                    pdev[k, t] = model.stream_deviation(x)
                 (_, logits), = model.stream_push(x, off, mask, t == k)
                 pred = logits.max(1).indices[0]  # (H, W)
                 if t == k:
@@ -83,7 +126,7 @@ def propagation_table(model, ds: FolderDataset, clip: Clip, data: dict) -> tuple
     for k in range(n):
         for t in range(k, n):
             dev[k, t] = float((full[k] != full[t]).float().mean())
-    return conf, dev
+    return ClipTable(conf, dev, pdev, x264_scenecuts(images, scenecut) if scenecut else [])
 
 
 def fixed_keys(n: int, interval: int) -> list[int]:
@@ -95,6 +138,15 @@ def threshold_keys(dev: np.ndarray, tau: float) -> list[int]:
     keys = [0]
     for t in range(1, dev.shape[0]):
         if dev[keys[-1], t] > tau:
+            keys.append(t)
+    return keys
+
+
+def scenecut_keys(n: int, cuts: list[int], interval: int) -> list[int]:
+    """A keyframe at every scene cut and `interval` frames after the last keyframe."""
+    keys, cuts = [0], set(cuts)
+    for t in range(1, n):
+        if t in cuts or t - keys[-1] >= interval:
             keys.append(t)
     return keys
 
@@ -123,49 +175,106 @@ def hindsight_keys(conf: np.ndarray, count: int) -> list[int]:
     return sorted(keys + [0])
 
 
-def score(tables: list[tuple[np.ndarray, np.ndarray]], keys_of) -> tuple[float, float]:
-    """Stream mIoU and keyframes per 100 frames of a schedule: keys_of(conf, dev) -> keyframes."""
+def score(tables: list[ClipTable], keys_of) -> tuple[float, float]:
+    """Stream mIoU and keyframes per 100 frames of a schedule: keys_of(ClipTable) -> keyframes."""
     total, n_key, n = 0, 0, 0
-    for conf, dev in tables:
-        keys = sorted(set(keys_of(conf, dev)))
+    for tab in tables:
+        conf = tab.conf
+        keys = sorted(set(keys_of(tab)))
         last = {t: max(k for k in keys if k <= t) for t in range(conf.shape[0])}
         total = total + sum(conf[last[t], t] for t in range(conf.shape[0]))
         n_key, n = n_key + len(keys), n + conf.shape[0]
     return miou_from_confusion(total), 100.0 * n_key / n
 
 
+def save_tables(path: Path, tables: list[ClipTable], source: str = "") -> None:
+    """One model's clip tables in one .npz (reloaded by load_tables to score other schedules);
+    source: what they were computed from (checked on reuse)."""
+    arrays = {"source": np.asarray(source)}
+    for i, tab in enumerate(tables):
+        arrays.update({f"{i}_conf": tab.conf.astype(np.int32), f"{i}_dev": tab.dev, f"{i}_pdev": tab.pdev,
+                       f"{i}_scenecuts": np.asarray(tab.scenecuts, np.int64)})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, **arrays)
+
+
+def load_tables(path: Path, source: str | None = None) -> list[ClipTable] | None:
+    """The tables save_tables wrote; None when `source` is given and differs from theirs."""
+    with np.load(path) as z:
+        if source is not None and str(z["source"]) != source:
+            return None
+        n = len({k.split("_")[0] for k in z.files if k != "source"})
+        return [ClipTable(z[f"{i}_conf"].astype(np.int64), z[f"{i}_dev"], z[f"{i}_pdev"],
+                          z[f"{i}_scenecuts"].tolist()) for i in range(n)]
+
+
+def schedules(tables: list[ClipTable], intervals: list[int], thresholds: list[float]) -> list[tuple]:
+    """(schedule, param, keys_of) of every schedule the view scores."""
+    out = [("fixed", L, lambda tab, L=L: fixed_keys(tab.conf.shape[0], L)) for L in intervals]
+    out += [("oracle-threshold", tau, lambda tab, tau=tau: threshold_keys(tab.dev, tau)) for tau in thresholds]
+    if all(np.isfinite(tab.pdev[np.triu_indices(len(tab.pdev), 1)]).all() for tab in tables):
+        out += [("predicted-threshold", tau, lambda tab, tau=tau: threshold_keys(tab.pdev, tau)) for tau in thresholds]
+    if any(tab.scenecuts for tab in tables):
+        out += [("scenecut+fixed", L, lambda tab, L=L: scenecut_keys(tab.conf.shape[0], tab.scenecuts, L))
+                for L in intervals]
+    counts = sorted({len(fixed_keys(tab.conf.shape[0], L)) for L in intervals for tab in tables})
+    out += [("hindsight", m, lambda tab, m=m: hindsight_keys(tab.conf, m)) for m in counts]
+    return out
+
+
+def _interp(rows: list[dict], schedule: str, keyframes: float, key: str) -> float:
+    pts = sorted((r["keyframes_per_100"], r[key]) for r in rows if r["schedule"] == schedule)
+    if not pts or not pts[0][0] <= keyframes <= pts[-1][0]:
+        return float("nan")
+    xs, ys = zip(*pts)
+    return float(np.interp(keyframes, xs, ys))
+
+
+def score_schedules(name: str, tables: list[ClipTable], intervals: list[int], thresholds: list[float]) -> list[dict]:
+    """Rows of every schedule for one model's tables; each non-fixed row with the fixed
+    schedules' mIoU interpolated at its keyframe rate and the gain over it, and each causal one
+    with its share of the hindsight headroom (the hindsight gain interpolated at its rate)."""
+    rows = []
+    for schedule, param, keys_of in schedules(tables, intervals, thresholds):
+        miou, rate = score(tables, keys_of)
+        rows.append({"method": name, "schedule": schedule, "param": param, "miou_stream": miou,
+                     "keyframes_per_100": rate})
+    for r in rows:
+        if r["schedule"] != "fixed":
+            r["fixed_miou_same_keyframes"] = interpolate_fixed(rows, name, r["keyframes_per_100"])
+            r["gain_vs_fixed"] = r["miou_stream"] - r["fixed_miou_same_keyframes"]
+    for r in rows:
+        if r["schedule"] not in ("fixed", "hindsight"):
+            headroom = _interp(rows, "hindsight", r["keyframes_per_100"], "gain_vs_fixed")
+            r["hindsight_gain_same_keyframes"] = headroom
+            r["share_of_headroom"] = r["gain_vs_fixed"] / headroom if headroom > 0 else float("nan")
+    for r in rows:
+        print(f"{name} {r['schedule']} {r['param']:g}: mIoU {r['miou_stream']:.4f} at "
+              f"{r['keyframes_per_100']:.1f} keyframes/100", flush=True)
+    return rows
+
+
 def bench_oracle(models: dict[str, tuple], ds: FolderDataset, intervals: list[int], thresholds: list[float],
-                 max_videos: int | None = None) -> list[dict]:
-    """models: name -> (strategy, data dict). Rows of fixed, oracle-threshold and hindsight
-    schedules per model, each non-fixed row with the fixed schedules' mIoU interpolated at its
-    keyframe rate and the gain over it."""
+                 max_videos: int | None = None, tables_dir: Path | None = None,
+                 sources: dict[str, str] | None = None) -> list[dict]:
+    """models: name -> (strategy, data dict). The rows of score_schedules per model.
+    tables_dir: each model's tables are kept there (NAME.npz) and reused by a later run whose
+    sources[name] (what identifies the checkpoint and the clips) is the same."""
     clips = ds.clips["val"][:max_videos]
     rows = []
     for name, (model, data) in models.items():
-        tables = [propagation_table(model, ds, c, data) for c in clips]
-        mine = []
-        for interval in intervals:
-            mine.append({"schedule": "fixed", "param": interval,
-                         **dict(zip(("miou_stream", "keyframes_per_100"),
-                                    score(tables, lambda c, d, L=interval: fixed_keys(c.shape[0], L))))})
-        for tau in thresholds:
-            mine.append({"schedule": "oracle-threshold", "param": tau,
-                         **dict(zip(("miou_stream", "keyframes_per_100"),
-                                    score(tables, lambda c, d, tau=tau: threshold_keys(d, tau))))})
-        for count in sorted({len(fixed_keys(c.shape[0], L)) for L in intervals for c, _ in tables}):
-            mine.append({"schedule": "hindsight", "param": count,
-                         **dict(zip(("miou_stream", "keyframes_per_100"),
-                                    score(tables, lambda c, d, m=count: hindsight_keys(c, m))))})
-        mine = [{"method": name, **r} for r in mine]
-        for r in mine:
-            if r["schedule"] != "fixed":
-                r["fixed_miou_same_keyframes"] = interpolate_fixed(mine, name, r["keyframes_per_100"])
-                r["gain_vs_fixed"] = r["miou_stream"] - r["fixed_miou_same_keyframes"]
-            print(f"{name} {r['schedule']} {r['param']:g}: mIoU {r['miou_stream']:.4f} at "
-                  f"{r['keyframes_per_100']:.1f} keyframes/100", flush=True)
-        rows += mine
+        source = "|".join([(sources or {}).get(name, ""), str(ds.root.resolve()), *(c.name for c in clips)])
+        path = Path(tables_dir) / f"{name}.npz" if tables_dir is not None else None
+        tables = load_tables(path, source) if path is not None and path.is_file() else None
+        if tables is None:
+            tables = [propagation_table(model, ds, c, data) for c in clips]
+            if path is not None:
+                save_tables(path, tables, source)
+        else:
+            print(f"{name}: oracle tables reused from {path}", flush=True)
+        rows += score_schedules(name, tables, intervals, thresholds)
     return rows
 
 
 COLUMNS = ["method", "schedule", "param", "keyframes_per_100", "miou_stream", "fixed_miou_same_keyframes",
-           "gain_vs_fixed"]
+           "gain_vs_fixed", "hindsight_gain_same_keyframes", "share_of_headroom"]

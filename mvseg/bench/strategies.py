@@ -185,12 +185,13 @@ def _write_view(out: Path, rows: list[dict], columns: list[str], json_name: str,
 
 def run_bench_strategies(runs: list[str], intervals: list[int], root: str, out_dir: str, max_videos: int | None,
                          json_out: str | None, cache_dir: str | None, wandb: bool, repeats: int, view: str,
-                         thresholds: list[float], pace: float | None, slow_track_threads: int | None) -> list[dict]:
+                         thresholds: list[float], pace: float | None, slow_track_threads: int | None,
+                         tables_dir: str | None = None) -> list[dict]:
     """view: "protocol" (mIoU per keyframe distance, speed, GFLOPs: results.json, table.md,
     accuracy_vs_fps.png), "latency" (keyframe schedules over whole streams, see
     mvseg.bench_schedule: schedules.json, latency.md, threshold_sweep.png), "both", or "oracle"
     (the headroom of content-chosen keyframes, see mvseg.bench_oracle: oracle.json, oracle.md,
-    oracle.png)."""
+    oracle.png; tables_dir: where the oracle view keeps its tables for reuse)."""
     if view not in ("protocol", "latency", "both", "oracle"):
         raise ValueError(f"--view must be protocol, latency, both or oracle, got {view!r}")
     parsed = {}
@@ -225,7 +226,11 @@ def run_bench_strategies(runs: list[str], intervals: list[int], root: str, out_d
 
         ds = load_folder_dataset(root, splits=("val",))
         models = {name: load_strategy(ckpt) for name, ckpt in parsed.items()}
-        orows = oracle.bench_oracle(models, ds, intervals, thresholds or [], max_videos)
+        sources = {}
+        for name, ckpt in parsed.items():
+            st = Path(ckpt).stat()
+            sources[name] = f"{Path(ckpt).resolve()}:{st.st_size}:{st.st_mtime_ns}"
+        orows = oracle.bench_oracle(models, ds, intervals, thresholds or [], max_videos, tables_dir, sources)
         table = _write_view(out, orows, oracle.COLUMNS, "oracle.json", "oracle.md", "oracle.png",
                             latency.plot_sweep)
         payload.update(oracle=orows, oracle_table=table)

@@ -43,6 +43,8 @@ def encode_video(
     ref: int = 1,
     timed: bool = False,
     rotation: int = 0,
+    scenecut: int = 0,
+    threads: int | None = None,
 ) -> Path:
     """Encode RGB frames ((T, H, W, 3) uint8, an iterable of them, or a folder of PNGs) to an
     H.264 MP4 with a fixed GOP of `gop` frames (I-frame every `gop` frames, no scene cuts).
@@ -52,6 +54,9 @@ def encode_video(
     rate kept; a time that is missing or does not increase becomes the previous one + 1 / fps).
     rotation: display rotation in degrees, written as the stream's display matrix (a player
     shows the frames rotated; the pixels are stored as given).
+    scenecut: x264's scene-cut threshold (0: off, the datasets' setting; 40 is x264's default):
+    when on, an I-frame also where x264 detects a cut, `gop` is then the longest GOP.
+    threads: x264's threads (None: its default; 1 makes scene-cut decisions independent of timing).
     The file is written to a temporary name and renamed, so a killed encode leaves no
     half-written video under `path`.
     """
@@ -60,7 +65,12 @@ def encode_video(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".part")
-    params = f"keyint={gop}:min-keyint={gop}:scenecut=0:bframes={bframes}:ref={ref}"
+    if scenecut < 0:
+        raise ValueError(f"scenecut must be >= 0, got {scenecut}")
+    min_keyint = 1 if scenecut else gop  # an I-frame at a cut however soon after the last one
+    params = f"keyint={gop}:min-keyint={min_keyint}:scenecut={scenecut}:bframes={bframes}:ref={ref}"
+    if threads is not None:
+        params += f":threads={threads}"
     container = av.open(str(tmp), mode="w", format="mp4")
     n = 0
     tick = Fraction(1, 90000)  # the MP4 video clock: any frame time to 11 us

@@ -117,3 +117,81 @@ def test_oracle_view_refuses_look_ahead_methods(tiny_dataset):
     model = InterpMV(9, 3, net=SegNetConfig(width=0.125, feat_dim=16, head="plain", head_dim=16, split="head"))
     with pytest.raises(ValueError, match="InterpMV looks ahead.*causal"):
         propagation_table(model, ds, ds.clips["val"][0], {})
+
+
+def test_x264_scene_cuts_are_found_where_the_scene_changes():
+    """x264's scene-cut detection (scenecut=40) makes I-frames at the generator's hard cuts and
+    nowhere on a clip without them."""
+    from mvseg.bench.oracle import x264_scenecuts
+    from mvseg.data.synthetic import SyntheticConfig, render_clip
+
+    cut = next(c for c in (render_clip(s, SyntheticConfig(height=64, width=128, frames=24, cut_rate=6.0))
+                           for s in range(8)) if c.cuts)
+    assert set(cut.cuts) <= set(x264_scenecuts(list(cut.frames)))
+    assert x264_scenecuts(list(render_clip(0, SyntheticConfig(height=64, width=128, frames=24)).frames)) == []
+
+
+def test_scenecut_keys_add_cuts_to_the_interval():
+    from mvseg.bench.oracle import scenecut_keys
+
+    assert scenecut_keys(20, [], 5) == [0, 5, 10, 15]
+    # a cut restarts the count: the next periodic keyframe is L after it
+    assert scenecut_keys(20, [7], 5) == [0, 5, 7, 12, 17]
+
+
+@pytest.fixture(scope="module")
+def adaptive_ckpt(tiny_dataset, tmp_path_factory):
+    import lightning as L
+
+    from mvseg.data.datamodule import CompressedVideoDataModule
+    from mvseg.models.segnet import SegNetConfig
+    from mvseg.strategies import Adaptive, AdaptiveConfig
+
+    torch.manual_seed(0)
+    model = Adaptive(9, 3, net=SegNetConfig(width=0.125, feat_dim=16, head_dim=16),
+                     adaptive=AdaptiveConfig(kernel_size=3, kernel_channels=8, deviation_channels=8, fuse_channels=4))
+    dm = CompressedVideoDataModule(str(tiny_dataset), "folder", keyframe_interval=3, batch_size=2)
+    tmp = tmp_path_factory.mktemp("oracle_adaptive")
+    trainer = L.Trainer(accelerator="cpu", max_steps=3, logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, default_root_dir=tmp, limit_val_batches=0)
+    trainer.fit(model, dm)
+    ckpt = tmp / "adaptive.ckpt"
+    trainer.save_checkpoint(ckpt)
+    return ckpt
+
+
+def test_predicted_threshold_agrees_with_streaming_and_tables_are_reused(adaptive_ckpt, tiny_dataset, tmp_path):
+    """The predicted-threshold schedule scored from the table is the latency view's blocking
+    adaptive schedule (the runtime asking the strategy for its deviation); the saved tables
+    give the same rows again, and are recomputed for another checkpoint."""
+    from mvseg.bench.oracle import load_tables
+
+    pdev_thresholds = ["0.3", "0.5", "0.52", "0.55", "0.7"]
+    args = ["--run", f"adaptive={adaptive_ckpt}", "--intervals", "1", "3", "12", "--thresholds", *pdev_thresholds,
+            "--data-root", str(tiny_dataset), "--no-wandb", "--offline"]
+    tables = tmp_path / "tables"
+    assert main(["bench", "strategies", "--view", "oracle", "--tables-dir", str(tables),
+                 "--out-dir", str(tmp_path / "o"), *args]) == 0
+    assert main(["bench", "strategies", "--view", "latency", "--repeats", "1", "--out-dir", str(tmp_path / "l"),
+                 *args]) == 0
+    oracle = json.loads((tmp_path / "o" / "oracle.json").read_text())
+    stream = {r["param"]: r for r in json.loads((tmp_path / "l" / "schedules.json").read_text())
+              if r["schedule"] == "adaptive"}
+    predicted = {r["param"]: r for r in oracle if r["schedule"] == "predicted-threshold"}
+    assert set(predicted) == set(stream) == {float(t) for t in pdev_thresholds}
+    for tau, s in stream.items():
+        assert predicted[tau]["keyframes_per_100"] == pytest.approx(s["keyframes_per_100"])
+        assert predicted[tau]["miou_stream"] == pytest.approx(s["miou_stream"], abs=1e-6)
+    assert len({r["keyframes_per_100"] for r in predicted.values()}) > 1  # the thresholds do choose differently
+    # the tables: predicted deviations above the diagonal only, in (0, 1)
+    tabs = load_tables(tables / "adaptive.npz")
+    upper = np.triu_indices(12, 1)
+    assert len(tabs) == 2 and all(((t.pdev[upper] > 0) & (t.pdev[upper] < 1)).all() for t in tabs)
+    assert all(np.isnan(t.pdev[np.tril_indices(12)]).all() for t in tabs)
+    # reused: the same rows without streaming (a changed checkpoint file is recomputed)
+    mtime = (tables / "adaptive.npz").stat().st_mtime_ns
+    assert main(["bench", "strategies", "--view", "oracle", "--tables-dir", str(tables),
+                 "--out-dir", str(tmp_path / "o2"), *args]) == 0
+    assert json.loads((tmp_path / "o2" / "oracle.json").read_text()) == oracle
+    assert (tables / "adaptive.npz").stat().st_mtime_ns == mtime
+    assert load_tables(tables / "adaptive.npz", source="another checkpoint") is None
