@@ -37,6 +37,7 @@ import torch
 from mvseg.bench.latency import clip_labels, interpolate_fixed
 from mvseg.data.folder import Clip, FolderDataset
 from mvseg.data.folder import IMAGENET_MEAN, IMAGENET_STD
+from mvseg.ops.fields import extend_chain
 from mvseg.runtime import frame_tensor
 from mvseg.video.decode import iter_frames, probe
 from mvseg.video.motion import iter_fields
@@ -49,12 +50,18 @@ class ClipTable:
     fraction of pixels whose full-network label differs between k and t (NaN below); pdev
     (T, T): the strategy's predicted deviation of t from k (NaN below, and everywhere for a
     strategy without a predictor); scenecuts: the frames x264's scene-cut detection makes
-    I-frames (frame 0 left out)."""
+    I-frames (frame 0 left out); uncovered (T, T): the fraction of t's MV cells whose motion
+    chain back to k is broken (an intra block, an I-frame, a vector leaving the frame): the
+    share of t that block motion cannot bring from k (NaN below; empty for strategies that do
+    not read motion); perr (T, T): the propagation error, the fraction of pixels where t
+    segmented from k differs from t's full-network label (NaN below)."""
 
     conf: np.ndarray
     dev: np.ndarray
     pdev: np.ndarray
     scenecuts: list[int] = field(default_factory=list)
+    uncovered: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    perr: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
 
 
 def x264_scenecuts(images: list[np.ndarray], threshold: int = 40) -> list[int]:
@@ -101,13 +108,13 @@ def propagation_table(model, ds: FolderDataset, clip: Clip, data: dict, scenecut
     n, k_cls = len(frames), ds.num_classes
     labels = clip_labels(ds, clip, (info.height, info.width))
     conf = np.zeros((n, n, k_cls, k_cls), np.int64)
-    pdev = np.full((n, n), np.nan)
-    full: list[torch.Tensor] = []  # each frame's label from the full network (it as its own keyframe)
+    pdev, perr = np.full((n, n), np.nan), np.full((n, n), np.nan)
+    full: dict[int, torch.Tensor] = {}  # each frame's label from the full network (it as its own keyframe)
     model.eval()
     if hasattr(model, "low_latency"):
         model.low_latency = False  # blocking: frame k's own keyframe features, whatever the timing
     with torch.inference_mode():
-        for k in range(n):
+        for k in reversed(range(n)):  # last first: frame t's own full-network label is known when k < t
             model.stream_reset()
             for t in range(k, n):
                 x, off, mask = frames[t]
@@ -116,7 +123,8 @@ def propagation_table(model, ds: FolderDataset, clip: Clip, data: dict, scenecut
                 (_, logits), = model.stream_push(x, off, mask, t == k)
                 pred = logits.max(1).indices[0]  # (H, W)
                 if t == k:
-                    full.append(pred)
+                    full[t] = pred
+                perr[k, t] = float((pred != full[t]).float().mean())
                 if t in labels:
                     gt = torch.from_numpy(labels[t])
                     ok = gt != ds.ignore_index
@@ -126,7 +134,15 @@ def propagation_table(model, ds: FolderDataset, clip: Clip, data: dict, scenecut
     for k in range(n):
         for t in range(k, n):
             dev[k, t] = float((full[k] != full[t]).float().mean())
-    return ClipTable(conf, dev, pdev, x264_scenecuts(images, scenecut) if scenecut else [])
+    uncovered = np.zeros((0, 0))
+    if model.reads_motion:
+        uncovered = np.full((n, n), np.nan)
+        for k in range(n):
+            chain, uncovered[k, k] = None, 0.0
+            for t in range(k + 1, n):
+                chain = extend_chain(chain, frames[t][1], frames[t][2])
+                uncovered[k, t] = 1.0 - float(chain[1].float().mean())
+    return ClipTable(conf, dev, pdev, x264_scenecuts(images, scenecut) if scenecut else [], uncovered, perr)
 
 
 def fixed_keys(n: int, interval: int) -> list[int]:
@@ -193,7 +209,8 @@ def save_tables(path: Path, tables: list[ClipTable], source: str = "") -> None:
     arrays = {"source": np.asarray(source)}
     for i, tab in enumerate(tables):
         arrays.update({f"{i}_conf": tab.conf.astype(np.int32), f"{i}_dev": tab.dev, f"{i}_pdev": tab.pdev,
-                       f"{i}_scenecuts": np.asarray(tab.scenecuts, np.int64)})
+                       f"{i}_scenecuts": np.asarray(tab.scenecuts, np.int64), f"{i}_uncovered": tab.uncovered,
+                       f"{i}_perr": tab.perr})
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(path, **arrays)
 
@@ -203,9 +220,10 @@ def load_tables(path: Path, source: str | None = None) -> list[ClipTable] | None
     with np.load(path) as z:
         if source is not None and str(z["source"]) != source:
             return None
-        n = len({k.split("_")[0] for k in z.files if k != "source"})
+        n = len({k.split("_")[0] for k in z.files if k != "source"})  # "{clip}_{array}"
         return [ClipTable(z[f"{i}_conf"].astype(np.int64), z[f"{i}_dev"], z[f"{i}_pdev"],
-                          z[f"{i}_scenecuts"].tolist()) for i in range(n)]
+                          z[f"{i}_scenecuts"].tolist(), z[f"{i}_uncovered"], z[f"{i}_perr"])
+                for i in range(n)]
 
 
 def schedules(tables: list[ClipTable], intervals: list[int], thresholds: list[float]) -> list[tuple]:

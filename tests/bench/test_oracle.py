@@ -188,6 +188,10 @@ def test_predicted_threshold_agrees_with_streaming_and_tables_are_reused(adaptiv
     upper = np.triu_indices(12, 1)
     assert len(tabs) == 2 and all(((t.pdev[upper] > 0) & (t.pdev[upper] < 1)).all() for t in tabs)
     assert all(np.isnan(t.pdev[np.tril_indices(12)]).all() for t in tabs)
+    for t in tabs:  # a keyframe is its own full-network label and loses no motion; the others in [0, 1]
+        assert (np.diag(t.perr) == 0).all() and (np.diag(t.uncovered) == 0).all()
+        assert ((t.perr[upper] >= 0) & (t.perr[upper] <= 1)).all() and (t.perr[upper] > 0).any()
+        assert ((t.uncovered[upper] >= 0) & (t.uncovered[upper] <= 1)).all()
     # reused: the same rows without streaming (a changed checkpoint file is recomputed)
     mtime = (tables / "adaptive.npz").stat().st_mtime_ns
     assert main(["bench", "strategies", "--view", "oracle", "--tables-dir", str(tables),
