@@ -52,8 +52,7 @@ class ClipTable:
     strategy without a predictor); scenecuts: the frames x264's scene-cut detection makes
     I-frames (frame 0 left out); uncovered (T, T): the fraction of t's MV cells whose motion
     chain back to k is broken (an intra block, an I-frame, a vector leaving the frame): the
-    share of t that block motion cannot bring from k (NaN below; empty for strategies that do
-    not read motion); perr (T, T): the propagation error, the fraction of pixels where t
+    share of t that block motion cannot bring from k (NaN below); perr (T, T): the propagation error, the fraction of pixels where t
     segmented from k differs from t's full-network label (NaN below)."""
 
     conf: np.ndarray
@@ -98,9 +97,7 @@ def propagation_table(model, ds: FolderDataset, clip: Clip, data: dict, scenecut
     info = probe(clip.video)
     mean, std = data.get("mean", IMAGENET_MEAN), data.get("std", IMAGENET_STD)
     frames, images = [], []
-    decoded = iter_fields(clip.video) if model.reads_motion else \
-        ((f, None, None) for f in iter_frames(clip.video, mvs=False))
-    for f, off, mask in decoded:
+    for f, off, mask in iter_fields(clip.video):  # motion for the coverage table whether the strategy reads it or not
         if off is not None:
             off, mask = torch.from_numpy(off)[None], torch.from_numpy(mask)[None]
         frames.append((frame_tensor(f.image, mean, std), off, mask))  # (1, 3, H, W), (1, 2, Hc, Wc), (1, Hc, Wc)
@@ -120,7 +117,7 @@ def propagation_table(model, ds: FolderDataset, clip: Clip, data: dict, scenecut
                 x, off, mask = frames[t]
                 if t > k and model.has_deviation:  # as the runtime asks it, before the frame's step
                     pdev[k, t] = model.stream_deviation(x)
-                (_, logits), = model.stream_push(x, off, mask, t == k)
+                (_, logits), = model.stream_push(x, *((off, mask) if model.reads_motion else (None, None)), t == k)
                 pred = logits.max(1).indices[0]  # (H, W)
                 if t == k:
                     full[t] = pred
@@ -134,14 +131,12 @@ def propagation_table(model, ds: FolderDataset, clip: Clip, data: dict, scenecut
     for k in range(n):
         for t in range(k, n):
             dev[k, t] = float((full[k] != full[t]).float().mean())
-    uncovered = np.zeros((0, 0))
-    if model.reads_motion:
-        uncovered = np.full((n, n), np.nan)
-        for k in range(n):
-            chain, uncovered[k, k] = None, 0.0
-            for t in range(k + 1, n):
-                chain = extend_chain(chain, frames[t][1], frames[t][2])
-                uncovered[k, t] = 1.0 - float(chain[1].float().mean())
+    uncovered = np.full((n, n), np.nan)
+    for k in range(n):
+        chain, uncovered[k, k] = None, 0.0
+        for t in range(k + 1, n):
+            chain = extend_chain(chain, frames[t][1], frames[t][2])
+            uncovered[k, t] = 1.0 - float(chain[1].float().mean())
     return ClipTable(conf, dev, pdev, x264_scenecuts(images, scenecut) if scenecut else [], uncovered, perr)
 
 
