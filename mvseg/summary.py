@@ -89,6 +89,7 @@ class RunSummary(pl.Callback):
                "miou_per_distance": {k.rsplit("_d", 1)[1]: float(v) for k, v in m.items() if k.startswith("val/mIoU_d")},
                "epochs": trainer.current_epoch, "steps": trainer.global_step,
                "wall_s": time.perf_counter() - self._t0, "cpu_threads": _threads(),
+               "loader_workers": int(getattr(trainer.datamodule, "num_workers", 0) or 0),
                **_load(getattr(self, "_load0", None))}
         ds = getattr(trainer.datamodule, "ds", None)
         if ds is not None and ds.clips.get("val"):
@@ -139,13 +140,15 @@ def _load(start: float | None) -> dict:
 
 def machine_line(row: dict) -> str | None:
     """How the wall time was measured: threads, CPUs, load; says so when the machine was busy
-    (a load above the CPUs this process has: other work shared them, the time is not an idle one's)."""
+    (a load above what this fit itself puts there, its torch threads and DataLoader workers or
+    the CPUs, whichever is more: other work shared them, the time is not an idle one's)."""
     if row.get("cpus") is None:
         return None
     loads = [x for x in (row.get("load_1min_start"), row.get("load_1min_end")) if x is not None]
     text = (f"wall time with {row.get('cpu_threads')} torch threads on {row['cpus']} CPU(s), load average "
             f"{' -> '.join(f'{x:.1f}' for x in loads)}")
-    if loads and max(loads) > row["cpus"] + 0.5:
+    own = (row.get("cpu_threads") or 0) + (row.get("loader_workers") or 0)  # runnable threads the fit itself adds
+    if loads and max(loads) > max(row["cpus"], own) + 0.5:
         text += " (the machine was busy: this is not an idle machine's time)"
     return text
 

@@ -59,6 +59,11 @@ def test_the_machine_line_says_when_a_timing_is_not_an_idle_machines():
     assert idle == "wall time with 2 torch threads on 2 CPU(s), load average 0.1 -> 1.9"
     busy = machine_line({"cpu_threads": 2, "cpus": 2, "load_1min_start": 0.3, "load_1min_end": 5.2})
     assert busy.endswith("(the machine was busy: this is not an idle machine's time)")
+    # the fit's own 2 threads and 1 DataLoader worker load 2 CPUs to about 2.5 on an idle machine
+    own = machine_line({"cpu_threads": 2, "loader_workers": 1, "cpus": 2, "load_1min_start": 0.2, "load_1min_end": 2.6})
+    assert not own.endswith("busy: this is not an idle machine's time)")
+    assert machine_line({"cpu_threads": 2, "loader_workers": 1, "cpus": 2, "load_1min_start": 0.2,
+                         "load_1min_end": 4.1}).endswith("(the machine was busy: this is not an idle machine's time)")
     assert machine_line({"cpu_threads": 2}) is None  # a summary written before these were recorded
 
 
