@@ -73,6 +73,9 @@ def predict_video(
         name = policy or ("adaptive" if threshold is not None else "fixed")
         if name == "adaptive" and not model.has_deviation:
             raise ValueError(f"{ckpt}: {no_deviation_error(model)}")
+        if name == "coverage" and threshold is None:
+            raise ValueError("--policy coverage needs --threshold (the share of the frame its block motion cannot "
+                             "bring from the keyframe, e.g. 0.2)")
         pol = make_policy(name, interval or model.keyframe_interval,
                           threshold if threshold is not None else model.deviation_threshold)
     if low_latency is not None:

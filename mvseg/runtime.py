@@ -80,8 +80,10 @@ def run_stream(
         raise no_deviation_error(model)
 
     def wants_pixels(index: int, pict_type: str) -> bool:
-        # content policies decide after the frame's low-level features exist (None: undecided)
-        keys[index] = None if policy.needs_deviation else policy.is_key(index, pict_type)
+        # content policies decide after the frame's low-level features (or its motion field) exist
+        # (None: undecided)
+        undecided = policy.needs_deviation or policy.needs_motion
+        keys[index] = None if undecided else policy.is_key(index, pict_type)
         return images or keys[index] is not False or model.reads_nonkey_pixels
 
     # stands in for the pixels of a frame the strategy does not read: the right shape, no cost,
@@ -114,18 +116,21 @@ def run_stream(
                 t0 = release
             key = keys.pop(f.index)
             x = no_pixels if f.image is None else frame_tensor(f.image, mean, std, dev)
-            if key is None:  # the predicted deviation is part of the frame's latency
-                key = policy.is_key(f.index, f.pict_type, model.stream_deviation(x))
+            if key is None:  # the predicted deviation (or the motion's coverage) is part of the frame's latency
+                if policy.needs_motion:
+                    policy.observe(off, mask)
+                key = policy.is_key(f.index, f.pict_type, model.stream_deviation(x) if policy.needs_deviation else None)
             waiting[f.index] = (f.image if images else None, key, t0, f.time)
             model.stream_taken = None
-            ready = model.stream_push(x, off, mask, key)
+            ready = model.stream_push(x, *((off, mask) if model.reads_motion else (None, None)), key)
             if model.stream_taken is not None:  # the strategy overrode the decision
                 waiting[f.index] = (waiting[f.index][0], model.stream_taken, t0, f.time)
+            policy.taken(f.index, waiting[f.index][1] if f.index in waiting else key)
             yield from emit(ready)
             model.stream_idle()  # background work starts once the frame's answer is out
 
     with torch.inference_mode():
-        frames = iter_fields(video, rgb=wants_pixels, prefetch=prefetch) if model.reads_motion else \
+        frames = iter_fields(video, rgb=wants_pixels, prefetch=prefetch) if model.reads_motion or policy.needs_motion else \
             ((f, None, None) for f in iter_frames(video, rgb=wants_pixels, mvs=False, prefetch=prefetch))
         try:
             yield from push_all(frames)

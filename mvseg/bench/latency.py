@@ -8,7 +8,8 @@ labels, ROOT/gt/{split}/{clip}.npz, when present; else the annotated frames):
 
 - fixed: a keyframe every L frames (blocking: a keyframe waits for S_h);
 - adaptive: Li et al.'s deviation threshold tau (blocking);
-- adaptive+low-latency: the same, with the fast track at keyframes and S_h in the background.
+- adaptive+low-latency: the same, with the fast track at keyframes and S_h in the background;
+- coverage: a keyframe when more than tau of the frame is new to the block motion (any strategy).
 
 Per schedule: stream mIoU, keyframes per 100 frames, frames/s, latency mean, p50 / p95 / p99 and max, the
 non-keyframe (propagation step) latency, and for the low-latency schedule the ratio of its
@@ -35,7 +36,7 @@ from torchmetrics.classification import MulticlassJaccardIndex
 from mvseg.data.folder import Clip, FolderDataset, read_label
 from mvseg.runtime import run_stream
 from mvseg.video.decode import probe
-from mvseg.strategies.policies import AdaptiveThreshold, FixedInterval, KeyframePolicy
+from mvseg.strategies.policies import AdaptiveThreshold, FixedInterval, KeyframePolicy, MotionCoverage
 
 
 def clip_labels(ds: FolderDataset, clip: Clip, size: tuple[int, int]) -> dict[int, np.ndarray]:
@@ -119,13 +120,16 @@ def interpolate_fixed(rows: list[dict], method: str, keyframes: float) -> float:
 
 
 def bench_schedules(models: dict[str, tuple], ds: FolderDataset, intervals: list[int], thresholds: list[float],
-                    max_videos: int | None = None, repeats: int = 3, pace: float | None = 0) -> list[dict]:
-    """models: name -> (strategy, data dict). Fixed intervals for every model; the adaptive
-    schedule for those with a deviation predictor, and its low-latency variant for Adaptive."""
+                    max_videos: int | None = None, repeats: int = 3, pace: float | None = 0,
+                    coverage: list[float] = ()) -> list[dict]:
+    """models: name -> (strategy, data dict). Fixed intervals (and the motion-coverage policy at
+    each of `coverage`) for every model; the adaptive schedule for those with a deviation
+    predictor, and its low-latency variant for Adaptive."""
     clips = ds.clips["val"][:max_videos]
     rows = []
     for name, (model, data) in models.items():
         schedules = [("fixed", L, FixedInterval(L), False) for L in intervals]
+        schedules += [("coverage", tau, MotionCoverage(tau), False) for tau in coverage]
         if model.has_deviation:
             schedules += [("adaptive", t, AdaptiveThreshold(t), False) for t in thresholds]
             if hasattr(model, "low_latency"):  # Adaptive's fast track / slow track schedule

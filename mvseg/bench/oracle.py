@@ -15,6 +15,8 @@ matrices, from which any schedule's stream mIoU is a sum. Schedules:
   on frames k and t), i.e. a perfect deviation predictor;
 - predicted-threshold: the same policy fed the strategy's own predicted deviation (methods
   with a deviation predictor): what streaming `keyframe_policy: adaptive` does, blocking;
+- coverage: a keyframe when more than tau of the frame cannot be brought from the last
+  keyframe by block motion (MotionCoverage, our policy; any strategy);
 - scenecut+fixed: a keyframe where x264's scene-cut detection puts an I-frame (the clip's
   frames re-encoded with `scenecut=40`, its default, and no periodic I-frame) and every L
   frames after the last keyframe: the I-frame policy on a video encoded `keyint=L` with
@@ -221,9 +223,12 @@ def load_tables(path: Path, source: str | None = None) -> list[ClipTable] | None
                 for i in range(n)]
 
 
-def schedules(tables: list[ClipTable], intervals: list[int], thresholds: list[float]) -> list[tuple]:
-    """(schedule, param, keys_of) of every schedule the view scores."""
+def schedules(tables: list[ClipTable], intervals: list[int], thresholds: list[float],
+              coverage: list[float] = ()) -> list[tuple]:
+    """(schedule, param, keys_of) of every schedule the view scores; coverage: the thresholds of
+    the motion-coverage policy (mvseg.strategies.policies.MotionCoverage)."""
     out = [("fixed", L, lambda tab, L=L: fixed_keys(tab.conf.shape[0], L)) for L in intervals]
+    out += [("coverage", tau, lambda tab, tau=tau: threshold_keys(tab.uncovered, tau)) for tau in coverage]
     out += [("oracle-threshold", tau, lambda tab, tau=tau: threshold_keys(tab.dev, tau)) for tau in thresholds]
     if all(np.isfinite(tab.pdev[np.triu_indices(len(tab.pdev), 1)]).all() for tab in tables):
         out += [("predicted-threshold", tau, lambda tab, tau=tau: threshold_keys(tab.pdev, tau)) for tau in thresholds]
@@ -243,12 +248,13 @@ def _interp(rows: list[dict], schedule: str, keyframes: float, key: str) -> floa
     return float(np.interp(keyframes, xs, ys))
 
 
-def score_schedules(name: str, tables: list[ClipTable], intervals: list[int], thresholds: list[float]) -> list[dict]:
+def score_schedules(name: str, tables: list[ClipTable], intervals: list[int], thresholds: list[float],
+                    coverage: list[float] = ()) -> list[dict]:
     """Rows of every schedule for one model's tables; each non-fixed row with the fixed
     schedules' mIoU interpolated at its keyframe rate and the gain over it, and each causal one
     with its share of the hindsight headroom (the hindsight gain interpolated at its rate)."""
     rows = []
-    for schedule, param, keys_of in schedules(tables, intervals, thresholds):
+    for schedule, param, keys_of in schedules(tables, intervals, thresholds, coverage):
         miou, rate = score(tables, keys_of)
         rows.append({"method": name, "schedule": schedule, "param": param, "miou_stream": miou,
                      "keyframes_per_100": rate})
@@ -269,7 +275,7 @@ def score_schedules(name: str, tables: list[ClipTable], intervals: list[int], th
 
 def bench_oracle(models: dict[str, tuple], ds: FolderDataset, intervals: list[int], thresholds: list[float],
                  max_videos: int | None = None, tables_dir: Path | None = None,
-                 sources: dict[str, str] | None = None) -> list[dict]:
+                 sources: dict[str, str] | None = None, coverage: list[float] = ()) -> list[dict]:
     """models: name -> (strategy, data dict). The rows of score_schedules per model.
     tables_dir: each model's tables are kept there (NAME.npz) and reused by a later run whose
     sources[name] (what identifies the checkpoint and the clips) is the same."""
@@ -285,7 +291,7 @@ def bench_oracle(models: dict[str, tuple], ds: FolderDataset, intervals: list[in
                 save_tables(path, tables, source)
         else:
             print(f"{name}: oracle tables reused from {path}", flush=True)
-        rows += score_schedules(name, tables, intervals, thresholds)
+        rows += score_schedules(name, tables, intervals, thresholds, coverage)
     return rows
 
 

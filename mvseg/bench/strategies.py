@@ -186,7 +186,7 @@ def _write_view(out: Path, rows: list[dict], columns: list[str], json_name: str,
 def run_bench_strategies(runs: list[str], intervals: list[int], root: str, out_dir: str, max_videos: int | None,
                          json_out: str | None, cache_dir: str | None, wandb: bool, repeats: int, view: str,
                          thresholds: list[float], pace: float | None, slow_track_threads: int | None,
-                         tables_dir: str | None = None) -> list[dict]:
+                         tables_dir: str | None = None, coverage: list[float] = ()) -> list[dict]:
     """view: "protocol" (mIoU per keyframe distance, speed, GFLOPs: results.json, table.md,
     accuracy_vs_fps.png), "latency" (keyframe schedules over whole streams, see
     mvseg.bench_schedule: schedules.json, latency.md, threshold_sweep.png), "both", or "oracle"
@@ -216,7 +216,7 @@ def run_bench_strategies(runs: list[str], intervals: list[int], root: str, out_d
         for model, _ in models.values():
             if slow_track_threads and hasattr(model, "slow_track_threads"):
                 model.slow_track_threads = slow_track_threads
-        sched = latency.bench_schedules(models, ds, intervals, thresholds or [], max_videos, repeats, pace)
+        sched = latency.bench_schedules(models, ds, intervals, thresholds or [], max_videos, repeats, pace, coverage)
         table = _write_view(out, sched, latency.COLUMNS, "schedules.json", "latency.md", "threshold_sweep.png",
                             latency.plot_sweep)
         payload.update(schedules=sched, latency_table=table)
@@ -230,7 +230,8 @@ def run_bench_strategies(runs: list[str], intervals: list[int], root: str, out_d
         for name, ckpt in parsed.items():
             st = Path(ckpt).stat()
             sources[name] = f"{Path(ckpt).resolve()}:{st.st_size}:{st.st_mtime_ns}"
-        orows = oracle.bench_oracle(models, ds, intervals, thresholds or [], max_videos, tables_dir, sources)
+        orows = oracle.bench_oracle(models, ds, intervals, thresholds or [], max_videos, tables_dir, sources,
+                                    coverage)
         table = _write_view(out, orows, oracle.COLUMNS, "oracle.json", "oracle.md", "oracle.png",
                             latency.plot_sweep)
         payload.update(oracle=orows, oracle_table=table)

@@ -12,10 +12,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ckpt", required=True, help="checkpoint written by mvseg fit")
     p.add_argument("--out", help="overlay MP4 (default: VIDEO stem + '.seg.mp4' beside the video)")
     p.add_argument("--labels-dir", help="also write one label PNG per frame here")
-    p.add_argument("--policy", choices=["fixed", "iframes", "adaptive"], default=None,
-                   help="keyframe policy (default: the model's; adaptive needs mvseg.strategies.Adaptive)")
+    p.add_argument("--policy", choices=["fixed", "iframes", "adaptive", "coverage"], default=None,
+                   help="keyframe policy (default: the model's; adaptive needs a deviation predictor; coverage: a "
+                        "keyframe when more than --threshold of the frame is new to the block motion)")
     p.add_argument("--interval", type=int, default=None, help="keyframe interval for the fixed policy")
-    p.add_argument("--threshold", type=float, default=None, help="deviation threshold of the adaptive policy")
+    p.add_argument("--threshold", type=float, default=None, help="threshold of the content policy: adaptive's deviation, coverage's uncovered share")
     p.add_argument("--low-latency", action=argparse.BooleanOptionalAction, default=None,
                    help="Adaptive: answer keyframes by the fast track, S_h in the background (default: the model's)")
     p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity")

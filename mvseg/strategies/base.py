@@ -105,9 +105,9 @@ class SegStrategy(L.LightningModule):
         """The arguments every strategy takes (a method lists only its own and passes these on
         by keyword): num_classes; keyframe_interval L (the protocol's distances 0..L-1 and the
         fixed policy's interval); optim; ignore_index; log_masks (W&B example masks per
-        validation); keyframe_policy (fixed | iframes | adaptive); deviation_threshold (the
-        adaptive policy's, Li et al.: given by methods with a deviation predictor, None
-        otherwise)."""
+        validation); keyframe_policy (fixed | iframes | adaptive | coverage); deviation_threshold
+        (the content policy's threshold: the adaptive policy's deviation, Li et al., given by
+        methods with a deviation predictor; the coverage policy's uncovered share; else None)."""
         super().__init__()
         if num_classes < 2:
             raise ValueError(f"num_classes must be >= 2, got {num_classes}")

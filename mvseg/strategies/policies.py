@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 
+from torch import Tensor
+
 
 class KeyframePolicy(ABC):
     """Decides per frame, in stream order, whether it is a keyframe."""
@@ -11,9 +13,20 @@ class KeyframePolicy(ABC):
     #: True when the decision reads the frame's content: the runtime then asks the strategy for
     #: the predicted deviation from the last keyframe (`SegStrategy.stream_deviation`) first.
     needs_deviation: bool = False
+    #: True when the decision reads the frame's block motion: the runtime then decodes it for
+    #: any strategy and calls `observe` with each frame's field before `is_key`.
+    needs_motion: bool = False
 
     def reset(self) -> None:
         """Start of a new stream (stateless policies need nothing)."""
+
+    def observe(self, offset: Tensor | None, mask: Tensor | None) -> None:
+        """The frame's offset field to the previous frame (1, 2, Hc, Wc) and its mask (1, Hc, Wc),
+        given before `is_key` to policies that need motion (None for the first frame)."""
+
+    def taken(self, index: int, is_key: bool) -> None:
+        """The decision that stood for frame `index` (a strategy may override `is_key`'s, e.g.
+        Adaptive's fast track while its slow track is busy)."""
 
     @abstractmethod
     def is_key(self, index: int, pict_type: str, deviation: float | None = None) -> bool:
@@ -56,12 +69,55 @@ class AdaptiveThreshold(KeyframePolicy):
         return deviation is None or deviation > self.threshold
 
 
-POLICIES = ("fixed", "iframes", "adaptive")
+class MotionCoverage(KeyframePolicy):
+    """A new keyframe when more than `threshold` of the frame cannot be brought from the last
+    keyframe by its block motion: the share of MV cells whose chain back to the keyframe breaks
+    (an intra block, an I-frame, a vector that leaves the frame), from the bitstream alone.
+    Our policy, not a paper's: Li et al.'s deviation counts label changes that motion explains
+    too (a steady pan), where propagation is still right; new content (a scene cut, a sharp
+    turn, a lorry entering) is what motion cannot bring. `max_interval` caps the gap."""
+
+    needs_motion = True
+
+    def __init__(self, threshold: float, max_interval: int | None = None):
+        if not 0 <= threshold <= 1:
+            raise ValueError(f"motion coverage threshold must be in [0, 1], got {threshold}")
+        if max_interval is not None and max_interval < 1:
+            raise ValueError(f"max_interval must be >= 1, got {max_interval}")
+        self.threshold, self.max_interval = threshold, max_interval
+        self.reset()
+
+    def reset(self) -> None:
+        self._chain: tuple[Tensor, Tensor] | None = None  # t -> last keyframe, composed
+        self._last: int | None = None  # the last keyframe's index (None: no keyframe yet)
+        self.uncovered = 0.0
+
+    def observe(self, offset: Tensor | None, mask: Tensor | None) -> None:
+        from mvseg.ops.fields import extend_chain
+
+        if offset is None or self._last is None:
+            return
+        self._chain = extend_chain(self._chain, offset, mask)
+        self.uncovered = 1.0 - float(self._chain[1].float().mean())
+
+    def is_key(self, index: int, pict_type: str, deviation: float | None = None) -> bool:
+        if self._last is None:
+            return True
+        if self.max_interval is not None and index - self._last >= self.max_interval:
+            return True
+        return self.uncovered > self.threshold
+
+    def taken(self, index: int, is_key: bool) -> None:
+        if is_key:
+            self._chain, self._last, self.uncovered = None, index, 0.0
+
+
+POLICIES = ("fixed", "iframes", "adaptive", "coverage")
 
 
 def make_policy(name: str, interval: int, threshold: float | None = None) -> KeyframePolicy:
     """A policy by name; "adaptive" needs the deviation `threshold` (and a strategy with a
-    deviation predictor)."""
+    deviation predictor), "coverage" the uncovered share `threshold` (MotionCoverage)."""
     if name == "fixed":
         return FixedInterval(interval)
     if name == "iframes":
@@ -70,4 +126,8 @@ def make_policy(name: str, interval: int, threshold: float | None = None) -> Key
         if threshold is None:
             raise ValueError("the adaptive keyframe policy needs a deviation threshold")
         return AdaptiveThreshold(threshold)
+    if name == "coverage":
+        if threshold is None:
+            raise ValueError("the coverage keyframe policy needs a threshold (the share of the frame motion cannot bring)")
+        return MotionCoverage(threshold)
     raise ValueError(f"unknown keyframe policy {name!r}; choose one of {POLICIES}")

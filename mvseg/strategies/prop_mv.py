@@ -43,7 +43,8 @@ class PropMV(Propagation):
         if deviation_channels < 0:
             raise ValueError(f"deviation_channels must be >= 0 (0: no deviation predictor), got {deviation_channels}")
         super().__init__(num_classes, keyframe_interval, net, init_from,
-                         deviation_threshold=deviation_threshold if deviation_channels else None, **kwargs)
+                         deviation_threshold=deviation_threshold if deviation_channels
+                         or kwargs.get("keyframe_policy") == "coverage" else None, **kwargs)
         self.deviation: DeviationPredictor | None = None
         if deviation_channels:
             self.net._check_stage(deviation_stage)

@@ -199,3 +199,25 @@ def test_predicted_threshold_agrees_with_streaming_and_tables_are_reused(adaptiv
     assert json.loads((tmp_path / "o2" / "oracle.json").read_text()) == oracle
     assert (tables / "adaptive.npz").stat().st_mtime_ns == mtime
     assert load_tables(tables / "adaptive.npz", source="another checkpoint") is None
+
+
+def test_coverage_schedule_agrees_with_streaming(prop_mv_ckpt, tiny_dataset, tmp_path):
+    """The motion-coverage policy streamed by the runtime (MotionCoverage: the runtime feeds it
+    each frame's motion) keys the same frames as the oracle's threshold on the table's
+    uncovered share, and scores the same."""
+    taus = ["0.02", "0.05", "0.1", "0.2"]
+    args = ["--run", f"prop_mv={prop_mv_ckpt}", "--intervals", "1", "3", "12", "--thresholds", "0.5",
+            "--coverage-thresholds", *taus, "--data-root", str(tiny_dataset), "--no-wandb", "--offline"]
+    assert main(["bench", "strategies", "--view", "oracle", "--out-dir", str(tmp_path / "o"), *args]) == 0
+    assert main(["bench", "strategies", "--view", "latency", "--repeats", "1", "--out-dir", str(tmp_path / "l"),
+                 *args]) == 0
+    oracle = {r["param"]: r for r in json.loads((tmp_path / "o" / "oracle.json").read_text())
+              if r["schedule"] == "coverage"}
+    stream = {r["param"]: r for r in json.loads((tmp_path / "l" / "schedules.json").read_text())
+              if r["schedule"] == "coverage"}
+    assert set(oracle) == set(stream) == {float(t) for t in taus}
+    for tau, s in stream.items():
+        assert oracle[tau]["keyframes_per_100"] == pytest.approx(s["keyframes_per_100"])
+        assert oracle[tau]["miou_stream"] == pytest.approx(s["miou_stream"], abs=1e-6)
+    rates = [stream[float(t)]["keyframes_per_100"] for t in taus]
+    assert rates == sorted(rates, reverse=True) and rates[0] > rates[-1]  # a lower threshold keys more often

@@ -79,6 +79,46 @@ def test_keyframe_policies():
         FixedInterval(0)
 
 
+def test_motion_coverage_keys_when_motion_cannot_bring_the_frame():
+    """A pan of one 4-pixel cell a frame over a 10-cell-wide frame: each frame brings one new
+    column (10 % uncovered), so the chain back to the keyframe loses 10 % a frame; an intra
+    frame (mask 0) is new everywhere; the count restarts at each keyframe taken."""
+    from mvseg.strategies.policies import MotionCoverage
+
+    hc, wc = 6, 10
+    pan = torch.zeros(1, 2, hc, wc)
+    pan[:, 0] = 4.0  # every cell of t comes from 4 px to its right in t-1: content enters at the right edge
+    ones, intra = torch.ones(1, hc, wc), torch.zeros(1, hc, wc)
+
+    def run(policy, fields):
+        keys = []
+        for i, (off, mask) in enumerate(fields):
+            policy.observe(off, mask)
+            keys.append(policy.is_key(i, "P"))
+            policy.taken(i, keys[-1])
+        return keys
+
+    fields = [(None, None)] + [(pan, ones)] * 7
+    # uncovered after j pan frames: j/10 -> above 0.25 at the 3rd frame after each keyframe
+    assert run(MotionCoverage(0.25), fields) == [True, False, False, True, False, False, True, False]
+    p = MotionCoverage(0.25)
+    run(p, fields[:3])
+    assert p.uncovered == pytest.approx(0.2)
+    assert run(MotionCoverage(0.5), [(None, None), (pan, ones), (pan, intra), (pan, ones)]) == [True, False, True, False]
+    assert run(MotionCoverage(0.95, max_interval=3), fields) == [True, False, False, True, False, False, True, False]
+    # a strategy that overrides the decision: the chain restarts only where a keyframe was taken
+    p = MotionCoverage(0.15)
+    for i, (off, mask) in enumerate(fields[:4]):
+        p.observe(off, mask)
+        p.taken(i, i == 0)  # the policy asked at i = 2, the strategy declined
+    assert p.uncovered == pytest.approx(0.3)
+    with pytest.raises(ValueError, match=r"threshold must be in \[0, 1\]"):
+        MotionCoverage(1.5)
+    with pytest.raises(ValueError, match="needs a threshold"):
+        make_policy("coverage", 5)
+    assert isinstance(make_policy("coverage", 5, 0.2), MotionCoverage)
+
+
 def test_learning_rate_schedules_poly_and_cosine():
     """poly: DeepLab's (1 - t)^0.9; cosine: AR-Seg's CosineAnnealingLR (T_max = all steps, eta_min 0)."""
     import math
