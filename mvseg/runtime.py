@@ -81,7 +81,7 @@ def run_stream(
 
     def wants_pixels(index: int, pict_type: str) -> bool:
         # content policies decide after the frame's low-level features (or its motion field) exist
-        # (None: undecided)
+        # (None: undecided; so every frame is converted to RGB, even for prop-MV's non-keyframes)
         undecided = policy.needs_deviation or policy.needs_motion
         keys[index] = None if undecided else policy.is_key(index, pict_type)
         return images or keys[index] is not False or model.reads_nonkey_pixels
@@ -125,7 +125,7 @@ def run_stream(
             ready = model.stream_push(x, *((off, mask) if model.reads_motion else (None, None)), key)
             if model.stream_taken is not None:  # the strategy overrode the decision
                 waiting[f.index] = (waiting[f.index][0], model.stream_taken, t0, f.time)
-            policy.taken(f.index, waiting[f.index][1] if f.index in waiting else key)
+            policy.taken(f.index, waiting[f.index][1])  # the decision that stood (a coverage chain restarts there)
             yield from emit(ready)
             model.stream_idle()  # background work starts once the frame's answer is out
 
