@@ -50,6 +50,10 @@ class OptimConfig:
     weight_decay: float = 1e-4
     poly_power: float = 0.9  # lr = base * (1 - step / total) ** power
     schedule: str = "poly"  # poly (DeepLab's) | cosine (lr = base * (1 + cos(pi * step / total)) / 2, AR-Seg's code)
+    # linear warm-up from warmup_start x base over the first warmup_steps, then the schedule over
+    # the rest (AR-Seg's code: GradualWarmupScheduler, 500 steps from 1e-5, when it starts from a snapshot)
+    warmup_steps: int = 0
+    warmup_start: float = 0.0
 
 
 SEG_LOSSES = ("ce", "ohem")
@@ -65,8 +69,12 @@ def segmentation_loss(kind: str, ignore_index: int) -> Callable[[Tensor, Tensor]
     return partial(F.cross_entropy if kind == "ce" else ohem_cross_entropy, ignore_index=ignore_index)
 
 
-def lr_factor(schedule: str, total: int, power: float, step: int) -> float:
-    """The learning rate at `step` of `total`, as a fraction of the base rate."""
+def lr_factor(schedule: str, total: int, power: float, step: int, warmup: int = 0, warmup_start: float = 0.0) -> float:
+    """The learning rate at `step` of `total`, as a fraction of the base rate; the first
+    `warmup` steps rise linearly from `warmup_start`, the schedule then runs over the rest."""
+    if step < warmup:
+        return warmup_start + (1.0 - warmup_start) * step / warmup
+    step, total = step - warmup, max(total - warmup, 1)
     t = min(step / total, 1.0)
     if schedule == "poly":
         return (1 - t) ** power
@@ -119,6 +127,9 @@ class SegStrategy(L.LightningModule):
         if self.optim.optimizer not in ("sgd", "adamw"):
             raise ValueError(f"optim.optimizer must be 'sgd' or 'adamw', got {self.optim.optimizer!r}")
         lr_factor(self.optim.schedule, 1, self.optim.poly_power, 0)  # an unknown schedule fails here, not at fit
+        if self.optim.warmup_steps < 0 or not 0 <= self.optim.warmup_start <= 1:
+            raise ValueError(f"optim.warmup_steps must be >= 0 and optim.warmup_start in [0, 1], got "
+                             f"{self.optim.warmup_steps} and {self.optim.warmup_start}")
         self.ignore_index = ignore_index
         self.log_masks = log_masks
         if deviation_threshold is not None and deviation_threshold < 0:
@@ -209,7 +220,8 @@ class SegStrategy(L.LightningModule):
         else:
             opt = torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
         total = max(int(self.trainer.estimated_stepping_batches), 1)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, partial(lr_factor, o.schedule, total, o.poly_power))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, partial(lr_factor, o.schedule, total, o.poly_power,
+                                                               warmup=o.warmup_steps, warmup_start=o.warmup_start))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def param_groups(self) -> list:

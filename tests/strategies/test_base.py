@@ -128,6 +128,9 @@ def test_learning_rate_schedules_poly_and_cosine():
     assert [round(lr_factor("poly", 10, 0.9, s), 6) for s in (0, 5, 10)] == [1.0, round(0.5**0.9, 6), 0.0]
     assert [round(lr_factor("cosine", 10, 0.9, s), 6) for s in (0, 5, 10)] == [1.0, 0.5, 0.0]
     assert lr_factor("cosine", 8, 0.9, 2) == pytest.approx(0.5 * (1 + math.cos(math.pi / 4)))
+    # warm-up (AR-Seg's code from a snapshot): linear from warmup_start, then the schedule over the rest
+    warm = [lr_factor("cosine", 14, 0.9, s, warmup=4, warmup_start=0.01) for s in (0, 2, 4, 9, 14)]
+    assert warm == pytest.approx([0.01, 0.505, 1.0, 0.5, 0.0])
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(()))], lr=0.02)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=8)
     for s in range(8):  # the same rates as torch's own cosine schedule, step by step
