@@ -112,3 +112,24 @@ def test_predict_and_inspect_warn_alike_about_b_frames(prop_ckpt, tmp_path, caps
         said[cmd[0]] = {line.split("warning: ", 1)[1] for line in capsys.readouterr().err.splitlines() if "warning: " in line}
     b_frames = {m for m in said["inspect"] if "B-frames" in m or "reference frames" in m}
     assert len(b_frames) == 2 and b_frames <= said["predict"]
+
+
+def test_coverage_policy_keys_the_frame_after_a_cut(prop_ckpt, tmp_path, capsys):
+    """Two scenes in one GOP: the frame where the second begins is coded mostly intra, so the
+    motion-coverage policy makes it a keyframe; within a scene a slow pan keeps it propagating.
+    `predict --policy coverage` needs its threshold and says so."""
+    from mvseg.cli import main
+    from mvseg.runtime import run_stream
+    from mvseg.strategies.loading import load_strategy
+    from mvseg.strategies.policies import MotionCoverage
+
+    frames = np.concatenate([translating_frames(10, 64, 128, 1.0, 0.0, seed=1),
+                             translating_frames(10, 64, 128, 1.0, 0.0, seed=7)[:, ::-1]])
+    video = encode_video(frames, tmp_path / "cut.mp4", gop=100)  # no I-frame at the cut: only the motion says it
+    model, data = load_strategy(prop_ckpt)
+    keys = [r.index for r in run_stream(model, video, policy=MotionCoverage(0.5), images=False)
+            if r.is_key]
+    assert keys == [0, 10]
+    assert main(["predict", str(video), "--ckpt", str(prop_ckpt), "--policy", "coverage", "--no-legend",
+                 "--out", str(tmp_path / "o.mp4")]) != 0
+    assert "--policy coverage needs --threshold" in capsys.readouterr().err
