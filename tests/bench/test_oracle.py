@@ -16,24 +16,30 @@ from mvseg.bench.oracle import fixed_keys, hindsight_keys, miou_from_confusion, 
 from mvseg.cli import main
 
 
-@pytest.fixture(scope="module")
-def prop_mv_ckpt(tiny_dataset, tmp_path_factory):
+def _trained(model, tiny_dataset, tmp_path_factory, name: str):
+    """`model` trained 3 steps on the tiny dataset (L = 3), saved as a checkpoint."""
     import lightning as L
 
     from mvseg.data.datamodule import CompressedVideoDataModule
+
+    dm = CompressedVideoDataModule(str(tiny_dataset), "folder", keyframe_interval=3, batch_size=2)
+    tmp = tmp_path_factory.mktemp(name)
+    trainer = L.Trainer(accelerator="cpu", max_steps=3, logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, default_root_dir=tmp, limit_val_batches=0)
+    trainer.fit(model, dm)
+    ckpt = tmp / f"{name}.ckpt"
+    trainer.save_checkpoint(ckpt)
+    return ckpt
+
+
+@pytest.fixture(scope="module")
+def prop_mv_ckpt(tiny_dataset, tmp_path_factory):
     from mvseg.models.segnet import SegNetConfig
     from mvseg.strategies import PropMV
 
     torch.manual_seed(0)
     model = PropMV(9, 3, net=SegNetConfig(width=0.125, feat_dim=16, head="plain", head_dim=16, split="head"))
-    dm = CompressedVideoDataModule(str(tiny_dataset), "folder", keyframe_interval=3, batch_size=2)
-    tmp = tmp_path_factory.mktemp("oracle")
-    trainer = L.Trainer(accelerator="cpu", max_steps=3, logger=False, enable_progress_bar=False,
-                        enable_model_summary=False, default_root_dir=tmp, limit_val_batches=0)
-    trainer.fit(model, dm)
-    ckpt = tmp / "prop_mv.ckpt"
-    trainer.save_checkpoint(ckpt)
-    return ckpt
+    return _trained(model, tiny_dataset, tmp_path_factory, "prop_mv")
 
 
 def test_oracle_view_agrees_with_streaming(prop_mv_ckpt, tiny_dataset, tmp_path):
@@ -141,23 +147,13 @@ def test_scenecut_keys_add_cuts_to_the_interval():
 
 @pytest.fixture(scope="module")
 def adaptive_ckpt(tiny_dataset, tmp_path_factory):
-    import lightning as L
-
-    from mvseg.data.datamodule import CompressedVideoDataModule
     from mvseg.models.segnet import SegNetConfig
     from mvseg.strategies import Adaptive, AdaptiveConfig
 
     torch.manual_seed(0)
     model = Adaptive(9, 3, net=SegNetConfig(width=0.125, feat_dim=16, head_dim=16),
                      adaptive=AdaptiveConfig(kernel_size=3, kernel_channels=8, deviation_channels=8, fuse_channels=4))
-    dm = CompressedVideoDataModule(str(tiny_dataset), "folder", keyframe_interval=3, batch_size=2)
-    tmp = tmp_path_factory.mktemp("oracle_adaptive")
-    trainer = L.Trainer(accelerator="cpu", max_steps=3, logger=False, enable_progress_bar=False,
-                        enable_model_summary=False, default_root_dir=tmp, limit_val_batches=0)
-    trainer.fit(model, dm)
-    ckpt = tmp / "adaptive.ckpt"
-    trainer.save_checkpoint(ckpt)
-    return ckpt
+    return _trained(model, tiny_dataset, tmp_path_factory, "adaptive")
 
 
 def test_predicted_threshold_agrees_with_streaming_and_tables_are_reused(adaptive_ckpt, tiny_dataset, tmp_path):
