@@ -54,8 +54,9 @@ class ClipTable:
     strategy without a predictor); scenecuts: the frames x264's scene-cut detection makes
     I-frames (frame 0 left out); uncovered (T, T): the fraction of t's MV cells whose motion
     chain back to k is broken (an intra block, an I-frame, a vector leaving the frame): the
-    share of t that block motion cannot bring from k (NaN below); perr (T, T): the propagation error, the fraction of pixels where t
-    segmented from k differs from t's full-network label (NaN below)."""
+    share of t that block motion cannot bring from k (NaN below); perr (T, T): the propagation
+    error, the fraction of pixels where t segmented from k differs from t's full-network label
+    (NaN below)."""
 
     conf: np.ndarray
     dev: np.ndarray
