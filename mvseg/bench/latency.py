@@ -108,11 +108,13 @@ def run_schedule(model, ds: FolderDataset, clips: list[Clip], policy: KeyframePo
     }
 
 
-def interpolate_fixed(rows: list[dict], method: str, keyframes: float) -> float:
-    """Stream mIoU of `method`'s fixed schedules linearly interpolated at `keyframes` per 100
-    frames (NaN outside their range): "at the same number of keyframes"."""
-    pts = sorted((r["keyframes_per_100"], r["miou_stream"]) for r in rows
-                 if r["method"] == method and r["schedule"] == "fixed")
+def interpolate(rows: list[dict], method: str, keyframes: float, schedule: str = "fixed",
+                key: str = "miou_stream") -> float:
+    """`key` of `method`'s `schedule` rows linearly interpolated at `keyframes` per 100 frames
+    (NaN outside their range): by default the fixed schedules' stream mIoU, "at the same number
+    of keyframes"."""
+    pts = sorted((r["keyframes_per_100"], r[key]) for r in rows
+                 if r["method"] == method and r["schedule"] == schedule)
     if not pts or not pts[0][0] <= keyframes <= pts[-1][0]:
         return float("nan")
     xs, ys = zip(*pts)
@@ -143,7 +145,7 @@ def bench_schedules(models: dict[str, tuple], ds: FolderDataset, intervals: list
                   flush=True)
     for r in rows:
         if r["schedule"] != "fixed":
-            r["fixed_miou_same_keyframes"] = interpolate_fixed(rows, r["method"], r["keyframes_per_100"])
+            r["fixed_miou_same_keyframes"] = interpolate(rows, r["method"], r["keyframes_per_100"])
             r["gain_vs_fixed"] = r["miou_stream"] - r["fixed_miou_same_keyframes"]
         if r["schedule"] == "adaptive+low-latency":
             blocking = next(b for b in rows if b["method"] == r["method"] and b["schedule"] == "adaptive"

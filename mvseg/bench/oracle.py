@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mvseg.bench.latency import clip_labels, interpolate_fixed
+from mvseg.bench.latency import clip_labels, interpolate
 from mvseg.data.folder import Clip, FolderDataset
 from mvseg.data.folder import IMAGENET_MEAN, IMAGENET_STD
 from mvseg.ops.fields import extend_chain
@@ -241,14 +241,6 @@ def schedules(tables: list[ClipTable], intervals: list[int], thresholds: list[fl
     return out
 
 
-def _interp(rows: list[dict], schedule: str, keyframes: float, key: str) -> float:
-    pts = sorted((r["keyframes_per_100"], r[key]) for r in rows if r["schedule"] == schedule)
-    if not pts or not pts[0][0] <= keyframes <= pts[-1][0]:
-        return float("nan")
-    xs, ys = zip(*pts)
-    return float(np.interp(keyframes, xs, ys))
-
-
 def score_schedules(name: str, tables: list[ClipTable], intervals: list[int], thresholds: list[float],
                     coverage: list[float] = ()) -> list[dict]:
     """Rows of every schedule for one model's tables; each non-fixed row with the fixed
@@ -261,11 +253,11 @@ def score_schedules(name: str, tables: list[ClipTable], intervals: list[int], th
                      "keyframes_per_100": rate})
     for r in rows:
         if r["schedule"] != "fixed":
-            r["fixed_miou_same_keyframes"] = interpolate_fixed(rows, name, r["keyframes_per_100"])
+            r["fixed_miou_same_keyframes"] = interpolate(rows, name, r["keyframes_per_100"])
             r["gain_vs_fixed"] = r["miou_stream"] - r["fixed_miou_same_keyframes"]
     for r in rows:
         if r["schedule"] not in ("fixed", "hindsight"):
-            headroom = _interp(rows, "hindsight", r["keyframes_per_100"], "gain_vs_fixed")
+            headroom = interpolate(rows, name, r["keyframes_per_100"], "hindsight", "gain_vs_fixed")
             r["hindsight_gain_same_keyframes"] = headroom
             r["share_of_headroom"] = r["gain_vs_fixed"] / headroom if headroom > 0 else float("nan")
     for r in rows:
