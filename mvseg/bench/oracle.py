@@ -30,6 +30,7 @@ Cost: T(T+1)/2 streaming steps a clip (465 for 30 frames).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,7 +43,7 @@ from mvseg.data.folder import IMAGENET_MEAN, IMAGENET_STD
 from mvseg.ops.fields import extend_chain
 from mvseg.runtime import frame_tensor
 from mvseg.video.decode import iter_frames, probe
-from mvseg.video.motion import iter_fields
+from mvseg.video.motion import FIELD_RULES, iter_fields
 
 
 @dataclass
@@ -275,7 +276,8 @@ def bench_oracle(models: dict[str, tuple], ds: FolderDataset, intervals: list[in
     clips = ds.clips["val"][:max_videos]
     rows = []
     for name, (model, data) in models.items():
-        source = "|".join([(sources or {}).get(name, ""), str(ds.root.resolve()), *(c.name for c in clips)])
+        source = "|".join([(sources or {}).get(name, ""), str(ds.root.resolve()), json.dumps(FIELD_RULES, sort_keys=True),
+                           *(c.name for c in clips)])
         path = Path(tables_dir) / f"{name}.npz" if tables_dir is not None else None
         tables = load_tables(path, source) if path is not None and path.is_file() else None
         if tables is None:

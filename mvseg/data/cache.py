@@ -25,10 +25,10 @@ from pathlib import Path
 import numpy as np
 
 from mvseg.video.decode import probe
-from mvseg.video.motion import iter_fields
+from mvseg.video.motion import FIELD_RULES, iter_fields
 
 CACHE_VERSION = 1
-DECODE_PARAMS = {"pix_fmt": "rgb24", "rasterizer": "cell4-anchor-distance-v1", "iframes": "extrapolate", "threads": "slice"}
+DECODE_PARAMS = {"pix_fmt": "rgb24", "rasterizer": "cell4-anchor-distance-v1", **FIELD_RULES, "threads": "slice"}
 
 
 @dataclass

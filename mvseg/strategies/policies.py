@@ -72,12 +72,13 @@ class AdaptiveThreshold(KeyframePolicy):
 class MotionCoverage(KeyframePolicy):
     """A new keyframe when more than `threshold` of the frame cannot be brought from the last
     keyframe by its block motion: the share of MV cells whose chain back to the keyframe breaks
-    (an intra block, an I-frame, a vector that leaves the frame), from the bitstream alone.
+    (an intra region wider than the intra-block rule fills, a P-frame that is mostly intra, a
+    vector that leaves the frame), from the bitstream alone.
     Our policy, not a paper's, with no network: Li et al.'s deviation also counts label changes
     that motion explains (a steady pan); new content (a scene cut, a sharp turn, a lorry entering)
     is what motion cannot bring. Measured on the uneven synthetic clips it takes less of the
-    hindsight headroom than Li et al.'s predicted deviation (21-27 % against 27-45 %: x264's
-    chains break fast, docs/results.md). `max_interval` caps the gap."""
+    hindsight headroom than Li et al.'s predicted deviation (docs/results.md). `max_interval`
+    caps the gap."""
 
     needs_motion = True
 

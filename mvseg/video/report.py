@@ -108,7 +108,7 @@ def motion_report(path: str | Path, max_distance: int = 5) -> dict:
         raise ValueError(f"max_distance must be >= 1, got {max_distance}")
     window: deque = deque(maxlen=max_distance + 1)  # (image, offset, mask, intra)
     warp_sum, copy_sum, pairs = np.zeros(max_distance), np.zeros(max_distance), np.zeros(max_distance, int)
-    for f, o, m in iter_fields(path, iframes="none"):  # the bitstream's own motion
+    for f, o, m in iter_fields(path, iframes="none", intra="none"):  # the bitstream's own motion
         img = torch.from_numpy(f.image).permute(2, 0, 1).float()
         window.append((img, torch.from_numpy(o), torch.from_numpy(m), f.pict_type in ("I", "i")))
         cur = window[-1]

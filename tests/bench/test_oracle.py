@@ -201,7 +201,7 @@ def test_coverage_schedule_agrees_with_streaming(prop_mv_ckpt, tiny_dataset, tmp
     """The motion-coverage policy streamed by the runtime (MotionCoverage: the runtime feeds it
     each frame's motion) keys the same frames as the oracle's threshold on the table's
     uncovered share, and scores the same."""
-    taus = ["0.02", "0.05", "0.1", "0.2"]
+    taus = ["0.002", "0.01", "0.03", "0.2"]
     args = ["--run", f"prop_mv={prop_mv_ckpt}", "--intervals", "1", "3", "12", "--thresholds", "0.5",
             "--coverage-thresholds", *taus, "--data-root", str(tiny_dataset), "--no-wandb", "--offline"]
     assert main(["bench", "strategies", "--view", "oracle", "--out-dir", str(tmp_path / "o"), *args]) == 0

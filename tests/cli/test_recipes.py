@@ -146,9 +146,10 @@ def test_every_recipe_chain_runs_stage_after_stage(ds, rehearsal, capsys, monkey
 
 def test_interp_mv_reaches_the_next_keyframe_through_the_iframe(rehearsal):
     """interp-MV's recipe data (GOP 10, label the last frame of its GOP, L = 5): every chain from
-    the current frame to the next keyframe crosses the I-frame at 20. With the I-frame rule the
-    cells reach it through motion as often as a backward chain of the same length reaches its
-    keyframe (intra blocks of the P-frames are the only loss); without it, none do."""
+    the current frame to the next keyframe crosses the I-frame at 20. With the I-frame and
+    intra-block rules (the defaults) >= 80 % of the cells reach it through motion at every distance
+    1..4 (the issue's target), as often as a backward chain of the same length reaches its
+    keyframe; without the I-frame rule, none do."""
     import functools
 
     import mvseg.data.cache as cache_mod
@@ -176,5 +177,5 @@ def test_interp_mv_reaches_the_next_keyframe_through_the_iframe(rehearsal):
             cache_mod.iter_fields = original
     for d in range(1, 5):
         fwd, bwd = fractions["extrapolate", d]
-        assert fwd >= 0.9 * bwd and fwd > 0.6, (d, fwd, bwd)  # 5 - d links, the last the I-frame's
+        assert fwd >= 0.8 and fwd >= 0.9 * bwd, (d, fwd, bwd)  # 5 - d links, the last the I-frame's
         assert fractions["none", d][0] == 0.0  # the chain cut at the I-frame

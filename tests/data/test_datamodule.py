@@ -294,8 +294,8 @@ def test_ground_truth_flow_is_masked_across_a_scene_cut(tmp_path):
 
 def test_ground_truth_flow_samples(tiny_dataset, tmp_path):
     """with_gt_flow: the true flow t -> k on the cell grid, composed like the MV offsets; it
-    warps the keyframe onto the current frame better than copying it and than the block MVs,
-    and is augmented with the sample (a flip negates x)."""
+    warps the keyframe onto the current frame better than copying it, agrees with the composed
+    block MVs, and is augmented with the sample (a flip negates x)."""
     dm = make_dm(tiny_dataset, with_gt_flow=True)
     s0 = dm.val_set[0]
     assert s0["distance"] == 0 and not s0["flow_cur_to_key"].any()
@@ -306,7 +306,10 @@ def test_ground_truth_flow_samples(tiny_dataset, tmp_path):
     mv = warp_full(s["key"], s["offset_cur_to_key"], s["mask_cur_to_key"])
     # (occlusions and 4x4-cell averaging leave a residual: the bound is not tight)
     assert (gt - s["cur"]).abs().mean() < 0.8 * copy_err
-    assert (gt - s["cur"]).abs().mean() < (mv - s["cur"]).abs().mean()
+    # (the block MVs, chosen by the encoder for the smallest residual, warp as well: not a bound)
+    assert (mv - s["cur"]).abs().mean() < 0.8 * copy_err
+    both = (s["flowmask_cur_to_key"] > 0) & (s["mask_cur_to_key"] > 0)
+    assert (s["flow_cur_to_key"] - s["offset_cur_to_key"]).norm(dim=0)[both].median() < 1.0
     a = transform_sample(s, (64, 128), flip=True)
     torch.testing.assert_close(a["flow_cur_to_key"][0], -s["flow_cur_to_key"][0].flip(-1))
     # a dataset without ground truth: a clear error naming the missing file

@@ -71,9 +71,11 @@ def test_ground_truth_flow_is_exact():
 
 
 def test_mvs_agree_with_ground_truth_flow(tmp_path):
-    """Independent check of the whole MV path: encode, decode, rasterise, compare."""
+    """Independent check of the whole MV path: encode, decode, rasterise, compare. And the
+    intra-block rule: the cells no MV covers (intra macroblocks) get motion from their
+    neighbours that is far nearer the true flow than the zero motion they had."""
     cfg = SyntheticConfig(height=128, width=256, frames=12)
-    epe, motion = [], []
+    epe, motion, epe_fill, motion_fill, filled = [], [], [], [], []
     for seed in (0, 7):
         clip = render_clip(seed, cfg)
         v = decode_video(encode_video(clip.frames, tmp_path / f"{seed}.mp4", gop=12))
@@ -85,10 +87,19 @@ def test_mvs_agree_with_ground_truth_flow(tmp_path):
             sel = inside & (mask > 0)
             epe.append(np.linalg.norm(off - gt, axis=0)[sel])
             motion.append(np.linalg.norm(gt, axis=0)[sel])
+            off_f, mask_f = rasterize_mvs(v.mvs[t], 128, 256, intra="fill")
+            new = (mask == 0) & (mask_f > 0)
+            filled.append((new.sum(), (mask == 0).sum()))
+            epe_fill.append(np.linalg.norm(off_f - gt, axis=0)[new])  # object edges too: where intra blocks are
+            motion_fill.append(np.linalg.norm(gt, axis=0)[new])
     epe, motion = np.concatenate(epe), np.concatenate(motion)
     assert len(epe) > 500
     assert np.median(epe) < 0.6  # pixels: quarter-pel MVs track the objects
     assert np.median(epe) < 0.5 * np.median(motion)  # far better than assuming no motion
+    epe_fill, motion_fill = np.concatenate(epe_fill), np.concatenate(motion_fill)
+    n_new, n_uncovered = np.sum(filled, axis=0)
+    assert n_uncovered > 200 and n_new > 0.9 * n_uncovered  # these clips have intra macroblocks; most are filled
+    assert len(epe_fill) > 100 and np.median(epe_fill) < 0.6 * np.median(motion_fill)  # zero motion's error is |gt|
 
 
 def test_colour_alone_cannot_solve_it():

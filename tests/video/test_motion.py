@@ -79,6 +79,101 @@ def test_no_mvs_gives_zero_invalid_field():
     assert not off.any() and not mask.any()
 
 
+def fill_reference(mvs, height, width, radius=2, max_share=0.5):
+    """The intra-block rule written plainly (loops over macroblocks), for rasterize_mvs(intra="fill"):
+    a macroblock's motion is the area-weighted mean of the per-frame MVs centred in it; unknown
+    macroblocks take the mean of their known 8-neighbours, one ring a step; uncovered cells take
+    their macroblock's motion. Only P-frame MVs (one direction, scale 4 or 2, distance 1)."""
+    off, mask = rasterize_mvs(mvs, height, width)
+    hm, wm = -(-height // 16), -(-width // 16)
+    acc, wsum = np.zeros((2, hm, wm)), np.zeros((hm, wm))
+    for m in mvs:
+        by, bx = min(max(m["dst_y"] // 16, 0), hm - 1), min(max(m["dst_x"] // 16, 0), wm - 1)
+        a = float(m["w"]) * float(m["h"])
+        acc[:, by, bx] += a * np.float32(m["motion_x"]) / m["motion_scale"], a * np.float32(m["motion_y"]) / m["motion_scale"]
+        wsum[by, bx] += a
+    known = wsum > 0
+    if known.all() or known.sum() < (1 - max_share) * known.size:
+        return off, mask
+    value = acc / np.maximum(wsum, 1e-9)
+    for _ in range(radius):
+        new_known, new_value = known.copy(), value.copy()
+        for y in range(hm):
+            for x in range(wm):
+                if known[y, x]:
+                    continue
+                nb = [(j, i) for j in range(y - 1, y + 2) for i in range(x - 1, x + 2)
+                      if 0 <= j < hm and 0 <= i < wm and known[j, i]]
+                if nb:
+                    new_known[y, x] = True
+                    new_value[:, y, x] = np.mean([value[:, j, i] for j, i in nb], axis=0)
+        known, value = new_known, new_value
+    off, mask = off.copy(), mask.copy()
+    for cy, cx in zip(*np.nonzero(mask == 0)):
+        if known[cy // 4, cx // 4]:
+            off[:, cy, cx], mask[cy, cx] = value[:, cy // 4, cx // 4], 1
+    return off, mask
+
+
+def h264_like_mvs(rng, height, width, p_intra):
+    """A random P-frame: each macroblock intra (no MV) with probability p_intra, else one 16x16
+    block or four 8x8 blocks (one of them split into 4x4s), quarter-pel motion."""
+    blocks = []
+    for y in range(0, height, 16):
+        for x in range(0, width, 16):
+            if rng.random() < p_intra:
+                continue
+            if rng.random() < 0.5:
+                blocks.append(mv(x, y, 16, 16, *rng.integers(-40, 40, 2)))
+                continue
+            for j, (dy, dx) in enumerate(((0, 0), (0, 8), (8, 0), (8, 8))):
+                size = 4 if j == 3 else 8
+                for sy in range(0, 8, size):
+                    for sx in range(0, 8, size):
+                        blocks.append(mv(x + dx + sx, y + dy + sy, size, size, *rng.integers(-40, 40, 2)))
+    return np.concatenate(blocks) if blocks else np.zeros(0, MV_DTYPE)
+
+
+@pytest.mark.parametrize("size,p_intra,seed", [((64, 96), 0.2, 0), ((50, 70), 0.3, 1), ((96, 160), 0.45, 2),
+                                               ((64, 64), 0.7, 3), ((48, 80), 0.05, 4)])
+def test_intra_fill_equals_the_reference(size, p_intra, seed):
+    mvs = h264_like_mvs(np.random.default_rng(seed), *size, p_intra)
+    off, mask = rasterize_mvs(mvs, *size, intra="fill")
+    ref_off, ref_mask = fill_reference(mvs, *size)
+    np.testing.assert_array_equal(mask, ref_mask)
+    np.testing.assert_allclose(off, ref_off, atol=1e-5)
+    raw_off, raw_mask = rasterize_mvs(mvs, *size)
+    assert np.array_equal(off[:, raw_mask > 0], raw_off[:, raw_mask > 0])  # MV cells untouched
+    if p_intra > 0.5:  # a frame that is mostly intra (a cut coded as a P-frame) is left as it is
+        assert np.array_equal(mask, raw_mask)
+    elif p_intra >= 0.2:
+        assert mask.mean() > raw_mask.mean()
+
+
+def test_intra_fill_borrows_the_surrounding_motion_and_stops_at_its_radius():
+    """A pan of (1.5, -0.5) px: a lone intra macroblock gets exactly the pan and mask 1; in a 6x6
+    macroblock intra region the radius-2 fill reaches two rings in and leaves the centre 2x2 out."""
+    def pan(holes):
+        return np.concatenate([mv(x, y, 16, 16, 6, -2) for y in range(0, 160, 16) for x in range(0, 160, 16)
+                               if (y // 16, x // 16) not in holes])
+    off, mask = rasterize_mvs(pan({(4, 4)}), 160, 160, intra="fill")
+    assert mask.all() and np.all(off[0] == 1.5) and np.all(off[1] == -0.5)
+    region = {(y, x) for y in range(2, 8) for x in range(2, 8)}
+    off, mask = rasterize_mvs(pan(region), 160, 160, intra="fill")
+    unfilled = np.ones((10, 10), bool)
+    unfilled[4:6, 4:6] = False
+    np.testing.assert_array_equal(mask, np.repeat(np.repeat(unfilled, 4, 0), 4, 1).astype(np.float32))
+    assert np.all(off[0][mask > 0] == 1.5) and not off[:, mask == 0].any()
+    with pytest.raises(ValueError, match="intra must be one of"):
+        next(iter_fields("missing.mp4", intra="zero"))
+
+
+def test_intra_fill_in_a_bframe_uses_the_negated_future_motion():
+    fut = np.concatenate([mv(x, 0, 16, 16, -8, 4, source=1) for x in (0, 32)])  # future-only blocks
+    off, mask = rasterize_mvs(fut, 16, 48, intra="fill")  # the middle macroblock: intra
+    assert mask.all() and np.all(off[0] == 2.0) and np.all(off[1] == -1.0)
+
+
 def test_real_video_mvs_recover_known_pan(pan_video):
     path, _ = pan_video
     v = decode_video(path)
