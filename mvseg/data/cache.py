@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from mvseg.video.decode import probe
-from mvseg.video.motion import FIELD_RULES, iter_fields
+from mvseg.video.motion import FIELD_RULES, INTRA_RULES, iter_fields
 
 CACHE_VERSION = 1
 DECODE_PARAMS = {"pix_fmt": "rgb24", "rasterizer": "cell4-anchor-distance-v1", **FIELD_RULES, "threads": "slice"}
@@ -57,14 +57,18 @@ class CacheWriteError(OSError):
 
 
 class VideoCache:
-    """Cache of decoded videos under `root` (one sub-folder per video)."""
+    """Cache of decoded videos under `root` (one sub-folder per video). `intra`: the intra-block
+    rule of the fields (`iter_fields`; "none" only to ablate it), part of each entry's key."""
 
-    def __init__(self, root: str | Path):
+    def __init__(self, root: str | Path, intra: str = FIELD_RULES["intra"]):
+        if intra not in INTRA_RULES:
+            raise ValueError(f"data.intra_blocks must be one of {INTRA_RULES}, got {intra!r}")
         self.root = Path(root)
+        self.params = {**DECODE_PARAMS, "intra": intra}
 
     def entry_dir(self, video: str | Path) -> Path:
         src = Path(video).resolve()
-        key = hashlib.sha1(json.dumps([str(src), DECODE_PARAMS]).encode()).hexdigest()[:16]
+        key = hashlib.sha1(json.dumps([str(src), self.params]).encode()).hexdigest()[:16]
         return self.root / f"{src.stem}-{key}"
 
     def load(self, video: str | Path, progress: bool = False) -> CachedVideo:
@@ -87,7 +91,7 @@ class VideoCache:
             meta = json.loads((entry / "meta.json").read_text())
         except (OSError, ValueError):
             return "corrupt (meta.json missing or unreadable)"
-        if meta.get("version") != CACHE_VERSION or meta.get("decode") != DECODE_PARAMS:
+        if meta.get("version") != CACHE_VERSION or meta.get("decode") != self.params:
             return "from another mvseg cache format"
         st = src.stat()
         s = meta.get("source", {})
@@ -112,7 +116,7 @@ class VideoCache:
     def _build(self, src: Path, entry: Path) -> None:
         info = probe(src)
         frames, types, offsets, masks = [], [], [], []
-        for f, o, m in iter_fields(src, prefetch=4):  # decoding overlaps the rasterising (docs/conventions.md)
+        for f, o, m in iter_fields(src, iframes=self.params["iframes"], intra=self.params["intra"], prefetch=4):  # decoding overlaps the rasterising (docs/conventions.md)
             frames.append(f.image)
             types.append(f.pict_type)
             offsets.append(o)
@@ -121,7 +125,7 @@ class VideoCache:
         arrays = {"frames": np.stack(frames), "offsets": np.stack(offsets), "masks": np.stack(masks)}
         meta = {
             "version": CACHE_VERSION,
-            "decode": DECODE_PARAMS,
+            "decode": self.params,
             "source": {"path": str(src.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
                        "sha256": file_sha256(src)},
             "video": {"codec": info.codec, "width": info.width, "height": info.height, "fps": info.fps,

@@ -55,6 +55,9 @@ class CompressedVideoDataModule(L.LightningDataModule):
         with_gt_flow: also load the ground-truth flow to the keyframe (synthetic data; flow
             network pretraining for DFF).
         cache_dir: decoded-frame cache (default ROOT/.cache).
+        intra_blocks: "fill" (the intra-block rule, docs/methods.md, as the runtime applies it)
+            or "none" (intra cells keep zero motion and mask 0: an ablation of the rule; the
+            streaming runtime always fills).
         mean, std: the input normalisation (RGB, frames scaled to 0..1); default: the dataset's
             own (dataset.json). Give the statistics a frozen or pretrained image model was
             trained with when training on other data (they are saved in the checkpoints).
@@ -76,6 +79,7 @@ class CompressedVideoDataModule(L.LightningDataModule):
         eval_batch_size: int | None = None,
         num_workers: int = 0,
         cache_dir: str | None = None,
+        intra_blocks: str = "fill",
         synthetic: SyntheticSpec | None = None,
         mean: tuple[float, float, float] | None = None,
         std: tuple[float, float, float] | None = None,
@@ -106,7 +110,7 @@ class CompressedVideoDataModule(L.LightningDataModule):
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers
-        self.cache = VideoCache(cache_dir or self.root / ".cache")
+        self.cache = VideoCache(cache_dir or self.root / ".cache", intra=intra_blocks)
         self.synthetic = synthetic or SyntheticSpec()
         self.ds: FolderDataset | None = None
         self.train_generator: torch.Generator | None = None

@@ -26,11 +26,26 @@ def test_cache_holds_decoded_frames_and_offsets(video, tmp_path):
     v = decode_video(video)
     np.testing.assert_array_equal(cached.frames, v.frames)
     assert cached.pict_types == v.pict_types and len(cached) == 20
-    off, mask = rasterize_mvs(v.mvs[4], 96, 128)
+    off, mask = rasterize_mvs(v.mvs[4], 96, 128, intra="fill")  # iter_fields' default rule
     np.testing.assert_array_equal(cached.offsets[4], off)
     np.testing.assert_array_equal(cached.masks[4], mask.astype(np.uint8))
     assert isinstance(cached.frames, np.memmap)  # memory-mapped, shared by workers
     assert cached.meta["source"]["sha256"] and cached.meta["video"]["max_ref_frames"] == 1
+
+
+def test_intra_rule_is_part_of_the_entry(tiny_dataset, tmp_path):
+    """data.intra_blocks: "none" (the ablation) keeps the bitstream's intra cells at mask 0, in an
+    entry of its own; the default fills them; anything else is refused with the option's name."""
+    video = sorted((tiny_dataset / "videos" / "val").glob("*.mp4"))[0]
+    filled, raw = VideoCache(tmp_path / "c").load(video), VideoCache(tmp_path / "c", intra="none").load(video)
+    assert VideoCache(tmp_path / "c").entry_dir(video) != VideoCache(tmp_path / "c", intra="none").entry_dir(video)
+    p_frames = [t for t, c in enumerate(raw.pict_types) if c == "P"]
+    uncovered = np.mean([1 - raw.masks[t].mean() for t in p_frames])
+    assert uncovered > 0.02 and np.mean([1 - filled.masks[t].mean() for t in p_frames]) < 0.2 * uncovered
+    covered = raw.masks[p_frames] > 0
+    np.testing.assert_array_equal(np.asarray(filled.offsets[p_frames])[:, 0][covered], np.asarray(raw.offsets[p_frames])[:, 0][covered])
+    with pytest.raises(ValueError, match="data.intra_blocks must be one of"):
+        VideoCache(tmp_path / "c", intra="zero")
 
 
 def test_valid_entry_is_reused_not_rebuilt(video, tmp_path, recwarn):
