@@ -8,6 +8,7 @@ time from open to the last frame, imports excluded alike for all):
 - ``plain_rgb``: the same + PyAV's own ``to_ndarray(format="rgb24")`` per frame;
 - ``mvs``: `iter_frames(rgb=False)`: MVs only (mvseg skips deblocking/IDCT: same MVs);
 - ``fields``: `iter_fields(rgb=False)`: MVs + offset fields (what the runtime reads);
+- ``fields_bitstream``: the same without the intra-block rule (`intra="none"`): what the rule costs;
 - ``fields_ahead``: the same with `prefetch=4` (decoding in a background thread, as the dataset
   cache and `mvseg predict` read videos);
 - ``fields_full``: MVs + offset fields with every frame's pixels reconstructed (not converted):
@@ -59,8 +60,9 @@ if mode in ("plain", "plain_rgb"):
                 f.to_ndarray(format="rgb24")
             n += 1
 else:
-    if mode in ("fields", "fields_ahead"):
-        it = (f for f, _, _ in iter_fields(path, rgb=False, prefetch=4 if mode == "fields_ahead" else 0))
+    if mode in ("fields", "fields_ahead", "fields_bitstream"):
+        it = (f for f, _, _ in iter_fields(path, rgb=False, prefetch=4 if mode == "fields_ahead" else 0,
+                                           intra="none" if mode == "fields_bitstream" else "fill"))
     elif mode == "fields_full":
         it = (f for f, _, _ in iter_fields(path, rgb=lambda i, p: False))  # pixels reconstructed, not converted
     else:
@@ -102,10 +104,11 @@ ms = 1e3 * (time.perf_counter() - t)
 print(json.dumps({"frames": n, "ms": ms, "mvs": m, "digest": h.hexdigest()}))
 '''
 
-OWN = ("plain", "plain_rgb", "mvs", "fields", "fields_ahead", "fields_full", "rgb", "rgb_no_mvs")
+OWN = ("plain", "plain_rgb", "mvs", "fields", "fields_bitstream", "fields_ahead", "fields_full", "rgb", "rgb_no_mvs")
 PEER = ("peer_mvs", "peer_rgb")
 RATIOS = [("fields_full_over_plain", "fields_full", "plain"), ("mvs_over_plain", "mvs", "plain"),
-          ("fields_over_plain", "fields", "plain"), ("fields_ahead_over_plain", "fields_ahead", "plain"),
+          ("fields_over_plain", "fields", "plain"), ("fields_bitstream_over_plain", "fields_bitstream", "plain"),
+          ("fields_ahead_over_plain", "fields_ahead", "plain"),
           ("rgb_over_plain_rgb", "rgb", "plain_rgb"), ("rgb_no_mvs_over_plain_rgb", "rgb_no_mvs", "plain_rgb"),
           ("peer_over_mvseg_mvs", "peer_mvs", "mvs"), ("peer_over_mvseg_rgb", "peer_rgb", "rgb")]
 
@@ -173,9 +176,9 @@ def make_bench_videos(out_dir: str | Path, height: int = 360, width: int = 640) 
             encode_video(clip.frames[:240], out / "street_x264_defaults.mp4", gop=250, fps=30, crf=23, bframes=3, ref=3)]
 
 
-COLUMNS = ["video", "frames", "plain_ms", "mvs_ms", "fields_ms", "fields_ahead_ms", "fields_full_ms", "plain_rgb_ms",
-           "rgb_ms", "rgb_no_mvs_ms", "fields_full_over_plain", "mvs_over_plain", "fields_over_plain",
-           "fields_ahead_over_plain", "rgb_over_plain_rgb", "rgb_no_mvs_over_plain_rgb", "mvseg_digests"]
+COLUMNS = ["video", "frames", "plain_ms", "mvs_ms", "fields_ms", "fields_bitstream_ms", "fields_ahead_ms", "fields_full_ms",
+           "plain_rgb_ms", "rgb_ms", "rgb_no_mvs_ms", "fields_full_over_plain", "mvs_over_plain", "fields_over_plain",
+           "fields_bitstream_over_plain", "fields_ahead_over_plain", "rgb_over_plain_rgb", "rgb_no_mvs_over_plain_rgb", "mvseg_digests"]
 PEER_COLUMNS = ["peer_mvs_ms", "peer_rgb_ms", "peer_over_mvseg_mvs", "peer_over_mvseg_rgb", "peer_digests"]
 
 

@@ -18,7 +18,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--peer", action="store_true",
                    help="also motion-vector-extractor (optional; left out when not installed)")
     p.add_argument("--modes", nargs="+", default=None,
-                   choices=["plain", "plain_rgb", "mvs", "fields", "fields_ahead", "fields_full", "rgb", "rgb_no_mvs"],
+                   choices=["plain", "plain_rgb", "mvs", "fields", "fields_bitstream", "fields_ahead", "fields_full", "rgb",
+                            "rgb_no_mvs"],  # mvseg.bench.video.OWN (not imported to parse arguments)
                    help="mvseg's variants to run (default: all)")
     p.add_argument("--peer-python", default=None, metavar="PYTHON",
                    help="the interpreter that has motion-vector-extractor (default: $MVSEG_PEER_PYTHON, or this one)")
