@@ -97,9 +97,6 @@ def rasterize_mvs(
     w, h = mvs["w"].astype(np.int32), mvs["h"].astype(np.int32)
     x0 = mvs["dst_x"] - w // 2  # block corner in pixels (dst is the centre)
     y0 = mvs["dst_y"] - h // 2
-    # Index maps (which MV covers each cell), one per direction; past MVs win over future ones.
-    # Blocks of 8x8 and larger are painted on an 8x8 grid and up-sampled (4x fewer writes than
-    # painting every 4x4 cell); smaller partitions are painted on the 4x4 grid afterwards.
     coarse = (w >= 8) & (h >= 8)
     directions = (~future, future) if future.any() else (~future,)
     base = None  # the 8x8-grid index map painting starts from: -1, or each macroblock's fill entry
@@ -136,11 +133,11 @@ def _mb_range(hm: int, wm: int) -> np.ndarray:
 
 
 def _intra_fill(x0, y0, w, h, vx, vy, height: int, width: int, radius: int, max_share: float):
-    """Per-macroblock motion for `rasterize_mvs(intra="fill")`: (entry [hm, wm] int32, fx, fy) where
-    entry indexes fx/fy placed after the n MVs (n + j for macroblock j), or is -1
-    where a macroblock stays unknown; None when every macroblock has MVs or the frame is left as
-    it is. Blocks (corner x0, y0, size w x h, per-frame
-    motion vx, vy) belong to the macroblock holding their centre; codecs' blocks are <= 16x16."""
+    """Per-macroblock motion for `rasterize_mvs(intra="fill")`: (entry [hm, wm] int32, fx, fy), where
+    entry indexes fx/fy placed after the n MVs (n + j for macroblock j) or is -1 where a macroblock
+    stays unknown; None when every macroblock has MVs or the frame is left as it is. A block
+    (corner x0, y0, size w x h, per-frame motion vx, vy) belongs to the macroblock holding its
+    centre: the codecs' blocks are at most 16x16."""
     hm, wm = -(-height // MB), -(-width // MB)
     by = np.minimum(np.maximum((y0 + (h >> 1)) >> 4, 0), hm - 1)  # >> 4: MB = 16
     b = by * wm + np.minimum(np.maximum((x0 + (w >> 1)) >> 4, 0), wm - 1)
