@@ -36,7 +36,7 @@ from torchmetrics.classification import MulticlassJaccardIndex
 from mvseg.data.folder import Clip, FolderDataset, read_label
 from mvseg.runtime import run_stream
 from mvseg.video.decode import probe
-from mvseg.strategies.policies import AdaptiveThreshold, FixedInterval, KeyframePolicy, MotionCoverage
+from mvseg.strategies.policies import AdaptiveThreshold, FixedInterval, IFrames, KeyframePolicy, MotionCoverage
 
 
 def clip_labels(ds: FolderDataset, clip: Clip, size: tuple[int, int]) -> dict[int, np.ndarray]:
@@ -123,15 +123,17 @@ def interpolate(rows: list[dict], method: str, keyframes: float, schedule: str =
 
 def bench_schedules(models: dict[str, tuple], ds: FolderDataset, intervals: list[int], thresholds: list[float],
                     max_videos: int | None = None, repeats: int = 3, pace: float | None = 0,
-                    coverage: list[float] = ()) -> list[dict]:
+                    coverage: list[float] = (), iframes: bool = False) -> list[dict]:
     """models: name -> (strategy, data dict). Fixed intervals (and the motion-coverage policy at
-    each of `coverage`) for every model; the adaptive schedule for those with a deviation
-    predictor, and its low-latency variant for Adaptive."""
+    each of `coverage`, and with `iframes` the streams' own I-frames, param 0) for every model;
+    the adaptive schedule for those with a deviation predictor, and its low-latency variant for
+    Adaptive."""
     clips = ds.clips["val"][:max_videos]
     rows = []
     for name, (model, data) in models.items():
         schedules = [("fixed", L, FixedInterval(L), False) for L in intervals]
         schedules += [("coverage", tau, MotionCoverage(tau), False) for tau in coverage]
+        schedules += [("iframes", 0, IFrames(), False)] if iframes else []
         if model.has_deviation:
             schedules += [("adaptive", t, AdaptiveThreshold(t), False) for t in thresholds]
             if hasattr(model, "low_latency"):  # Adaptive's fast track / slow track schedule

@@ -186,12 +186,13 @@ def _write_view(out: Path, rows: list[dict], columns: list[str], json_name: str,
 def run_bench_strategies(runs: list[str], intervals: list[int], root: str, out_dir: str, max_videos: int | None,
                          json_out: str | None, cache_dir: str | None, wandb: bool, repeats: int, view: str,
                          thresholds: list[float], pace: float | None, slow_track_threads: int | None,
-                         tables_dir: str | None = None, coverage: list[float] = ()) -> list[dict]:
+                         tables_dir: str | None = None, coverage: list[float] = (), iframes: bool = False) -> list[dict]:
     """view: "protocol" (mIoU per keyframe distance, speed, GFLOPs: results.json, table.md,
     accuracy_vs_fps.png), "latency" (keyframe schedules over whole streams, see
     mvseg.bench_schedule: schedules.json, latency.md, threshold_sweep.png), "both", or "oracle"
     (the headroom of content-chosen keyframes, see mvseg.bench_oracle: oracle.json, oracle.md,
-    oracle.png; tables_dir: where the oracle view keeps its tables for reuse)."""
+    oracle.png; tables_dir: where the oracle view keeps its tables for reuse; iframes: the latency
+    view also streams with the videos' own I-frames as keyframes)."""
     if view not in ("protocol", "latency", "both", "oracle"):
         raise ValueError(f"--view must be protocol, latency, both or oracle, got {view!r}")
     parsed = {}
@@ -216,7 +217,8 @@ def run_bench_strategies(runs: list[str], intervals: list[int], root: str, out_d
         for model, _ in models.values():
             if slow_track_threads and hasattr(model, "slow_track_threads"):
                 model.slow_track_threads = slow_track_threads
-        sched = latency.bench_schedules(models, ds, intervals, thresholds or [], max_videos, repeats, pace, coverage)
+        sched = latency.bench_schedules(models, ds, intervals, thresholds or [], max_videos, repeats, pace, coverage,
+                                        iframes)
         table = _write_view(out, sched, latency.COLUMNS, "schedules.json", "latency.md", "threshold_sweep.png",
                             latency.plot_sweep)
         payload.update(schedules=sched, latency_table=table)

@@ -35,6 +35,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     syn.add_argument("--width", type=int, default=256)
     syn.add_argument("--frames", type=int, default=30)
     syn.add_argument("--gop", type=int, default=None, help="GOP length (default: the clip length)")
+    syn.add_argument("--scenecut", type=int, default=0, metavar="T",
+                     help="x264's scene-cut detection at threshold T (40: x264's default): an I-frame also where "
+                          "it sees a cut, --gop the longest GOP, as cameras and editors encode (default 0: off)")
     syn.add_argument("--annotated", type=int, nargs="+", default=[9, 19], help="annotated frame indices")
     syn.add_argument("--speed-changes", type=int, default=0,
                      help="stop-and-go camera, this many speed changes per clip (default 0: constant speed)")
@@ -62,6 +65,8 @@ def run(a: argparse.Namespace) -> int:
         print(f"synthetic clips in {a.layout}'s layout in {a.out}: {n} labelled frames; next: "
               f"mvseg data prepare {a.layout} --root {a.out} --out DIR (the recipes' `root:` lines)")
         return 0
+    if a.scenecut < 0:
+        raise SystemExit(f"mvseg data prepare synthetic: --scenecut must be >= 0, got {a.scenecut}")
     if a.speed_changes < 0:
         raise SystemExit(f"mvseg data prepare synthetic: --speed-changes must be >= 0, got {a.speed_changes}")
     rates = {f"{e}_rate": getattr(a, f"{e}_rate") for e in ("cut", "turn", "lorry", "tunnel")}
@@ -71,7 +76,7 @@ def run(a: argparse.Namespace) -> int:
     cfg = SyntheticConfig(height=a.height, width=a.width, frames=a.frames, speed_changes=a.speed_changes, **rates)
     meta = make_synthetic_dataset(
         a.out, train_clips=a.train_clips, val_clips=a.val_clips, seed=a.seed, config=cfg,
-        gop=a.gop, annotated=tuple(a.annotated), workers=a.workers,
+        gop=a.gop, annotated=tuple(a.annotated), workers=a.workers, scenecut=a.scenecut,
     )
     n = " + ".join(f"{len(v)} {k}" for k, v in meta["splits"].items())
     print(f"synthetic dataset in {a.out}: {n} clips of {a.frames} frames, {a.width}x{a.height}")

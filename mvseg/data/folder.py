@@ -94,14 +94,15 @@ def _save_png(img: np.ndarray, path: Path) -> None:
 
 
 def write_clip(root: str | Path, split: str, clip: str, frames: np.ndarray, labels: Mapping[int, np.ndarray],
-               gop: int, fps: float, crf: float) -> Path:
-    """Store one clip: frames (T, H, W, 3) uint8 as H.264 (an I-frame every `gop` frames) and the
-    label (H, W) uint8 of each annotated frame as a PNG. Labels first, video last, each whole."""
+               gop: int, fps: float, crf: float, scenecut: int = 0) -> Path:
+    """Store one clip: frames (T, H, W, 3) uint8 as H.264 (an I-frame every `gop` frames, and
+    where x264 detects a cut when `scenecut` > 0) and the label (H, W) uint8 of each annotated
+    frame as a PNG. Labels first, video last, each whole."""
     from mvseg.video.encode import encode_video
 
     for t, label in labels.items():
         _save_png(label, label_path(root, split, clip, t))
-    return encode_video(frames, video_path(root, split, clip), gop=gop, fps=fps, crf=crf)
+    return encode_video(frames, video_path(root, split, clip), gop=gop, fps=fps, crf=crf, scenecut=scenecut)
 
 
 def write_dataset_json(root: str | Path, meta: dict) -> dict:

@@ -538,10 +538,11 @@ def _write_clip(job: tuple) -> tuple[str, str, np.ndarray, np.ndarray, int]:
 
     from mvseg.data.folder import write_clip
 
-    root, split, name, seed, cfg, gop, crf, annotated, with_gt = job
+    root, split, name, seed, cfg, gop, crf, annotated, with_gt, scenecut = job
     root = Path(root)
     clip = render_clip(seed, cfg)
-    write_clip(root, split, name, clip.frames, {t: clip.labels[t] for t in annotated}, gop=gop, fps=FPS, crf=crf)
+    write_clip(root, split, name, clip.frames, {t: clip.labels[t] for t in annotated}, gop=gop, fps=FPS, crf=crf,
+               scenecut=scenecut)
     if with_gt:
         gt = root / "gt" / split / f"{name}.npz"
         gt.parent.mkdir(parents=True, exist_ok=True)
@@ -566,6 +567,7 @@ def make_synthetic_dataset(
     with_gt: bool = True,
     workers: int = 2,
     progress: bool = True,
+    scenecut: int = 0,
 ) -> dict:
     """Generate the synthetic street dataset in mvseg's folder layout and return its metadata.
 
@@ -574,6 +576,8 @@ def make_synthetic_dataset(
     ``labels/{split}/{clip}/{frame:06d}.png`` for the annotated frames (like Cityscapes'
     20th frame of 30) and ``gt/{split}/{clip}.npz`` (labels and backward flow of every
     frame). Resumable: clips already written are kept; ``dataset.json`` is written last.
+    `scenecut` > 0 encodes with x264's scene-cut detection on (an I-frame at a detected cut, `gop`
+    the longest GOP), as a camera or an editor's export would; 0 (the default) never.
     """
     import json
     import os
@@ -594,6 +598,8 @@ def make_synthetic_dataset(
                  "train_clips": train_clips, "val_clips": val_clips,
                  "config": {k: list(v) if isinstance(v, tuple) else v for k, v in vars(cfg).items()
                             if not (k in EVENT_FIELDS and v == getattr(SyntheticConfig, k))}}
+    if scenecut:  # only when on: datasets made before the option keep their metadata (and stay resumable)
+        generator["scenecut"] = scenecut
     if meta_path.exists():
         meta = json.loads(meta_path.read_text())
         if meta.get("generator") == generator:
@@ -608,7 +614,7 @@ def make_synthetic_dataset(
         for i in range(n):
             name = f"clip_{i:04d}"
             jobs.append((str(rootp), split, name, seed * 1_000_003 + offset[split] + i, cfg, gop, crf,
-                         tuple(annotated), with_gt))
+                         tuple(annotated), with_gt, scenecut))
     s1, s2, count = np.zeros(3), np.zeros(3), 0
     workers = max(1, min(workers, os.cpu_count() or 1, len(jobs)))
 

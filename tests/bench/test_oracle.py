@@ -14,6 +14,7 @@ from torchmetrics.classification import MulticlassJaccardIndex
 
 from mvseg.bench.oracle import fixed_keys, hindsight_keys, miou_from_confusion, threshold_keys
 from mvseg.cli import main
+from mvseg.video.decode import iter_frames
 
 
 def _trained(model, tiny_dataset, tmp_path_factory, name: str):
@@ -206,9 +207,14 @@ def test_coverage_schedule_agrees_with_streaming(prop_mv_ckpt, tiny_dataset, tmp
             "--coverage-thresholds", *taus, "--data-root", str(tiny_dataset), "--no-wandb", "--offline"]
     assert main(["bench", "strategies", "--view", "oracle", "--out-dir", str(tmp_path / "o"), *args]) == 0
     assert main(["bench", "strategies", "--view", "latency", "--repeats", "1", "--out-dir", str(tmp_path / "l"),
-                 *args]) == 0
+                 "--iframe-schedule", *args]) == 0
     oracle = {r["param"]: r for r in json.loads((tmp_path / "o" / "oracle.json").read_text())
               if r["schedule"] == "coverage"}
+    # --iframe-schedule: the streams' own I-frames are the keyframes (these clips: one GOP each)
+    iframes = [r for r in json.loads((tmp_path / "l" / "schedules.json").read_text()) if r["schedule"] == "iframes"]
+    videos = sorted((tiny_dataset / "videos" / "val").glob("*.mp4"))
+    types = "".join(f.pict_type for v in videos for f in iter_frames(v, rgb=False))
+    assert len(iframes) == 1 and iframes[0]["keyframes_per_100"] == pytest.approx(100 * types.count("I") / len(types))
     stream = {r["param"]: r for r in json.loads((tmp_path / "l" / "schedules.json").read_text())
               if r["schedule"] == "coverage"}
     assert set(oracle) == set(stream) == {float(t) for t in taus}

@@ -224,6 +224,31 @@ def test_scene_cut_changes_most_labels_at_once_and_has_no_flow(tmp_path):
         np.testing.assert_array_equal(z["flow_valid"], render_clip(0, cfg).flow_valid)
 
 
+def test_scenecut_encoding_puts_an_iframe_at_every_cut(tmp_path):
+    """--scenecut 40 --gop L: x264's scene-cut detection makes an I-frame at each of the generator's
+    cuts (and the GOP restarts there), as a camera's or an editor's encode would; no I-frame is
+    more than L frames after the last. The option is recorded only when on."""
+    from mvseg.video.decode import iter_frames
+
+    out = tmp_path / "sc"
+    rc = main(["data", "prepare", "synthetic", "--out", str(out), "--train-clips", "1", "--val-clips", "2",
+               "--height", "64", "--width", "128", "--frames", "40", "--annotated", "2", "--workers", "1",
+               "--cut-rate", "6", "--scenecut", "40", "--gop", "12"])
+    assert rc == 0 and json.loads((out / "dataset.json").read_text())["generator"]["scenecut"] == 40
+    cuts = 0
+    for split, name in (("train", "clip_0000"), ("val", "clip_0000"), ("val", "clip_0001")):
+        with np.load(out / "gt" / split / f"{name}.npz") as z:
+            cut_frames = np.nonzero(~z["flow_valid"])[0].tolist()
+        types = "".join(f.pict_type for f in iter_frames(out / "videos" / split / f"{name}.mp4", rgb=False))
+        iframes = [t for t, c in enumerate(types) if c == "I"]
+        assert set(cut_frames) <= set(iframes), (name, cut_frames, iframes)
+        assert max(np.diff(iframes + [len(types)])) <= 12
+        cuts += len(cut_frames)
+    assert cuts >= 2
+    with pytest.raises(SystemExit, match="--scenecut must be >= 0"):
+        main(["data", "prepare", "synthetic", "--out", str(tmp_path / "v"), "--scenecut", "-1"])
+
+
 def test_turn_moves_every_depth_alike():
     """A yaw of the camera shifts every static layer by the same number of pixels (a rotation
     has no parallax): with a camera that neither pans nor zooms, the static layers' horizontal
