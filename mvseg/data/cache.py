@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from mvseg.video.decode import probe
-from mvseg.video.motion import FIELD_RULES, INTRA_RULES, iter_fields
+from mvseg.video.motion import FIELD_RULES, IFRAME_RULES, INTRA_RULES, iter_fields
 
 CACHE_VERSION = 1
 DECODE_PARAMS = {"pix_fmt": "rgb24", "rasterizer": "cell4-anchor-distance-v1", **FIELD_RULES, "threads": "slice"}
@@ -57,14 +57,17 @@ class CacheWriteError(OSError):
 
 
 class VideoCache:
-    """Cache of decoded videos under `root` (one sub-folder per video). `intra`: the intra-block
-    rule of the fields (`iter_fields`; "none" only to ablate it), part of each entry's key."""
+    """Cache of decoded videos under `root` (one sub-folder per video). `intra`, `iframes`: the
+    intra-block and I-frame rules of the fields (`iter_fields`; "none" only to ablate them), part
+    of each entry's key."""
 
-    def __init__(self, root: str | Path, intra: str = FIELD_RULES["intra"]):
+    def __init__(self, root: str | Path, intra: str = FIELD_RULES["intra"], iframes: str = FIELD_RULES["iframes"]):
         if intra not in INTRA_RULES:
             raise ValueError(f"data.intra_blocks must be one of {INTRA_RULES}, got {intra!r}")
+        if iframes not in IFRAME_RULES:
+            raise ValueError(f"the I-frame rule must be one of {IFRAME_RULES}, got {iframes!r}")
         self.root = Path(root)
-        self.params = {**DECODE_PARAMS, "intra": intra}
+        self.params = {**DECODE_PARAMS, "intra": intra, "iframes": iframes}
 
     def entry_dir(self, video: str | Path) -> Path:
         src = Path(video).resolve()

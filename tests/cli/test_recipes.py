@@ -157,8 +157,7 @@ def test_interp_mv_reaches_the_next_keyframe_through_the_iframe(rehearsal):
     ds = load_folder_dataset(rehearsal / "data/cityscapes")
     fractions = {}
     for rule in ("extrapolate", "none"):
-        cache = VideoCache(rehearsal / f"cache-{rule}")
-        cache.params["iframes"] = rule  # the I-frame rule off: the bitstream's I-frames
+        cache = VideoCache(rehearsal / f"cache-{rule}", iframes=rule)  # "none": the bitstream's I-frames
         for d in range(5):
             fwd, bwd = [], []
             for split in ("train", "val"):
