@@ -16,10 +16,12 @@ are then read and their low-level features computed (the cost of adaptivity).
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from mvseg import ops
-from mvseg.models.adaptive import DeviationPredictor, deviation_loss, deviation_target
+from mvseg.models.adaptive import (DEVIATION_TARGETS, DeviationPredictor, deviation_loss, deviation_target,
+                                   keyframe_gain_target)
 from mvseg.models.segnet import SegNetConfig
 from mvseg.strategies.propagation import Propagation
 from mvseg.ops.fields import extend_chain
@@ -38,10 +40,16 @@ class PropMV(Propagation):
         deviation_stage: str = "layer2",
         deviation_weight: float = 1.0,
         deviation_threshold: float = 0.1,
+        deviation_target: str = "labels",
         **kwargs,
     ):
+        """deviation_channels > 0: Li et al.'s deviation predictor on the backbone up to
+        deviation_stage, regressing deviation_target ("labels": Li et al.'s label change since the
+        keyframe; "gain": ours, what a keyframe would gain, models.adaptive.keyframe_gain_target)."""
         if deviation_channels < 0:
             raise ValueError(f"deviation_channels must be >= 0 (0: no deviation predictor), got {deviation_channels}")
+        if deviation_target not in DEVIATION_TARGETS:
+            raise ValueError(f"deviation_target must be one of {DEVIATION_TARGETS}, got {deviation_target!r}")
         super().__init__(num_classes, keyframe_interval, net, init_from,
                          deviation_threshold=deviation_threshold if deviation_channels
                          or kwargs.get("keyframe_policy") == "coverage" else None, **kwargs)
@@ -51,6 +59,7 @@ class PropMV(Propagation):
             self.deviation = DeviationPredictor(self.net.feat.backbone.channels[deviation_stage], deviation_channels)
         self.deviation_stage = deviation_stage
         self.deviation_weight = deviation_weight
+        self.deviation_target = deviation_target
 
     @property
     def has_deviation(self) -> bool:
@@ -65,16 +74,23 @@ class PropMV(Propagation):
                 {"params": list(dev), "lr": 10 * self.optim.lr}]
 
     def training_loss(self, batch: dict) -> dict[str, Tensor]:
-        losses = super().training_loss(batch)
         if self.deviation is None:
-            return losses
-        # Li et al.'s target on prop-MV's own network: the full network's label change k -> t
-        with torch.no_grad():
+            return super().training_loss(batch)
+        size = tuple(batch["cur"].shape[-2:])
+        feat = self.net.features(batch["key"])  # (B, C, H/os, W/os)
+        warped = self.warp_features(feat, batch["offset_cur_to_key"], batch["mask_cur_to_key"], size)
+        seg = F.cross_entropy(self.task(warped, size), batch["label"], ignore_index=self.ignore_index)
+        with torch.no_grad():  # the target, on prop-MV's own network
             low_k, low_t = (self.net.low_features(batch[k], self.deviation_stage) for k in ("key", "cur"))
-            high = [self.net.high_features(low, self.deviation_stage) for low in (low_k, low_t)]
-            target = deviation_target(*(self.net.logits(h, dropout=False) for h in high))
+            high_t = self.net.high_features(low_t, self.deviation_stage)
+            if self.deviation_target == "labels":  # Li et al.: the full network's label change k -> t
+                target = deviation_target(self.net.logits(self.net.high_features(low_k, self.deviation_stage),
+                                                          dropout=False), self.net.logits(high_t, dropout=False))
+            else:  # ours: what a keyframe at t would gain over t propagated from k
+                prop, full = (ops.resize_bilinear(self.net.logits(f, dropout=False), size) for f in (warped, high_t))
+                target = keyframe_gain_target(prop, full, batch["label"], self.ignore_index)
         dev = deviation_loss(self.deviation.logit(low_k, low_t), target)
-        return {**losses, "loss": losses["loss"] + self.deviation_weight * dev, "deviation": dev}
+        return {"loss": seg + self.deviation_weight * dev, "deviation": dev, "deviation_target": target.mean()}
 
     def warp_features(self, feat: Tensor, offset: Tensor, mask: Tensor, frame_size: tuple[int, int]) -> Tensor:
         """Key features (B, C, h, w) warped by cur->key offsets (B, 2, Hc, Wc) -> (B, C, h, w)."""

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from mvseg import ops
-from mvseg.models.adaptive import AdaptNetFusion, DeviationPredictor, KernelPredictor, deviation_target
+from mvseg.models.adaptive import (AdaptNetFusion, DeviationPredictor, KernelPredictor, deviation_target,
+                                   keyframe_gain_target)
 from mvseg.models.segnet import SegNet, SegNetConfig
 
 
@@ -24,6 +25,26 @@ def test_deviation_target_on_a_hand_made_pair():
     assert target.item() == pytest.approx(4 / 16)
     two = deviation_target(onehot(torch.cat([lab_k, lab_k])), onehot(torch.cat([lab_k, lab_t])))
     torch.testing.assert_close(two, torch.tensor([0.0, 0.25]))
+
+
+def test_keyframe_gain_target_on_a_hand_made_frame():
+    """Label: 0 everywhere but 2 ignored pixels (14 labelled). The propagated labels are wrong on
+    5 labelled pixels (and on one ignored), the full network's on 1: a keyframe gains 4/14. Where
+    the full network is the worse one the gain is 0, and a frame with nothing labelled gives 0."""
+    onehot = lambda lab: torch.nn.functional.one_hot(lab, 3).permute(0, 3, 1, 2).float()  # noqa: E731
+    label = torch.zeros(1, 4, 4, dtype=torch.long)
+    label[0, 3, 2:] = 255
+    prop, full = label.clamp(max=2).clone(), label.clamp(max=2).clone()
+    prop[0, 0, :] = 1
+    prop[0, 1, 0] = 2
+    prop[0, 3, 3] = 1  # an ignored pixel: not counted
+    full[0, 2, 2] = 1
+    gain = keyframe_gain_target(onehot(prop), onehot(full), label, 255)
+    assert gain.shape == (1,) and gain.item() == pytest.approx(4 / 14)
+    swapped = keyframe_gain_target(onehot(full), onehot(prop), label, 255)
+    assert swapped.item() == 0.0
+    nothing = keyframe_gain_target(onehot(prop), onehot(full), torch.full_like(label, 255), 255)
+    assert nothing.item() == 0.0
 
 
 def test_deviation_predictor_shape_and_range():

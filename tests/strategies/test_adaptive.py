@@ -10,7 +10,8 @@ import torch
 
 from helpers import fit_batch, runtime_vs_protocol
 
-from mvseg.models.adaptive import deviation_target
+from mvseg import ops
+from mvseg.models.adaptive import deviation_target, keyframe_gain_target
 from mvseg.models.segnet import SegNetConfig
 from mvseg.runtime import run_stream
 from mvseg.strategies import Adaptive, AdaptiveConfig, AdaptiveThreshold, PropMV
@@ -249,7 +250,7 @@ def test_prop_mv_with_a_deviation_predictor_follows_the_adaptive_policy(tiny_dat
     b = pair(2)
     b.update(offset_cur_to_key=torch.zeros(2, 2, 8, 12), mask_cur_to_key=torch.ones(2, 8, 12))
     parts = prop.training_loss(b)
-    assert set(parts) == {"loss", "deviation"} and parts["loss"] > parts["deviation"] > 0
+    assert set(parts) == {"loss", "deviation", "deviation_target"} and parts["loss"] > parts["deviation"] > 0
     video = tiny_dataset / "videos" / "val" / "clip_0000.mp4"
     with torch.no_grad():
         assert all(r.is_key for r in run_stream(prop, video, images=False))
@@ -263,3 +264,29 @@ def test_prop_mv_with_a_deviation_predictor_follows_the_adaptive_policy(tiny_dat
         same = list(run_stream(plain, video, policy=FixedInterval(100), images=False))
     assert all((a.label == b.label).all() for a, b in zip(results, same))
 
+
+
+def test_prop_mv_gain_target_is_what_a_keyframe_would_gain():
+    """deviation_target="gain": the predictor regresses how much more of t's labelled pixels the full
+    network gets right than t propagated from k. Trained a little (the loss falls), prop-MV's own
+    network then labels the frames well, so a copied keyframe (zero motion) misses the shifted
+    content: the target equals the definition and is > 0; at distance 0 it is 0."""
+    torch.manual_seed(0)
+    prop = PropMV(4, 3, net=NET, deviation_channels=8, deviation_target="gain", keyframe_policy="adaptive",
+                  deviation_threshold=0.1)
+    zero = {"offset_cur_to_key": torch.zeros(2, 2, 8, 12), "mask_cur_to_key": torch.ones(2, 8, 12)}
+    same = {**pair(0), **zero}  # t is its own keyframe
+    losses = fit_batch(prop.train(), same, steps=40, lr=1e-2)
+    assert losses[-1] < 0.5 * losses[0]
+    prop.eval()
+    b = {**pair(2), **zero}  # t is k shifted by 4 px, propagated with zero motion: a copy
+    with torch.no_grad():
+        parts = prop.training_loss(b)
+        assert set(parts) == {"loss", "deviation", "deviation_target"}
+        logits = [ops.resize_bilinear(prop.net.logits(prop.net.features(b[k])), (32, 48)) for k in ("key", "cur")]
+        expected = keyframe_gain_target(*logits, b["label"], prop.ignore_index)
+        assert expected.mean() > 0.01
+        torch.testing.assert_close(parts["deviation_target"], expected.mean())
+        assert prop.training_loss(same)["deviation_target"].item() == 0.0
+    with pytest.raises(ValueError, match="deviation_target must be one of"):
+        PropMV(4, 3, net=NET, deviation_channels=8, deviation_target="flow")
