@@ -14,7 +14,11 @@ matrices, from which any schedule's stream mIoU is a sum. Schedules:
 - oracle-threshold: Li et al.'s policy fed the *true* deviation (labels of the full network
   on frames k and t), i.e. a perfect deviation predictor;
 - predicted-threshold: the same policy fed the strategy's own predicted deviation (methods
-  with a deviation predictor): what streaming `keyframe_policy: adaptive` does, blocking;
+  with a deviation predictor): what streaming `keyframe_policy: adaptive` does, blocking; for a
+  predictor trained on `deviation_target: gain`, the predicted gain of a keyframe;
+- oracle-gain: the same policy fed the *true* gain of a keyframe at t (ours,
+  mvseg.models.adaptive.keyframe_gain_target, from the table with t's label known): a perfect
+  gain predictor;
 - coverage: a keyframe when more than tau of the frame cannot be brought from the last
   keyframe by block motion (MotionCoverage, our policy; any strategy);
 - scenecut+fixed: a keyframe where x264's scene-cut detection puts an I-frame (the clip's
@@ -65,6 +69,17 @@ class ClipTable:
     scenecuts: list[int] = field(default_factory=list)
     uncovered: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
     perr: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+
+    def gain(self) -> np.ndarray:
+        """(T, T) what a keyframe at t would gain over t propagated from k: the fraction of t's
+        labelled pixels wrong from k minus the fraction wrong with t as its own keyframe (the
+        training target of `deviation_target: gain`, not floored; NaN below the diagonal and
+        where t has no label)."""
+        total = self.conf.sum((2, 3)).astype(np.float64)
+        err = np.where(total > 0, (total - np.trace(self.conf, axis1=2, axis2=3)) / np.maximum(total, 1), np.nan)
+        out = err - np.diag(err)[None, :]
+        out[np.tril_indices(len(out), -1)] = np.nan
+        return out
 
 
 def x264_scenecuts(images: list[np.ndarray], threshold: int = 40) -> list[int]:
@@ -149,7 +164,8 @@ def fixed_keys(n: int, interval: int) -> list[int]:
 
 
 def threshold_keys(dev: np.ndarray, tau: float) -> list[int]:
-    """Li et al.'s policy on the true deviation: a keyframe when deviation from the last one > tau."""
+    """Li et al.'s policy on the true deviation: a keyframe when deviation from the last one > tau
+    (a NaN, a frame without a label for a true signal, never passes)."""
     keys = [0]
     for t in range(1, dev.shape[0]):
         if dev[keys[-1], t] > tau:
@@ -226,12 +242,14 @@ def load_tables(path: Path, source: str | None = None) -> list[ClipTable] | None
 
 
 def schedules(tables: list[ClipTable], intervals: list[int], thresholds: list[float],
-              coverage: list[float] = ()) -> list[tuple]:
+              coverage: list[float] = (), gain: list[float] = ()) -> list[tuple]:
     """(schedule, param, keys_of) of every schedule the view scores; coverage: the thresholds of
-    the motion-coverage policy (mvseg.strategies.policies.MotionCoverage)."""
+    the motion-coverage policy (mvseg.strategies.policies.MotionCoverage); gain: those of the
+    true-gain policy (oracle-gain)."""
     out = [("fixed", L, lambda tab, L=L: fixed_keys(tab.conf.shape[0], L)) for L in intervals]
     out += [("coverage", tau, lambda tab, tau=tau: threshold_keys(tab.uncovered, tau)) for tau in coverage]
     out += [("oracle-threshold", tau, lambda tab, tau=tau: threshold_keys(tab.dev, tau)) for tau in thresholds]
+    out += [("oracle-gain", tau, lambda tab, tau=tau: threshold_keys(tab.gain(), tau)) for tau in gain]
     if all(np.isfinite(tab.pdev[np.triu_indices(len(tab.pdev), 1)]).all() for tab in tables):
         out += [("predicted-threshold", tau, lambda tab, tau=tau: threshold_keys(tab.pdev, tau)) for tau in thresholds]
     if any(tab.scenecuts for tab in tables):
@@ -243,12 +261,12 @@ def schedules(tables: list[ClipTable], intervals: list[int], thresholds: list[fl
 
 
 def score_schedules(name: str, tables: list[ClipTable], intervals: list[int], thresholds: list[float],
-                    coverage: list[float] = ()) -> list[dict]:
+                    coverage: list[float] = (), gain: list[float] = ()) -> list[dict]:
     """Rows of every schedule for one model's tables; each non-fixed row with the fixed
     schedules' mIoU interpolated at its keyframe rate and the gain over it, and each causal one
     with its share of the hindsight headroom (the hindsight gain interpolated at its rate)."""
     rows = []
-    for schedule, param, keys_of in schedules(tables, intervals, thresholds, coverage):
+    for schedule, param, keys_of in schedules(tables, intervals, thresholds, coverage, gain):
         miou, rate = score(tables, keys_of)
         rows.append({"method": name, "schedule": schedule, "param": param, "miou_stream": miou,
                      "keyframes_per_100": rate})
@@ -269,7 +287,8 @@ def score_schedules(name: str, tables: list[ClipTable], intervals: list[int], th
 
 def bench_oracle(models: dict[str, tuple], ds: FolderDataset, intervals: list[int], thresholds: list[float],
                  max_videos: int | None = None, tables_dir: Path | None = None,
-                 sources: dict[str, str] | None = None, coverage: list[float] = ()) -> list[dict]:
+                 sources: dict[str, str] | None = None, coverage: list[float] = (),
+                 gain: list[float] = ()) -> list[dict]:
     """models: name -> (strategy, data dict). The rows of score_schedules per model.
     tables_dir: each model's tables are kept there (NAME.npz) and reused by a later run whose
     sources[name] (what identifies the checkpoint and the clips) is the same."""
@@ -286,7 +305,7 @@ def bench_oracle(models: dict[str, tuple], ds: FolderDataset, intervals: list[in
                 save_tables(path, tables, source)
         else:
             print(f"{name}: oracle tables reused from {path}", flush=True)
-        rows += score_schedules(name, tables, intervals, thresholds, coverage)
+        rows += score_schedules(name, tables, intervals, thresholds, coverage, gain)
     return rows
 
 

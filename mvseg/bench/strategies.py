@@ -186,7 +186,8 @@ def _write_view(out: Path, rows: list[dict], columns: list[str], json_name: str,
 def run_bench_strategies(runs: list[str], intervals: list[int], root: str, out_dir: str, max_videos: int | None,
                          json_out: str | None, cache_dir: str | None, wandb: bool, repeats: int, view: str,
                          thresholds: list[float], pace: float | None, slow_track_threads: int | None,
-                         tables_dir: str | None = None, coverage: list[float] = (), iframes: bool = False) -> list[dict]:
+                         tables_dir: str | None = None, coverage: list[float] = (), iframes: bool = False,
+                         gain: list[float] = ()) -> list[dict]:
     """view: "protocol" (mIoU per keyframe distance, speed, GFLOPs: results.json, table.md,
     accuracy_vs_fps.png), "latency" (keyframe schedules over whole streams, see
     mvseg.bench_schedule: schedules.json, latency.md, threshold_sweep.png), "both", or "oracle"
@@ -233,7 +234,7 @@ def run_bench_strategies(runs: list[str], intervals: list[int], root: str, out_d
             st = Path(ckpt).stat()
             sources[name] = f"{Path(ckpt).resolve()}:{st.st_size}:{st.st_mtime_ns}"
         orows = oracle.bench_oracle(models, ds, intervals, thresholds or [], max_videos, tables_dir, sources,
-                                    coverage)
+                                    coverage, gain)
         table = _write_view(out, orows, oracle.COLUMNS, "oracle.json", "oracle.md", "oracle.png",
                             latency.plot_sweep)
         payload.update(oracle=orows, oracle_table=table)

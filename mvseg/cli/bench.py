@@ -59,6 +59,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--coverage-thresholds", type=float, nargs="+", default=[],
                    help="latency and oracle views: also the motion-coverage policy (a keyframe when more than this "
                         "share of the frame is new to the block motion), for every run")
+    p.add_argument("--gain-thresholds", type=float, nargs="+", default=[],
+                   help="oracle view: also Li et al.'s policy fed the true gain of a keyframe (a perfect predictor "
+                        "for `deviation_target: gain`) at these thresholds")
     p.add_argument("--iframe-schedule", action="store_true",
                    help="latency view: also the videos' own I-frames as keyframes (e.g. clips encoded with x264's "
                         "scene-cut detection: `mvseg data prepare synthetic --scenecut 40 --gop L`)")
@@ -134,7 +137,8 @@ def run(a: argparse.Namespace) -> int:
         run_bench_strategies(a.run, a.intervals, a.data_root, a.out_dir, a.max_videos, a.json, a.cache_dir,
                              wandb=not a.no_wandb, repeats=a.repeats, view=a.view, thresholds=a.thresholds,
                              pace=None if a.offline else a.pace_fps, slow_track_threads=a.slow_track_threads,
-                             tables_dir=a.tables_dir, coverage=a.coverage_thresholds, iframes=a.iframe_schedule)
+                             tables_dir=a.tables_dir, coverage=a.coverage_thresholds, iframes=a.iframe_schedule,
+                             gain=a.gain_thresholds)
     elif a.bench_command == "fusion":
         from mvseg.bench.fusion import run_bench_fusion
 

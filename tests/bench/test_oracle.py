@@ -12,7 +12,8 @@ import pytest
 import torch
 from torchmetrics.classification import MulticlassJaccardIndex
 
-from mvseg.bench.oracle import fixed_keys, hindsight_keys, miou_from_confusion, threshold_keys
+from mvseg.bench.oracle import (ClipTable, fixed_keys, hindsight_keys, miou_from_confusion, score_schedules,
+                                threshold_keys)
 from mvseg.cli import main
 from mvseg.video.decode import iter_frames
 
@@ -100,6 +101,27 @@ def test_threshold_keys_follow_the_deviation():
     assert threshold_keys(dev, 0.15) == [0, 2, 4]
     assert threshold_keys(dev, 0) == [0, 1, 2, 3, 4]
     assert threshold_keys(dev, 1.01) == [0]
+
+
+def test_true_gain_is_what_a_keyframe_at_t_would_gain():
+    """ClipTable.gain from the confusion table: the share of t's labelled pixels wrong from k minus
+    the share wrong with t as its own keyframe; the oracle-gain schedule keys where it passes the
+    threshold, and a frame without a label never does."""
+    n = 4
+    conf = np.zeros((n, n, 2, 2), np.int64)
+    for k in range(n):
+        for t in range(k, n):
+            wrong = 1 + 2 * (t - k)  # of 10 labelled pixels: 1 wrong as a keyframe, 2 more a frame from k
+            conf[k, t] = [[10 - wrong, wrong], [0, 0]]
+    conf[:, 2] = 0  # frame 2 has no label
+    nan = np.full((n, n), np.nan)
+    tab = ClipTable(conf, nan, nan)
+    gain = tab.gain()
+    assert gain[0, 1] == pytest.approx(0.2) and gain[0, 3] == pytest.approx(0.6) and gain[1, 3] == pytest.approx(0.4)
+    assert (np.diag(gain)[[0, 1, 3]] == 0).all() and np.isnan(gain[:, 2]).all() and np.isnan(gain[1, 0])
+    assert threshold_keys(gain, 0.3) == [0, 3] and threshold_keys(gain, 0.1) == [0, 1, 3]
+    rows = score_schedules("m", [tab], [1, 2], [], gain=[0.1, 0.3])
+    assert {r["param"]: r["keyframes_per_100"] for r in rows if r["schedule"] == "oracle-gain"} == {0.1: 75.0, 0.3: 50.0}
 
 
 def test_miou_from_confusion_matches_torchmetrics():
