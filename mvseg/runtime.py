@@ -119,7 +119,7 @@ def run_stream(
             if key is None:  # the predicted deviation (or the motion's coverage) is part of the frame's latency
                 if policy.needs_motion:
                     policy.observe(off, mask)
-                key = policy.is_key(f.index, f.pict_type, model.stream_deviation(x) if policy.needs_deviation else None)
+                key = policy.is_key(f.index, f.pict_type, model.stream_deviation(x, off, mask) if policy.needs_deviation else None)
             waiting[f.index] = (f.image if images else None, key, t0, f.time)
             model.stream_taken = None
             ready = model.stream_push(x, *((off, mask) if model.reads_motion else (None, None)), key)

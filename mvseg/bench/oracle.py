@@ -135,7 +135,7 @@ def propagation_table(model, ds: FolderDataset, clip: Clip, data: dict, scenecut
             for t in range(k, n):
                 x, off, mask = frames[t]
                 if t > k and model.has_deviation:  # as the runtime asks it, before the frame's step
-                    pdev[k, t] = model.stream_deviation(x)
+                    pdev[k, t] = model.stream_deviation(x, off, mask)
                 (_, logits), = model.stream_push(x, *((off, mask) if model.reads_motion else (None, None)), t == k)
                 pred = logits.max(1).indices[0]  # (H, W)
                 if t == k:

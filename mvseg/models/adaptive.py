@@ -20,6 +20,9 @@ from torch import Tensor, nn
 #: what the deviation predictor regresses: "labels" (Li et al., Sec. 3.2: how far t's labels drifted
 #: from k's) or "gain" (ours: how much more of t a keyframe at t would get right, keyframe_gain_target)
 DEVIATION_TARGETS = ("labels", "gain")
+#: what it reads: "difference" (Li et al.: F_l^t - F_l^k) or "motion" (ours, prop-MV: F_l^t minus F_l^k
+#: warped to t by the block motion, and the share of each cell the motion lost: what propagation cannot explain)
+DEVIATION_INPUTS = ("difference", "motion")
 
 
 def deviation_target(logits_key: Tensor, logits_cur: Tensor) -> Tensor:
@@ -45,25 +48,28 @@ def keyframe_gain_target(logits_prop: Tensor, logits_full: Tensor, label: Tensor
 
 
 class DeviationPredictor(nn.Module):
-    """(F_l^t - F_l^k) (B, C_l, h, w) -> predicted deviation (B,) in (0, 1)."""
+    """(F_l^t - F_l^k) (B, C_l, h, w) -> predicted deviation (B,) in (0, 1). extra_channels:
+    maps read beside the difference (ours: prop-MV's `deviation_input: motion` passes where the
+    block motion lost track of t, and F_l^k warped to t in place of F_l^k)."""
 
-    def __init__(self, in_channels: int, channels: int = 256):
+    def __init__(self, in_channels: int, channels: int = 256, extra_channels: int = 0):
         super().__init__()
         self.convs = nn.Sequential(
-            nn.Conv2d(in_channels, channels, 3, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(in_channels + extra_channels, channels, 3, padding=1), nn.ReLU(inplace=True),
             nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(inplace=True),
         )
         self.fc = nn.Linear(channels, 1)
 
-    def logit(self, low_key: Tensor, low_cur: Tensor) -> Tensor:
-        """The deviation before the sigmoid (B,): what the training loss reads."""
-        h = self.convs(low_cur - low_key).mean((2, 3))  # global pooling: (B, channels)
+    def logit(self, low_key: Tensor, low_cur: Tensor, extra: Tensor | None = None) -> Tensor:
+        """The deviation before the sigmoid (B,): what the training loss reads; extra (B, E, h, w)."""
+        x = low_cur - low_key  # (B, C_l, h, w)
+        h = self.convs(x if extra is None else torch.cat([x, extra.to(x.dtype)], 1)).mean((2, 3))  # (B, channels)
         return self.fc(h).squeeze(1)
 
-    def forward(self, low_key: Tensor, low_cur: Tensor) -> Tensor:
+    def forward(self, low_key: Tensor, low_cur: Tensor, extra: Tensor | None = None) -> Tensor:
         # a sigmoid keeps the prediction a fraction (the paper does not say how it bounds it),
         # so thresholds in [0, 1] are meaningful: 0 makes every frame a keyframe, 1 none
-        return torch.sigmoid(self.logit(low_key, low_cur))
+        return torch.sigmoid(self.logit(low_key, low_cur, extra))
 
 
 def deviation_loss(logit: Tensor, target: Tensor) -> Tensor:

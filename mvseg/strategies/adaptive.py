@@ -169,8 +169,8 @@ class Adaptive(SegStrategy):
         self._cur_low = (frame, low)
         return low
 
-    def stream_deviation(self, frame: Tensor) -> float | None:
-        if self._key_low is None:
+    def stream_deviation(self, frame: Tensor, offset: Tensor | None = None, mask: Tensor | None = None) -> float | None:
+        if self._key_low is None:  # Li et al.'s predictor reads no motion
             return None
         return float(self.deviation(self._key_low, self._frame_low(frame))[0])
 

@@ -174,9 +174,10 @@ class SegStrategy(L.LightningModule):
         """Whether `stream_deviation` works (content keyframe policies need it)."""
         return False
 
-    def stream_deviation(self, frame: Tensor) -> float | None:
+    def stream_deviation(self, frame: Tensor, offset: Tensor | None = None, mask: Tensor | None = None) -> float | None:
         """Predicted deviation of `frame`'s segmentation from the last keyframe's (content
-        keyframe policies); None before the first keyframe. Strategies with a deviation
+        keyframe policies); None before the first keyframe. offset, mask: the frame's motion field,
+        as `stream_step` gets it (for strategies that read motion). Strategies with a deviation
         predictor define it (and may keep what they computed for the `stream_step` that follows);
         without one it is a usage error, said as such."""
         raise no_deviation_error(self)

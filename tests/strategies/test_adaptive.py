@@ -101,7 +101,7 @@ def test_adaptive_policy_follows_the_predicted_deviation(tiny_dataset, monkeypat
     model = make()
     calls = []
 
-    def fake(frame):
+    def fake(frame, offset=None, mask=None):
         if model._key_low is None:
             return None
         calls.append(1)
@@ -265,7 +265,6 @@ def test_prop_mv_with_a_deviation_predictor_follows_the_adaptive_policy(tiny_dat
     assert all((a.label == b.label).all() for a, b in zip(results, same))
 
 
-
 def test_prop_mv_gain_target_is_what_a_keyframe_would_gain():
     """deviation_target="gain": the predictor regresses how much more of t's labelled pixels the full
     network gets right than t propagated from k. Trained a little (the loss falls), prop-MV's own
@@ -290,3 +289,39 @@ def test_prop_mv_gain_target_is_what_a_keyframe_would_gain():
         assert prop.training_loss(same)["deviation_target"].item() == 0.0
     with pytest.raises(ValueError, match="deviation_target must be one of"):
         PropMV(4, 3, net=NET, deviation_channels=8, deviation_target="flow")
+
+
+def test_prop_mv_motion_input_reads_what_the_block_motion_cannot_explain(tiny_dataset):
+    """deviation_input="motion": the predictor reads F_l^t minus F_l^k warped by the t -> k motion, and
+    the share of each cell the motion lost. Zero motion with every cell kept: the warp is the copy
+    and nothing is lost; a lost field: all lost. Streamed, it follows the threshold, and the chain it
+    composes for the prediction is the one the step then warps with (the same labels as plain prop-MV)."""
+    torch.manual_seed(0)
+    prop = PropMV(9, 3, net=NET, deviation_channels=8, deviation_input="motion", keyframe_policy="adaptive",
+                  deviation_threshold=0.0).eval()
+    assert prop.deviation.convs[0].in_channels == prop.net.feat.backbone.channels["layer2"] + 1
+    b = pair(2)
+    low_k, low_t = (prop.net.low_features(b[k]) for k in ("key", "cur"))
+    warped, _, lost = prop._deviation_inputs(low_k, low_t, torch.zeros(2, 2, 8, 12), torch.ones(2, 8, 12), (32, 48))
+    torch.testing.assert_close(warped, low_k)
+    assert lost.shape == (2, 1, *low_t.shape[-2:]) and (lost == 0).all()
+    moved = torch.zeros(2, 2, 8, 12)
+    moved[:, 0] = 8.0  # t's content sits 8 px right of k's (a 2-cell shift on the 4-px grid)
+    warped, _, lost = prop._deviation_inputs(low_k, low_t, moved, torch.zeros(2, 8, 12), (32, 48))
+    assert (lost == 1).all()
+    torch.testing.assert_close(warped, low_k)  # a lost cell's motion is not applied
+    b.update(offset_cur_to_key=moved, mask_cur_to_key=torch.ones(2, 8, 12))
+    assert set(prop.training_loss(b)) == {"loss", "deviation", "deviation_target"}
+    video = tiny_dataset / "videos" / "val" / "clip_0000.mp4"
+    with torch.no_grad():
+        assert all(r.is_key for r in run_stream(prop, video, images=False))
+        results = list(run_stream(prop, video, policy=AdaptiveThreshold(1.01), images=False))
+        assert [r.is_key for r in results] == [True] + [False] * 11
+        plain = PropMV(9, 3, net=NET).eval()
+        plain.load_state_dict({k: v for k, v in prop.state_dict().items() if not k.startswith("deviation.")})
+        from mvseg.strategies.policies import FixedInterval
+
+        same = list(run_stream(plain, video, policy=FixedInterval(100), images=False))
+    assert all((a.label == b.label).all() for a, b in zip(results, same))
+    with pytest.raises(ValueError, match="deviation_input must be one of"):
+        PropMV(4, 3, net=NET, deviation_channels=8, deviation_input="flow")
