@@ -39,8 +39,9 @@ def keyframe_gain_target(logits_prop: Tensor, logits_full: Tensor, label: Tensor
 
     Li et al.'s deviation says how far t's labels have drifted since k, which is not where a
     keyframe pays: a frame mid-turn has drifted, yet a keyframe there is stale a few frames on.
-    On uneven clips a threshold on this gain (with the labels known) takes 0.8 of the hindsight
-    optimum's headroom where one on the true deviation takes 0.1-0.4 (docs/results.md)."""
+    On uneven clips a threshold on this gain (with the labels known) takes 0.75-0.90 of the
+    hindsight optimum's headroom where one on the true deviation takes 0.33-0.40 (docs/results.md,
+    "What a keyframe would gain")."""
     valid = label != ignore_index
     wrong_prop = ((logits_prop.argmax(1) != label) & valid).sum((1, 2))
     wrong_full = ((logits_full.argmax(1) != label) & valid).sum((1, 2))
