@@ -241,6 +241,22 @@ def test_deviation_predictor_learns_to_rank_pairs_by_their_label_change():
     assert (pred - target).abs().mean() < 0.05
 
 
+def streams_as_plain_prop_mv(prop: PropMV, video) -> None:
+    """prop (a 12-frame clip, adaptive policy, threshold 0 in its config) keys every frame; at a
+    threshold above 1 only the first; and then its labels are plain prop-MV's with the same weights
+    and keyframes (S_l reused for S_h, the motion chain of the prediction reused by the step)."""
+    from mvseg.strategies.policies import FixedInterval
+
+    with torch.no_grad():
+        assert all(r.is_key for r in run_stream(prop, video, images=False))
+        results = list(run_stream(prop, video, policy=AdaptiveThreshold(1.01), images=False))
+        assert [r.is_key for r in results] == [True] + [False] * 11
+        plain = PropMV(9, 3, net=NET).eval()
+        plain.load_state_dict({k: v for k, v in prop.state_dict().items() if not k.startswith("deviation.")})
+        same = list(run_stream(plain, video, policy=FixedInterval(100), images=False))
+    assert all((a.label == b.label).all() for a, b in zip(results, same))
+
+
 def test_prop_mv_with_a_deviation_predictor_follows_the_adaptive_policy(tiny_dataset):
     """prop-MV's own low-level features feed the predictor: it trains with the extra loss, and
     its keyframes follow the threshold (0: all, above 1: only the first)."""
@@ -251,18 +267,7 @@ def test_prop_mv_with_a_deviation_predictor_follows_the_adaptive_policy(tiny_dat
     b.update(offset_cur_to_key=torch.zeros(2, 2, 8, 12), mask_cur_to_key=torch.ones(2, 8, 12))
     parts = prop.training_loss(b)
     assert set(parts) == {"loss", "deviation", "deviation_target"} and parts["loss"] > parts["deviation"] > 0
-    video = tiny_dataset / "videos" / "val" / "clip_0000.mp4"
-    with torch.no_grad():
-        assert all(r.is_key for r in run_stream(prop, video, images=False))
-        results = list(run_stream(prop, video, policy=AdaptiveThreshold(1.01), images=False))
-        assert [r.is_key for r in results] == [True] + [False] * 11
-        # with the same keyframes, the adaptive run is plain prop-MV's (S_l reused for S_h)
-        plain = PropMV(9, 3, net=NET).eval()
-        plain.load_state_dict({k: v for k, v in prop.state_dict().items() if not k.startswith("deviation.")})
-        from mvseg.strategies.policies import FixedInterval
-
-        same = list(run_stream(plain, video, policy=FixedInterval(100), images=False))
-    assert all((a.label == b.label).all() for a, b in zip(results, same))
+    streams_as_plain_prop_mv(prop, tiny_dataset / "videos" / "val" / "clip_0000.mp4")
 
 
 def test_prop_mv_gain_target_is_what_a_keyframe_would_gain():
@@ -312,16 +317,6 @@ def test_prop_mv_motion_input_reads_what_the_block_motion_cannot_explain(tiny_da
     torch.testing.assert_close(warped, low_k)  # a lost cell's motion is not applied
     b.update(offset_cur_to_key=moved, mask_cur_to_key=torch.ones(2, 8, 12))
     assert set(prop.training_loss(b)) == {"loss", "deviation", "deviation_target"}
-    video = tiny_dataset / "videos" / "val" / "clip_0000.mp4"
-    with torch.no_grad():
-        assert all(r.is_key for r in run_stream(prop, video, images=False))
-        results = list(run_stream(prop, video, policy=AdaptiveThreshold(1.01), images=False))
-        assert [r.is_key for r in results] == [True] + [False] * 11
-        plain = PropMV(9, 3, net=NET).eval()
-        plain.load_state_dict({k: v for k, v in prop.state_dict().items() if not k.startswith("deviation.")})
-        from mvseg.strategies.policies import FixedInterval
-
-        same = list(run_stream(plain, video, policy=FixedInterval(100), images=False))
-    assert all((a.label == b.label).all() for a, b in zip(results, same))
+    streams_as_plain_prop_mv(prop, tiny_dataset / "videos" / "val" / "clip_0000.mp4")
     with pytest.raises(ValueError, match="deviation_input must be one of"):
         PropMV(4, 3, net=NET, deviation_channels=8, deviation_input="flow")
