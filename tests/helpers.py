@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import signal
+from fractions import Fraction
 
+import av
 import numpy as np
 from lightning.pytorch.callbacks import Callback
 
@@ -210,3 +212,29 @@ def make_camvid_root(root, h: int = 72, w: int = 96) -> dict:
     (root / "splits" / "val.txt").write_text("0001TP_000030\n")
     (root / "splits" / "test.txt").write_text("Seq05VD_f00024\n")
     return {"0001TP": video, "Seq05VD": seq}
+
+
+# container per encoder: what FFmpeg can mux it into
+CONTAINERS = {"libx264": "mp4", "flv": "flv", "rv10": "rm", "rv20": "rm", "libvpx": "webm", "libvpx-vp9": "webm",
+              "mpeg1video": "mpeg", "mpeg2video": "mpeg"}
+PIX = {"mjpeg": "yuvj420p"}
+
+
+def encode_with(frames: np.ndarray, path, encoder: str, bframes: int = 0, fixed_q: int | None = None):
+    """`frames` through FFmpeg's `encoder` (GOP 12), at 25 fps."""
+    c = av.open(str(path), "w", format=CONTAINERS.get(encoder, "avi"))
+    s = c.add_stream(encoder, rate=Fraction(25))
+    s.height, s.width = frames.shape[1:3]
+    s.pix_fmt = PIX.get(encoder, "yuv420p")
+    s.codec_context.gop_size = 12
+    if bframes:
+        s.codec_context.max_b_frames = bframes
+    if fixed_q:  # every picture type at one quantiser: B-frames as sharp as P-frames
+        s.options = {"qmin": str(fixed_q), "qmax": str(fixed_q)}
+    for img in frames:
+        for p in s.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24").reformat(format=s.pix_fmt)):
+            c.mux(p)
+    for p in s.encode():
+        c.mux(p)
+    c.close()
+    return path

@@ -49,6 +49,8 @@ import av, numpy as np
 from mvseg.video.decode import iter_frames
 if mode.startswith("fields"):
     from mvseg.video.motion import iter_fields  # (imports torch: only where needed)
+    from mvseg.video.raster_jit import load
+    load()  # the compiled rasteriser, loaded as an import is (the peer's extension is imported too)
 h, n, m = hashlib.sha1(), 0, 0
 t = time.perf_counter()
 if mode in ("plain", "plain_rgb"):

@@ -5,43 +5,16 @@ not is refused with the table's reason; MPEG-4 B-frames' all-zero MVs are missin
 from __future__ import annotations
 
 import warnings
-from fractions import Fraction
 
 import av
 import numpy as np
 import pytest
 
-from helpers import translating_frames
+from helpers import CONTAINERS, encode_with, translating_frames
 
 from mvseg.video.decode import CODECS, NoMotionVectorsError, iter_frames, probe
 from mvseg.video.motion import iter_fields
 from mvseg.video.report import motion_report, summarize
-
-# container per encoder: what FFmpeg can mux it into
-CONTAINERS = {"libx264": "mp4", "flv": "flv", "rv10": "rm", "rv20": "rm", "libvpx": "webm", "libvpx-vp9": "webm",
-              "mpeg1video": "mpeg", "mpeg2video": "mpeg"}
-PIX = {"mjpeg": "yuvj420p"}
-
-
-def encode(frames: np.ndarray, path, encoder: str, bframes: int = 0, fixed_q: int | None = None):
-    """`frames` through FFmpeg's `encoder` (GOP 12), at 25 fps."""
-    c = av.open(str(path), "w", format=CONTAINERS.get(encoder, "avi"))
-    s = c.add_stream(encoder, rate=Fraction(25))
-    s.height, s.width = frames.shape[1:3]
-    s.pix_fmt = PIX.get(encoder, "yuv420p")
-    s.codec_context.gop_size = 12
-    if bframes:
-        s.codec_context.max_b_frames = bframes
-    if fixed_q:  # every picture type at one quantiser: B-frames as sharp as P-frames
-        s.options = {"qmin": str(fixed_q), "qmax": str(fixed_q)}
-    for img in frames:
-        for p in s.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24").reformat(format=s.pix_fmt)):
-            c.mux(p)
-    for p in s.encode():
-        c.mux(p)
-    c.close()
-    return path
-
 
 @pytest.fixture(scope="module")
 def pan_qcif():
@@ -56,7 +29,7 @@ ROWS = [r for r in CODECS.values() if r.encoder]
 def test_each_codec_does_what_the_table_says(row, pan_qcif, tmp_path):
     if row.encoder not in av.codecs_available:
         pytest.skip(f"this FFmpeg has no {row.encoder} encoder")
-    path = encode(pan_qcif, tmp_path / f"clip.{CONTAINERS.get(row.encoder, 'avi')}", row.encoder)
+    path = encode_with(pan_qcif, tmp_path / f"clip.{CONTAINERS.get(row.encoder, 'avi')}", row.encoder)
     codec = probe(path).codec
     assert CODECS[codec].exports == row.exports  # (h263p in AVI reads back as h263: same row values)
     if not row.exports:
@@ -76,7 +49,7 @@ def test_each_codec_does_what_the_table_says(row, pan_qcif, tmp_path):
 
 
 def test_mpeg2_without_b_frames_is_not_reported_as_having_them(pan_qcif, tmp_path):
-    path = encode(pan_qcif, tmp_path / "p.mpg", "mpeg2video")
+    path = encode_with(pan_qcif, tmp_path / "p.mpg", "mpeg2video")
     assert probe(path).has_b_frames  # the decoder's reorder flag: MPEG-1/2 always set it
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no B-frame warning for a stream that has none
@@ -85,8 +58,8 @@ def test_mpeg2_without_b_frames_is_not_reported_as_having_them(pan_qcif, tmp_pat
 
 
 def test_mpeg4_b_frames_all_zero_mvs_are_missing_not_motion(pan_qcif, tmp_path):
-    plain = encode(pan_qcif, tmp_path / "p.avi", "mpeg4", fixed_q=4)
-    with_b = encode(pan_qcif, tmp_path / "b.avi", "mpeg4", bframes=2, fixed_q=4)
+    plain = encode_with(pan_qcif, tmp_path / "p.avi", "mpeg4", fixed_q=4)
+    with_b = encode_with(pan_qcif, tmp_path / "b.avi", "mpeg4", bframes=2, fixed_q=4)
     with pytest.warns(UserWarning, match=r"b.avi: MPEG-4 Part 2 \(Xvid/DivX\) B-frames: this FFmpeg exports their MVs as all zero"):
         fields = list(iter_fields(with_b, rgb=False))
     b = [(f, o, m) for f, o, m in fields if f.pict_type == "B"]
