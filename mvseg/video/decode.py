@@ -135,6 +135,8 @@ class DecodedFrame:
     corrupt: bool = False  # the decoder flagged the frame corrupt (concealed errors): its MVs are not motion
     mvs_missing: bool = False  # the codec's MVs for this frame are known to be wrong (CODECS' b_frames "zero")
     rotation: int = 0  # display rotation in degrees (the display matrix), counter-clockwise
+    height: int = 0  # the decoded picture's size (the stream's: a size change mid-stream is refused)
+    width: int = 0
 
 
 @dataclass
@@ -729,6 +731,8 @@ def _decode(path: str | Path, mvs: bool, rgb: bool | Callable[[int, str], bool],
                     corrupt=bad,
                     mvs_missing=missing,
                     rotation=rotation if rotation is not None else int(frame.rotation or 0),
+                    height=size[1],
+                    width=size[0],
                 )
                 rotation = out.rotation  # a property of the stream: read once
                 picture = frame if (rgb(index, ptype) if callable(rgb) else rgb) else None

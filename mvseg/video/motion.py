@@ -33,7 +33,7 @@ import numpy as np
 
 from mvseg.ops.fields import CELL, grid_size
 from mvseg.video import raster_jit
-from mvseg.video.decode import DecodedFrame, iter_frames, probe
+from mvseg.video.decode import DecodedFrame, iter_frames
 
 
 def reference_distances(pict_types: str) -> list[tuple[int, int]]:
@@ -248,8 +248,7 @@ def iter_fields(
         raise ValueError(f"iframes must be one of {IFRAME_RULES}, got {iframes!r}")
     if intra not in INTRA_RULES:
         raise ValueError(f"intra must be one of {INTRA_RULES}, got {intra!r}")
-    info = probe(path)
-    h, w = info.height, info.width
+    h = w = 0  # the frame size, from the first frame (no second open of the file to probe it)
     prev = None  # the field of the frame yielded last (display order)
     held: list[DecodedFrame] = []  # B-frames, until the next anchor says how far ahead it is
     last_anchor = -1  # as `reference_distances`' sentinel: distance t + 1 before the first anchor
@@ -275,7 +274,7 @@ def iter_fields(
 
     n = 0
     for f in iter_frames(path, rgb=rgb, strict_mvs=strict_mvs, prefetch=prefetch):
-        n = f.index + 1
+        n, h, w = f.index + 1, f.height, f.width
         if f.pict_type in ("B", "b"):
             held.append(f)
             continue
