@@ -48,6 +48,7 @@ def test_bench_video_side_by_side_in_fresh_processes(pan_video, tmp_path, capsys
     assert row["mvseg_digests"] == 1 and row["peer_digests"] == 1
     # one round: each ratio is the ratio of that round's two times
     assert row["mvs_over_plain"] == pytest.approx(row["mvs_ms"] / row["plain_ms"])
+    assert row["mvs_over_plain_cpu"] == pytest.approx(row["mvs_cpu_ms"] / row["plain_cpu_ms"])  # CPU time too
     assert row["peer_over_mvseg_rgb"] == pytest.approx(row["peer_rgb_ms"] / row["rgb_ms"])
     assert "| pan.mp4 | 20 |" in capsys.readouterr().out
     # without the peer installed its rows are left out, said once
