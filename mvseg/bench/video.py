@@ -187,15 +187,18 @@ def bench_video(paths: list[str | Path], repeats: int, peer: str | None = None,
 
 def make_bench_videos(out_dir: str | Path, height: int = 360, width: int = 640) -> list[Path]:
     """Two synthetic street clips at 640x360: 250 frames as mvseg prepares datasets (GOP 12,
-    P-frames, one reference), and 240 frames with x264's defaults (B-frames, 3 references,
-    keyint 250, CRF 23): how cameras and phones encode."""
+    P-frames, one reference, PyAV's slice-threaded x264), and 240 frames with x264's defaults
+    (B-frames, 3 references, keyint 250, CRF 23, frame threads: one slice a frame): how cameras
+    and phones encode, and the hardest case for a decoder that exports MVs (one GOP to decode in
+    order, one slice to decode a frame on)."""
     from mvseg.data.synthetic import SyntheticConfig, render_clip
     from mvseg.video.encode import encode_video
 
     clip = render_clip(1234, SyntheticConfig(height=height, width=width, frames=250))
     out = Path(out_dir)
     return [encode_video(clip.frames, out / "street_p_only.mp4", gop=12, fps=30),
-            encode_video(clip.frames[:240], out / "street_x264_defaults.mp4", gop=250, fps=30, crf=23, bframes=3, ref=3)]
+            encode_video(clip.frames[:240], out / "street_x264_defaults.mp4", gop=250, fps=30, crf=23, bframes=3, ref=3,
+                         sliced_threads=False)]
 
 
 COLUMNS = ["video", "frames", "plain_ms", "mvs_ms", "fields_ms", "fields_bitstream_ms", "fields_ahead_ms", "fields_full_ms",

@@ -45,6 +45,7 @@ def encode_video(
     rotation: int = 0,
     scenecut: int = 0,
     threads: int | None = None,
+    sliced_threads: bool | None = None,
 ) -> Path:
     """Encode RGB frames ((T, H, W, 3) uint8, an iterable of them, or a folder of PNGs) to an
     H.264 MP4 with a fixed GOP of `gop` frames (I-frame every `gop` frames, no scene cuts).
@@ -57,6 +58,10 @@ def encode_video(
     scenecut: x264's scene-cut threshold (0: off, the datasets' setting; 40 is x264's default):
     when on, an I-frame also where x264 detects a cut, `gop` is then the longest GOP.
     threads: x264's threads (None: its default; 1 makes scene-cut decisions independent of timing).
+    sliced_threads: None keeps PyAV's encoder setting, slice threads: one slice per encoder thread,
+    so the number of slices a frame is cut into follows the machine's cores (2 on a 2-core
+    machine); False: x264's own default (frame threads, one slice a frame, as cameras and the x264
+    CLI write); True: slices. Decoders can spread a frame's slices over threads, not one slice.
     The file is written to a temporary name and renamed, so a killed encode leaves no
     half-written video under `path`.
     """
@@ -71,6 +76,8 @@ def encode_video(
     params = f"keyint={gop}:min-keyint={min_keyint}:scenecut={scenecut}:bframes={bframes}:ref={ref}"
     if threads is not None:
         params += f":threads={threads}"
+    if sliced_threads is not None:
+        params += f":sliced-threads={int(sliced_threads)}"
     container = av.open(str(tmp), mode="w", format="mp4")
     n = 0
     tick = Fraction(1, 90000)  # the MP4 video clock: any frame time to 11 us

@@ -16,22 +16,21 @@ to load in a new process): `load` compiles or loads it ahead of the first frame.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 
 import numpy as np
 
-try:  # a dependency, but a platform without numba wheels still works (the NumPy path)
-    import numba
-except ImportError:  # pragma: no cover - exercised where numba is missing
-    numba = None
-
 MB = 16
+# numba is a dependency, but a platform without its wheels still works (the NumPy path); it is
+# imported on the first frame (0.3 s), not with mvseg, so commands that rasterise nothing skip it
+HAVE_NUMBA = importlib.util.find_spec("numba") is not None
 
 
 def enabled() -> bool:
-    """Whether the compiled path is used: numba importable and not switched off by
+    """Whether the compiled path is used: numba installed and not switched off by
     ``MVSEG_JIT=0`` (which the tests use to run the NumPy reference)."""
-    return numba is not None and os.environ.get("MVSEG_JIT", "1") != "0"
+    return HAVE_NUMBA and os.environ.get("MVSEG_JIT", "1") != "0"
 
 
 def _kernel(mvs, height, width, past_distance, future_distance, fill, radius, max_share,
@@ -192,6 +191,8 @@ def load():
     if not enabled():
         return None
     if _compiled is None:
+        import numba
+
         try:
             kernel = numba.njit(cache=True, nogil=True)(_kernel)
         except RuntimeError:  # no writable place for numba's cache: compile in every process
