@@ -19,8 +19,7 @@ from mvseg.video import raster_jit
 from mvseg.video.decode import MV_DTYPE, iter_frames
 from mvseg.video.motion import rasterize_mvs, reference_distances
 
-pytest.importorskip("numba")
-
+needs_numba = pytest.mark.skipif(not raster_jit.HAVE_NUMBA, reason="numba is not installed")
 SETTINGS = settings(derandomize=True, max_examples=120, deadline=None)
 
 
@@ -63,6 +62,7 @@ def ffmpeg_frames(draw):
     return a, height, width, rules
 
 
+@needs_numba
 @SETTINGS
 @given(ffmpeg_frames())
 def test_compiled_rasteriser_equals_the_numpy_path(case):
@@ -70,6 +70,7 @@ def test_compiled_rasteriser_equals_the_numpy_path(case):
     assert_same(a, height, width, *rules)
 
 
+@needs_numba
 def test_fill_and_b_frame_rule_on_a_hand_made_frame():
     """A 48x48 B-frame 2 frames after its past anchor and 1 before its future one: a past 16x16
     block, a future-only one (negated, over the distances), a bi-predicted one (past wins) and an
@@ -90,6 +91,7 @@ def test_fill_and_b_frame_rule_on_a_hand_made_frame():
     assert off[0, 4, 4] == (1 + 2 + 0.25 + 5) / 8
 
 
+@needs_numba
 def test_blocks_it_does_not_take_go_to_the_numpy_path():
     a = np.zeros(2, MV_DTYPE)
     a["w"], a["h"], a["dst_x"], a["dst_y"], a["source"], a["motion_x"], a["motion_scale"] = 16, 16, 8, 8, -1, 4, 4
@@ -102,6 +104,7 @@ def test_blocks_it_does_not_take_go_to_the_numpy_path():
     assert mask[:4, :4].all() and mask.sum() == 16 and off[0, 0, 0] == 1.0
 
 
+@needs_numba
 @pytest.mark.parametrize("codec", ["h264", "mpeg4"])
 def test_every_frame_of_a_real_file(codec, tmp_path):
     """x264 with B-frames and 3 references over a non-multiple-of-16 frame, and MPEG-4 Part 2
@@ -127,3 +130,21 @@ def test_every_frame_of_a_real_file(codec, tmp_path):
             assert_same(f.mvs, 72, 120, past, future, fill, 2, 0.5)
         taken += 1
     assert taken >= 10
+
+
+@pytest.mark.parametrize("why", ["no numba", "MVSEG_JIT=0"])
+def test_without_the_compiled_path_numpy_paints_the_same_frame(monkeypatch, why):
+    """Where numba is missing (or switched off) `rasterize_mvs` is the NumPy path, with the same
+    answer: a 16x16 past block moving (1, -0.5) px and a future-only 8x8 block, negated."""
+    a = np.zeros(2, MV_DTYPE)
+    a["w"], a["h"], a["dst_x"], a["dst_y"] = [16, 8], [16, 8], [8, 20], [8, 4]
+    a["source"], a["motion_x"], a["motion_y"], a["motion_scale"] = [-1, 1], [4, 8], [-2, 0], 4
+    if why == "no numba":
+        monkeypatch.setattr(raster_jit, "HAVE_NUMBA", False)
+    else:
+        monkeypatch.setenv("MVSEG_JIT", "0")
+    assert not raster_jit.enabled() and raster_jit.rasterize(a, 16, 32, 4, 8, 1, 1, False, 2, 0.5) is None
+    off, mask = rasterize_mvs(a, 16, 32)
+    assert mask[:, :4].all() and mask[:2, 4:6].all() and mask.sum() == 16 + 4
+    assert (off[0, :, :4] == 1.0).all() and (off[1, :, :4] == -0.5).all()
+    assert (off[0, :2, 4:6] == -2.0).all() and (off[1, :2, 4:6] == 0.0).all()
