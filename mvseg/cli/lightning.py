@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Optional
@@ -22,6 +23,7 @@ from mvseg.checkpoint_io import (
 from mvseg.data.cache import CacheWriteError
 from mvseg.data.datamodule import CompressedVideoDataModule
 from mvseg.data.folder import DatasetError
+from mvseg.resume import FitInterrupted
 from mvseg.strategies.base import SegStrategy
 from mvseg.summary import REFERENCES, RunSummary
 from mvseg.video.decode import VideoError
@@ -337,11 +339,16 @@ def run_lightning_cli(argv: list[str] | None) -> int:
     except ConfigError as e:
         print(f"mvseg: error: {e}\n(--print_config shows the whole config as parsed)", file=sys.stderr)
         return 2
+    except FitInterrupted as e:  # Ctrl-C / SIGTERM: the resume point is saved (mvseg.resume)
+        print(f"mvseg: {e}", file=sys.stderr)
+        return e.exit_code
     except (CheckpointWriteError, UnsafeCheckpointError, CacheWriteError, VideoError, DatasetError) as e:
         # the message names the file and says what was kept; a traceback adds nothing
         print(f"mvseg: error: {error_line(e)}", file=sys.stderr)
         return 1
     finally:
+        if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # Lightning ignores Ctrl-C after one: not for us
+            signal.signal(signal.SIGINT, signal.default_int_handler)
         os.environ.pop(prerequisites.SMOKE_ROOT, None)  # a later run in this process has its own
         # Close this run's W&B run, so a later main() in the same process (tests, local
         # sweeps) starts its own instead of silently appending to this one.

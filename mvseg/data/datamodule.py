@@ -114,6 +114,8 @@ class CompressedVideoDataModule(L.LightningDataModule):
         self.synthetic = synthetic or SyntheticSpec()
         self.ds: FolderDataset | None = None
         self.train_generator: torch.Generator | None = None
+        self._train_sampler: SeededSampler | None = None
+        self._train_resume: dict | None = None
 
     @property
     def num_classes(self) -> int:
@@ -156,14 +158,28 @@ class CompressedVideoDataModule(L.LightningDataModule):
     # through SeededSampler, saved in checkpoints: a resumed fit draws the same batches as an
     # uninterrupted one. Every loader has its own generator for its workers' base seeds, so a
     # sanity check or a validation run never shifts the global RNG either.
+    # A checkpoint saved inside an epoch (Ctrl-C, every N steps) also holds where that epoch
+    # stands: its draw and how many of its samples were trained on; the resumed fit's first
+    # training loader starts there (Lightning builds it before it restores its loops, so the
+    # position travels with the DataModule's state, not as a loader state).
     def state_dict(self) -> dict:
-        return {"train_generator": self.train_generator.get_state()} if self.train_generator is not None else {}
+        if self.train_generator is None:
+            return {}
+        state = {"train_generator": self.train_generator.get_state()}
+        trainer, sampler = self.trainer, self._train_sampler
+        # one process: under DDP Lightning wraps the sampler, and a mid-epoch resume is Lightning's (inexact)
+        if trainer is not None and sampler is not None and trainer.training and trainer.world_size == 1:
+            done = trainer.fit_loop.epoch_loop.batch_progress.current.processed  # trained batches (this one too)
+            if 0 < done < trainer.num_training_batches:
+                state["train_epoch"] = sampler.state_dict(done * self.batch_size)
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         if "train_generator" in state:  # restored after setup(), before the first train loader
             if self.train_generator is None:
                 self.train_generator = torch.Generator()
             self.train_generator.set_state(state["train_generator"])
+        self._train_resume = state.get("train_epoch")
 
     def _loader(self, ds, shuffle: bool, batch: int) -> DataLoader:
         drop_last = shuffle and len(ds) > batch  # never an empty epoch on a tiny dataset
@@ -173,7 +189,12 @@ class CompressedVideoDataModule(L.LightningDataModule):
                                   pin_memory=False, generator=torch.Generator().manual_seed(0))
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, True, self.batch_size)
+        loader = self._loader(self.train_set, True, self.batch_size)
+        self._train_sampler = loader.sampler
+        if self._train_resume:  # a fit resumed inside an epoch: that epoch, from where it stopped
+            self._train_sampler.load_state_dict(self._train_resume)
+            self._train_resume = None
+        return loader
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set, False, self.eval_batch_size)

@@ -203,14 +203,32 @@ class SeededSampler(Sampler):
 
     def __init__(self, n: int, generator: torch.Generator):
         self.n, self.generator = n, generator
+        self.epoch_state: torch.Tensor | None = None  # the generator before this epoch's draw
+        self._resume: tuple[torch.Tensor, int] | None = None
 
     def __len__(self) -> int:
         return self.n
 
     def __iter__(self):
+        skip = 0
+        if self._resume is not None:  # a fit resumed mid-epoch: that epoch's draw, minus what it trained on
+            state, skip = self._resume
+            self._resume = None
+            self.generator.set_state(state)
+        self.epoch_state = self.generator.get_state()
         order = torch.randperm(self.n, generator=self.generator)
         seeds = torch.randint(0, 2**62, (self.n,), generator=self.generator)
-        return iter(list(zip(order.tolist(), seeds.tolist())))
+        return iter(list(zip(order.tolist(), seeds.tolist()))[skip:])
+
+    def state_dict(self, samples_done: int) -> dict:
+        """Where the current epoch stands: its draw (the generator before it) and how many of its
+        samples the model has trained on."""
+        return {} if self.epoch_state is None else {"epoch_generator": self.epoch_state, "samples_done": int(samples_done)}
+
+    def load_state_dict(self, state: dict) -> None:
+        """The next epoch drawn is the saved one, from its first sample not yet trained on."""
+        if "epoch_generator" in state:
+            self._resume = (state["epoch_generator"], int(state["samples_done"]))
 
 
 def augment_sample(s: dict, aug: Augment, gen: torch.Generator | None = None) -> dict:

@@ -342,6 +342,10 @@ class SegStrategy(L.LightningModule):
             set_rng_state(self._resume_rng)
         self._resume_rng = None
 
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        # a fit resumed inside an epoch (mvseg.resume) gets no on_train_epoch_start from Lightning
+        self.on_train_epoch_start()
+
 
 def rng_state() -> dict:
     """The global RNG states (torch, CUDA, NumPy, Python) as plain types and tensors, so a
