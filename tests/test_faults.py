@@ -179,3 +179,79 @@ def test_failed_cache_write_leaves_the_other_entries_intact(pan_video, bframe_vi
     again = cache.load(pan_video[0])  # still valid: reused, not rebuilt
     assert np.array_equal(np.asarray(again.frames), np.asarray(first.frames))
     assert len(cache.load(bframe_video[0])) == 24  # space again: built
+
+
+@pytest.fixture(scope="module")
+def four_clip_dataset(tmp_path_factory):
+    """4 training clips (8 samples, 4 batches of 2): room for a stop inside an epoch."""
+    from mvseg.data.synthetic import SyntheticConfig, make_synthetic_dataset
+
+    root = tmp_path_factory.mktemp("data4") / "synthetic"
+    make_synthetic_dataset(str(root), train_clips=4, val_clips=1, config=SyntheticConfig(height=64, width=128, frames=12),
+                           annotated=(5, 8), workers=1, progress=False)
+    return root
+
+
+@pytest.fixture(scope="module")
+def clean_four_clip_run(four_clip_dataset, tmp_path_factory):
+    clean = tmp_path_factory.mktemp("clean4") / "clean"
+    assert main(_fit_args(four_clip_dataset, clean)) == 0
+    return clean
+
+
+@pytest.mark.parametrize("signum,at", [("SIGINT", (1, 1)), ("SIGTERM", (0, 2))], ids=["sigint-mid-epoch", "sigterm-last-batch"])
+def test_interrupted_fit_saves_and_resumes_exactly(four_clip_dataset, clean_four_clip_run, tmp_path, signum, at, capsys):
+    """Ctrl-C (SIGINT) or SIGTERM during fit: the step in flight finishes, the checkpoint is saved
+    (inside the epoch: with the epoch's position; at its last batch: after the epoch's validation),
+    the process exits 128 + signal with one line; --ckpt_path last ends where an uninterrupted run does."""
+    clean = clean_four_clip_run
+    stopped = tmp_path / "stopped"
+    cb = json.dumps({"class_path": "helpers.SigkillAt", "init_args": {"epoch": at[0], "batch": at[1], "signum": signum}})
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "-m", "mvseg.cli", *_fit_args(four_clip_dataset, stopped), f"--trainer.callbacks+={cb}"],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 128 + getattr(signal, signum), proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    last = stopped / "checkpoints" / "last.ckpt"
+    line = [x for x in proc.stderr.splitlines() if x.startswith("mvseg: fit stopped")]
+    assert line == [f"mvseg: fit stopped by {signum} in epoch {at[0]} after step {3 * at[0] + at[1] + 1}: "
+                    f"checkpoint saved: {last}; resume with --ckpt_path last"]
+    ckpt = torch.load(last, map_location="cpu", weights_only=True)
+    assert ckpt["global_step"] == 3 * at[0] + at[1] + 1  # limit_train_batches 3: the step in flight is kept
+    assert ("train_epoch" in ckpt["CompressedVideoDataModule"]) == (at[1] < 2)  # mid-epoch: the epoch's position
+
+    assert main([*_fit_args(four_clip_dataset, stopped), "--ckpt_path", "last"]) == 0
+    want, got = _metrics(clean), _metrics(stopped)
+    assert sorted(want) == sorted(got) == [0, 1, 2]
+    for epoch in want:
+        assert got[epoch] == pytest.approx(want[epoch], abs=1e-6), epoch
+    a, b = _weights(clean / "checkpoints" / "last.ckpt"), _weights(last)
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=1e-5, atol=1e-6, msg=k)
+
+
+def test_latest_checkpoint_every_epoch_and_every_n_steps_without_validation(tiny_dataset, tmp_path, capsys):
+    """last.ckpt after every epoch although validation runs every 10 epochs; with
+    every_n_train_steps 3, after step 3 too (inside epoch 1), with the epoch's position."""
+    import mvseg.resume
+
+    seen: list[tuple[int, bool]] = []
+    save = mvseg.resume.LatestCheckpoint.save_now
+
+    def spy(self, trainer):
+        save(self, trainer)
+        ck = torch.load(Path(self.dirpath) / "last.ckpt", map_location="cpu", weights_only=True)
+        seen.append((ck["global_step"], "train_epoch" in ck["CompressedVideoDataModule"]))
+
+    run = tmp_path / "run"
+    cfg = tmp_path / "steps.yaml"  # a user's config: the callbacks list replaced whole
+    cfg.write_text(f"base: {PER_FRAME}\ntrainer:\n  callbacks:\n    - class_path: mvseg.resume.LatestCheckpoint\n"
+                   "      init_args:\n        every_n_train_steps: 3\n")
+    args = [*_fit_args(tiny_dataset, run), "--trainer.check_val_every_n_epoch", "10", "--trainer.limit_train_batches", "2"]
+    args[args.index(str(PER_FRAME))] = str(cfg)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(mvseg.resume.LatestCheckpoint, "save_now", spy)
+        assert main(args) == 0
+    assert (run / "checkpoints" / "last.ckpt").resolve().name == "latest.ckpt"
+    assert torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["epoch"] == 2
+    assert seen == [(3, True)]  # the step checkpoint; the epoch ends save through Lightning's own path
