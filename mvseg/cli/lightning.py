@@ -24,8 +24,9 @@ from mvseg.data.cache import CacheWriteError
 from mvseg.data.datamodule import CompressedVideoDataModule
 from mvseg.data.folder import DatasetError
 from mvseg.resume import FitInterrupted
+from mvseg.run_dir import RunFolderError, RunLock, clear_run, process_rank, trained_run
 from mvseg.strategies.base import SegStrategy
-from mvseg.summary import REFERENCES, RunSummary
+from mvseg.summary import REFERENCES, RunSummary, run_dir_of
 from mvseg.video.decode import VideoError
 from mvseg.threads import configure_threads
 from mvseg.wandb_offline import ensure_wandb_never_blocks
@@ -66,6 +67,19 @@ def newest_resume_point(run_dir: str | Path | None) -> str:
     if not any(p.name.startswith("hpc_ckpt_") for p in found):
         return "last"
     return str(max(found, key=lambda p: p.stat().st_mtime_ns))
+
+
+def _qualified(class_path: str | None) -> str | None:
+    """A class path as the class's own module names it (mvseg.strategies.PerFrame ->
+    mvseg.strategies.per_frame.PerFrame, as checkpoints store it); None if it does not import."""
+    import importlib
+
+    module, _, name = (class_path or "").rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError):
+        return None
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def _options(parser) -> list[str]:
@@ -153,6 +167,27 @@ class RunDirConfig(SaveConfigCallback):
                  multifile: bool = False, save_to_log_dir: bool = True) -> None:
         super().__init__(parser, config, config_filename, overwrite=True, multifile=multifile, save_to_log_dir=False)
 
+    # Written once the run has really started (its loaders built, the checkpoint restored), not
+    # at setup: a fit that fails at start-up (a bad value, a missing file) leaves a trained run's
+    # config.yaml as it was.
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        self._stage = stage
+
+    def _save_now(self, trainer, pl_module) -> None:
+        if not self.already_saved and trainer.is_global_zero and not trainer.sanity_checking:
+            self.save_config(trainer, pl_module, self._stage)
+            self.already_saved = True
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._save_now(trainer, pl_module)
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        if str(getattr(self._stage, "value", self._stage)) == "validate":
+            self._save_now(trainer, pl_module)
+
+    def on_test_start(self, trainer, pl_module) -> None:
+        self._save_now(trainer, pl_module)
+
     def save_config(self, trainer, pl_module, stage: str) -> None:  # rank 0 only (Lightning calls it so)
         run = Path(trainer.default_root_dir)
         run.mkdir(parents=True, exist_ok=True)
@@ -178,6 +213,10 @@ SMOKE_CHECKED = ("model.init_args.init_from", "model.init_args.lr_init", "model.
 class MVSegCLI(LightningCLI):
     #: False under `--no-prerequisites`: a missing stage is an error instead of being trained
     prerequisites_allowed = True
+    #: True under `--overwrite`: a fit into a folder with a trained run removes that run's checkpoints
+    overwrite = False
+    #: the run folders this process holds (released when the command ends)
+    locks: list[RunLock] = []
 
     def add_arguments_to_parser(self, parser) -> None:
         # The class count comes from the dataset; the keyframe interval is the data's L.
@@ -201,6 +240,7 @@ class MVSegCLI(LightningCLI):
             cfg = self.config["fit"]
             prerequisites.prepare(cfg, [str(c) for c in cfg.get("config") or []],
                                   list(sys.argv[1:] if args is None else args), self.prerequisites_allowed)
+            self._claim_run_dir(cfg)
             if not cfg["trainer"].get("fast_dev_run"):  # a real run never starts from a smoke test's model
                 for key in SMOKE_CHECKED:
                     path = cfg.get(key)
@@ -216,6 +256,24 @@ class MVSegCLI(LightningCLI):
             cfg["trainer"]["default_root_dir"] = str(Path(cfg["trainer"]["default_root_dir"] or ".")
                                                      / f"sweep-{sweep_id}" / run_id)
 
+    def _claim_run_dir(self, cfg) -> None:
+        """Lock the run folder for this fit, and refuse to start a new run over a trained one."""
+        if process_rank() != 0 or os.environ.get("WANDB_SWEEP_ID") and os.environ.get("WANDB_RUN_ID"):
+            return  # ranks > 0 run in rank 0's folder; a sweep run gets its own folder below
+        run = Path(cfg["trainer"]["default_root_dir"] or ".")
+        if run.resolve() == Path.cwd().resolve():
+            return  # no run folder configured: Lightning's defaults, nothing of ours to protect
+        MVSegCLI.locks.append(RunLock(run).acquire())
+        old = trained_run(run)
+        if old and not cfg.get("ckpt_path") and not cfg["trainer"].get("fast_dev_run"):
+            if not MVSegCLI.overwrite:
+                newest = max(old, key=lambda p: p.lstat().st_mtime)
+                raise ConfigError(f"trainer.default_root_dir: {run} holds a trained run ({len(old)} checkpoints, newest "
+                                  f"{newest.name}): resume it with --ckpt_path last, start it over with --overwrite "
+                                  "(its checkpoints and summary are removed), or train into another folder")
+            for p in clear_run(run):
+                print(f"mvseg: --overwrite: removed {p}", file=sys.stderr)
+
     def _parse_ckpt_path(self) -> None:
         # LightningCLI (2.6, a private hook) reads the hyper-parameters of --ckpt_path before
         # anything else: check the file first, for an error that names it, not a traceback.
@@ -225,6 +283,11 @@ class MVSegCLI(LightningCLI):
             ckpt_path = self.config[sub]["ckpt_path"] = newest_resume_point(self.config[sub]["trainer"]["default_root_dir"])
         if ckpt_path and Path(ckpt_path).is_file():
             raw = safe_load(ckpt_path)
+            held, wanted = raw.get("mvseg_strategy"), _qualified((self.config[sub].get("model") or {}).get("class_path"))
+            if held and wanted and held != wanted:  # another method's weights under this config's name
+                raise ConfigError(f"ckpt_path: {ckpt_path} holds a {held.rsplit('.', 1)[1]} ({held}) but the config's "
+                                  f"model is {wanted}: pass the config it was trained with "
+                                  f"({run_dir_of(ckpt_path) / 'config.yaml'})")
             if raw.get("mvseg_smoke") and not self.config[sub]["trainer"].get("fast_dev_run"):
                 raise ConfigError(f"ckpt_path: {ckpt_path} was written by a smoke test (--trainer.fast_dev_run), "
                                   "not by a real run")
@@ -316,10 +379,13 @@ def run_lightning_cli(argv: list[str] | None) -> int:
         print(notice, file=sys.stderr)
     given = sys.argv[1:] if argv is None else argv
     MVSegCLI.prerequisites_allowed = "--no-prerequisites" not in given
+    MVSegCLI.overwrite = "--overwrite" in given
+    ours = ("--no-prerequisites", "--overwrite")  # mvseg's flags, not LightningCLI's
     if argv is None:  # LightningCLI reads sys.argv itself (and DDP re-launches ranks from it)
-        sys.argv[1:] = [a for a in sys.argv[1:] if a != "--no-prerequisites"]
+        sys.argv[1:] = [a for a in sys.argv[1:] if a not in ours]
     else:
-        argv = [a for a in argv if a != "--no-prerequisites"]
+        argv = [a for a in argv if a not in ours]
+    held = len(MVSegCLI.locks)  # a prerequisite stage runs nested in this process: its own locks only
     try:
         MVSegCLI(
             SegStrategy,
@@ -342,11 +408,16 @@ def run_lightning_cli(argv: list[str] | None) -> int:
     except FitInterrupted as e:  # Ctrl-C / SIGTERM: the resume point is saved (mvseg.resume)
         print(f"mvseg: {e}", file=sys.stderr)
         return e.exit_code
+    except RunFolderError as e:
+        print(f"mvseg: error: {e}", file=sys.stderr)
+        return 2
     except (CheckpointWriteError, UnsafeCheckpointError, CacheWriteError, VideoError, DatasetError) as e:
         # the message names the file and says what was kept; a traceback adds nothing
         print(f"mvseg: error: {error_line(e)}", file=sys.stderr)
         return 1
     finally:
+        while len(MVSegCLI.locks) > held:
+            MVSegCLI.locks.pop().release()
         if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # Lightning ignores Ctrl-C after one: not for us
             signal.signal(signal.SIGINT, signal.default_int_handler)
         os.environ.pop(prerequisites.SMOKE_ROOT, None)  # a later run in this process has its own

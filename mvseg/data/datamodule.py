@@ -94,6 +94,9 @@ class CompressedVideoDataModule(L.LightningDataModule):
         # training may draw farther than L-1: BDNet draws the current frame 1..tau = L frames after its keyframe
         if train_distances is not None and (not train_distances or any(not 0 <= d <= keyframe_interval for d in train_distances)):
             raise ValueError(f"data.train_distances must be a non-empty subset of 0..{keyframe_interval}, got {train_distances}")
+        for name, v, lo in (("batch_size", batch_size, 1), ("eval_batch_size", eval_batch_size, 1), ("num_workers", num_workers, 0)):
+            if v is not None and v < lo:
+                raise ValueError(f"data.{name} must be >= {lo}, got {v}")
         for name, v in (("mean", mean), ("std", std)):
             if v is not None and (len(v) != 3 or (name == "std" and min(v) <= 0)):
                 raise ValueError(f"data.{name} must be 3 numbers (RGB{', > 0' if name == 'std' else ''}), got {v}")
