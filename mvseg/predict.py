@@ -7,6 +7,8 @@ policy) go through the full network, other frames through the method's propagati
 
 from __future__ import annotations
 
+import os
+import shutil
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -48,6 +50,10 @@ def legend(classes: list[str], palette: np.ndarray, height: int) -> np.ndarray:
     return np.asarray(img)
 
 
+class PredictInterrupted(Exception):
+    """Ctrl-C during `predict_video`: what was and was not written."""
+
+
 def predict_video(
     video: str | Path,
     ckpt: str | Path,
@@ -67,6 +73,9 @@ def predict_video(
     from PIL import Image
 
     model, data = load_strategy(ckpt)
+    if not model.segments:
+        raise ValueError(f"{ckpt}: a {type(model).__name__} checkpoint segments nothing (it trains a part of another "
+                         "method): give the checkpoint of a segmenting run")
     info = probe(video)
     pol = None
     if policy or interval or threshold is not None:
@@ -92,8 +101,15 @@ def predict_video(
     classes = list(data.get("classes") or [f"class {k}" for k in range(model.num_classes)])
     panel = legend(classes[: model.num_classes], palette, info.height) if legend_panel else None
     out = Path(out) if out else Path(video).with_suffix(".seg.mp4")
+    if Path(video).resolve() == out.resolve():
+        raise ValueError(f"{out}: the output is the input video itself: predict never overwrites its input")
+    # label PNGs go to DIR.part while the video streams, into DIR when it is whole: an
+    # interrupted run never leaves a labels folder that looks complete
+    part = None
     if labels_dir:
-        Path(labels_dir).mkdir(parents=True, exist_ok=True)
+        part = Path(labels_dir).with_name(Path(labels_dir).name + ".part")
+        shutil.rmtree(part, ignore_errors=True)
+        part.mkdir(parents=True)
 
     pad = ((0, info.height % 2), (0, info.width % 2), (0, 0))  # H.264 4:2:0 needs even sizes: edge-pad the overlay
     done = 0
@@ -104,8 +120,8 @@ def predict_video(
         stream = run_stream(model, video, policy=pol, prefetch=4, **kw)  # decoding overlaps the network
         try:
             for r in tqdm(stream, total=info.num_frames or None, desc="predict"):
-                if labels_dir:  # labels at the source size, whatever the overlay's
-                    Image.fromarray(r.label).save(Path(labels_dir) / f"{r.index:06d}.png")
+                if part is not None:  # labels at the source size, whatever the overlay's
+                    Image.fromarray(r.label).save(part / f"{r.index:06d}.png")
                 shown = overlay(r.image, r.label, palette, alpha)
                 if panel is not None:  # the legend to the right
                     shown = np.concatenate([shown, panel], axis=1)
@@ -118,5 +134,16 @@ def predict_video(
             warnings.warn(f"{e}: the overlay {out} has frames 0-{done - 1}", stacklevel=2)
 
     # timestamps kept (variable frame rate stays variable), rotation kept as display metadata
-    return encode_video(frames(), out, gop=max(int(round(info.fps or 30)), 1), fps=info.fps or 30.0, crf=20,
-                        timed=True, rotation=display_rotation(video))
+    try:
+        written = encode_video(frames(), out, gop=max(int(round(info.fps or 30)), 1), fps=info.fps or 30.0, crf=20,
+                               timed=True, rotation=display_rotation(video))
+    except KeyboardInterrupt:
+        labels = f"; the label PNGs of frames 0-{done - 1} are in {part}" if part is not None and done else ""
+        raise PredictInterrupted(f"interrupted after {done} frames: no overlay written to {out}{labels}") from None
+    if part is not None:
+        final = Path(labels_dir)
+        final.mkdir(parents=True, exist_ok=True)
+        for f in sorted(part.iterdir()):
+            os.replace(f, final / f.name)
+        part.rmdir()
+    return written

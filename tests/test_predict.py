@@ -133,3 +133,112 @@ def test_coverage_policy_keys_the_frame_after_a_cut(prop_ckpt, tmp_path, capsys)
     assert main(["predict", str(video), "--ckpt", str(prop_ckpt), "--policy", "coverage", "--no-legend",
                  "--out", str(tmp_path / "o.mp4")]) != 0
     assert "--policy coverage needs --threshold" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- nothing lost, nothing silent
+
+
+@pytest.fixture
+def clip(tmp_path):
+    src = tmp_path / "clip.mp4"
+    encode_video(translating_frames(8, 64, 96, 2.0, 1.0), src, gop=4)
+    return src
+
+
+@pytest.mark.reliability
+def test_predict_never_overwrites_its_input(prop_ckpt, clip, tmp_path, capsys):
+    from mvseg.cli import main
+
+    before = clip.read_bytes()
+    link = tmp_path / "same.mp4"
+    link.hardlink_to(clip)
+    for out in (clip, link, tmp_path / "." / "clip.mp4"):
+        assert main(["predict", str(clip), "--ckpt", str(prop_ckpt), "--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err == f"mvseg predict: error: {out}: --out is the input video itself: predict never overwrites its input; choose another --out"
+    assert clip.read_bytes() == before
+
+
+@pytest.mark.reliability
+def test_predict_checks_paths_and_numbers_before_any_work(prop_ckpt, clip, tmp_path, capsys, monkeypatch):
+    import mvseg.predict
+    from mvseg.cli import main
+
+    def no_work(*a, **k):
+        raise AssertionError("predict_video ran")
+
+    monkeypatch.setattr(mvseg.predict, "predict_video", no_work)
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    cases = {
+        ("--alpha", "7"): "argument --alpha: must be in [0.0, 1.0], got 7",
+        ("--alpha", "-1"): "argument --alpha: must be in [0.0, 1.0], got -1",
+        ("--interval", "0"): "argument --interval: must be >= 1, got 0",
+        ("--threshold", "-0.1"): "argument --threshold: must be >= 0.0, got -0.1",
+        ("--out", str(afile / "x.mp4")): f"{afile / 'x.mp4'}: cannot write the overlay: {afile} is not a folder",
+        ("--labels-dir", str(afile)): f"{afile}: --labels-dir is a file, not a folder",
+    }
+    for extra, message in cases.items():
+        try:  # an argparse error exits (2) from the parser
+            rc = main(["predict", str(clip), "--ckpt", str(prop_ckpt), *extra])
+        except SystemExit as e:
+            rc = e.code
+        assert rc == 2, extra
+        assert message in capsys.readouterr().err, extra
+    assert main(["predict", str(tmp_path / "none.mp4"), "--ckpt", str(prop_ckpt)]) == 2
+    assert f"{tmp_path / 'none.mp4'}: no such video" in capsys.readouterr().err
+    assert main(["predict", str(clip), "--ckpt", str(prop_ckpt.parent)]) == 2
+    assert f"{prop_ckpt.parent}: is a folder, not a checkpoint file" in capsys.readouterr().err
+
+
+@pytest.mark.reliability
+def test_predict_into_a_folder_and_labels_only_when_whole(prop_ckpt, clip, tmp_path, capsys):
+    from mvseg.cli import main
+
+    outdir, labels = tmp_path / "out", tmp_path / "labels"
+    outdir.mkdir()
+    assert main(["predict", str(clip), "--ckpt", str(prop_ckpt), "--out", str(outdir), "--labels-dir", str(labels)]) == 0
+    assert (outdir / "clip.seg.mp4").is_file() and len(list(iter_frames(outdir / "clip.seg.mp4", mvs=False))) == 8
+    assert len(list(labels.glob("*.png"))) == 8 and not (tmp_path / "labels.part").exists()
+
+
+@pytest.mark.reliability
+def test_ctrl_c_in_predict_says_what_was_written(prop_ckpt, clip, tmp_path, capsys, monkeypatch):
+    import mvseg.predict
+    from mvseg.cli import main
+
+    real = mvseg.predict.run_stream
+
+    def interrupted(*a, **k):  # Ctrl-C arrives while frame 3 is being segmented
+        for r in real(*a, **k):
+            if r.index == 3:
+                raise KeyboardInterrupt
+            yield r
+
+    monkeypatch.setattr(mvseg.predict, "run_stream", interrupted)
+    out, labels = tmp_path / "o.mp4", tmp_path / "labels"
+    assert main(["predict", str(clip), "--ckpt", str(prop_ckpt), "--out", str(out), "--labels-dir", str(labels)]) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == (f"mvseg predict: interrupted after 3 frames: no overlay written to {out}; "
+                       f"the label PNGs of frames 0-2 are in {tmp_path / 'labels.part'}")
+    assert not out.exists() and not labels.exists() and not (tmp_path / "o.mp4.part").exists()
+    assert sorted(p.name for p in (tmp_path / "labels.part").iterdir()) == ["000000.png", "000001.png", "000002.png"]
+
+
+@pytest.mark.reliability
+def test_predict_refuses_a_checkpoint_that_segments_nothing(clip, tmp_path, capsys):
+    import lightning
+    import torch
+
+    from mvseg.cli import main
+    from mvseg.strategies.flow_pretrain import FlowPretrain
+
+    model = FlowPretrain(num_classes=9)
+    ckpt = tmp_path / "flow.ckpt"
+    torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams),
+                "pytorch-lightning_version": lightning.__version__,
+                "mvseg_strategy": "mvseg.strategies.flow_pretrain.FlowPretrain"}, ckpt)
+    assert main(["predict", str(clip), "--ckpt", str(ckpt)]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"mvseg predict: error: {ckpt}: a FlowPretrain checkpoint segments nothing (it trains a part of another "
+        "method): give the checkpoint of a segmenting run")

@@ -138,3 +138,6 @@ def main(args: Sequence[str] | None = None) -> int:
         except (OSError, ValueError) as e:
             print(f"mvseg {a.command}: error: {e}", file=sys.stderr)
             return 2
+        except KeyboardInterrupt:  # Ctrl-C before or between a command's writes: nothing half-written (each says what it kept)
+            print(f"\nmvseg {a.command}: interrupted", file=sys.stderr)
+            return 130

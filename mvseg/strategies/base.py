@@ -99,6 +99,9 @@ class SegStrategy(L.LightningModule):
     #: False when the method never uses motion (the per-frame baseline): the streaming runtime
     #: then neither exports nor rasterises MVs for it.
     reads_motion: bool = True
+    #: False for a strategy that trains a part and segments nothing (FlowPretrain): `mvseg
+    #: predict` refuses its checkpoints.
+    segments: bool = True
 
     def __init__(
         self,

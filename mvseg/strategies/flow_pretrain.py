@@ -27,6 +27,8 @@ def _cell_valid(batch: dict) -> Tensor:
 class FlowPretrain(SegStrategy):
     """FlowNet-S alone, supervised by `flow_cur_to_key` (data.init_args.with_gt_flow: true)."""
 
+    segments = False  # DFF's flow network alone: `mvseg predict` needs a DFF run's checkpoint
+
     def __init__(
         self,
         num_classes: int,
