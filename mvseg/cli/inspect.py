@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import warnings
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -38,14 +39,22 @@ def run(a: argparse.Namespace) -> int:
               f"{', ...' if len(bad) > 10 else ''}): their MVs are masked")
     if s["frames_mvs_missing"]:
         print(f"unusable MVs: {len(s['frames_mvs_missing'])} B-frames ({s['mvs_missing_reason']})")
-    print(f"MVs:          {s['motion_vectors']} in {s['frames_with_mvs']} frames ({per:.1f} per frame)")
+    if not s["exports_mvs"]:
+        print(f"MVs:          none: FFmpeg exports no block motion vectors for {s['codec']}; mvseg's MV methods need "
+              "H.264 or another codec of the table (re-encode, e.g. ffmpeg -i IN -c:v libx264 OUT.mp4); "
+              "per-frame models still work")
+    else:
+        print(f"MVs:          {s['motion_vectors']} in {s['frames_with_mvs']} frames ({per:.1f} per frame)")
+    if s["interlaced"]:
+        warnings.warn(f"{s['path']}: interlaced video (fields): its MVs move fields, which mvseg treats as whole-frame "
+                      "motion; deinterlace it first (e.g. ffmpeg -vf yadif) for propagation")
     print(f"block sizes:  {', '.join(f'{k}: {v}' for k, v in s['block_sizes'].items()) or '-'}")
     print(f"MV sources:   {', '.join(f'{k}: {v}' for k, v in s['mv_sources'].items()) or '-'}")
     if a.dump_mvs:
         print(f"MVs written to {a.dump_mvs}")
     out = {"summary": s}
     if a.motion_report:
-        r = motion_report(a.video, a.max_distance)
+        r = motion_report(a.video, a.max_distance, progress=True)
         print("\nmotion report: PSNR (dB) of frame t-d warped by composed MVs vs copied, against frame t")
         print("| d | pairs | warp | copy | gain |\n|---|---|---|---|---|")
         for row in r["rows"]:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mvseg.video.decode import CODECS, iter_frames, probe
+from mvseg.video.decode import CODECS, NoMotionVectorsError, iter_frames, probe
 from mvseg.ops.fields import compose
 from mvseg.video.motion import iter_fields
 
@@ -22,7 +22,11 @@ def summarize(path: str | Path, dump_mvs: str | Path | None = None) -> dict:
     """Stream facts and MV statistics; optionally write every MV to a CSV (one row per MV,
     framenum 1-based in decoder output order, like FFmpeg's extract_mvs)."""
     info = probe(path)
+    if dump_mvs and not info.exports_mvs:  # no header-only CSV that looks like "no motion"
+        raise NoMotionVectorsError(path, f"codec {info.codec!r} carries no block motion vectors that FFmpeg exports: "
+                                         "nothing to dump (re-encode to H.264 for the MV methods)")
     types, n_mvs, frames_with = [], 0, 0
+    interlaced = False
     corrupt, missing, times, rotation = [], [], [], 0
     sizes: Counter = Counter()
     sources: Counter = Counter()
@@ -56,6 +60,8 @@ def summarize(path: str | Path, dump_mvs: str | Path | None = None) -> dict:
     return {
         "path": str(path),
         "codec": info.codec,
+        "exports_mvs": info.exports_mvs,
+        "interlaced": _interlaced(path),
         "width": info.width,
         "height": info.height,
         "fps": round(info.fps, 3),
@@ -74,6 +80,18 @@ def summarize(path: str | Path, dump_mvs: str | Path | None = None) -> dict:
         "block_sizes": dict(sorted(sizes.items())),
         "mv_sources": {str(k): v for k, v in sorted(sources.items())},
     }
+
+
+def _interlaced(path: str | Path) -> bool:
+    """Whether the first frame is coded interlaced (fields): MVs then describe fields, and
+    mvseg reads them as if they moved whole frames."""
+    import av
+
+    try:
+        with av.open(str(path)) as c:
+            return bool(next(c.decode(video=0)).interlaced_frame)
+    except (av.FFmpegError, StopIteration, OSError, UnicodeDecodeError, AttributeError):
+        return False  # summarize has read the file already: its own errors name it
 
 
 def _variable_rate(times: list[float]) -> bool:
@@ -100,31 +118,48 @@ def warp_image(image: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor) ->
     return out[0]
 
 
-def motion_report(path: str | Path, max_distance: int = 5) -> dict:
+def motion_report(path: str | Path, max_distance: int = 5, progress: bool = False) -> dict:
     """PSNR of frame t-d warped to frame t by the composed MV offsets, against decoded frame
     t, beside the PSNR of copying frame t-d, averaged over every pair of the video whose chain
-    crosses no I-frame, for d = 1..max_distance. Streams: holds max_distance + 1 frames."""
+    crosses no I-frame, for d = 1..max_distance. Streams: holds max_distance + 1 frames; the
+    distances of one frame are warped in one batch. progress: a progress bar on stderr."""
+    from tqdm import tqdm
+
     if max_distance < 1:
         raise ValueError(f"max_distance must be >= 1, got {max_distance}")
     window: deque = deque(maxlen=max_distance + 1)  # (image, offset, mask, intra)
     warp_sum, copy_sum, pairs = np.zeros(max_distance), np.zeros(max_distance), np.zeros(max_distance, int)
-    for f, o, m in iter_fields(path, iframes="none", intra="none"):  # the bitstream's own motion
-        img = torch.from_numpy(f.image).permute(2, 0, 1).float()
-        window.append((img, torch.from_numpy(o), torch.from_numpy(m), f.pict_type in ("I", "i")))
-        cur = window[-1]
-        if cur[3]:
-            continue
-        total, valid = cur[1], cur[2]
-        for d in range(1, len(window)):
-            ref = window[-1 - d]
-            if d > 1:
-                link = window[-d]
-                if link[3]:
-                    break
-                total, valid = compose([total, link[1]], [valid, link[2]])
-            warp_sum[d - 1] += _psnr(warp_image(ref[0], total, valid), cur[0])
-            copy_sum[d - 1] += _psnr(ref[0], cur[0])
-            pairs[d - 1] += 1
+    total_frames = probe(path).num_frames if progress else 0
+    bar = tqdm(total=total_frames or None, desc="motion report", unit="frame", disable=not progress)
+    try:
+        for f, o, m in iter_fields(path, iframes="none", intra="none"):  # the bitstream's own motion
+            bar.update()
+            img = torch.from_numpy(f.image).permute(2, 0, 1).float()
+            window.append((img, torch.from_numpy(o), torch.from_numpy(m), f.pict_type in ("I", "i")))
+            cur = window[-1]
+            if cur[3]:
+                continue
+            refs, offs, masks = [], [], []
+            total, valid = cur[1], cur[2]
+            for d in range(1, len(window)):
+                if d > 1:
+                    link = window[-d]
+                    if link[3]:
+                        break
+                    total, valid = compose([total, link[1]], [valid, link[2]])
+                refs.append(window[-1 - d][0])
+                offs.append(total)
+                masks.append(valid)
+            if not refs:
+                continue
+            n = len(refs)
+            ref = torch.stack(refs)  # (n, 3, H, W): frames t-1 .. t-n
+            warped = _warp_images(ref, torch.stack(offs), torch.stack(masks))
+            warp_sum[:n] += _psnr_batch(warped, cur[0])
+            copy_sum[:n] += _psnr_batch(ref, cur[0])
+            pairs[:n] += 1
+    finally:
+        bar.close()
     rows = []
     for d in range(max_distance):
         n = int(pairs[d])
@@ -135,3 +170,18 @@ def motion_report(path: str | Path, max_distance: int = 5) -> dict:
             "psnr_copy": round(copy_sum[d] / n, 3) if n else None,
         })
     return {"path": str(path), "max_distance": max_distance, "rows": rows}
+
+
+def _warp_images(images: torch.Tensor, offsets: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """warp_image for a batch: images (n, 3, H, W), offsets (n, 2, Hm, Wm), masks (n, Hm, Wm)."""
+    from mvseg.ops.warp import warp_reference
+
+    h, w = images.shape[-2:]
+    return warp_reference(images, offsets, masks, frame_size=(h, w), padding_mode="border")
+
+
+def _psnr_batch(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
+    """_psnr of each image of a (n, 3, H, W) batch against one image b (3, H, W)."""
+    mse = ((a - b) ** 2).flatten(1).mean(1).double().numpy()
+    with np.errstate(divide="ignore"):
+        return np.where(mse == 0, np.inf, 10 * np.log10(255.0**2 / mse))

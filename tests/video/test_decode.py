@@ -392,3 +392,69 @@ def test_gop_parallel_mvs_equal_one_decoder(params, chunks, tmp_path, monkeypatc
             assert a.pts == b.pts and a.time == b.time
             np.testing.assert_array_equal(a.mvs, b.mvs)
             assert (a.image is None and b.image is None) if not rgb else np.array_equal(a.image, b.image)
+
+
+# ----------------------------------------------------------------------------- inspect says it plainly
+
+
+@pytest.mark.reliability
+def test_inspect_says_when_a_codec_exports_no_mvs_and_dump_mvs_fails(tmp_path, capsys):
+    from helpers import translating_frames
+
+    from mvseg.cli import main
+
+    src = tmp_path / "vp9.webm"
+    with av.open(str(src), "w") as c:
+        s = c.add_stream("libvpx-vp9", rate=25)
+        s.width, s.height, s.pix_fmt = 96, 64, "yuv420p"
+        for img in translating_frames(4, 64, 96, 2.0, 1.0):
+            for p in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    assert main(["inspect", str(src)]) == 0
+    out = capsys.readouterr().out
+    assert "MVs:          none: FFmpeg exports no block motion vectors for vp9" in out
+    csv = tmp_path / "mvs.csv"
+    assert main(["inspect", str(src), "--dump-mvs", str(csv)]) == 2
+    assert f"{src}: codec 'vp9' carries no block motion vectors that FFmpeg exports: nothing to dump" in capsys.readouterr().err
+    assert not csv.exists()
+
+
+@pytest.mark.reliability
+def test_inspect_warns_for_interlaced_video(tmp_path, capsys):
+    from mvseg.cli import main
+
+    src = tmp_path / "tff.mp4"
+    with av.open(str(src), "w") as c:
+        s = c.add_stream("libx264", rate=25)
+        s.width, s.height, s.pix_fmt = 128, 96, "yuv420p"
+        s.options = {"x264-params": "tff=1"}  # interlaced, top field first
+        for i in range(4):
+            for p in s.encode(av.VideoFrame.from_ndarray(np.full((96, 128, 3), 40 * i, np.uint8), format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    assert main(["inspect", str(src)]) == 0
+    err = capsys.readouterr().err
+    assert f"mvseg inspect: warning: {src}: interlaced video (fields)" in err
+    progressive = tmp_path / "p.mp4"
+    encode_video(np.zeros((4, 96, 128, 3), np.uint8), progressive)
+    assert main(["inspect", str(progressive)]) == 0
+    assert "interlaced" not in capsys.readouterr().err
+
+
+def test_motion_report_batched_equals_one_warp_at_a_time(tmp_path):
+    """The report warps a frame's distances in one batch: the same PSNRs as warping each alone."""
+    import torch
+
+    from helpers import translating_frames
+    from mvseg.video.report import _psnr, _psnr_batch, _warp_images, warp_image
+
+    frames = torch.from_numpy(translating_frames(3, 64, 96, 2.0, 1.0)).permute(0, 3, 1, 2).float()
+    off = torch.randn(3, 2, 16, 24) * 3
+    mask = (torch.rand(3, 16, 24) > 0.2).float()
+    batch = _warp_images(frames, off, mask)
+    for k in range(3):
+        torch.testing.assert_close(batch[k], warp_image(frames[k], off[k], mask[k]))
+    np.testing.assert_allclose(_psnr_batch(batch, frames[0]), [_psnr(batch[k], frames[0]) for k in range(3)], rtol=1e-9)
