@@ -104,7 +104,16 @@ class RunSummary(pl.Callback):
         if not trainer.is_global_zero or trainer.fast_dev_run:  # a smoke test's step says nothing
             return
         row = self.row(trainer, pl_module)
-        if row is None:
+        if row is None:  # said, not skipped: a user reads the end of every fit
+            run = Path(trainer.default_root_dir)
+            if any(k.startswith("val/") for k in trainer.callback_metrics):
+                why = f"{type(pl_module).__name__} reports no val/mIoU (it has no segmentation protocol)"
+            else:
+                why = (f"no validation ran (every {trainer.check_val_every_n_epoch} epochs: "
+                       "trainer.check_val_every_n_epoch; or trainer.limit_val_batches 0)")
+            print(f"\nmvseg: {run.name} done ({trainer.current_epoch} epochs, {trainer.global_step} steps); no summary table: "
+                  f"{why}; evaluate it with mvseg validate --config {run / 'config.yaml'} --ckpt_path "
+                  f"{run / 'checkpoints' / 'last.ckpt'}", flush=True)
             return
         refs, keys = [], []
         for key, ckpt in self.references.items():

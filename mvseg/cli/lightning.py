@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
+import warnings
 import sys
 from pathlib import Path
 from typing import Optional
@@ -108,6 +110,18 @@ def one_line_error(message: str, parser) -> str:
     import difflib
     import re
 
+    nested = re.search(r"Option '(\w+)' is not accepted", message)
+    if nested:  # an unknown option inside a nested config (--model.init_args.optim.lrr): name it
+        bad = nested.group(1)
+        owner = re.findall(r"Problem with given class_path '([\w.]+)'", message[: nested.start()])
+        outer = re.match(r'Parser key "([\w.]+)"', message.strip())
+        given = re.findall(r"NestedArg\(key='([\w.]+)'", message)
+        if owner and outer and given:
+            path = given[-1]  # the whole key under the outer one: optim.lrr
+            head = f"{outer.group(1)}.init_args.{path.rpartition('.')[0]}".rstrip(".")
+            tips = [f"--{head}.{g}" for g in difflib.get_close_matches(bad, _class_keys(owner[-1]), n=2, cutoff=0.6)]
+            return (f"--{outer.group(1)}.init_args.{path}: {owner[-1]} has no option {bad!r}"
+                    + (f" (did you mean {' or '.join(tips)}?)" if tips else ""))
     union = re.search(r'Parser key "([\w.]+)":.*?Problem with given class_path \'([\w.]+)\':\s*(.+?)(?:\n\s*- |\n\s*Given|$)',
                       message, re.S)
     if union:  # a subclass (model / data) option: the class's own error, not the Union's
@@ -313,6 +327,13 @@ class MVSegCLI(LightningCLI):
         # loaded weights-only; a CheckpointIO the user configured is left alone.
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
             trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                # Lightning passes anonymous=None, which W&B warns about on every run; W&B warns that
+                # its "git root" does not exist when the run's folder is not made yet
+                logger._wandb_init.pop("anonymous", None)
+                if logger.save_dir:
+                    Path(logger.save_dir).mkdir(parents=True, exist_ok=True)
         # the result, said at the end of the fit (mvseg.summary): this run and the runs it stands on
         if self.config.get("subcommand") == "fit":
             init = self.config["fit"]["model"].get("init_args") or {}
@@ -372,9 +393,29 @@ def with_bases(args: list[str]) -> list[str]:
     return out
 
 
+class _NoTips(logging.Filter):
+    """Lightning's advertisements ("💡 Tip: ... try installing litlogger") say nothing to our users."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip")
+
+
+def quiet_notices() -> None:
+    """Silence the notices of Lightning and W&B that do not concern a mvseg user."""
+    for name in ("lightning.pytorch", "lightning.pytorch.utilities.rank_zero", "lightning.fabric"):
+        lg = logging.getLogger(name)
+        if not any(isinstance(f, _NoTips) for f in lg.filters):
+            lg.addFilter(_NoTips())
+    # mvseg's DataModule puts a mid-epoch position in its own state (mvseg.resume): resuming there is exact
+    warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
+    warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")  # torch's, inside Lightning
+
+
 def run_lightning_cli(argv: list[str] | None) -> int:
     """Run LightningCLI on `argv` (None: sys.argv); returns the exit status."""
     ensure_wandb_never_blocks()
+    quiet_notices()
     if notice := configure_threads():  # torch's threads from the CPUs this process may use
         print(notice, file=sys.stderr)
     given = sys.argv[1:] if argv is None else argv

@@ -121,8 +121,10 @@ def test_checkpoints_land_in_the_run_directory(tiny_data_args, tmp_path):
     # last.ckpt is the last epoch (for resuming), whatever the best by val/mIoU is
     assert torch.load(ckpts / "last.ckpt", map_location="cpu", weights_only=True)["epoch"] == 2
     assert len(list(ckpts.glob("best-epoch=*.ckpt"))) == 1
-    # a re-queued job reuses its run directory: config and last.ckpt are overwritten, no error
-    assert main(args) == 0
+    # the same run again is refused (a trained run is never mixed with a new one); started over
+    # with --overwrite, its files are replaced, no -v1 copies
+    assert main(args) == 2
+    assert main([*args, "--overwrite"]) == 0
     assert not list(ckpts.glob("*-v1.ckpt"))
 
 
@@ -181,10 +183,12 @@ def test_validate_and_test_leave_the_runs_config_alone(tiny_data_args, tmp_path,
 @pytest.mark.parametrize("args, line", [
     (["--trainer.max_epoch", "1"], "unrecognized arguments: --trainer.max_epoch 1 (did you mean --trainer.max_epochs"),
     (["--trainer.max_epoks", "1"], "unrecognized arguments: --trainer.max_epoks 1 (did you mean --trainer.max_epochs"),
+    (["--model.init_args.optim.lrr", "0.1"],  # inside a nested config: the option itself is named
+     "--model.init_args.optim.lrr: mvseg.strategies.OptimConfig has no option 'lrr' (did you mean --model.init_args.optim.lr?)"),
     (["--model.init_args.nett.width", "1"],
      "model: mvseg.strategies.PerFrame: unrecognized arguments: --nett.width=1 (did you mean --model.init_args.net.width?)"),
     (["--trainer.max_epochs", "abc"], "trainer.max_epochs: expected int or null, got 'abc'"),
-], ids=["abbreviation", "typo", "strategy-option", "type"])
+], ids=["abbreviation", "typo", "nested-option", "strategy-option", "type"])
 def test_a_misspelt_option_is_one_line_with_the_closest_names(args, line, capsys):
     rc = main(["fit", "--config", str(PER_FRAME), *args, "--print_config"])
     lines = [x for x in capsys.readouterr().err.splitlines() if "W&B" not in x]
