@@ -220,8 +220,9 @@ CONTAINERS = {"libx264": "mp4", "flv": "flv", "rv10": "rm", "rv20": "rm", "libvp
 PIX = {"mjpeg": "yuvj420p"}
 
 
-def encode_with(frames: np.ndarray, path, encoder: str, bframes: int = 0, fixed_q: int | None = None):
-    """`frames` through FFmpeg's `encoder` (GOP 12), at 25 fps."""
+def encode_with(frames: np.ndarray, path, encoder: str, bframes: int = 0, fixed_q: int | None = None,
+                options: dict | None = None):
+    """`frames` through FFmpeg's `encoder` (GOP 12), at 25 fps; `options`: the encoder's own."""
     c = av.open(str(path), "w", format=CONTAINERS.get(encoder, "avi"))
     s = c.add_stream(encoder, rate=Fraction(25))
     s.height, s.width = frames.shape[1:3]
@@ -229,8 +230,11 @@ def encode_with(frames: np.ndarray, path, encoder: str, bframes: int = 0, fixed_
     s.codec_context.gop_size = 12
     if bframes:
         s.codec_context.max_b_frames = bframes
+    opts = dict(options or {})
     if fixed_q:  # every picture type at one quantiser: B-frames as sharp as P-frames
-        s.options = {"qmin": str(fixed_q), "qmax": str(fixed_q)}
+        opts.update(qmin=str(fixed_q), qmax=str(fixed_q))
+    if opts:
+        s.options = opts
     for img in frames:
         for p in s.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24").reformat(format=s.pix_fmt)):
             c.mux(p)

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from mvseg.video.decode import CODECS, NoMotionVectorsError, iter_frames, probe
-from mvseg.ops.fields import compose
+from mvseg.ops.fields import cell_index, compose
 from mvseg.video.motion import iter_fields
 
 CSV_HEADER = "framenum,source,blockw,blockh,srcx,srcy,dstx,dsty,flags,motion_x,motion_y,motion_scale"
@@ -121,21 +121,30 @@ def warp_image(image: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor) ->
 def motion_report(path: str | Path, max_distance: int = 5, progress: bool = False) -> dict:
     """PSNR of frame t-d warped to frame t by the composed MV offsets, against decoded frame
     t, beside the PSNR of copying frame t-d, averaged over every pair of the video whose chain
-    crosses no I-frame, for d = 1..max_distance. Streams: holds max_distance + 1 frames; the
-    distances of one frame are warped in one batch. progress: a progress bar on stderr."""
+    crosses no I-frame, for d = 1..max_distance. Streams: holds max_distance + 1 frames.
+    Each pair's errors come from one compiled pass over the uint8 frames (`report_jit`), or,
+    without numba or with MVSEG_JIT=0, from the PyTorch reference (a frame's distances warped in
+    one batch). progress: a progress bar on stderr."""
     from tqdm import tqdm
+
+    from mvseg.video import raster_jit
 
     if max_distance < 1:
         raise ValueError(f"max_distance must be >= 1, got {max_distance}")
-    window: deque = deque(maxlen=max_distance + 1)  # (image, offset, mask, intra)
+    fast = None
+    if raster_jit.enabled():
+        from mvseg.video import report_jit
+
+        fast = report_jit.pair_errors if report_jit.load() is not None else None
+    window: deque = deque(maxlen=max_distance + 1)  # (image uint8 (H, W, 3), offset, mask, intra)
     warp_sum, copy_sum, pairs = np.zeros(max_distance), np.zeros(max_distance), np.zeros(max_distance, int)
     total_frames = probe(path).num_frames if progress else 0
     bar = tqdm(total=total_frames or None, desc="motion report", unit="frame", disable=not progress)
+    cells = None
     try:
         for f, o, m in iter_fields(path, iframes="none", intra="none"):  # the bitstream's own motion
             bar.update()
-            img = torch.from_numpy(f.image).permute(2, 0, 1).float()
-            window.append((img, torch.from_numpy(o), torch.from_numpy(m), f.pict_type in ("I", "i")))
+            window.append((f.image, torch.from_numpy(o), torch.from_numpy(m), f.pict_type in ("I", "i")))
             cur = window[-1]
             if cur[3]:
                 continue
@@ -150,13 +159,21 @@ def motion_report(path: str | Path, max_distance: int = 5, progress: bool = Fals
                 refs.append(window[-1 - d][0])
                 offs.append(total)
                 masks.append(valid)
-            if not refs:
-                continue
             n = len(refs)
-            ref = torch.stack(refs)  # (n, 3, H, W): frames t-1 .. t-n
-            warped = _warp_images(ref, torch.stack(offs), torch.stack(masks))
-            warp_sum[:n] += _psnr_batch(warped, cur[0])
-            copy_sum[:n] += _psnr_batch(ref, cur[0])
+            if not n:
+                continue
+            if fast is not None:
+                h, w = cur[0].shape[:2]
+                if cells is None or cells[0].shape[0] != h or cells[1].shape[0] != w:
+                    cells = (cell_index(h, o.shape[-2]).numpy(), cell_index(w, o.shape[-1]).numpy())
+                sse = np.array([fast(r, cur[0], t.numpy(), v.numpy(), *cells) for r, t, v in zip(refs, offs, masks)])
+                warp_sum[:n] += _psnr_of(sse[:, 0], cur[0].size)
+                copy_sum[:n] += _psnr_of(sse[:, 1], cur[0].size)
+            else:
+                ref = torch.stack([_chw(r) for r in refs])  # (n, 3, H, W): frames t-1 .. t-n
+                warped = _warp_images(ref, torch.stack(offs), torch.stack(masks))
+                warp_sum[:n] += _psnr_batch(warped, _chw(cur[0]))
+                copy_sum[:n] += _psnr_batch(ref, _chw(cur[0]))
             pairs[:n] += 1
     finally:
         bar.close()
@@ -170,6 +187,16 @@ def motion_report(path: str | Path, max_distance: int = 5, progress: bool = Fals
             "psnr_copy": round(copy_sum[d] / n, 3) if n else None,
         })
     return {"path": str(path), "max_distance": max_distance, "rows": rows}
+
+
+def _chw(image: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(image).permute(2, 0, 1).float()
+
+
+def _psnr_of(sse: np.ndarray, count: int) -> np.ndarray:
+    mse = sse / count
+    with np.errstate(divide="ignore"):
+        return np.where(mse == 0, np.inf, 10 * np.log10(255.0**2 / mse))
 
 
 def _warp_images(images: torch.Tensor, offsets: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:

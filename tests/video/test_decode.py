@@ -397,27 +397,13 @@ def test_gop_parallel_mvs_equal_one_decoder(params, chunks, tmp_path, monkeypatc
 # ----------------------------------------------------------------------------- inspect says it plainly
 
 
-def _encode_with(path, encoder: str, frames: np.ndarray, options: dict | None = None):
-    """RGB frames (T, H, W, 3) to `path` with any FFmpeg encoder and its options."""
-    with av.open(str(path), "w") as c:
-        s = c.add_stream(encoder, rate=25)
-        s.width, s.height, s.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
-        s.options = options or {}
-        for img in frames:
-            for p in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-                c.mux(p)
-        for p in s.encode():
-            c.mux(p)
-    return path
-
-
 @pytest.mark.reliability
 def test_inspect_says_when_a_codec_exports_no_mvs_and_dump_mvs_fails(tmp_path, capsys):
-    from helpers import translating_frames
+    from helpers import encode_with, translating_frames
 
     from mvseg.cli import main
 
-    src = _encode_with(tmp_path / "vp9.webm", "libvpx-vp9", translating_frames(4, 64, 96, 2.0, 1.0))
+    src = encode_with(translating_frames(4, 64, 96, 2.0, 1.0), tmp_path / "vp9.webm", "libvpx-vp9")
     assert main(["inspect", str(src)]) == 0
     out = capsys.readouterr().out
     assert "MVs:          none: FFmpeg exports no block motion vectors for vp9" in out
@@ -429,10 +415,12 @@ def test_inspect_says_when_a_codec_exports_no_mvs_and_dump_mvs_fails(tmp_path, c
 
 @pytest.mark.reliability
 def test_inspect_warns_for_interlaced_video(tmp_path, capsys):
+    from helpers import encode_with
+
     from mvseg.cli import main
 
     frames = np.stack([np.full((96, 128, 3), 40 * i, np.uint8) for i in range(4)])
-    src = _encode_with(tmp_path / "tff.mp4", "libx264", frames, {"x264-params": "tff=1"})  # interlaced, top field first
+    src = encode_with(frames, tmp_path / "tff.mp4", "libx264", options={"x264-params": "tff=1"})  # interlaced, top field first
     assert main(["inspect", str(src)]) == 0
     err = capsys.readouterr().err
     assert f"mvseg inspect: warning: {src}: interlaced video (fields)" in err
