@@ -186,7 +186,7 @@ def test_predict_checks_paths_and_numbers_before_any_work(prop_ckpt, clip, tmp_p
         assert rc == 2, extra
         assert message in capsys.readouterr().err, extra
     assert main(["predict", str(tmp_path / "none.mp4"), "--ckpt", str(prop_ckpt)]) == 2
-    assert f"{tmp_path / 'none.mp4'}: no such video" in capsys.readouterr().err
+    assert f"{tmp_path / 'none.mp4'}: no such file" in capsys.readouterr().err
     assert main(["predict", str(clip), "--ckpt", str(prop_ckpt.parent)]) == 2
     assert f"{prop_ckpt.parent}: is a folder, not a checkpoint file" in capsys.readouterr().err
 

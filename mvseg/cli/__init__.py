@@ -33,6 +33,9 @@ from importlib import import_module
 OWN_COMMANDS = {"predict": "predict", "inspect": "inspect", "fuzz": "fuzz", "data": "data", "sweep": "sweep",
                 "bench": "bench"}
 LIGHTNING_COMMANDS = ("fit", "validate", "test")
+#: what a command keeps when Ctrl-C stops it (files are written whole, through a temporary name)
+KEPT_ON_INTERRUPT = {"data": ": the clips and labels written so far are kept; the same command goes on from them",
+                     "predict": ": nothing complete was written", "inspect": ": no report written"}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -138,6 +141,6 @@ def main(args: Sequence[str] | None = None) -> int:
         except (OSError, ValueError) as e:
             print(f"mvseg {a.command}: error: {e}", file=sys.stderr)
             return 2
-        except KeyboardInterrupt:  # Ctrl-C before or between a command's writes: nothing half-written (each says what it kept)
-            print(f"\nmvseg {a.command}: interrupted", file=sys.stderr)
+        except KeyboardInterrupt:  # Ctrl-C: one line that says what is kept, no traceback
+            print(f"\nmvseg {a.command}: interrupted{KEPT_ON_INTERRUPT.get(a.command, '')}", file=sys.stderr)
             return 130

@@ -20,6 +20,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(a: argparse.Namespace) -> int:
+    from mvseg.cli.predict import check_video_path
+
+    check_video_path(a.video)  # before torch loads
+    if a.max_distance < 1:
+        raise ValueError(f"--max-distance must be >= 1, got {a.max_distance}")
     from mvseg.video.report import motion_report, summarize
 
     s = summarize(a.video, dump_mvs=a.dump_mvs)

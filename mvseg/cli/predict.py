@@ -68,13 +68,24 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
+def check_video_path(video: str | Path) -> None:
+    """The checks `mvseg.video.decode` makes first, with its words, made before torch and PyAV
+    load (seconds), so a mistyped path is said at once."""
+    v = Path(video)
+    if "://" in str(video):
+        return
+    if not v.exists():
+        raise FileNotFoundError(f"{v}: no such file")
+    if v.is_dir():
+        raise IsADirectoryError(f"{v}: is a directory, not a video file")
+    if v.stat().st_size == 0:
+        raise ValueError(f"{v}: empty file (0 bytes)")
+
+
 def resolve_paths(video: str, ckpt: str, out: str | None, labels_dir: str | None) -> tuple[Path, Path | None]:
     """Check the inputs and outputs before any work; returns the overlay path and labels folder."""
     v, c = Path(video), Path(ckpt)
-    if not v.exists():
-        raise FileNotFoundError(f"{v}: no such video")
-    if v.is_dir():
-        raise IsADirectoryError(f"{v}: is a folder, not a video")
+    check_video_path(v)
     if not c.exists():
         raise FileNotFoundError(f"{c}: checkpoint not found")
     if c.is_dir():

@@ -3,6 +3,7 @@ and the motion report (are this video's MVs usable for propagation?)."""
 
 from __future__ import annotations
 
+import os
 from collections import Counter, deque
 from pathlib import Path
 
@@ -30,7 +31,10 @@ def summarize(path: str | Path, dump_mvs: str | Path | None = None) -> dict:
     corrupt, missing, times, rotation = [], [], [], 0
     sizes: Counter = Counter()
     sources: Counter = Counter()
-    out = open(dump_mvs, "w") if dump_mvs else None
+    # the CSV is written under a temporary name and renamed when whole (an interrupted dump leaves none)
+    part = Path(f"{dump_mvs}.part") if dump_mvs else None
+    out = open(part, "w") if part else None
+    done = False
     try:
         if out:
             out.write(CSV_HEADER + "\n")
@@ -54,9 +58,14 @@ def summarize(path: str | Path, dump_mvs: str | Path | None = None) -> dict:
                 if out:
                     cols = [np.full(len(mv), f.index + 1)] + [mv[k] for k in mv.dtype.names]
                     np.savetxt(out, np.stack([c.astype(np.int64) for c in cols], 1), fmt=CSV_FORMAT)
+        done = True
     finally:
         if out:
             out.close()
+            if done:
+                os.replace(part, dump_mvs)
+            else:
+                part.unlink(missing_ok=True)
     return {
         "path": str(path),
         "codec": info.codec,
