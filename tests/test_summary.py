@@ -99,3 +99,21 @@ def test_threads_follow_the_cpus_the_process_may_use(tmp_path, monkeypatch):
         assert threads.configure_threads(tmp_path) is None and torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.reliability
+def test_a_fit_without_validation_says_so_and_w_and_b_and_lightning_stay_quiet(tiny_dataset, tmp_path, capfd):
+    """Every fit ends with a word of ours; W&B's anonymous / git-root notices and Lightning's tips
+    are not printed (the default W&B logger, offline)."""
+    run = tmp_path / "run"
+    args = _fit("per_frame", run, tiny_dataset, "--trainer.check_val_every_n_epoch", "5")
+    i = args.index("--trainer.logger")
+    args[i + 1], args[i + 3] = "lightning.pytorch.loggers.WandbLogger", str(run / "w")  # save_dir not made yet
+    assert main(args) == 0
+    out, err = capfd.readouterr()
+    assert (f"mvseg: run done (1 epochs, 1 steps); no summary table: no validation ran (every 5 epochs: "
+            f"trainer.check_val_every_n_epoch; or trainer.limit_val_batches 0); evaluate it with mvseg validate "
+            f"--config {run / 'config.yaml'} --ckpt_path {run / 'checkpoints' / 'last.ckpt'}") in out
+    for noise in ("anonymous setting", "git root", "Tip:", "LeafSpec", "not resumable"):
+        assert noise not in out + err, noise
+    assert (run / "checkpoints" / "last.ckpt").is_file()  # saved although no validation ran
