@@ -49,6 +49,9 @@ _MVSEG_WORKER = r"""
 import hashlib, json, sys, time, warnings
 warnings.simplefilter("ignore")
 path, mode = sys.argv[1], sys.argv[2]
+import os
+if mode == "report_ref":
+    os.environ["MVSEG_JIT"] = "0"  # the PyTorch reference path (as without numba)
 import av, numpy as np
 from mvseg.video.decode import iter_frames
 if mode.startswith("fields"):
@@ -65,8 +68,15 @@ def frames():
     return iter_frames(path, rgb=(mode != "mvs"), mvs=(mode != "rgb_no_mvs"))
 
 n = m = 0
+if mode.startswith("report"):
+    from mvseg.video.report import motion_report
+    from mvseg.video import raster_jit, report_jit
+    raster_jit.load(), report_jit.load()  # compiled or loaded from numba's cache untimed, as imports (None: report_ref)
+    n = sum(1 for _ in iter_frames(path, mvs=False, rgb=False))
 t, cpu = time.perf_counter(), time.process_time()
-if mode in ("plain", "plain_rgb"):
+if mode.startswith("report"):  # `mvseg inspect --motion-report --max-distance 5`
+    motion_report(path, 5)
+elif mode in ("plain", "plain_rgb"):
     with av.open(path) as c:
         st = c.streams.video[0]
         st.thread_type = "SLICE"
@@ -123,12 +133,17 @@ print(json.dumps({"frames": n, "ms": ms, "cpu_ms": cpu_ms, "mvs": m, "digest": h
 # work done, unmoved by a shared machine's stalls; with GOPs decoded in parallel it sums the threads.
 CPU_RATIOS = ("mvs_over_plain", "fields_over_plain", "fields_bitstream_over_plain")
 OWN = ("plain", "plain_rgb", "mvs", "fields", "fields_bitstream", "fields_ahead", "fields_full", "rgb", "rgb_no_mvs")
+# `mvseg inspect --motion-report --max-distance 5`, compiled and PyTorch reference: on request only
+# (--modes plain rgb report report_ref), the reference takes ~30x a decode
+REPORT = ("report", "report_ref")
 PEER = ("peer_mvs", "peer_rgb")
 RATIOS = [("fields_full_over_plain", "fields_full", "plain"), ("mvs_over_plain", "mvs", "plain"),
           ("fields_over_plain", "fields", "plain"), ("fields_bitstream_over_plain", "fields_bitstream", "plain"),
           ("fields_ahead_over_plain", "fields_ahead", "plain"),
           ("rgb_over_plain_rgb", "rgb", "plain_rgb"), ("rgb_no_mvs_over_plain_rgb", "rgb_no_mvs", "plain_rgb"),
-          ("peer_over_mvseg_mvs", "peer_mvs", "mvs"), ("peer_over_mvseg_rgb", "peer_rgb", "rgb")]
+          ("peer_over_mvseg_mvs", "peer_mvs", "mvs"), ("peer_over_mvseg_rgb", "peer_rgb", "rgb"),
+          ("report_over_plain", "report", "plain"), ("report_over_rgb", "report", "rgb"),
+          ("report_ref_over_report", "report_ref", "report")]
 
 
 def peer_python(given: str | None = None) -> str | None:
@@ -155,7 +170,7 @@ def bench_video(paths: list[str | Path], repeats: int, peer: str | None = None,
     in-round ratios, where both variants ran) and whether each tool's MVs were identical across
     rounds. `modes`: mvseg's variants to run (default all of `OWN`)."""
     rows = []
-    variants = [v for v in OWN if modes is None or v in modes] + (list(PEER) if peer else [])
+    variants = [v for v in OWN + REPORT if (v in modes if modes else v in OWN)] + (list(PEER) if peer else [])
     for path in paths:
         probe(path)  # a file that is not a video: said here, naming it
         runs: dict[str, list[dict]] = {v: [] for v in variants}
@@ -173,7 +188,7 @@ def bench_video(paths: list[str | Path], repeats: int, peer: str | None = None,
                 row[name] = float(np.median(ms[a] / ms[b]))
                 if name in CPU_RATIOS:  # the same with CPU time: the work, without the machine's stalls
                     row[name + "_cpu"] = float(np.median(cpu[a] / cpu[b]))
-        with_mvs = [r for v in variants if v not in PEER and v not in ("plain", "plain_rgb", "rgb_no_mvs")
+        with_mvs = [r for v in variants if v not in PEER + REPORT and v not in ("plain", "plain_rgb", "rgb_no_mvs")
                     for r in runs[v]]
         if with_mvs:
             row.update(mvseg_digests=len({r["digest"] for r in with_mvs}), mvseg_mvs=with_mvs[0]["mvs"])
@@ -204,7 +219,8 @@ def make_bench_videos(out_dir: str | Path, height: int = 360, width: int = 640) 
 COLUMNS = ["video", "frames", "plain_ms", "mvs_ms", "fields_ms", "fields_bitstream_ms", "fields_ahead_ms", "fields_full_ms",
            "plain_rgb_ms", "rgb_ms", "rgb_no_mvs_ms", "fields_full_over_plain", "mvs_over_plain", "fields_over_plain",
            "fields_bitstream_over_plain", "fields_ahead_over_plain", "rgb_over_plain_rgb", "rgb_no_mvs_over_plain_rgb",
-           "mvs_over_plain_cpu", "fields_over_plain_cpu", "fields_bitstream_over_plain_cpu", "mvseg_digests"]
+           "mvs_over_plain_cpu", "fields_over_plain_cpu", "fields_bitstream_over_plain_cpu", "mvseg_digests",
+           "report_ms", "report_ref_ms", "report_over_plain", "report_over_rgb", "report_ref_over_report"]
 PEER_COLUMNS = ["peer_mvs_ms", "peer_rgb_ms", "peer_over_mvseg_mvs", "peer_over_mvseg_rgb", "peer_digests"]
 
 

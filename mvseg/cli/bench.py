@@ -19,8 +19,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="also motion-vector-extractor (optional; left out when not installed)")
     p.add_argument("--modes", nargs="+", default=None,
                    choices=["plain", "plain_rgb", "mvs", "fields", "fields_bitstream", "fields_ahead", "fields_full", "rgb",
-                            "rgb_no_mvs"],  # mvseg.bench.video.OWN (not imported to parse arguments)
-                   help="mvseg's variants to run (default: all)")
+                            "rgb_no_mvs", "report", "report_ref"],  # mvseg.bench.video.OWN + REPORT (not imported to parse)
+                   help="mvseg's variants to run (default: all but report / report_ref, the motion report at "
+                        "--max-distance 5, compiled and PyTorch reference)")
     p.add_argument("--peer-python", default=None, metavar="PYTHON",
                    help="the interpreter that has motion-vector-extractor (default: $MVSEG_PEER_PYTHON, or this one)")
     p.add_argument("--json", metavar="OUT.json")
