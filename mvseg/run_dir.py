@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -58,10 +57,14 @@ class RunLock:
     def __init__(self, run: str | Path) -> None:
         self.run = Path(run)
         self.fd: int | None = None
-        self.created = False
+        self.created: list[Path] = []
 
     def acquire(self) -> "RunLock":
-        self.created = not self.run.exists()
+        self.created = []  # the folders made here, deepest first: removed again if the fit writes nothing
+        p = self.run.absolute()
+        while not p.exists():
+            self.created.append(p)
+            p = p.parent
         self.run.mkdir(parents=True, exist_ok=True)
         path = self.run / LOCK_NAME
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -86,4 +89,9 @@ class RunLock:
         self.fd = None
         # a fit that stopped before writing anything leaves no folder behind
         if self.created and [p.name for p in self.run.iterdir()] == [LOCK_NAME]:
-            shutil.rmtree(self.run, ignore_errors=True)
+            (self.run / LOCK_NAME).unlink(missing_ok=True)
+            for folder in self.created:
+                try:
+                    folder.rmdir()  # only while empty
+                except OSError:
+                    break

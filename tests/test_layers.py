@@ -10,12 +10,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # lowest first; a part may import its own layer's other parts (without a circle) and lower layers
 LAYERS = [
-    {"mvseg", "mvseg.checkpoint_io", "mvseg.wandb_offline", "mvseg.threads", "mvseg.ops", "triton_kernels"},
+    {"mvseg", "mvseg.checkpoint_io", "mvseg.resume", "mvseg.wandb_offline", "mvseg.threads", "mvseg.ops",
+     "triton_kernels"},
     {"mvseg.video"},
     {"mvseg.data", "mvseg.models", "mvseg.losses"},
     {"mvseg.strategies"},
     {"mvseg.runtime"},
-    {"mvseg.predict", "mvseg.sweep", "mvseg.fuzz", "mvseg.prerequisites", "mvseg.bench", "mvseg.summary"},
+    {"mvseg.predict", "mvseg.sweep", "mvseg.fuzz", "mvseg.prerequisites", "mvseg.bench", "mvseg.summary",
+     "mvseg.run_dir"},
     {"mvseg.cli"},
 ]
 LAYER = {part: i for i, parts in enumerate(LAYERS) for part in parts}

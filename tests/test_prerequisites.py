@@ -62,7 +62,7 @@ def test_a_missing_stage_is_trained_first_then_reused(stages, capfd):
     assert f"model.init_args.init_from: {ckpt} does not exist yet: training {tmp / 'a.yaml'} first" in err
     assert ckpt.is_file() and (runs / "b" / "checkpoints" / "last.ckpt").is_file()
     stamp = ckpt.stat().st_mtime_ns
-    assert main(["fit", "--config", str(tmp / "b.yaml"), *data]) == 0
+    assert main(["fit", "--config", str(tmp / "b.yaml"), *data, "--overwrite"]) == 0  # b again from a (a run folder is one run: --overwrite)
     assert "first" not in capfd.readouterr().err and ckpt.stat().st_mtime_ns == stamp  # reused
 
 

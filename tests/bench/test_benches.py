@@ -59,6 +59,14 @@ def test_bench_video_side_by_side_in_fresh_processes(pan_video, tmp_path, capsys
     assert peer_python(None) is None
 
 
+def test_bench_video_times_the_motion_report_on_request(pan_video, tmp_path):
+    out = tmp_path / "report.json"
+    assert main(["bench", "video", str(pan_video[0]), "--repeats", "1", "--modes", "plain", "report", "--json", str(out)]) == 0
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["frames"] == 20 and "report_ref_ms" not in row
+    assert row["report_over_plain"] == pytest.approx(row["report_ms"] / row["plain_ms"])
+
+
 TINY_CASES = [
     ("tiny warp", "warp", {"feat": (1, 4, 8, 8), "off": (1, 2, 4, 4), "frame": (16, 16)}),
     ("tiny attention", "local_attention", {"qkv": (1, 4, 8, 8), "window": 3}),
