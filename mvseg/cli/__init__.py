@@ -1,6 +1,6 @@
 """The `mvseg` console script: LightningCLI for training plus the project's own commands.
 
-    mvseg fit|validate|test --config experiments/per_frame.yaml [--key value ...] [--no-prerequisites]
+    mvseg fit|validate|test --config experiments/per_frame.yaml [--key value ...] [--no-prerequisites] [--overwrite]
     mvseg predict VIDEO --ckpt RUN/checkpoints/last.ckpt [--out overlay.mp4] [--labels-dir DIR]
     mvseg inspect VIDEO [--dump-mvs OUT.csv] [--motion-report [--max-distance N]] [--json OUT]
     mvseg fuzz [VIDEO ...] [--budget SECONDS] [--cases N] [--seed S] [--out DIR]
