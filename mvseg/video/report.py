@@ -144,7 +144,7 @@ def motion_report(path: str | Path, max_distance: int = 5, progress: bool = Fals
     if raster_jit.enabled():
         from mvseg.video import report_jit
 
-        fast = report_jit.pair_errors if report_jit.load() is not None else None
+        fast = report_jit.pair_errors_many if report_jit.load() is not None else None
     window: deque = deque(maxlen=max_distance + 1)  # (image uint8 (H, W, 3), offset, mask, intra)
     warp_sum, copy_sum, pairs = np.zeros(max_distance), np.zeros(max_distance), np.zeros(max_distance, int)
     total_frames = probe(path).num_frames if progress else 0
@@ -175,7 +175,7 @@ def motion_report(path: str | Path, max_distance: int = 5, progress: bool = Fals
                 h, w = cur[0].shape[:2]
                 if cells is None or cells[0].shape[0] != h or cells[1].shape[0] != w:
                     cells = (cell_index(h, o.shape[-2]).numpy(), cell_index(w, o.shape[-1]).numpy())
-                sse = np.array([fast(r, cur[0], t.numpy(), v.numpy(), *cells) for r, t, v in zip(refs, offs, masks)])
+                sse = fast([(r, cur[0], t.numpy(), v.numpy()) for r, t, v in zip(refs, offs, masks)], *cells)
                 warp_sum[:n] += _psnr_of(sse[:, 0], cur[0].size)
                 copy_sum[:n] += _psnr_of(sse[:, 1], cur[0].size)
             else:

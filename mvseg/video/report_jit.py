@@ -6,23 +6,22 @@ For a pair (frame t-d, frame t) the report needs two numbers: the squared error 
 warped to t by the composed cell offsets (bilinear, border padding: `report.warp_image`, i.e.
 `ops.warp.warp_reference`), and that of frame t-d copied. The reference builds a float image,
 a sampling grid and a warped image per pair and reduces them; here one pass over the pixels of
-the uint8 frames samples, differences and sums both errors in registers, rows in parallel and
-without the GIL. The sampling is warp_reference's (pixel centre + cell offset, clamped to the
+the uint8 frames samples, differences and sums both errors in registers, without the GIL: a
+frame's distances run on threads of their own (`pair_errors_many`; not numba's parallel
+threading layer, which hangs in a process forked from one that has used OpenMP, as `mvseg
+fuzz` forks its cases). The sampling is warp_reference's (pixel centre + cell offset, clamped to the
 frame, bilinear); the sums are float64, so the PSNRs agree with the reference to ~1e-4 dB
 (tests/video/test_report_jit.py).
 """
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from mvseg.video.raster_jit import HAVE_NUMBA, enabled
 
-# imported by the motion report only (numba's import costs ~0.3 s)
-try:
-    from numba import prange
-except ImportError:  # no numba: the reference path is used
-    prange = range
 
 
 def _kernel(ref, cur, offset, mask, iy, ix, out):  # pragma: no cover - compiled
@@ -34,7 +33,7 @@ def _kernel(ref, cur, offset, mask, iy, ix, out):  # pragma: no cover - compiled
     h, w = cur.shape[0], cur.shape[1]
     rows = np.zeros((h, 2), np.float64)
     one = np.float32(1.0)
-    for y in prange(h):
+    for y in range(h):
         cy = iy[y]
         sw = 0.0
         sc = 0.0
@@ -107,9 +106,9 @@ def load():
         import numba
 
         try:
-            kernel = numba.njit(cache=True, nogil=True, parallel=True)(_kernel)
+            kernel = numba.njit(cache=True, nogil=True)(_kernel)
         except RuntimeError:  # no writable place for numba's cache
-            kernel = numba.njit(nogil=True, parallel=True)(_kernel)
+            kernel = numba.njit(nogil=True)(_kernel)
         z = np.zeros((4, 4, 3), np.uint8)
         kernel(z, z, np.zeros((2, 1, 1), np.float32), np.ones((1, 1), np.float32), np.zeros(4, np.int64),
                np.zeros(4, np.int64), np.zeros(2))
@@ -130,4 +129,27 @@ def pair_errors(ref: np.ndarray, cur: np.ndarray, offset: np.ndarray, mask: np.n
     return float(out[0]), float(out[1])
 
 
-__all__ = ["HAVE_NUMBA", "load", "pair_errors"]
+_pool: tuple[int, object] | None = None  # (pid, ThreadPoolExecutor): a forked child makes its own
+
+
+def _threads():
+    global _pool
+    if _pool is None or _pool[0] != os.getpid():
+        from concurrent.futures import ThreadPoolExecutor
+
+        n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        _pool = (os.getpid(), ThreadPoolExecutor(max_workers=max(n, 1), thread_name_prefix="mvseg-report"))
+    return _pool[1]
+
+
+def pair_errors_many(pairs: list[tuple], iy: np.ndarray, ix: np.ndarray) -> np.ndarray | None:
+    """`pair_errors` of several (ref, cur, offset, mask) pairs at once, on the process's CPUs
+    (the kernel releases the GIL); (n, 2) float64, or None when the fast path is off."""
+    if load() is None:
+        return None
+    if len(pairs) == 1:
+        return np.array([pair_errors(*pairs[0], iy, ix)])
+    return np.array(list(_threads().map(lambda p: pair_errors(*p, iy, ix), pairs)))
+
+
+__all__ = ["HAVE_NUMBA", "load", "pair_errors", "pair_errors_many"]
