@@ -24,28 +24,35 @@ from mvseg.video.raster_jit import HAVE_NUMBA, enabled
 
 
 
-def _kernel(ref, cur, offset, mask, iy, ix, out):  # pragma: no cover - compiled
-    """ref, cur (H, W, 3) uint8; offset (2, Hm, Wm) float32 in pixels; mask (Hm, Wm) float32; iy
-    (H,) / ix (W,) int64: each pixel's cell; out (2,) float64 <- (warp SSE, copy SSE).
-    A cell's offset is the same for its pixels: its whole and fractional parts and the four
-    bilinear weights are computed once per cell, and a pixel whose four sources lie inside the
-    frame (nearly all) needs no clamping."""
-    h, w = cur.shape[0], cur.shape[1]
-    rows = np.zeros((h, 2), np.float64)
+def _kernel(ref, cur, h, w, offset, mask, iy, ix, y_start, y_stop, out):  # pragma: no cover - compiled
+    """Rows y_start..y_stop-1 of a pair: ref, cur flat (H * W * 3,) uint8 (HWC); offset (2, Hm, Wm)
+    float32 in pixels; mask (Hm, Wm) float32; iy (H,) / ix (W,) int64: each pixel's cell; out (2,)
+    float64 <- (warp SSE, copy SSE). A cell's offset is the same for its pixels: its whole and
+    fractional parts and the four bilinear weights are computed once per cell, and a pixel whose
+    four sources lie inside the frame (nearly all) needs no clamping. A pixel's three channels
+    are summed in float32 (the reference's precision), rows in float64."""
     one = np.float32(1.0)
-    for y in range(h):
+    zero = np.float32(0.0)
+    row = 3 * w
+    warp_sse = 0.0
+    copy_sse = 0
+    for y in range(y_start, y_stop):
         cy = iy[y]
         sw = 0.0
-        sc = 0.0
         last = -1
         nan = False
         sx = 0
         sy = 0
-        fx = np.float32(0.0)
-        fy = np.float32(0.0)
-        dx = np.float32(0.0)
-        dy = np.float32(0.0)
+        fx = zero
+        fy = zero
+        dx = zero
+        dy = zero
+        base = y * row
         for x in range(w):
+            j = base + 3 * x
+            c0, c1, c2 = np.int32(cur[j]), np.int32(cur[j + 1]), np.int32(cur[j + 2])
+            e0, e1, e2 = np.int32(ref[j]) - c0, np.int32(ref[j + 1]) - c1, np.int32(ref[j + 2]) - c2
+            copy_sse += e0 * e0 + e1 * e1 + e2 * e2
             cx = ix[x]
             if cx != last:  # a new cell: its shift and weights
                 last = cx
@@ -58,39 +65,37 @@ def _kernel(ref, cur, offset, mask, iy, ix, out):  # pragma: no cover - compiled
                     gy = np.floor(dy)
                     sx, sy = int(gx), int(gy)
                     fx, fy = dx - gx, dy - gy
-            for c in range(3):
-                e = float(ref[y, x, c]) - float(cur[y, x, c])
-                sc += e * e
             if nan:  # the reference reads zero there
-                for c in range(3):
-                    d = float(cur[y, x, c])
-                    sw += d * d
+                sw += float(c0 * c0 + c1 * c1 + c2 * c2)
                 continue
             x0 = x + sx
             y0 = y + sy
             ax, ay = fx, fy
             if x0 < 0 or y0 < 0 or x0 >= w - 1 or y0 >= h - 1:  # near the border: clamp as the reference
-                px = min(max(np.float32(x) + dx, np.float32(0.0)), np.float32(w - 1))
-                py = min(max(np.float32(y) + dy, np.float32(0.0)), np.float32(h - 1))
+                px = min(max(np.float32(x) + dx, zero), np.float32(w - 1))
+                py = min(max(np.float32(y) + dy, zero), np.float32(h - 1))
                 x0 = int(np.floor(px))
                 y0 = int(np.floor(py))
                 ax = px - np.float32(x0)
                 ay = py - np.float32(y0)
-            x1 = min(x0 + 1, w - 1)  # a neighbour past the edge has weight 0 there
-            y1 = min(y0 + 1, h - 1)
+            i00 = y0 * row + 3 * x0
+            i01 = i00 + (3 if x0 < w - 1 else 0)  # a neighbour past the edge has weight 0 there
+            i10 = i00 + (row if y0 < h - 1 else 0)
+            i11 = i10 + (i01 - i00)
             w00 = (one - ax) * (one - ay)
             w01 = ax * (one - ay)
             w10 = (one - ax) * ay
             w11 = ax * ay
-            for c in range(3):
-                v = (w00 * np.float32(ref[y0, x0, c]) + w01 * np.float32(ref[y0, x1, c])
-                     + w10 * np.float32(ref[y1, x0, c]) + w11 * np.float32(ref[y1, x1, c]))
-                d = float(v) - float(cur[y, x, c])
-                sw += d * d
-        rows[y, 0] = sw
-        rows[y, 1] = sc
-    out[0] = rows[:, 0].sum()
-    out[1] = rows[:, 1].sum()
+            v0 = w00 * np.float32(ref[i00]) + w01 * np.float32(ref[i01]) + w10 * np.float32(ref[i10]) + w11 * np.float32(ref[i11])
+            v1 = (w00 * np.float32(ref[i00 + 1]) + w01 * np.float32(ref[i01 + 1]) + w10 * np.float32(ref[i10 + 1])
+                  + w11 * np.float32(ref[i11 + 1]))
+            v2 = (w00 * np.float32(ref[i00 + 2]) + w01 * np.float32(ref[i01 + 2]) + w10 * np.float32(ref[i10 + 2])
+                  + w11 * np.float32(ref[i11 + 2]))
+            d0, d1, d2 = v0 - np.float32(c0), v1 - np.float32(c1), v2 - np.float32(c2)
+            sw += float(d0 * d0 + d1 * d1 + d2 * d2)
+        warp_sse += sw
+    out[0] = warp_sse
+    out[1] = float(copy_sse)
 
 
 _compiled = None
@@ -109,27 +114,29 @@ def load():
             kernel = numba.njit(cache=True, nogil=True)(_kernel)
         except RuntimeError:  # no writable place for numba's cache
             kernel = numba.njit(nogil=True)(_kernel)
-        z = np.zeros((4, 4, 3), np.uint8)
-        kernel(z, z, np.zeros((2, 1, 1), np.float32), np.ones((1, 1), np.float32), np.zeros(4, np.int64),
-               np.zeros(4, np.int64), np.zeros(2))
+        z = np.zeros(48, np.uint8)
+        kernel(z, z, 4, 4, np.zeros((2, 1, 1), np.float32), np.ones((1, 1), np.float32), np.zeros(4, np.int64),
+               np.zeros(4, np.int64), 0, 4, np.zeros(2))
         _compiled = kernel
     return _compiled
 
 
 def pair_errors(ref: np.ndarray, cur: np.ndarray, offset: np.ndarray, mask: np.ndarray,
-                iy: np.ndarray, ix: np.ndarray) -> tuple[float, float] | None:
+                iy: np.ndarray, ix: np.ndarray, rows: tuple[int, int] | None = None) -> tuple[float, float] | None:
     """(squared error of `ref` warped by the cell field against `cur`, that of `ref` copied),
-    summed over pixels and channels; None when the fast path is off."""
+    summed over pixels and channels (of `rows`, default all); None when the fast path is off."""
     kernel = load()
     if kernel is None:
         return None
+    h, w = cur.shape[:2]
+    y0, y1 = rows or (0, h)
     out = np.zeros(2)
-    kernel(np.ascontiguousarray(ref), np.ascontiguousarray(cur), np.ascontiguousarray(offset, np.float32),
-           np.ascontiguousarray(mask, np.float32), iy, ix, out)
+    kernel(np.ascontiguousarray(ref).reshape(-1), np.ascontiguousarray(cur).reshape(-1), h, w,
+           np.ascontiguousarray(offset, np.float32), np.ascontiguousarray(mask, np.float32), iy, ix, y0, y1, out)
     return float(out[0]), float(out[1])
 
 
-_pool: tuple[int, object] | None = None  # (pid, ThreadPoolExecutor): a forked child makes its own
+_pool: tuple | None = None  # (pid, ThreadPoolExecutor): a forked child makes its own
 
 
 def _threads():
@@ -138,8 +145,8 @@ def _threads():
         from concurrent.futures import ThreadPoolExecutor
 
         n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        _pool = (os.getpid(), ThreadPoolExecutor(max_workers=max(n, 1), thread_name_prefix="mvseg-report"))
-    return _pool[1]
+        _pool = (os.getpid(), ThreadPoolExecutor(max_workers=max(n, 1), thread_name_prefix="mvseg-report"), max(n, 1))
+    return _pool[1], _pool[2]
 
 
 def pair_errors_many(pairs: list[tuple], iy: np.ndarray, ix: np.ndarray) -> np.ndarray | None:
@@ -147,9 +154,14 @@ def pair_errors_many(pairs: list[tuple], iy: np.ndarray, ix: np.ndarray) -> np.n
     (the kernel releases the GIL); (n, 2) float64, or None when the fast path is off."""
     if load() is None:
         return None
-    if len(pairs) == 1:
-        return np.array([pair_errors(*pairs[0], iy, ix)])
-    return np.array(list(_threads().map(lambda p: pair_errors(*p, iy, ix), pairs)))
+    pool, n = _threads()
+    h = pairs[0][1].shape[0]
+    cuts = np.linspace(0, h, n + 1).astype(int)  # each pair in n bands of rows: every CPU busy
+    tasks = [(p, (int(a), int(b))) for p in pairs for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
+    parts = list(pool.map(lambda t: pair_errors(*t[0], iy, ix, rows=t[1]), tasks)) if n > 1 else \
+        [pair_errors(*t[0], iy, ix, rows=t[1]) for t in tasks]
+    per = len(tasks) // len(pairs)
+    return np.array(parts).reshape(len(pairs), per, 2).sum(1)  # in a fixed order: the same sums every run
 
 
 __all__ = ["HAVE_NUMBA", "load", "pair_errors", "pair_errors_many"]
