@@ -255,3 +255,30 @@ def test_latest_checkpoint_every_epoch_and_every_n_steps_without_validation(tiny
     assert (run / "checkpoints" / "last.ckpt").resolve().name == "latest.ckpt"
     assert torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["epoch"] == 2
     assert seen == [(3, True)]  # the step checkpoint; the epoch ends save through Lightning's own path
+
+
+def test_ctrl_c_in_data_prepare_leaves_whole_files_and_the_command_finishes(tmp_path):
+    """Ctrl-C (to the whole process group, as a terminal sends it) once the first clip exists: one
+    line, exit 130, no worker tracebacks, whole clips only (no .part, no dataset.json); the same
+    command then finishes the dataset."""
+    import time
+
+    out = tmp_path / "syn"
+    cmd = [sys.executable, "-m", "mvseg.cli", "data", "prepare", "synthetic", "--out", str(out), "--train-clips", "12",
+           "--val-clips", "1", "--frames", "12", "--annotated", "5", "--workers", "2"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not list(out.glob("videos/*/*.mp4")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    if proc.returncode == 0:
+        pytest.skip("the dataset was finished before Ctrl-C arrived")
+    assert proc.returncode == 130, err[-2000:]
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1] == ("mvseg data: interrupted: the files written so far are whole; "
+                                            "the same command finishes the dataset")
+    kept = sorted(out.glob("videos/*/*.mp4"))
+    assert kept and not list(out.glob("videos/*/*.part")) and not (out / "dataset.json").exists()
+    assert subprocess.run(cmd, capture_output=True, text=True, timeout=300).returncode == 0
+    assert len(list(out.glob("videos/*/*.mp4"))) == 13 and (out / "dataset.json").is_file()

@@ -34,7 +34,7 @@ OWN_COMMANDS = {"predict": "predict", "inspect": "inspect", "fuzz": "fuzz", "dat
                 "bench": "bench"}
 LIGHTNING_COMMANDS = ("fit", "validate", "test")
 #: what a command keeps when Ctrl-C stops it (files are written whole, through a temporary name)
-KEPT_ON_INTERRUPT = {"data": ": the clips and labels written so far are kept; the same command goes on from them",
+KEPT_ON_INTERRUPT = {"data": ": the files written so far are whole; the same command finishes the dataset",
                      "predict": ": nothing complete was written", "inspect": ": no report written"}
 
 

@@ -144,8 +144,13 @@ def in_workers(job: Callable, items: Iterable, workers: int) -> Iterator:
     from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_context
 
-    # "spawn": forking a process whose torch/OpenMP thread pools run can deadlock the children
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+    import signal
+
+    # "spawn": forking a process whose torch/OpenMP thread pools run can deadlock the children.
+    # Workers ignore Ctrl-C: the parent stops (one line) and its pool lets the items in flight end
+    # whole, instead of each worker printing a KeyboardInterrupt traceback.
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=signal.signal,
+                             initargs=(signal.SIGINT, signal.SIG_IGN)) as pool:
         pending: deque = deque()
         try:
             for item in items:
