@@ -77,7 +77,8 @@ class LatestCheckpoint(ModelCheckpoint):
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         super().on_train_epoch_end(trainer, pl_module)  # the epoch's checkpoint
-        if self._signal is not None:
+        last_epoch = trainer.max_epochs is not None and 0 <= trainer.max_epochs <= trainer.current_epoch + 1
+        if self._signal is not None and not last_epoch:  # in the last epoch the fit simply ends (and says so)
             self._stop(trainer)
 
     # -- signals ----------------------------------------------------------------------------
