@@ -282,3 +282,17 @@ def test_ctrl_c_in_data_prepare_leaves_whole_files_and_the_command_finishes(tmp_
     assert kept and not list(out.glob("videos/*/*.part")) and not (out / "dataset.json").exists()
     assert subprocess.run(cmd, capture_output=True, text=True, timeout=300).returncode == 0
     assert len(list(out.glob("videos/*/*.mp4"))) == 13 and (out / "dataset.json").is_file()
+
+
+def test_a_signal_in_the_last_epoch_lets_the_fit_end(four_clip_dataset, tmp_path, capsys):
+    """SIGTERM at the last batch of the last epoch: nothing left to resume, the fit ends as usual
+    (exit 0, its summary), and the process's own handlers are back."""
+    run = tmp_path / "run"
+    cb = json.dumps({"class_path": "helpers.SigkillAt", "init_args": {"epoch": 1, "batch": 2, "signum": "SIGTERM"}})
+    before = signal.getsignal(signal.SIGTERM)
+    assert main([*_fit_args(four_clip_dataset, run, epochs=2), f"--trainer.callbacks+={cb}"]) == 0
+    out, err = capsys.readouterr()
+    assert "SIGTERM received: stopping after the training step in flight" in err and "fit stopped" not in err
+    assert "mvseg: run done (2 epochs, 6 steps)" in out
+    assert torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["epoch"] == 1
+    assert signal.getsignal(signal.SIGTERM) is before

@@ -282,7 +282,7 @@ class MVSegCLI(LightningCLI):
         if old and not cfg.get("ckpt_path") and not cfg["trainer"].get("fast_dev_run"):
             if not MVSegCLI.overwrite:
                 newest = max(old, key=lambda p: p.lstat().st_mtime)
-                raise ConfigError(f"trainer.default_root_dir: {run} holds a trained run ({len(old)} checkpoints, newest "
+                raise RunFolderError(f"trainer.default_root_dir: {run} holds a trained run ({len(old)} checkpoints, newest "
                                   f"{newest.name}): resume it with --ckpt_path last, start it over with --overwrite "
                                   "(its checkpoints and summary are removed), or train into another folder")
             for p in clear_run(run):
