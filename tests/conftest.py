@@ -34,15 +34,21 @@ def bframe_video(video_dir):
     return encode_video(frames, video_dir / "bframes.mp4", gop=24, crf=16, bframes=2, ref=3), frames
 
 
-@pytest.fixture(scope="session")
-def tiny_dataset(tmp_path_factory):
-    """A small synthetic dataset in mvseg's folder layout: 2+2 clips of 12 frames, 64x128."""
+def make_tiny_dataset(tmp_path_factory, train_clips: int = 2, val_clips: int = 2):
+    """A small synthetic dataset in mvseg's folder layout: clips of 12 frames, 64x128, two labels each."""
     from mvseg.data.synthetic import SyntheticConfig, make_synthetic_dataset
 
     root = tmp_path_factory.mktemp("data") / "synthetic"
-    make_synthetic_dataset(str(root), train_clips=2, val_clips=2, config=SyntheticConfig(height=64, width=128, frames=12),
-                           annotated=(5, 8), workers=1, progress=False)
+    make_synthetic_dataset(str(root), train_clips=train_clips, val_clips=val_clips,
+                           config=SyntheticConfig(height=64, width=128, frames=12), annotated=(5, 8), workers=1,
+                           progress=False)
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory):
+    """2+2 clips (make_tiny_dataset)."""
+    return make_tiny_dataset(tmp_path_factory)
 
 
 @pytest.fixture

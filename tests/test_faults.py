@@ -184,12 +184,9 @@ def test_failed_cache_write_leaves_the_other_entries_intact(pan_video, bframe_vi
 @pytest.fixture(scope="module")
 def four_clip_dataset(tmp_path_factory):
     """4 training clips (8 samples, 4 batches of 2): room for a stop inside an epoch."""
-    from mvseg.data.synthetic import SyntheticConfig, make_synthetic_dataset
+    from conftest import make_tiny_dataset
 
-    root = tmp_path_factory.mktemp("data4") / "synthetic"
-    make_synthetic_dataset(str(root), train_clips=4, val_clips=1, config=SyntheticConfig(height=64, width=128, frames=12),
-                           annotated=(5, 8), workers=1, progress=False)
-    return root
+    return make_tiny_dataset(tmp_path_factory, train_clips=4, val_clips=1)
 
 
 @pytest.fixture(scope="module")

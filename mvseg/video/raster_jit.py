@@ -182,30 +182,42 @@ def _kernel(mvs, height, width, past_distance, future_distance, fill, radius, ma
     return True
 
 
-_compiled = None
+def lazy_kernel(fn, warm):
+    """A loader of `fn` compiled by numba without the GIL and cached beside its module: compiled
+    (once per install) or loaded on the loader's first call, then called once by `warm(kernel)`
+    with the argument types it will get, so the first frame pays nothing; the loader returns None
+    when the fast path is off (`enabled`)."""
+    kernel = None
+
+    def load():
+        nonlocal kernel
+        if not enabled():
+            return None
+        if kernel is None:
+            import numba
+
+            try:
+                k = numba.njit(cache=True, nogil=True)(fn)
+            except RuntimeError:  # no writable place for numba's cache: compile in every process
+                k = numba.njit(nogil=True)(fn)
+            warm(k)
+            kernel = k
+        return kernel
+
+    return load
 
 
-def load():
-    """The compiled kernel (compiled, or loaded from numba's cache, on the first call); None
-    when the fast path is off."""
-    global _compiled
-    if not enabled():
-        return None
-    if _compiled is None:
-        import numba
+def _warm(kernel) -> None:  # MV_DTYPE records, as decode exports them
+    from mvseg.video.decode import MV_DTYPE
 
-        try:
-            kernel = numba.njit(cache=True, nogil=True)(_kernel)
-        except RuntimeError:  # no writable place for numba's cache: compile in every process
-            kernel = numba.njit(nogil=True)(_kernel)
-        # compile for MV_DTYPE records now (or load from the cache), not in the first frame's time
-        from mvseg.video.decode import MV_DTYPE
+    one = np.zeros(1, MV_DTYPE)
+    one["w"] = one["h"] = one["dst_x"] = one["dst_y"] = 8
+    kernel(one, 16, 16, 1.0, 1.0, True, 2, 0.5, np.empty((2, 4, 4), np.float32), np.empty((4, 4), np.float32))
 
-        one = np.zeros(1, MV_DTYPE)
-        one["w"] = one["h"] = one["dst_x"] = one["dst_y"] = 8
-        kernel(one, 16, 16, 1.0, 1.0, True, 2, 0.5, np.empty((2, 4, 4), np.float32), np.empty((4, 4), np.float32))
-        _compiled = kernel
-    return _compiled
+
+#: the compiled kernel (compiled, or loaded from numba's cache, on the first call); None when
+#: the fast path is off
+load = lazy_kernel(_kernel, _warm)
 
 
 def rasterize(mvs: np.ndarray, height: int, width: int, hc: int, wc: int, past_distance: float,

@@ -20,7 +20,7 @@ import os
 
 import numpy as np
 
-from mvseg.video.raster_jit import HAVE_NUMBA, enabled
+from mvseg.video.raster_jit import HAVE_NUMBA, lazy_kernel
 
 
 
@@ -98,27 +98,15 @@ def _kernel(ref, cur, h, w, offset, mask, iy, ix, y_start, y_stop, out):  # prag
     out[1] = float(copy_sse)
 
 
-_compiled = None
+def _warm(kernel) -> None:
+    z = np.zeros(48, np.uint8)
+    kernel(z, z, 4, 4, np.zeros((2, 1, 1), np.float32), np.ones((1, 1), np.float32), np.zeros(4, np.int64),
+           np.zeros(4, np.int64), 0, 4, np.zeros(2))
 
 
-def load():
-    """The compiled kernel (compiled, or loaded from numba's cache, on the first call); None
-    when the fast path is off."""
-    global _compiled
-    if not enabled():
-        return None
-    if _compiled is None:
-        import numba
-
-        try:
-            kernel = numba.njit(cache=True, nogil=True)(_kernel)
-        except RuntimeError:  # no writable place for numba's cache
-            kernel = numba.njit(nogil=True)(_kernel)
-        z = np.zeros(48, np.uint8)
-        kernel(z, z, 4, 4, np.zeros((2, 1, 1), np.float32), np.ones((1, 1), np.float32), np.zeros(4, np.int64),
-               np.zeros(4, np.int64), 0, 4, np.zeros(2))
-        _compiled = kernel
-    return _compiled
+#: the compiled kernel (compiled, or loaded from numba's cache, on the first call); None when
+#: the fast path is off
+load = lazy_kernel(_kernel, _warm)
 
 
 def pair_errors(ref: np.ndarray, cur: np.ndarray, offset: np.ndarray, mask: np.ndarray,
