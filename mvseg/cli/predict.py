@@ -12,14 +12,16 @@ import os
 from pathlib import Path
 
 
-def _number(kind: type, lo: float, hi: float | None = None, what: str = ""):
+def _number(kind: type, lo: float, hi: float | None = None):
+    """An argparse type: `kind` in [lo, hi] (hi None: no upper bound), said at parse time."""
+
     def parse(text: str):
         try:
             v = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got {text!r}") from None
         if v < lo or (hi is not None and v > hi):
-            raise argparse.ArgumentTypeError(f"must be {f'in [{lo}, {hi}]' if hi is not None else f'>= {lo}'}{what}, got {text}")
+            raise argparse.ArgumentTypeError(f"must be {f'in [{lo}, {hi}]' if hi is not None else f'>= {lo}'}, got {text}")
         return v
     return parse
 
