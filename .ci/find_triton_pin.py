@@ -21,9 +21,26 @@ def triton_requirement(torch_version: str) -> str:
     with tempfile.TemporaryDirectory() as d:
         report = Path(d) / "report.json"
         # --isolated: ignore pip.conf / constraints that point at a local CPU build of torch
-        subprocess.run([sys.executable, "-m", "pip", "install", "--isolated", "--dry-run", "--ignore-installed",
-                        "--no-deps", "--quiet", "--report", str(report), f"torch=={torch_version}"],
-                       check=True, capture_output=True, text=True, timeout=300)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "install",
+                "--isolated",
+                "--dry-run",
+                "--ignore-installed",
+                "--no-deps",
+                "--quiet",
+                "--report",
+                str(report),
+                f"torch=={torch_version}",
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         meta = json.loads(report.read_text())["install"][0]["metadata"]
     for req in meta.get("requires_dist", []):
         m = re.match(r"triton\s*==\s*([\w.]+)", req)
@@ -40,13 +57,20 @@ def main() -> int:
     try:
         pin = triton_requirement(a.torch_version)
     except (subprocess.SubprocessError, OSError, KeyError, IndexError) as e:
-        print(f"find_triton_pin: could not read torch {a.torch_version}'s metadata ({type(e).__name__}); pin not checked")
+        print(
+            f"find_triton_pin: could not read torch {a.torch_version}'s metadata ({type(e).__name__}); pin not checked"
+        )
         return 0
     print(pin)
     if a.check:
-        pinned = next(line.strip() for line in Path(a.check).read_text().splitlines() if line.strip() and not line.startswith("#"))
+        pinned = next(
+            line.strip() for line in Path(a.check).read_text().splitlines() if line.strip() and not line.startswith("#")
+        )
         if pinned != pin:
-            print(f"{a.check} pins {pinned}, but torch {a.torch_version}'s CUDA wheel requires {pin}: update it", file=sys.stderr)
+            print(
+                f"{a.check} pins {pinned}, but torch {a.torch_version}'s CUDA wheel requires {pin}: update it",
+                file=sys.stderr,
+            )
             return 1
     return 0
 

@@ -80,8 +80,10 @@ def safe_load(path: str | Path, map_location: Any = "cpu") -> dict:
         raise UnsafeCheckpointError(f"{path}: empty file (0 bytes), not a checkpoint (an interrupted copy or write?)")
     # torch.save writes a zip archive (PK..); the legacy format starts with pickle's protocol opcode
     if not (head == b"PK\x03\x04" or head[0] == 0x80):
-        raise UnsafeCheckpointError(f"{path}: not a PyTorch checkpoint (it starts with {head!r}; torch.save "
-                                    "writes a zip archive): another kind of file?")
+        raise UnsafeCheckpointError(
+            f"{path}: not a PyTorch checkpoint (it starts with {head!r}; torch.save "
+            "writes a zip archive): another kind of file?"
+        )
     try:
         obj = torch.load(local, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
@@ -90,10 +92,14 @@ def safe_load(path: str | Path, map_location: Any = "cpu") -> dict:
             f"code when loaded; mvseg loads checkpoints with weights_only=True ({str(e).splitlines()[-1][:200]})"
         ) from e
     except (RuntimeError, EOFError, IndexError, ValueError) as e:  # torch's readers: truncated or damaged
-        raise UnsafeCheckpointError(f"{path}: not a readable PyTorch checkpoint (truncated or damaged: "
-                                    f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else '-'})") from e
+        raise UnsafeCheckpointError(
+            f"{path}: not a readable PyTorch checkpoint (truncated or damaged: "
+            f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else '-'})"
+        ) from e
     if not isinstance(obj, dict):
-        raise UnsafeCheckpointError(f"{path}: holds a {type(obj).__name__}, not a checkpoint (a dict with a state_dict)")
+        raise UnsafeCheckpointError(
+            f"{path}: holds a {type(obj).__name__}, not a checkpoint (a dict with a state_dict)"
+        )
     return obj
 
 
@@ -105,7 +111,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             return super().save_checkpoint(checkpoint, path, storage_options)
         atomic_torch_save(checkpoint, path)
 
-    def load_checkpoint(self, path, map_location=lambda storage, loc: storage, weights_only: bool | None = None) -> dict[str, Any]:
+    def load_checkpoint(
+        self, path, map_location=lambda storage, loc: storage, weights_only: bool | None = None
+    ) -> dict[str, Any]:
         if not _is_local(path):
             return super().load_checkpoint(path, map_location=map_location, weights_only=True)
         fs = get_filesystem(path)

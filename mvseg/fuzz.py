@@ -90,12 +90,12 @@ def truncate(data: bytes, rng: np.random.Generator, other: bytes) -> bytes:
 
 
 def splice(data: bytes, rng: np.random.Generator, other: bytes) -> bytes:
-    return data[: int(rng.integers(0, len(data)))] + other[int(rng.integers(0, len(other))):]
+    return data[: int(rng.integers(0, len(data)))] + other[int(rng.integers(0, len(other))) :]
 
 
 MUTATORS: dict[str, Callable[[bytes, np.random.Generator, bytes], bytes]] = {
-    f.__name__: f for f in (bitflip, interesting_bytes, random_run, zero_run, delete_chunk, duplicate_chunk,
-                            truncate, splice)
+    f.__name__: f
+    for f in (bitflip, interesting_bytes, random_run, zero_run, delete_chunk, duplicate_chunk, truncate, splice)
 }
 
 
@@ -114,14 +114,16 @@ def make_seed_videos(folder: str | Path) -> list[Path]:
 
     def frames(h: int, w: int) -> np.ndarray:  # a moving pattern: real MVs
         y, x = yy[:h, :w][None], xx[:h, :w][None]
-        r = (np.sin((x - 2 * t) / 5.0) * 60 + 120)
+        r = np.sin((x - 2 * t) / 5.0) * 60 + 120
         g = (np.cos((y - t) / 4.0) * 60 + 120) * np.ones_like(r)
         b = ((x + y - 3 * t) % 32) * 6.0 * np.ones_like(r)
         return np.stack([r, g, b], -1).astype(np.uint8)
 
-    seeds = [encode_video(frames(64, 96), folder / "p.mp4", gop=6, crf=23),
-             encode_video(frames(64, 96), folder / "b.mp4", gop=12, crf=23, bframes=2, ref=3),
-             encode_video(frames(60, 90), folder / "odd.mp4", gop=4, crf=23)]
+    seeds = [
+        encode_video(frames(64, 96), folder / "p.mp4", gop=6, crf=23),
+        encode_video(frames(64, 96), folder / "b.mp4", gop=12, crf=23, bframes=2, ref=3),
+        encode_video(frames(60, 90), folder / "odd.mp4", gop=4, crf=23),
+    ]
     for fmt, name in (("matroska", "m.mkv"), ("h264", "raw.h264")):
         seeds.append(remux(seeds[0], folder / name, fmt))
     return seeds
@@ -189,9 +191,12 @@ def run_forked(target: Callable[[], int], log: Path, timeout_s: float) -> tuple[
         time.sleep(0.002)
 
 
-def inspect_target(path: Path, out_json: Path, motion_report: bool, entry: Callable[[list[str]], int]) -> Callable[[], int]:
+def inspect_target(
+    path: Path, out_json: Path, motion_report: bool, entry: Callable[[list[str]], int]
+) -> Callable[[], int]:
     """`mvseg inspect` on one case, through `entry` (the console script's main, which the CLI
     passes in: this module does not import the CLI it tests)."""
+
     def run() -> int:
         args = ["inspect", str(path), "--json", str(out_json)]
         if motion_report:
@@ -250,8 +255,11 @@ def run_fuzz(
     cases: list[Case] = []
     t_end = time.perf_counter() + budget_s
     n_found = 0
-    while (time.perf_counter() < t_end and (max_cases is None or len(cases) < max_cases)
-           and (max_findings is None or n_found < max_findings)):
+    while (
+        time.perf_counter() < t_end
+        and (max_cases is None or len(cases) < max_cases)
+        and (max_findings is None or n_found < max_findings)
+    ):
         i = len(cases)
         src = seeds[int(rng.integers(len(seeds)))]
         other = blobs[seeds[int(rng.integers(len(seeds)))]]

@@ -74,8 +74,10 @@ def predict_video(
 
     model, data = load_strategy(ckpt)
     if not model.segments:
-        raise ValueError(f"{ckpt}: a {type(model).__name__} checkpoint segments nothing (it trains a part of another "
-                         "method): give the checkpoint of a segmenting run")
+        raise ValueError(
+            f"{ckpt}: a {type(model).__name__} checkpoint segments nothing (it trains a part of another "
+            "method): give the checkpoint of a segmenting run"
+        )
     info = probe(video)
     pol = None
     if policy or interval or threshold is not None:
@@ -83,21 +85,29 @@ def predict_video(
         if name == "adaptive" and not model.has_deviation:
             raise ValueError(f"{ckpt}: {no_deviation_error(model)}")
         if name == "coverage" and threshold is None:
-            raise ValueError("--policy coverage needs --threshold (the share of the frame its block motion cannot "
-                             "bring from the keyframe, e.g. 0.2)")
-        pol = make_policy(name, interval or model.keyframe_interval,
-                          threshold if threshold is not None else model.deviation_threshold)
+            raise ValueError(
+                "--policy coverage needs --threshold (the share of the frame its block motion cannot "
+                "bring from the keyframe, e.g. 0.2)"
+            )
+        pol = make_policy(
+            name, interval or model.keyframe_interval, threshold if threshold is not None else model.deviation_threshold
+        )
     if low_latency is not None:
         if not hasattr(model, "low_latency"):
-            raise ValueError(f"{ckpt}: {type(model).__name__} has no low-latency schedule (mvseg.strategies.Adaptive has)")
+            raise ValueError(
+                f"{ckpt}: {type(model).__name__} has no low-latency schedule (mvseg.strategies.Adaptive has)"
+            )
         model.low_latency = low_latency
     palette = np.array(data.get("palette") or PALETTE, np.float32)
     if len(palette) < model.num_classes:  # more classes than colours: add deterministic ones
         extra = np.random.default_rng(0).integers(0, 255, (model.num_classes - len(palette), 3))
         palette = np.concatenate([palette, extra])
     if data.get("dataset") == "synthetic":  # said once (the CLI shows each warning once, one line)
-        warnings.warn(f"{ckpt} was trained on mvseg's synthetic street scenes only: on real footage its classes "
-                      "will be wrong (train on your own labelled video: docs/datasets.md)", stacklevel=2)
+        warnings.warn(
+            f"{ckpt} was trained on mvseg's synthetic street scenes only: on real footage its classes "
+            "will be wrong (train on your own labelled video: docs/datasets.md)",
+            stacklevel=2,
+        )
     classes = list(data.get("classes") or [f"class {k}" for k in range(model.num_classes)])
     panel = legend(classes[: model.num_classes], palette, info.height) if legend_panel else None
     out = Path(out) if out else Path(video).with_suffix(".seg.mp4")
@@ -135,8 +145,15 @@ def predict_video(
 
     # timestamps kept (variable frame rate stays variable), rotation kept as display metadata
     try:
-        written = encode_video(frames(), out, gop=max(int(round(info.fps or 30)), 1), fps=info.fps or 30.0, crf=20,
-                               timed=True, rotation=display_rotation(video))
+        written = encode_video(
+            frames(),
+            out,
+            gop=max(int(round(info.fps or 30)), 1),
+            fps=info.fps or 30.0,
+            crf=20,
+            timed=True,
+            rotation=display_rotation(video),
+        )
     except KeyboardInterrupt:
         labels = f"; the label PNGs of frames 0-{done - 1} are in {part}" if part is not None and done else ""
         raise PredictInterrupted(f"interrupted after {done} frames: no overlay written to {out}{labels}") from None

@@ -33,9 +33,16 @@ import yaml
 
 # options of the command line that say where the data are and where training runs: the same
 # for every stage of one job
-PASSED_ON = ("--data.init_args.root", "--data.init_args.dataset", "--data.init_args.cache_dir",
-             "--data.init_args.num_workers", "--trainer.accelerator", "--trainer.devices", "--trainer.precision",
-             "--trainer.strategy")
+PASSED_ON = (
+    "--data.init_args.root",
+    "--data.init_args.dataset",
+    "--data.init_args.cache_dir",
+    "--data.init_args.num_workers",
+    "--trainer.accelerator",
+    "--trainer.devices",
+    "--trainer.precision",
+    "--trainer.strategy",
+)
 
 
 class PrerequisiteError(ValueError):
@@ -63,7 +70,7 @@ def passed_on(args: Sequence[str]) -> list[str]:
     while i < len(args):
         key = args[i].split("=", 1)[0]
         if key in PASSED_ON:
-            out += [args[i]] if "=" in args[i] else list(args[i:i + 2])
+            out += [args[i]] if "=" in args[i] else list(args[i : i + 2])
             i += 1 if "=" in args[i] else 2
             continue
         i += 1
@@ -81,11 +88,19 @@ def fit_stage(stage: Path, extra: Sequence[str], smoke: bool = False) -> int:
     env = {k: v for k, v in os.environ.items() if k not in ("WANDB_RUN_ID", "WANDB_SWEEP_ID", _SMOKE_STAGE, SMOKE_ROOT)}
     if smoke:
         env[_SMOKE_STAGE] = "1"
-    return subprocess.run([sys.executable, "-m", "mvseg.cli", "fit", "--config", str(stage), *extra], env=env).returncode
+    return subprocess.run(
+        [sys.executable, "-m", "mvseg.cli", "fit", "--config", str(stage), *extra], env=env
+    ).returncode
 
 
-def prepare(cfg, config_files: Sequence[str | Path], args: Sequence[str], allowed: bool = True,
-            fit: Callable[..., int] = fit_stage, log: Callable[[str], None] | None = None) -> None:
+def prepare(
+    cfg,
+    config_files: Sequence[str | Path],
+    args: Sequence[str],
+    allowed: bool = True,
+    fit: Callable[..., int] = fit_stage,
+    log: Callable[[str], None] | None = None,
+) -> None:
     """Make every prerequisite of the parsed `fit` config `cfg` exist (train it, or, under
     fast_dev_run, smoke-test it in a scratch folder and point `cfg` there); see the module doc."""
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
@@ -96,7 +111,10 @@ def prepare(cfg, config_files: Sequence[str | Path], args: Sequence[str], allowe
         reuse = os.environ.get(SMOKE_ROOT)
         scratch = Path(reuse or tempfile.mkdtemp(prefix="mvseg-smoke-"))
         if not reuse:
-            log(f"mvseg: fast_dev_run is a smoke test: it writes to {scratch}, not {cfg['trainer'].get('default_root_dir')}")
+            log(
+                f"mvseg: fast_dev_run is a smoke test: it writes to {scratch}, "
+                f"not {cfg['trainer'].get('default_root_dir')}"
+            )
             os.environ[SMOKE_ROOT] = str(scratch)
         cfg["trainer"]["default_root_dir"] = str(scratch / "run")
     for key, name in (cfg.get("prerequisites") or {}).items():
@@ -111,8 +129,11 @@ def prepare(cfg, config_files: Sequence[str | Path], args: Sequence[str], allowe
             if (out / "checkpoints" / "last.ckpt").is_file():  # another rank of this smoke test made it
                 cfg[key] = str(out / "checkpoints" / "last.ckpt")
                 continue
-            rc = fit(stage, [*passed_on(args), "--trainer.fast_dev_run", str(smoke), "--trainer.default_root_dir", str(out)],
-                     smoke=True)
+            rc = fit(
+                stage,
+                [*passed_on(args), "--trainer.fast_dev_run", str(smoke), "--trainer.default_root_dir", str(out)],
+                smoke=True,
+            )
             if rc:
                 raise PrerequisiteError(f"{key}: the smoke test of {stage} failed (exit status {rc})")
             cfg[key] = str(out / "checkpoints" / "last.ckpt")
@@ -120,11 +141,15 @@ def prepare(cfg, config_files: Sequence[str | Path], args: Sequence[str], allowe
         if Path(path).is_file():
             continue
         if not allowed:
-            raise PrerequisiteError(f"{key}: {path} not found; it is written by `mvseg fit --config {stage}` "
-                                    "(run that first, or drop --no-prerequisites)")
+            raise PrerequisiteError(
+                f"{key}: {path} not found; it is written by `mvseg fit --config {stage}` "
+                "(run that first, or drop --no-prerequisites)"
+            )
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            raise PrerequisiteError(f"{key}: {path} not found; a distributed launch does not train prerequisite stages: "
-                                    f"run `mvseg fit --config {stage}` first")
+            raise PrerequisiteError(
+                f"{key}: {path} not found; a distributed launch does not train prerequisite stages: "
+                f"run `mvseg fit --config {stage}` first"
+            )
         log(f"mvseg: {key}: {path} does not exist yet: training {stage} first")
         rc = fit(stage, passed_on(args))
         if rc or not Path(path).is_file():

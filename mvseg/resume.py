@@ -45,12 +45,23 @@ class LatestCheckpoint(ModelCheckpoint):
     when > 0, and on SIGINT / SIGTERM after the step in flight (single-process fits; under DDP
     the ranks keep Lightning's handling and resume from the last epoch or step checkpoint)."""
 
-    def __init__(self, dirpath: str | None = None, filename: str = "latest", every_n_train_steps: int = 0,
-                 stop_on_signal: bool = True) -> None:
+    def __init__(
+        self,
+        dirpath: str | None = None,
+        filename: str = "latest",
+        every_n_train_steps: int = 0,
+        stop_on_signal: bool = True,
+    ) -> None:
         if every_n_train_steps < 0:
             raise ValueError(f"every_n_train_steps must be >= 0, got {every_n_train_steps}")
-        super().__init__(dirpath=dirpath, filename=filename, save_last="link", save_top_k=1,
-                         enable_version_counter=False, save_on_train_epoch_end=True)
+        super().__init__(
+            dirpath=dirpath,
+            filename=filename,
+            save_last="link",
+            save_top_k=1,
+            enable_version_counter=False,
+            save_on_train_epoch_end=True,
+        )
         self.step_interval = every_n_train_steps
         self.stop_on_signal = stop_on_signal
         self._signal: int | None = None
@@ -71,8 +82,12 @@ class LatestCheckpoint(ModelCheckpoint):
             if not self._should_skip_saving_checkpoint(trainer):  # not saved at this step already
                 self.save_now(trainer)
             self._stop(trainer)
-        if (self.step_interval and not last and trainer.global_step % self.step_interval == 0
-                and not self._should_skip_saving_checkpoint(trainer)):
+        if (
+            self.step_interval
+            and not last
+            and trainer.global_step % self.step_interval == 0
+            and not self._should_skip_saving_checkpoint(trainer)
+        ):
             self.save_now(trainer)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
@@ -83,7 +98,11 @@ class LatestCheckpoint(ModelCheckpoint):
 
     # -- signals ----------------------------------------------------------------------------
     def on_train_start(self, trainer, pl_module) -> None:
-        if not self.stop_on_signal or trainer.world_size > 1 or threading.current_thread() is not threading.main_thread():
+        if (
+            not self.stop_on_signal
+            or trainer.world_size > 1
+            or threading.current_thread() is not threading.main_thread()
+        ):
             return
         for s in STOP_SIGNALS:
             self._previous[s] = signal.signal(s, self._on_signal)
@@ -93,8 +112,12 @@ class LatestCheckpoint(ModelCheckpoint):
             self._restore()
             raise KeyboardInterrupt
         self._signal = signum
-        print(f"\nmvseg fit: {signal.Signals(signum).name} received: stopping after the training step in flight "
-              "with a checkpoint (send it again to stop at once, losing that step)", file=sys.stderr, flush=True)
+        print(
+            f"\nmvseg fit: {signal.Signals(signum).name} received: stopping after the training step in flight "
+            "with a checkpoint (send it again to stop at once, losing that step)",
+            file=sys.stderr,
+            flush=True,
+        )
 
     def _restore(self) -> None:
         for s, h in self._previous.items():

@@ -59,7 +59,7 @@ class RunLock:
         self.fd: int | None = None
         self.created: list[Path] = []
 
-    def acquire(self) -> "RunLock":
+    def acquire(self) -> RunLock:
         self.created = []  # the folders made here, deepest first: removed again if the fit writes nothing
         p = self.run.absolute()
         while not p.exists():
@@ -73,11 +73,17 @@ class RunLock:
         except OSError:
             holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "another process"
             os.close(fd)
-            raise RunFolderError(f"{self.run}: in use by another mvseg fit ({holder}); wait for it to end or stop it, "
-                                 "or train into another --trainer.default_root_dir") from None
+            raise RunFolderError(
+                f"{self.run}: in use by another mvseg fit ({holder}); wait for it to end or stop it, "
+                "or train into another --trainer.default_root_dir"
+            ) from None
         os.ftruncate(fd, 0)
-        os.pwrite(fd, f"PID {os.getpid()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}: "
-                      f"mvseg {' '.join(sys.argv[1:])[:300]}\n".encode(), 0)
+        os.pwrite(
+            fd,
+            f"PID {os.getpid()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}: "
+            f"mvseg {' '.join(sys.argv[1:])[:300]}\n".encode(),
+            0,
+        )
         self.fd = fd
         return self
 

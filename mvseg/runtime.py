@@ -35,8 +35,9 @@ class FrameResult:
     time: float | None = None  # the frame's timestamp in the video, seconds (None: the stream has none)
 
 
-def frame_tensor(image: np.ndarray, mean: Sequence[float], std: Sequence[float],
-                 device: torch.device | str = "cpu") -> Tensor:
+def frame_tensor(
+    image: np.ndarray, mean: Sequence[float], std: Sequence[float], device: torch.device | str = "cpu"
+) -> Tensor:
     """A decoded RGB frame (H, W, 3) uint8 as a network input (1, 3, H, W): (x / 255 - mean) / std."""
     m = torch.tensor(mean, device=device).view(1, 3, 1, 1)
     s = torch.tensor(std, device=device).view(1, 3, 1, 1)
@@ -98,8 +99,9 @@ def run_stream(
             image, key, t0, when = waiting.pop(idx)
             # max(1).indices, not argmax(1): same result (first maximum), but torch's CPU argmax
             # over the channel dim of NCHW logits took 4 ms per 128x256 frame, 0.7 ms this way
-            yield FrameResult(idx, image, logits.max(1).indices[0].to(torch.uint8).cpu().numpy(), key,
-                              1e3 * (now - t0), when)
+            yield FrameResult(
+                idx, image, logits.max(1).indices[0].to(torch.uint8).cpu().numpy(), key, 1e3 * (now - t0), when
+            )
 
     def push_all(frames) -> Iterator[FrameResult]:
         start = None
@@ -119,7 +121,9 @@ def run_stream(
             if key is None:  # the predicted deviation (or the motion's coverage) is part of the frame's latency
                 if policy.needs_motion:
                     policy.observe(off, mask)
-                key = policy.is_key(f.index, f.pict_type, model.stream_deviation(x, off, mask) if policy.needs_deviation else None)
+                key = policy.is_key(
+                    f.index, f.pict_type, model.stream_deviation(x, off, mask) if policy.needs_deviation else None
+                )
             waiting[f.index] = (f.image if images else None, key, t0, f.time)
             model.stream_taken = None
             ready = model.stream_push(x, *((off, mask) if model.reads_motion else (None, None)), key)
@@ -130,8 +134,11 @@ def run_stream(
             model.stream_idle()  # background work starts once the frame's answer is out
 
     with torch.inference_mode():
-        frames = iter_fields(video, rgb=wants_pixels, prefetch=prefetch) if model.reads_motion or policy.needs_motion else \
-            ((f, None, None) for f in iter_frames(video, rgb=wants_pixels, mvs=False, prefetch=prefetch))
+        frames = (
+            iter_fields(video, rgb=wants_pixels, prefetch=prefetch)
+            if model.reads_motion or policy.needs_motion
+            else ((f, None, None) for f in iter_frames(video, rgb=wants_pixels, mvs=False, prefetch=prefetch))
+        )
         try:
             yield from push_all(frames)
         except VideoError:  # the file stops early (truncated, unreadable): the frames decoded so far are answered
@@ -142,8 +149,13 @@ def run_stream(
 
 def stream_stats(results: list[FrameResult], wall_s: float) -> dict:
     lat = np.array([r.latency_ms for r in results])
-    return {"frames": len(results), "fps": len(results) / wall_s, "latency_mean_ms": float(lat.mean()),
-            "latency_max_ms": float(lat.max()), "keyframes": int(sum(r.is_key for r in results))}
+    return {
+        "frames": len(results),
+        "fps": len(results) / wall_s,
+        "latency_mean_ms": float(lat.mean()),
+        "latency_max_ms": float(lat.max()),
+        "keyframes": int(sum(r.is_key for r in results)),
+    }
 
 
 def stream_gflops(model: SegStrategy, video: str | Path, interval: int, **kw) -> dict[str, float]:
@@ -164,8 +176,11 @@ def stream_gflops(model: SegStrategy, video: str | Path, interval: int, **kw) ->
             next(run_stream(model, video, policy=FixedInterval(interval), images=False, **kw))
     n, n_key = len(results), sum(r.is_key for r in results)
     total, key = fc.get_total_flops(), fk.get_total_flops()
-    return {"gflops_per_frame": total / n / 1e9, "gflops_key": key / 1e9,
-            "gflops_nonkey": (total - n_key * key) / (n - n_key) / 1e9 if n > n_key else float("nan")}
+    return {
+        "gflops_per_frame": total / n / 1e9,
+        "gflops_key": key / 1e9,
+        "gflops_nonkey": (total - n_key * key) / (n - n_key) / 1e9 if n > n_key else float("nan"),
+    }
 
 
 def stream_state_bytes(model: SegStrategy) -> int:

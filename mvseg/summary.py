@@ -20,8 +20,12 @@ import lightning.pytorch as pl
 SUMMARY_JSON, SUMMARY_MD = "summary.json", "summary.md"
 
 #: config key of a checkpoint -> how the table names the run that wrote it
-REFERENCES = {"init_from": "image model (init_from)", "lr_init": "LR branch alone (lr_init)",
-              "teacher": "teacher", "flow_init": "flow network (flow_init)"}
+REFERENCES = {
+    "init_from": "image model (init_from)",
+    "lr_init": "LR branch alone (lr_init)",
+    "teacher": "teacher",
+    "flow_init": "flow network (flow_init)",
+}
 
 
 def run_dir_of(ckpt: str | Path) -> Path:
@@ -42,14 +46,18 @@ def _fmt(v, spec: str) -> str:
 
 def table(rows: list[dict]) -> str:
     """The Markdown table of summary rows."""
-    lines = ["| run | method | mIoU mean | mIoU min | GFLOPs/frame | x image model | wall |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| run | method | mIoU mean | mIoU min | GFLOPs/frame | x image model | wall |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         wall = r.get("wall_s")
-        lines.append(f"| {r['name']} | {r.get('method', '-')} | {_fmt(r.get('miou_mean'), '.3f')} | "
-                     f"{_fmt(r.get('miou_min'), '.3f')} | {_fmt(r.get('gflops_per_frame'), '.3f')} | "
-                     f"{_fmt(r.get('gflops_ratio'), '.2f')} | "
-                     f"{'-' if wall is None else f'{int(wall) // 60} min {int(wall) % 60:02d} s'} |")
+        lines.append(
+            f"| {r['name']} | {r.get('method', '-')} | {_fmt(r.get('miou_mean'), '.3f')} | "
+            f"{_fmt(r.get('miou_min'), '.3f')} | {_fmt(r.get('gflops_per_frame'), '.3f')} | "
+            f"{_fmt(r.get('gflops_ratio'), '.2f')} | "
+            f"{'-' if wall is None else f'{int(wall) // 60} min {int(wall) % 60:02d} s'} |"
+        )
     return "\n".join(lines)
 
 
@@ -59,8 +67,11 @@ def differences(row: dict, refs: list[dict]) -> list[str]:
     for ref in refs:
         if row.get("miou_mean") is not None and ref.get("miou_mean") is not None:
             d = 100 * (row["miou_mean"] - ref["miou_mean"])
-            ratio = (f", at {row['gflops_per_frame'] / ref['gflops_per_frame']:.2f}x its GFLOPs"
-                     if row.get("gflops_per_frame") and ref.get("gflops_per_frame") else "")
+            ratio = (
+                f", at {row['gflops_per_frame'] / ref['gflops_per_frame']:.2f}x its GFLOPs"
+                if row.get("gflops_per_frame") and ref.get("gflops_per_frame")
+                else ""
+            )
             out.append(f"{row['name']} vs {ref['role']} {ref['name']}: {d:+.1f} mIoU points{ratio}")
     return out
 
@@ -84,13 +95,20 @@ class RunSummary(pl.Callback):
         if "val/mIoU" not in m:
             return None  # no evaluation protocol (flow pretraining) or no validation ran
         run = Path(trainer.default_root_dir)
-        row = {"name": run.name, "method": type(model).__name__, "run_dir": str(run.resolve()),
-               "miou_mean": float(m["val/mIoU"]), "miou_min": float(m["val/mIoU_min"]) if "val/mIoU_min" in m else None,
-               "miou_per_distance": {k.rsplit("_d", 1)[1]: float(v) for k, v in m.items() if k.startswith("val/mIoU_d")},
-               "epochs": trainer.current_epoch, "steps": trainer.global_step,
-               "wall_s": time.perf_counter() - self._t0, "cpu_threads": _threads(),
-               "loader_workers": int(getattr(trainer.datamodule, "num_workers", 0) or 0),
-               **_load(getattr(self, "_load0", None))}
+        row = {
+            "name": run.name,
+            "method": type(model).__name__,
+            "run_dir": str(run.resolve()),
+            "miou_mean": float(m["val/mIoU"]),
+            "miou_min": float(m["val/mIoU_min"]) if "val/mIoU_min" in m else None,
+            "miou_per_distance": {k.rsplit("_d", 1)[1]: float(v) for k, v in m.items() if k.startswith("val/mIoU_d")},
+            "epochs": trainer.current_epoch,
+            "steps": trainer.global_step,
+            "wall_s": time.perf_counter() - self._t0,
+            "cpu_threads": _threads(),
+            "loader_workers": int(getattr(trainer.datamodule, "num_workers", 0) or 0),
+            **_load(getattr(self, "_load0", None)),
+        }
         ds = getattr(trainer.datamodule, "ds", None)
         if ds is not None and ds.clips.get("val"):
             from mvseg.runtime import stream_gflops
@@ -109,11 +127,17 @@ class RunSummary(pl.Callback):
             if any(k.startswith("val/") for k in trainer.callback_metrics):
                 why = f"{type(pl_module).__name__} reports no val/mIoU (it has no segmentation protocol)"
             else:
-                why = (f"no validation ran (every {trainer.check_val_every_n_epoch} epochs: "
-                       "trainer.check_val_every_n_epoch; or trainer.limit_val_batches 0)")
-            print(f"\nmvseg: {run.name} done ({trainer.current_epoch} epochs, {trainer.global_step} steps); no summary table: "
-                  f"{why}; evaluate it with mvseg validate --config {run / 'config.yaml'} --ckpt_path "
-                  f"{run / 'checkpoints' / 'last.ckpt'}", flush=True)
+                why = (
+                    f"no validation ran (every {trainer.check_val_every_n_epoch} epochs: "
+                    "trainer.check_val_every_n_epoch; or trainer.limit_val_batches 0)"
+                )
+            print(
+                f"\nmvseg: {run.name} done ({trainer.current_epoch} epochs, {trainer.global_step} steps); "
+                "no summary table: "
+                f"{why}; evaluate it with mvseg validate --config {run / 'config.yaml'} --ckpt_path "
+                f"{run / 'checkpoints' / 'last.ckpt'}",
+                flush=True,
+            )
             return
         refs, keys = [], []
         for key, ckpt in self.references.items():
@@ -132,8 +156,11 @@ class RunSummary(pl.Callback):
         run.mkdir(parents=True, exist_ok=True)
         (run / SUMMARY_JSON).write_text(json.dumps({**row, "references": refs}, indent=1))
         (run / SUMMARY_MD).write_text(text + "\n" + "".join(f"\n{x}" for x in lines) + "\n")
-        print(f"\nmvseg: {row['name']} done ({trainer.current_epoch} epochs, {trainer.global_step} steps); "
-              f"val mIoU over keyframe distances, GFLOPs of the streaming runtime:\n{text}", flush=True)
+        print(
+            f"\nmvseg: {row['name']} done ({trainer.current_epoch} epochs, {trainer.global_step} steps); "
+            f"val mIoU over keyframe distances, GFLOPs of the streaming runtime:\n{text}",
+            flush=True,
+        )
         for x in lines:
             print(x, flush=True)
         print(f"(saved as {run / SUMMARY_MD})", flush=True)
@@ -154,8 +181,10 @@ def machine_line(row: dict) -> str | None:
     if row.get("cpus") is None:
         return None
     loads = [x for x in (row.get("load_1min_start"), row.get("load_1min_end")) if x is not None]
-    text = (f"wall time with {row.get('cpu_threads')} torch threads on {row['cpus']} CPU(s), load average "
-            f"{' -> '.join(f'{x:.1f}' for x in loads)}")
+    text = (
+        f"wall time with {row.get('cpu_threads')} torch threads on {row['cpus']} CPU(s), load average "
+        f"{' -> '.join(f'{x:.1f}' for x in loads)}"
+    )
     own = (row.get("cpu_threads") or 0) + (row.get("loader_workers") or 0)  # runnable threads the fit itself adds
     if loads and max(loads) > max(row["cpus"], own) + 0.5:
         text += " (the machine was busy: this is not an idle machine's time)"
@@ -166,4 +195,3 @@ def _threads() -> int:
     import torch
 
     return torch.get_num_threads()
-

@@ -27,6 +27,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,11 @@ METRICS_FILE = "metrics.json"
 
 class SweepError(ValueError):
     """A sweep file that cannot be run, or an OUT folder that holds another sweep."""
+
+
+def _plain(value):
+    """A plain Python value (the sweep engine may hand numpy scalars), as the agent's str() sees it."""
+    return value.tolist() if hasattr(value, "tolist") else value
 
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -86,8 +92,9 @@ def _engine():
             warnings.simplefilter("ignore", UserWarning)
             import sweeps
     except ImportError as e:
-        raise SweepError("mvseg sweep local needs W&B's sweep engine: pip install 'mvseg[sweep]' "
-                         "(the `sweeps` package)") from e
+        raise SweepError(
+            "mvseg sweep local needs W&B's sweep engine: pip install 'mvseg[sweep]' (the `sweeps` package)"
+        ) from e
     return sweeps
 
 
@@ -147,8 +154,14 @@ def _run_dir_args(run_dir: Path) -> list[str]:
     return [f"--trainer.default_root_dir={run_dir}", f"--trainer.callbacks+={cb}"]
 
 
-def run_local_sweep(sweep_path: str | Path, count: int, out: str | Path | None = None, seed: int = 0,
-                    extra_args: Sequence[str] = (), echo: Callable[[str], None] = print) -> dict:
+def run_local_sweep(
+    sweep_path: str | Path,
+    count: int,
+    out: str | Path | None = None,
+    seed: int = 0,
+    extra_args: Sequence[str] = (),
+    echo: Callable[[str], None] = print,
+) -> dict:
     """Run up to `count` runs of a W&B sweep here, one after the other; returns the sweep state.
 
     `extra_args` are appended to every run's command (after the agent's `--key=value`s), e.g.
@@ -164,8 +177,10 @@ def run_local_sweep(sweep_path: str | Path, count: int, out: str | Path | None =
     if state_path.is_file():
         state = json.loads(state_path.read_text())
         if state.get("sweep") != sweep:
-            raise SweepError(f"{out}: holds another sweep (its {STATE_FILE} was made from a different sweep file); "
-                             f"choose another --out")
+            raise SweepError(
+                f"{out}: holds another sweep (its {STATE_FILE} was made from a different sweep file); "
+                f"choose another --out"
+            )
     else:
         state = {"sweep_file": str(sweep_path), "sweep": sweep, "seed": seed, "runs": []}
     if sweep.get("early_terminate"):
@@ -210,18 +225,32 @@ def run_local_sweep(sweep_path: str | Path, count: int, out: str | Path | None =
 
     started = 0
     while started < count:
-        runs = [engine.SweepRun(name=r["name"], config=r["config"], state=r["state"],
-                                summary_metrics=r["summary_metrics"], history=r["history"]) for r in state["runs"]]
-        nxt = _seeded(state["seed"] * 100_003 + len(runs), lambda: engine.next_run(sweep, runs, validate=True))
+        runs = [
+            engine.SweepRun(
+                name=r["name"],
+                config=r["config"],
+                state=r["state"],
+                summary_metrics=r["summary_metrics"],
+                history=r["history"],
+            )
+            for r in state["runs"]
+        ]
+        nxt = _seeded(state["seed"] * 100_003 + len(runs), partial(engine.next_run, sweep, runs, validate=True))
         if nxt is None:
             echo("mvseg sweep local: the search is exhausted (every grid point has run)")
             break
         # plain Python values (the engine may hand numpy scalars), as the agent's str() sees them
-        config = {k: {"value": getattr(v["value"], "tolist", lambda: v["value"])()} for k, v in nxt.config.items()}
+        config = {k: {"value": _plain(v["value"])} for k, v in nxt.config.items()}
         name = f"run-{len(state['runs']):04d}"
-        rec = {"name": name, "config": config, "state": "pending", "exitcode": None, "history": [],
-               "summary_metrics": {}, "command": [*agent_command(sweep, config), *_run_dir_args(out / name),
-                                                  *extra_args]}
+        rec = {
+            "name": name,
+            "config": config,
+            "state": "pending",
+            "exitcode": None,
+            "history": [],
+            "summary_metrics": {},
+            "command": [*agent_command(sweep, config), *_run_dir_args(out / name), *extra_args],
+        }
         state["runs"].append(rec)
         run_once(rec, resume=False)
         started += 1
@@ -240,13 +269,18 @@ def sweep_table(state: dict) -> str:
     keys = list(state["sweep"]["parameters"])
     head = ["run", "state", metric, *(k.split(".")[-1] for k in keys)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
     def fmt(v: Any) -> str:
         return f"{v:.4g}" if isinstance(v, float) else str(v)
 
     for r in state["runs"]:
         v = r["summary_metrics"].get(metric)
-        cells = [r["name"] + (" (best)" if r["name"] == state.get("best") else ""), r["state"],
-                 "-" if v is None else f"{v:.4f}", *(fmt(r["config"].get(k, {}).get("value", "-")) for k in keys)]
+        cells = [
+            r["name"] + (" (best)" if r["name"] == state.get("best") else ""),
+            r["state"],
+            "-" if v is None else f"{v:.4f}",
+            *(fmt(r["config"].get(k, {}).get("value", "-")) for k in keys),
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -259,4 +293,3 @@ def main_sweep_local(sweep: str, count: int, out: str | None, seed: int, extra: 
         print(f"best: {state['best']} ({out_dir / state['best'] / 'checkpoints'}); state: {out_dir / STATE_FILE}")
     failed = [r for r in state["runs"] if r["state"] == "failed"]
     return 1 if failed and not state.get("best") else 0
-

@@ -55,7 +55,9 @@ def configure_threads(root: Path = CGROUP_ROOT) -> str | None:
     if before <= n:
         return None
     torch.set_num_threads(n)
-    return f"mvseg: {n} CPU(s) available to this process (affinity / cgroup quota), not {before}: torch uses {n} threads"
+    return (
+        f"mvseg: {n} CPU(s) available to this process (affinity / cgroup quota), not {before}: torch uses {n} threads"
+    )
 
 
 def machine_load() -> dict[str, float]:

@@ -23,7 +23,9 @@ def ensure_wandb_never_blocks() -> str | None:
     if os.environ.get("WANDB_MODE"):
         return None
     netrc = Path.home() / ".netrc"
-    logged_in = bool(os.environ.get("WANDB_API_KEY")) or (netrc.is_file() and "api.wandb.ai" in netrc.read_text(errors="ignore"))
+    logged_in = bool(os.environ.get("WANDB_API_KEY")) or (
+        netrc.is_file() and "api.wandb.ai" in netrc.read_text(errors="ignore")
+    )
     if logged_in and _wandb_reachable():
         return None
     why = "no W&B login found" if not logged_in else "W&B is not reachable"

@@ -9,7 +9,6 @@ os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import pytest
-
 from helpers import translating_frames
 
 from mvseg.video.encode import encode_video
@@ -39,9 +38,15 @@ def make_tiny_dataset(tmp_path_factory, train_clips: int = 2, val_clips: int = 2
     from mvseg.data.synthetic import SyntheticConfig, make_synthetic_dataset
 
     root = tmp_path_factory.mktemp("data") / "synthetic"
-    make_synthetic_dataset(str(root), train_clips=train_clips, val_clips=val_clips,
-                           config=SyntheticConfig(height=64, width=128, frames=12), annotated=(5, 8), workers=1,
-                           progress=False)
+    make_synthetic_dataset(
+        str(root),
+        train_clips=train_clips,
+        val_clips=val_clips,
+        config=SyntheticConfig(height=64, width=128, frames=12),
+        annotated=(5, 8),
+        workers=1,
+        progress=False,
+    )
     return root
 
 
@@ -55,12 +60,16 @@ def tiny_dataset(tmp_path_factory):
 def tiny_data_args(tiny_dataset, tmp_path):
     """CLI overrides that point an experiment config at the tiny dataset."""
     return [
-        "--data.init_args.root", str(tiny_dataset),
-        "--data.init_args.dataset", "folder",
-        "--data.init_args.cache_dir", str(tiny_dataset / ".cache"),
-        "--data.init_args.num_workers", "0",
-        "--trainer.default_root_dir", str(tmp_path / "run"),
-        "--trainer.logger.init_args.save_dir", str(tmp_path / "run"),
+        "--data.init_args.root",
+        str(tiny_dataset),
+        "--data.init_args.dataset",
+        "folder",
+        "--data.init_args.cache_dir",
+        str(tiny_dataset / ".cache"),
+        "--data.init_args.num_workers",
+        "0",
+        "--trainer.default_root_dir",
+        str(tmp_path / "run"),
+        "--trainer.logger.init_args.save_dir",
+        str(tmp_path / "run"),
     ]
-
-

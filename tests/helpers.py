@@ -54,8 +54,9 @@ def fit_batch(model, batch: dict, steps: int = 25, lr: float = 3e-3) -> list[flo
     return losses
 
 
-def runtime_vs_protocol(model, root, interval: int, with_next: bool = False, clip: str = "clip_0000",
-                        images: bool = True):
+def runtime_vs_protocol(
+    model, root, interval: int, with_next: bool = False, clip: str = "clip_0000", images: bool = True
+):
     """Stream `clip` of the val split through the runtime (keyframes every `interval`) and
     evaluate the same frames on the DataModule's samples whose keyframe the runtime also used.
     Returns (runtime results, [(frame, distance, fraction of pixels that agree)])."""
@@ -67,18 +68,27 @@ def runtime_vs_protocol(model, root, interval: int, with_next: bool = False, cli
 
     dm = CompressedVideoDataModule(str(root), "folder", keyframe_interval=interval, with_next=with_next)
     dm.setup("validate")
-    results = list(run_stream(model, root / "videos" / "val" / f"{clip}.mp4", dm.ds.mean, dm.ds.std,
-                              FixedInterval(interval), images=images))
+    results = list(
+        run_stream(
+            model,
+            root / "videos" / "val" / f"{clip}.mp4",
+            dm.ds.mean,
+            dm.ds.std,
+            FixedInterval(interval),
+            images=images,
+        )
+    )
     agreement = []
     for s in (dm.val_set[i] for i in range(len(dm.val_set))):
         if s["clip"] != clip or (s["frame"] - s["distance"]) % interval:
             continue  # the runtime's keyframes are the multiples of L
         with torch.no_grad():
-            b = {k: (v[None] if isinstance(v, torch.Tensor) else torch.tensor([v])) for k, v in s.items() if k != "clip"}
+            b = {
+                k: (v[None] if isinstance(v, torch.Tensor) else torch.tensor([v])) for k, v in s.items() if k != "clip"
+            }
             expect = model.predict_batch(b).argmax(1)[0].numpy()
         agreement.append((s["frame"], s["distance"], float((results[s["frame"]].label == expect).mean())))
     return results, agreement
-
 
 
 class SigkillAt(Callback):
@@ -111,11 +121,11 @@ def wandb_records(path) -> list:
         if block - pos % block < 7:  # too little room left for a header: the block is padded
             pos += block - pos % block
             continue
-        length, kind = struct.unpack("<HB", data[pos + 4: pos + 7])
+        length, kind = struct.unpack("<HB", data[pos + 4 : pos + 7])
         if length == 0 and kind == 0:  # zero padding at the end of a block
             pos += block - pos % block
             continue
-        parts.append(data[pos + 7: pos + 7 + length])
+        parts.append(data[pos + 7 : pos + 7 + length])
         pos += 7 + length
         if kind in (1, 4):  # full or last chunk: a record is complete
             rec = pb.Record()
@@ -207,21 +217,31 @@ def make_camvid_root(root, h: int = 72, w: int = 96) -> dict:
         p.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(lab).save(p)
     (root / "splits").mkdir(exist_ok=True)
-    (root / "splits" / "train.txt").write_text("0001TP_000015\n/SegNet/CamVid/train/Seq05VD_f00012.png "
-                                               "/SegNet/CamVid/trainannot/Seq05VD_f00012.png\n")
+    (root / "splits" / "train.txt").write_text(
+        "0001TP_000015\n/SegNet/CamVid/train/Seq05VD_f00012.png /SegNet/CamVid/trainannot/Seq05VD_f00012.png\n"
+    )
     (root / "splits" / "val.txt").write_text("0001TP_000030\n")
     (root / "splits" / "test.txt").write_text("Seq05VD_f00024\n")
     return {"0001TP": video, "Seq05VD": seq}
 
 
 # container per encoder: what FFmpeg can mux it into
-CONTAINERS = {"libx264": "mp4", "flv": "flv", "rv10": "rm", "rv20": "rm", "libvpx": "webm", "libvpx-vp9": "webm",
-              "mpeg1video": "mpeg", "mpeg2video": "mpeg"}
+CONTAINERS = {
+    "libx264": "mp4",
+    "flv": "flv",
+    "rv10": "rm",
+    "rv20": "rm",
+    "libvpx": "webm",
+    "libvpx-vp9": "webm",
+    "mpeg1video": "mpeg",
+    "mpeg2video": "mpeg",
+}
 PIX = {"mjpeg": "yuvj420p"}
 
 
-def encode_with(frames: np.ndarray, path, encoder: str, bframes: int = 0, fixed_q: int | None = None,
-                options: dict | None = None):
+def encode_with(
+    frames: np.ndarray, path, encoder: str, bframes: int = 0, fixed_q: int | None = None, options: dict | None = None
+):
     """`frames` through FFmpeg's `encoder` (GOP 12), at 25 fps; `options`: the encoder's own."""
     c = av.open(str(path), "w", format=CONTAINERS.get(encoder, "avi"))
     s = c.add_stream(encoder, rate=Fraction(25))
@@ -236,7 +256,9 @@ def encode_with(frames: np.ndarray, path, encoder: str, bframes: int = 0, fixed_
     if opts:
         s.options = opts
     for img in frames:
-        for p in s.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24").reformat(format=s.pix_fmt)):
+        for p in s.encode(
+            av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24").reformat(format=s.pix_fmt)
+        ):
             c.mux(p)
     for p in s.encode():
         c.mux(p)

@@ -21,9 +21,16 @@ SLURM = ROOT / "experiments" / "cluster" / "slurm.sh"
 
 def test_sbatch_template():
     text = SLURM.read_text()
-    for needle in ("#SBATCH --signal=SIGUSR1@90", "#SBATCH --requeue", "#SBATCH --ntasks-per-node=", "#SBATCH --gres=gpu:",
-                   "srun mvseg fit", "--ckpt_path last", "--trainer.num_nodes \"$SLURM_JOB_NUM_NODES\"",
-                   "--trainer.devices \"$SLURM_NTASKS_PER_NODE\""):
+    for needle in (
+        "#SBATCH --signal=SIGUSR1@90",
+        "#SBATCH --requeue",
+        "#SBATCH --ntasks-per-node=",
+        "#SBATCH --gres=gpu:",
+        "srun mvseg fit",
+        "--ckpt_path last",
+        '--trainer.num_nodes "$SLURM_JOB_NUM_NODES"',
+        '--trainer.devices "$SLURM_NTASKS_PER_NODE"',
+    ):
         assert needle in text, needle
     assert subprocess.run(["bash", "-n", str(SLURM)]).returncode == 0  # parses
 
@@ -50,26 +57,68 @@ def test_preempted_slurm_job_requeues_and_resumes(tiny_dataset, tmp_path):
     bin_dir.mkdir()
     calls = tmp_path / "scontrol.calls"
     stub = bin_dir / "scontrol"
-    stub.write_text(f"#!/bin/sh\necho \"$@\" >> {calls}\n")
+    stub.write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
     stub.chmod(0o755)
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
-           "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")]),
-           "SLURM_JOB_ID": "4242", "SLURM_JOB_NAME": "mvseg", "SLURM_NTASKS": "1", "SLURM_NTASKS_PER_NODE": "1",
-           "SLURM_JOB_NUM_NODES": "1", "SLURM_NODELIST": "localhost", "SLURM_PROCID": "0", "SLURM_LOCALID": "0",
-           "SLURM_NODEID": "0"}
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")]),
+        "SLURM_JOB_ID": "4242",
+        "SLURM_JOB_NAME": "mvseg",
+        "SLURM_NTASKS": "1",
+        "SLURM_NTASKS_PER_NODE": "1",
+        "SLURM_JOB_NUM_NODES": "1",
+        "SLURM_NODELIST": "localhost",
+        "SLURM_PROCID": "0",
+        "SLURM_LOCALID": "0",
+        "SLURM_NODEID": "0",
+    }
     run = tmp_path / "run"
-    args = [sys.executable, "-m", "mvseg.cli", "fit", "--config", str(ROOT / "experiments" / "per_frame.yaml"),
-            "--data.init_args.root", str(tiny_dataset), "--data.init_args.dataset", "folder",
-            "--data.init_args.cache_dir", str(tiny_dataset / ".cache"), "--data.init_args.num_workers", "0",
-            "--data.init_args.batch_size", "2", "--data.init_args.crop_size", "[64, 96]",
-            "--data.init_args.eval_distances", "[0]", "--trainer.default_root_dir", str(run),
-            "--trainer.logger", "lightning.pytorch.loggers.CSVLogger", "--trainer.logger.init_args.save_dir", str(run),
-            "--trainer.max_epochs", "3", "--trainer.check_val_every_n_epoch", "1", "--trainer.enable_progress_bar", "false",
-            "--ckpt_path", "last"]
+    args = [
+        sys.executable,
+        "-m",
+        "mvseg.cli",
+        "fit",
+        "--config",
+        str(ROOT / "experiments" / "per_frame.yaml"),
+        "--data.init_args.root",
+        str(tiny_dataset),
+        "--data.init_args.dataset",
+        "folder",
+        "--data.init_args.cache_dir",
+        str(tiny_dataset / ".cache"),
+        "--data.init_args.num_workers",
+        "0",
+        "--data.init_args.batch_size",
+        "2",
+        "--data.init_args.crop_size",
+        "[64, 96]",
+        "--data.init_args.eval_distances",
+        "[0]",
+        "--trainer.default_root_dir",
+        str(run),
+        "--trainer.logger",
+        "lightning.pytorch.loggers.CSVLogger",
+        "--trainer.logger.init_args.save_dir",
+        str(run),
+        "--trainer.max_epochs",
+        "3",
+        "--trainer.check_val_every_n_epoch",
+        "1",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--ckpt_path",
+        "last",
+    ]
     warn = json.dumps({"class_path": "helpers.SigkillAt", "init_args": {"epoch": 1, "batch": 0, "signum": "SIGUSR1"}})
     kill = json.dumps({"class_path": "helpers.SigkillAt", "init_args": {"epoch": 1, "batch": 1}})
-    first = subprocess.run([*args, f"--trainer.callbacks+={warn}", f"--trainer.callbacks+={kill}"], env=env,
-                           capture_output=True, text=True, timeout=300)
+    first = subprocess.run(
+        [*args, f"--trainer.callbacks+={warn}", f"--trainer.callbacks+={kill}"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert first.returncode == -9, first.stderr[-3000:]
     assert calls.read_text().split() == ["requeue", "4242"]
     hpc = run / "hpc_ckpt_1.ckpt"

@@ -16,13 +16,33 @@ ROOT = Path(__file__).parents[1]
 
 
 def _args(cmd: str, data: Path, run: Path) -> list[str]:
-    return [cmd, "--config", str(ROOT / "experiments" / "per_frame.yaml"),
-            "--data.init_args.root", str(data), "--data.init_args.dataset", "folder",
-            "--data.init_args.cache_dir", str(data / ".cache"), "--data.init_args.num_workers", "0",
-            "--data.init_args.batch_size", "2", "--data.init_args.crop_size", "[64, 96]",
-            "--data.init_args.eval_distances", "[0, 1]", "--trainer.default_root_dir", str(run),
-            "--trainer.logger", "lightning.pytorch.loggers.CSVLogger", "--trainer.logger.init_args.save_dir", str(run),
-            "--trainer.enable_progress_bar", "false"]
+    return [
+        cmd,
+        "--config",
+        str(ROOT / "experiments" / "per_frame.yaml"),
+        "--data.init_args.root",
+        str(data),
+        "--data.init_args.dataset",
+        "folder",
+        "--data.init_args.cache_dir",
+        str(data / ".cache"),
+        "--data.init_args.num_workers",
+        "0",
+        "--data.init_args.batch_size",
+        "2",
+        "--data.init_args.crop_size",
+        "[64, 96]",
+        "--data.init_args.eval_distances",
+        "[0, 1]",
+        "--trainer.default_root_dir",
+        str(run),
+        "--trainer.logger",
+        "lightning.pytorch.loggers.CSVLogger",
+        "--trainer.logger.init_args.save_dir",
+        str(run),
+        "--trainer.enable_progress_bar",
+        "false",
+    ]
 
 
 def _val_metrics(run: Path) -> dict[str, float]:
@@ -31,8 +51,9 @@ def _val_metrics(run: Path) -> dict[str, float]:
     return {k: float(v) for k, v in rows[-1].items() if k.startswith("val/") and v}
 
 
-@pytest.mark.parametrize("config,launcher", [("per_frame", "lightning"), ("prop_mv", "lightning"),
-                                             ("per_frame", "torchrun")])
+@pytest.mark.parametrize(
+    "config,launcher", [("per_frame", "lightning"), ("prop_mv", "lightning"), ("per_frame", "torchrun")]
+)
 def test_ddp_validation_equals_single_process(config, launcher, tiny_dataset, tmp_path, capsys):
     """The same checkpoint validated by 1 process and by 2 DDP ranks (each sees half of the
     samples; for the per-frame model one rank holds no distance-0 sample at all, which used to
@@ -54,10 +75,23 @@ def test_ddp_validation_equals_single_process(config, launcher, tiny_dataset, tm
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")])}
     launch = [sys.executable, "-m", "mvseg.cli"]
     if launcher == "torchrun":
-        launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                  "-m", "mvseg.cli"]
-    proc = subprocess.run([*launch, *validate(tmp_path / "ddp"), "--trainer.strategy", "ddp",
-                           "--trainer.devices", "2"], env=env, capture_output=True, text=True, timeout=180)
+        launch = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "mvseg.cli",
+        ]
+    proc = subprocess.run(
+        [*launch, *validate(tmp_path / "ddp"), "--trainer.strategy", "ddp", "--trainer.devices", "2"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     single, ddp = _val_metrics(tmp_path / "single"), _val_metrics(tmp_path / "ddp")
     assert set(single) == set(ddp) and "val/mIoU_d1" in single
@@ -75,11 +109,25 @@ def test_ddp_fit_killed_mid_epoch_resumes_to_the_same_metrics(tiny_dataset, tmp_
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")])}
 
     def fit(run: Path, *extra: str) -> subprocess.CompletedProcess:
-        a = [*_args("fit", tiny_dataset, run), "--seed_everything", "3", "--trainer.deterministic", "true",
-             "--trainer.max_epochs", "3", "--trainer.check_val_every_n_epoch", "1", "--trainer.strategy", "ddp",
-             "--trainer.devices", "2", *extra]
-        return subprocess.run([sys.executable, "-m", "mvseg.cli", *a], env=env, capture_output=True, text=True,
-                              timeout=300)
+        a = [
+            *_args("fit", tiny_dataset, run),
+            "--seed_everything",
+            "3",
+            "--trainer.deterministic",
+            "true",
+            "--trainer.max_epochs",
+            "3",
+            "--trainer.check_val_every_n_epoch",
+            "1",
+            "--trainer.strategy",
+            "ddp",
+            "--trainer.devices",
+            "2",
+            *extra,
+        ]
+        return subprocess.run(
+            [sys.executable, "-m", "mvseg.cli", *a], env=env, capture_output=True, text=True, timeout=300
+        )
 
     clean = fit(tmp_path / "clean")
     assert clean.returncode == 0, clean.stderr[-3000:]
@@ -110,17 +158,37 @@ def test_ddp_fit_makes_one_wandb_run(tiny_dataset, tmp_path):
     import json
 
     import torch
-
     from helpers import wandb_records
 
-    env = {**os.environ, "WANDB_MODE": "offline",
-           "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "WANDB_MODE": "offline",
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")]),
+    }
     a = _args("fit", tiny_dataset, tmp_path / "run")
-    a = a[: a.index("--trainer.logger")] + a[a.index("--trainer.enable_progress_bar"):]  # the config's WandbLogger
-    proc = subprocess.run([sys.executable, "-m", "mvseg.cli", *a, "--trainer.logger.init_args.save_dir",
-                           str(tmp_path / "run"), "--trainer.max_epochs", "2", "--trainer.check_val_every_n_epoch", "1",
-                           "--trainer.strategy", "ddp", "--trainer.devices", "2"],
-                          env=env, capture_output=True, text=True, timeout=300)
+    a = a[: a.index("--trainer.logger")] + a[a.index("--trainer.enable_progress_bar") :]  # the config's WandbLogger
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mvseg.cli",
+            *a,
+            "--trainer.logger.init_args.save_dir",
+            str(tmp_path / "run"),
+            "--trainer.max_epochs",
+            "2",
+            "--trainer.check_val_every_n_epoch",
+            "1",
+            "--trainer.strategy",
+            "ddp",
+            "--trainer.devices",
+            "2",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     (run_dir,) = (tmp_path / "run" / "wandb").glob("offline-run-*")  # exactly one
     records = wandb_records(next(run_dir.glob("*.wandb")))
@@ -128,8 +196,11 @@ def test_ddp_fit_makes_one_wandb_run(tiny_dataset, tmp_path):
     assert kinds.count("run") == 1
     config = {u.key for r in records if r.HasField("config") for u in r.config.update}
     assert {"cli", "num_classes", "net", "optim"} <= config
-    history = [{i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in r.history.item}
-               for r in records if r.HasField("history")]
+    history = [
+        {i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in r.history.item}
+        for r in records
+        if r.HasField("history")
+    ]
     miou = [h["val/mIoU"] for h in history if "val/mIoU" in h]
     assert len(miou) == 2
     ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)

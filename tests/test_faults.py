@@ -30,18 +30,45 @@ PER_FRAME = ROOT / "experiments" / "per_frame.yaml"
 
 def _fit_args(data: Path, run: Path, epochs: int = 3) -> list[str]:
     return [
-        "fit", "--config", str(PER_FRAME),
-        "--data.init_args.root", str(data), "--data.init_args.dataset", "folder",
-        "--data.init_args.cache_dir", str(data / ".cache"), "--data.init_args.num_workers", "1",
-        "--data.init_args.batch_size", "2", "--data.init_args.crop_size", "[64, 96]",
-        "--data.init_args.eval_distances", "[0, 1]",
-        "--trainer.default_root_dir", str(run), "--seed_everything", "3", "--trainer.deterministic", "true",
-        "--trainer.logger", "lightning.pytorch.loggers.CSVLogger", "--trainer.logger.init_args.save_dir", str(run),
-        "--trainer.max_epochs", str(epochs), "--trainer.limit_train_batches", "3",
-        "--trainer.check_val_every_n_epoch", "1", "--trainer.enable_progress_bar", "false",
-        "--model.init_args.net.dropout", "0.1",  # dropout draws from the RNG too
-        "--trainer.callbacks+=" + json.dumps({"class_path": "mvseg.sweep.MetricsFile",
-                                              "init_args": {"path": str(run / "metrics.json")}}),
+        "fit",
+        "--config",
+        str(PER_FRAME),
+        "--data.init_args.root",
+        str(data),
+        "--data.init_args.dataset",
+        "folder",
+        "--data.init_args.cache_dir",
+        str(data / ".cache"),
+        "--data.init_args.num_workers",
+        "1",
+        "--data.init_args.batch_size",
+        "2",
+        "--data.init_args.crop_size",
+        "[64, 96]",
+        "--data.init_args.eval_distances",
+        "[0, 1]",
+        "--trainer.default_root_dir",
+        str(run),
+        "--seed_everything",
+        "3",
+        "--trainer.deterministic",
+        "true",
+        "--trainer.logger",
+        "lightning.pytorch.loggers.CSVLogger",
+        "--trainer.logger.init_args.save_dir",
+        str(run),
+        "--trainer.max_epochs",
+        str(epochs),
+        "--trainer.limit_train_batches",
+        "3",
+        "--trainer.check_val_every_n_epoch",
+        "1",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--model.init_args.net.dropout",
+        "0.1",  # dropout draws from the RNG too
+        "--trainer.callbacks+="
+        + json.dumps({"class_path": "mvseg.sweep.MetricsFile", "init_args": {"path": str(run / "metrics.json")}}),
     ]
 
 
@@ -69,8 +96,13 @@ def test_sigkilled_fit_resumes_to_the_same_metrics(tiny_dataset, tmp_path, kill_
     killed = tmp_path / "killed"
     cb = json.dumps({"class_path": "helpers.SigkillAt", "init_args": {"epoch": kill_at[0], "batch": kill_at[1]}})
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run([sys.executable, "-m", "mvseg.cli", *_fit_args(tiny_dataset, killed), f"--trainer.callbacks+={cb}"],
-                          env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mvseg.cli", *_fit_args(tiny_dataset, killed), f"--trainer.callbacks+={cb}"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == -9, proc.stderr[-3000:]
     last = killed / "checkpoints" / "last.ckpt"
     assert torch.load(last, map_location="cpu", weights_only=True)["epoch"] == kill_at[0] - 1
@@ -118,8 +150,14 @@ def test_failed_checkpoint_write_keeps_the_previous_checkpoint(tmp_path):
     atomic_torch_save({"epoch": 0, "w": torch.arange(10.0)}, path)
     good = path.read_bytes()
     big = {"epoch": 1, "w": torch.zeros(1 << 20)}  # 4 MB: the write fails after 64 kB
-    with file_size_limit(64 << 10), pytest.raises(CheckpointWriteError, match=r"last.ckpt: could not write the "
-                                                  r"checkpoint \(File too large\); the previous checkpoint there is unchanged"):
+    with (
+        file_size_limit(64 << 10),
+        pytest.raises(
+            CheckpointWriteError,
+            match=r"last.ckpt: could not write the "
+            r"checkpoint \(File too large\); the previous checkpoint there is unchanged",
+        ),
+    ):
         atomic_torch_save(big, path)
     assert path.read_bytes() == good
     assert sorted(p.name for p in path.parent.iterdir()) == ["last.ckpt"]  # no temporary file left
@@ -155,8 +193,11 @@ def test_fit_with_a_full_disk_keeps_the_last_good_checkpoint(tiny_dataset, tmp_p
         rc = main(_fit_args(tiny_dataset, run, epochs=2))
     assert rc == 1
     err = capsys.readouterr().err
-    assert re.search(r"mvseg: error: \S+/checkpoints/\S+\.ckpt: could not write the checkpoint \(File too large\); "
-                     r"(the previous checkpoint there is unchanged|nothing was written)", err), err[-2000:]
+    assert re.search(
+        r"mvseg: error: \S+/checkpoints/\S+\.ckpt: could not write the checkpoint \(File too large\); "
+        r"(the previous checkpoint there is unchanged|nothing was written)",
+        err,
+    ), err[-2000:]
     ckpts = run / "checkpoints"
     assert torch.load(ckpts / "last.ckpt", map_location="cpu", weights_only=True)["epoch"] == 0
     assert torch.load(ckpts / "best-epoch=0.ckpt", map_location="cpu", weights_only=True)["epoch"] == 0
@@ -171,8 +212,14 @@ def test_failed_cache_write_leaves_the_other_entries_intact(pan_video, bframe_vi
     cache = VideoCache(tmp_path / "cache")
     first = cache.load(pan_video[0])
     before = {p: p.read_bytes() for p in cache.entry_dir(pan_video[0]).iterdir()}
-    with file_size_limit(64 << 10), pytest.raises(CacheWriteError, match=r"bframes.mp4: could not write its decode "
-                                                  r"cache to \S+ \(.+\); no entry was written"):
+    with (
+        file_size_limit(64 << 10),
+        pytest.raises(
+            CacheWriteError,
+            match=r"bframes.mp4: could not write its decode "
+            r"cache to \S+ \(.+\); no entry was written",
+        ),
+    ):
         cache.load(bframe_video[0])
     assert sorted(p.name for p in cache.root.iterdir()) == [cache.entry_dir(pan_video[0]).name]  # nothing partial
     assert {p: p.read_bytes() for p in cache.entry_dir(pan_video[0]).iterdir()} == before
@@ -196,23 +243,36 @@ def clean_four_clip_run(four_clip_dataset, tmp_path_factory):
     return clean
 
 
-@pytest.mark.parametrize("signum,at", [("SIGINT", (1, 1)), ("SIGTERM", (0, 2))], ids=["sigint-mid-epoch", "sigterm-last-batch"])
-def test_interrupted_fit_saves_and_resumes_exactly(four_clip_dataset, clean_four_clip_run, tmp_path, signum, at, capsys):
+@pytest.mark.parametrize(
+    "signum,at", [("SIGINT", (1, 1)), ("SIGTERM", (0, 2))], ids=["sigint-mid-epoch", "sigterm-last-batch"]
+)
+def test_interrupted_fit_saves_and_resumes_exactly(
+    four_clip_dataset, clean_four_clip_run, tmp_path, signum, at, capsys
+):
     """Ctrl-C (SIGINT) or SIGTERM during fit: the step in flight finishes, the checkpoint is saved
     (inside the epoch: with the epoch's position; at its last batch: after the epoch's validation),
     the process exits 128 + signal with one line; --ckpt_path last ends where an uninterrupted run does."""
     clean = clean_four_clip_run
     stopped = tmp_path / "stopped"
-    cb = json.dumps({"class_path": "helpers.SigkillAt", "init_args": {"epoch": at[0], "batch": at[1], "signum": signum}})
+    cb = json.dumps(
+        {"class_path": "helpers.SigkillAt", "init_args": {"epoch": at[0], "batch": at[1], "signum": signum}}
+    )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run([sys.executable, "-m", "mvseg.cli", *_fit_args(four_clip_dataset, stopped), f"--trainer.callbacks+={cb}"],
-                          env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mvseg.cli", *_fit_args(four_clip_dataset, stopped), f"--trainer.callbacks+={cb}"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 128 + getattr(signal, signum), proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
     last = stopped / "checkpoints" / "last.ckpt"
     line = [x for x in proc.stderr.splitlines() if x.startswith("mvseg: fit stopped")]
-    assert line == [f"mvseg: fit stopped by {signum} in epoch {at[0]} after step {3 * at[0] + at[1] + 1}: "
-                    f"checkpoint saved: {last}; resume with --ckpt_path last"]
+    assert line == [
+        f"mvseg: fit stopped by {signum} in epoch {at[0]} after step {3 * at[0] + at[1] + 1}: "
+        f"checkpoint saved: {last}; resume with --ckpt_path last"
+    ]
     ckpt = torch.load(last, map_location="cpu", weights_only=True)
     assert ckpt["global_step"] == 3 * at[0] + at[1] + 1  # limit_train_batches 3: the step in flight is kept
     assert ("train_epoch" in ckpt["CompressedVideoDataModule"]) == (at[1] < 2)  # mid-epoch: the epoch's position
@@ -242,9 +302,17 @@ def test_latest_checkpoint_every_epoch_and_every_n_steps_without_validation(tiny
 
     run = tmp_path / "run"
     cfg = tmp_path / "steps.yaml"  # a user's config: the callbacks list replaced whole
-    cfg.write_text(f"base: {PER_FRAME}\ntrainer:\n  callbacks:\n    - class_path: mvseg.resume.LatestCheckpoint\n"
-                   "      init_args:\n        every_n_train_steps: 3\n")
-    args = [*_fit_args(tiny_dataset, run), "--trainer.check_val_every_n_epoch", "10", "--trainer.limit_train_batches", "2"]
+    cfg.write_text(
+        f"base: {PER_FRAME}\ntrainer:\n  callbacks:\n    - class_path: mvseg.resume.LatestCheckpoint\n"
+        "      init_args:\n        every_n_train_steps: 3\n"
+    )
+    args = [
+        *_fit_args(tiny_dataset, run),
+        "--trainer.check_val_every_n_epoch",
+        "10",
+        "--trainer.limit_train_batches",
+        "2",
+    ]
     args[args.index(str(PER_FRAME))] = str(cfg)
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(mvseg.resume.LatestCheckpoint, "save_now", spy)
@@ -261,8 +329,26 @@ def test_ctrl_c_in_data_prepare_leaves_whole_files_and_the_command_finishes(tmp_
     import time
 
     out = tmp_path / "syn"
-    cmd = [sys.executable, "-m", "mvseg.cli", "data", "prepare", "synthetic", "--out", str(out), "--train-clips", "12",
-           "--val-clips", "1", "--frames", "12", "--annotated", "5", "--workers", "2"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "mvseg.cli",
+        "data",
+        "prepare",
+        "synthetic",
+        "--out",
+        str(out),
+        "--train-clips",
+        "12",
+        "--val-clips",
+        "1",
+        "--frames",
+        "12",
+        "--annotated",
+        "5",
+        "--workers",
+        "2",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     deadline = time.monotonic() + 120
     while not list(out.glob("videos/*/*.mp4")) and proc.poll() is None and time.monotonic() < deadline:
@@ -273,8 +359,9 @@ def test_ctrl_c_in_data_prepare_leaves_whole_files_and_the_command_finishes(tmp_
         pytest.skip("the dataset was finished before Ctrl-C arrived")
     assert proc.returncode == 130, err[-2000:]
     assert "Traceback" not in err
-    assert err.strip().splitlines()[-1] == ("mvseg data: interrupted: the files written so far are whole; "
-                                            "the same command finishes the dataset")
+    assert err.strip().splitlines()[-1] == (
+        "mvseg data: interrupted: the files written so far are whole; the same command finishes the dataset"
+    )
     kept = sorted(out.glob("videos/*/*.mp4"))
     assert kept and not list(out.glob("videos/*/*.part")) and not (out / "dataset.json").exists()
     assert subprocess.run(cmd, capture_output=True, text=True, timeout=300).returncode == 0

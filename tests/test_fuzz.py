@@ -28,7 +28,9 @@ def test_fuzz_run_finds_no_crash_no_hang(seeds, tmp_path):
     import torch
 
     torch.ones(1 << 16).exp().sum()  # the parent has used torch's thread pool (as in a long test session)
-    s = run_fuzz(tmp_path / "fz", max_cases=60, budget_s=120, seed=0, videos=seeds, timeout_s=10, max_findings=1, entry=main)
+    s = run_fuzz(
+        tmp_path / "fz", max_cases=60, budget_s=120, seed=0, videos=seeds, timeout_s=10, max_findings=1, entry=main
+    )
     assert s["cases"] == 60
     assert s["findings"] == [], s["findings"]
     assert s["by_status"]["ok"] > 0 and s["by_status"]["error"] > 0  # mutations both survived and broke files
@@ -69,11 +71,17 @@ def _named(path) -> int:
     return 2
 
 
-@pytest.mark.parametrize("target, want", [
-    (_crash, ("crash", "killed by SIGABRT")), (_hang, ("hang", "killed after the timeout")),
-    (_exception, ("crash", "RuntimeError: boom")), (_unnamed, ("unnamed", "mvseg inspect: error: something went wrong")),
-    (lambda: 0, ("ok", "")),
-], ids=["signal", "hang", "exception", "unnamed-error", "ok"])
+@pytest.mark.parametrize(
+    "target, want",
+    [
+        (_crash, ("crash", "killed by SIGABRT")),
+        (_hang, ("hang", "killed after the timeout")),
+        (_exception, ("crash", "RuntimeError: boom")),
+        (_unnamed, ("unnamed", "mvseg inspect: error: something went wrong")),
+        (lambda: 0, ("ok", "")),
+    ],
+    ids=["signal", "hang", "exception", "unnamed-error", "ok"],
+)
 def test_harness_classifies_each_ending(target, want, tmp_path):
     """The harness can fail: a crash, a hang, a traceback and an anonymous error are findings."""
     log = tmp_path / "log.txt"
@@ -97,7 +105,7 @@ def test_found_codec_without_decoder(seeds, tmp_path):
     data = seeds[0].read_bytes()
     at = data.index(b"avc1", data.index(b"stsd"))
     bad = tmp_path / "badcodec.mp4"
-    bad.write_bytes(data[:at] + b"zzzz" + data[at + 4:])
+    bad.write_bytes(data[:at] + b"zzzz" + data[at + 4 :])
     with pytest.raises(VideoError, match=r"badcodec.mp4: video stream has a codec FFmpeg cannot decode"):
         decode_video(bad)
 
@@ -111,7 +119,7 @@ def test_found_tag_that_is_not_utf8(seeds, tmp_path, capsys):
     data = src.read_bytes()
     at = data.index(b"TITLEXYZ")
     bad = tmp_path / "badtag.mkv"
-    bad.write_bytes(data[:at] + b"\xff\xfe" + data[at + 2:])
+    bad.write_bytes(data[:at] + b"\xff\xfe" + data[at + 2 :])
     with pytest.raises(UnicodeDecodeError):
         av.open(str(bad))
     assert decode_video(bad).frames.shape == decode_video(src).frames.shape
@@ -125,4 +133,3 @@ def test_fuzz_cli(seeds, tmp_path, capsys):
     assert rc == 0
     assert "5 cases" in text and "outcomes:" in text
     assert json.loads(out.read_text())["seeds"] == [seeds[0].name]
-

@@ -15,8 +15,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_gpu_check_dry_run(tmp_path):
     out = tmp_path / "gpu"
-    res = subprocess.run(["bash", str(ROOT / ".ci/gpu"), "--dry-run", str(out)], cwd=ROOT, capture_output=True,
-                         text=True, timeout=900, env={**os.environ, "WANDB_MODE": "offline"})
+    res = subprocess.run(
+        ["bash", str(ROOT / ".ci/gpu"), "--dry-run", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "WANDB_MODE": "offline"},
+    )
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert "== gpu check: 0 step(s) failed" in res.stdout
     compiled = json.loads((out / "compile.json").read_text())

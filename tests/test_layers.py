@@ -10,14 +10,28 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # lowest first; a part may import its own layer's other parts (without a circle) and lower layers
 LAYERS = [
-    {"mvseg", "mvseg.checkpoint_io", "mvseg.resume", "mvseg.wandb_offline", "mvseg.threads", "mvseg.ops",
-     "triton_kernels"},
+    {
+        "mvseg",
+        "mvseg.checkpoint_io",
+        "mvseg.resume",
+        "mvseg.wandb_offline",
+        "mvseg.threads",
+        "mvseg.ops",
+        "triton_kernels",
+    },
     {"mvseg.video"},
     {"mvseg.data", "mvseg.models", "mvseg.losses"},
     {"mvseg.strategies"},
     {"mvseg.runtime"},
-    {"mvseg.predict", "mvseg.sweep", "mvseg.fuzz", "mvseg.prerequisites", "mvseg.bench", "mvseg.summary",
-     "mvseg.run_dir"},
+    {
+        "mvseg.predict",
+        "mvseg.sweep",
+        "mvseg.fuzz",
+        "mvseg.prerequisites",
+        "mvseg.bench",
+        "mvseg.summary",
+        "mvseg.run_dir",
+    },
     {"mvseg.cli"},
 ]
 LAYER = {part: i for i, parts in enumerate(LAYERS) for part in parts}
@@ -39,8 +53,11 @@ def import_graph(root: Path = ROOT) -> dict[str, set[str]]:
         module = ".".join(rel.parts[:-1] if rel.name == "__init__" else rel.parts)
         src = part_of(module)
         for node in ast.walk(ast.parse(path.read_text())):
-            names = [node.module] if isinstance(node, ast.ImportFrom) and node.module and not node.level else (
-                [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+            names = (
+                [node.module]
+                if isinstance(node, ast.ImportFrom) and node.module and not node.level
+                else ([a.name for a in node.names] if isinstance(node, ast.Import) else [])
+            )
             for name in names:
                 if name.split(".")[0] in ("mvseg", "triton_kernels"):
                     dst = part_of(name)
@@ -68,7 +85,9 @@ def test_no_import_circle():
         state[node] = 1
         for nxt in sorted(graph.get(node, ())):
             if state.get(nxt) == 1:
-                circles.append(" -> ".join(stack[stack.index(nxt):] + [node, nxt]) if nxt in stack else f"{node} -> {nxt}")
+                circles.append(
+                    " -> ".join(stack[stack.index(nxt) :] + [node, nxt]) if nxt in stack else f"{node} -> {nxt}"
+                )
             elif not state.get(nxt):
                 visit(nxt, stack + [node])
         state[node] = 2
@@ -82,8 +101,11 @@ def test_no_import_circle():
 def test_the_check_finds_a_circle_and_an_upward_import(tmp_path):
     # the same functions on a made-up tree: strategies importing the CLI is both
     fake = tmp_path / "mvseg"
-    for f, text in {"__init__.py": "", "cli.py": "from mvseg.strategies import x\n",
-                    "strategies/__init__.py": "def f():\n    from mvseg.cli import main\n"}.items():
+    for f, text in {
+        "__init__.py": "",
+        "cli.py": "from mvseg.strategies import x\n",
+        "strategies/__init__.py": "def f():\n    from mvseg.cli import main\n",
+    }.items():
         (fake / f).parent.mkdir(parents=True, exist_ok=True)
         (fake / f).write_text(text)
     (tmp_path / "triton_kernels").mkdir()

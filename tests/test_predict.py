@@ -8,9 +8,8 @@ from fractions import Fraction
 import av
 import numpy as np
 import pytest
-from PIL import Image
-
 from helpers import translating_frames
+from PIL import Image
 
 from mvseg.data.synthetic import CLASSES, PALETTE
 from mvseg.predict import legend
@@ -43,8 +42,15 @@ def prop_ckpt(tiny_dataset, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("prop")
     dm = CompressedVideoDataModule(str(tiny_dataset), "folder", keyframe_interval=3, batch_size=2)
     model = PropMV(9, 3, net=SegNetConfig(width=0.125, feat_dim=16, head_dim=16))
-    trainer = L.Trainer(accelerator="cpu", max_steps=1, logger=False, enable_progress_bar=False,
-                        enable_model_summary=False, default_root_dir=tmp, limit_val_batches=0)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_steps=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp,
+        limit_val_batches=0,
+    )
     trainer.fit(model, dm)
     trainer.save_checkpoint(tmp / "prop.ckpt")
     return tmp / "prop.ckpt"
@@ -76,8 +82,22 @@ def test_predict_keeps_odd_size_rotation_and_timestamps(prop_ckpt, tmp_path, cap
     src = tmp_path / "phone.mp4"
     _odd_rotated_vfr(src, frames, times)
     out, labels = tmp_path / "o.mp4", tmp_path / "labels"
-    assert main(["predict", str(src), "--ckpt", str(prop_ckpt), "--out", str(out), "--labels-dir", str(labels),
-                 "--no-legend"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                str(src),
+                "--ckpt",
+                str(prop_ckpt),
+                "--out",
+                str(out),
+                "--labels-dir",
+                str(labels),
+                "--no-legend",
+            ]
+        )
+        == 0
+    )
     decoded = list(iter_frames(out, mvs=False))
     assert len(decoded) == 10 and decoded[0].image.shape == (66, 130, 3)  # edge-padded to what H.264 4:2:0 takes
     np.testing.assert_allclose([f.time for f in decoded], times, atol=1e-3)  # variable frame rate kept
@@ -107,9 +127,14 @@ def test_predict_and_inspect_warn_alike_about_b_frames(prop_ckpt, tmp_path, caps
 
     src = encode_video(translating_frames(12, 64, 128, 2.0, 1.0), tmp_path / "b.mp4", gop=12, bframes=2, ref=3)
     said = {}
-    for cmd in (["inspect", str(src)], ["predict", str(src), "--ckpt", str(prop_ckpt), "--out", str(tmp_path / "o.mp4")]):
+    for cmd in (
+        ["inspect", str(src)],
+        ["predict", str(src), "--ckpt", str(prop_ckpt), "--out", str(tmp_path / "o.mp4")],
+    ):
         assert main(cmd) == 0
-        said[cmd[0]] = {line.split("warning: ", 1)[1] for line in capsys.readouterr().err.splitlines() if "warning: " in line}
+        said[cmd[0]] = {
+            line.split("warning: ", 1)[1] for line in capsys.readouterr().err.splitlines() if "warning: " in line
+        }
     b_frames = {m for m in said["inspect"] if "B-frames" in m or "reference frames" in m}
     assert len(b_frames) == 2 and b_frames <= said["predict"]
 
@@ -123,15 +148,29 @@ def test_coverage_policy_keys_the_frame_after_a_cut(prop_ckpt, tmp_path, capsys)
     from mvseg.strategies.loading import load_strategy
     from mvseg.strategies.policies import MotionCoverage
 
-    frames = np.concatenate([translating_frames(10, 64, 128, 1.0, 0.0, seed=1),
-                             translating_frames(10, 64, 128, 1.0, 0.0, seed=7)[:, ::-1]])
+    frames = np.concatenate(
+        [translating_frames(10, 64, 128, 1.0, 0.0, seed=1), translating_frames(10, 64, 128, 1.0, 0.0, seed=7)[:, ::-1]]
+    )
     video = encode_video(frames, tmp_path / "cut.mp4", gop=100)  # no I-frame at the cut: only the motion says it
     model, data = load_strategy(prop_ckpt)
-    keys = [r.index for r in run_stream(model, video, policy=MotionCoverage(0.5), images=False)
-            if r.is_key]
+    keys = [r.index for r in run_stream(model, video, policy=MotionCoverage(0.5), images=False) if r.is_key]
     assert keys == [0, 10]
-    assert main(["predict", str(video), "--ckpt", str(prop_ckpt), "--policy", "coverage", "--no-legend",
-                 "--out", str(tmp_path / "o.mp4")]) != 0
+    assert (
+        main(
+            [
+                "predict",
+                str(video),
+                "--ckpt",
+                str(prop_ckpt),
+                "--policy",
+                "coverage",
+                "--no-legend",
+                "--out",
+                str(tmp_path / "o.mp4"),
+            ]
+        )
+        != 0
+    )
     assert "--policy coverage needs --threshold" in capsys.readouterr().err
 
 
@@ -155,7 +194,10 @@ def test_predict_never_overwrites_its_input(prop_ckpt, clip, tmp_path, capsys):
     for out in (clip, link, tmp_path / "." / "clip.mp4"):
         assert main(["predict", str(clip), "--ckpt", str(prop_ckpt), "--out", str(out)]) == 2
         err = capsys.readouterr().err.strip()
-        assert err == f"mvseg predict: error: {out}: --out is the input video itself: predict never overwrites its input; choose another --out"
+        assert (
+            err == f"mvseg predict: error: {out}: --out is the input video itself: "
+            "predict never overwrites its input; choose another --out"
+        )
     assert clip.read_bytes() == before
 
 
@@ -197,7 +239,9 @@ def test_predict_into_a_folder_and_labels_only_when_whole(prop_ckpt, clip, tmp_p
 
     outdir, labels = tmp_path / "out", tmp_path / "labels"
     outdir.mkdir()
-    assert main(["predict", str(clip), "--ckpt", str(prop_ckpt), "--out", str(outdir), "--labels-dir", str(labels)]) == 0
+    assert (
+        main(["predict", str(clip), "--ckpt", str(prop_ckpt), "--out", str(outdir), "--labels-dir", str(labels)]) == 0
+    )
     assert (outdir / "clip.seg.mp4").is_file() and len(list(iter_frames(outdir / "clip.seg.mp4", mvs=False))) == 8
     assert len(list(labels.glob("*.png"))) == 8 and not (tmp_path / "labels.part").exists()
 
@@ -219,8 +263,10 @@ def test_ctrl_c_in_predict_says_what_was_written(prop_ckpt, clip, tmp_path, caps
     out, labels = tmp_path / "o.mp4", tmp_path / "labels"
     assert main(["predict", str(clip), "--ckpt", str(prop_ckpt), "--out", str(out), "--labels-dir", str(labels)]) == 130
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1] == (f"mvseg predict: interrupted after 3 frames: no overlay written to {out}; "
-                       f"the label PNGs of frames 0-2 are in {tmp_path / 'labels.part'}")
+    assert err[-1] == (
+        f"mvseg predict: interrupted after 3 frames: no overlay written to {out}; "
+        f"the label PNGs of frames 0-2 are in {tmp_path / 'labels.part'}"
+    )
     assert not out.exists() and not labels.exists() and not (tmp_path / "o.mp4.part").exists()
     assert sorted(p.name for p in (tmp_path / "labels.part").iterdir()) == ["000000.png", "000001.png", "000002.png"]
 
@@ -235,10 +281,17 @@ def test_predict_refuses_a_checkpoint_that_segments_nothing(clip, tmp_path, caps
 
     model = FlowPretrain(num_classes=9)
     ckpt = tmp_path / "flow.ckpt"
-    torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams),
-                "pytorch-lightning_version": lightning.__version__,
-                "mvseg_strategy": "mvseg.strategies.flow_pretrain.FlowPretrain"}, ckpt)
+    torch.save(
+        {
+            "state_dict": model.state_dict(),
+            "hyper_parameters": dict(model.hparams),
+            "pytorch-lightning_version": lightning.__version__,
+            "mvseg_strategy": "mvseg.strategies.flow_pretrain.FlowPretrain",
+        },
+        ckpt,
+    )
     assert main(["predict", str(clip), "--ckpt", str(ckpt)]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         f"mvseg predict: error: {ckpt}: a FlowPretrain checkpoint segments nothing (it trains a part of another "
-        "method): give the checkpoint of a segmenting run")
+        "method): give the checkpoint of a segmenting run"
+    )

@@ -24,17 +24,26 @@ def _merged(path: Path) -> dict:
         return cfg
 
     def merge(a, b):
-        return {**a, **{k: merge(a[k], v) if isinstance(v, dict) and isinstance(a.get(k), dict) else v
-                        for k, v in b.items()}}
+        return {
+            **a,
+            **{k: merge(a[k], v) if isinstance(v, dict) and isinstance(a.get(k), dict) else v for k, v in b.items()},
+        }
 
     return merge(_merged(path.parent / base), cfg)
 
 
 def _config(base: str, run: Path, **model) -> dict:
     cfg = _merged(ROOT / "experiments" / base)
-    cfg["trainer"].update(default_root_dir=str(run), max_epochs=1, limit_train_batches=1, limit_val_batches=1,
-                          check_val_every_n_epoch=1, enable_progress_bar=False, enable_model_summary=False,
-                          logger={"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": str(run)}})
+    cfg["trainer"].update(
+        default_root_dir=str(run),
+        max_epochs=1,
+        limit_train_batches=1,
+        limit_val_batches=1,
+        check_val_every_n_epoch=1,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        logger={"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": str(run)}},
+    )
     cfg["model"]["init_args"].update(net=NET, **model)
     cfg.pop("prerequisites", None)
     return cfg
@@ -49,8 +58,16 @@ def stages(tmp_path, tiny_dataset):
     b = _config("prop_mv.yaml", runs / "b", init_from=str(runs / "a" / "checkpoints" / "last.ckpt"))
     b["prerequisites"] = {"model.init_args.init_from": "a.yaml"}
     (tmp_path / "b.yaml").write_text(yaml.safe_dump(b))
-    data = ["--data.init_args.root", str(tiny_dataset), "--data.init_args.dataset", "folder",
-            "--data.init_args.cache_dir", str(tiny_dataset / ".cache"), "--data.init_args.num_workers", "0"]
+    data = [
+        "--data.init_args.root",
+        str(tiny_dataset),
+        "--data.init_args.dataset",
+        "folder",
+        "--data.init_args.cache_dir",
+        str(tiny_dataset / ".cache"),
+        "--data.init_args.num_workers",
+        "0",
+    ]
     return tmp_path, runs, data
 
 
@@ -62,7 +79,9 @@ def test_a_missing_stage_is_trained_first_then_reused(stages, capfd):
     assert f"model.init_args.init_from: {ckpt} does not exist yet: training {tmp / 'a.yaml'} first" in err
     assert ckpt.is_file() and (runs / "b" / "checkpoints" / "last.ckpt").is_file()
     stamp = ckpt.stat().st_mtime_ns
-    assert main(["fit", "--config", str(tmp / "b.yaml"), *data, "--overwrite"]) == 0  # b again from a (a run folder is one run: --overwrite)
+    assert (
+        main(["fit", "--config", str(tmp / "b.yaml"), *data, "--overwrite"]) == 0
+    )  # b again from a (a run folder is one run: --overwrite)
     assert "first" not in capfd.readouterr().err and ckpt.stat().st_mtime_ns == stamp  # reused
 
 
@@ -70,8 +89,10 @@ def test_no_prerequisites_refuses_and_names_the_config(stages, capsys):
     tmp, runs, data = stages
     assert main(["fit", "--config", str(tmp / "b.yaml"), *data, "--no-prerequisites"]) == 2
     err = capsys.readouterr().err
-    assert f"mvseg: error: model.init_args.init_from: {runs / 'a' / 'checkpoints' / 'last.ckpt'} not found; " \
-           f"it is written by `mvseg fit --config {tmp / 'a.yaml'}`" in err
+    assert (
+        f"mvseg: error: model.init_args.init_from: {runs / 'a' / 'checkpoints' / 'last.ckpt'} not found; "
+        f"it is written by `mvseg fit --config {tmp / 'a.yaml'}`" in err
+    )
     assert not runs.exists()
 
 
@@ -99,8 +120,19 @@ def test_a_key_pointed_elsewhere_is_left_to_the_usual_checks(stages, capsys):
 
 
 def test_passed_on_options():
-    args = ["--config", "x.yaml", "--data.init_args.root", "d", "--trainer.max_epochs", "3",
-            "--trainer.accelerator=gpu", "--data.init_args.batch_size", "2", "--trainer.devices", "2"]
+    args = [
+        "--config",
+        "x.yaml",
+        "--data.init_args.root",
+        "d",
+        "--trainer.max_epochs",
+        "3",
+        "--trainer.accelerator=gpu",
+        "--data.init_args.batch_size",
+        "2",
+        "--trainer.devices",
+        "2",
+    ]
     assert passed_on(args) == ["--data.init_args.root", "d", "--trainer.accelerator=gpu", "--trainer.devices", "2"]
 
 
@@ -120,7 +152,10 @@ def test_each_prerequisite_is_the_stage_that_writes_the_checkpoint(config):
 def test_the_main_job_stands_on_its_two_stages():
     assert {str(p.relative_to(ROOT)) for p in CONFIGS} >= {"experiments/arseg.yaml", "experiments/arseg_lr.yaml"}
     cfg = yaml.safe_load((ROOT / "experiments" / "arseg.yaml").read_text())
-    assert cfg["prerequisites"] == {"model.init_args.init_from": "per_frame.yaml", "model.init_args.lr_init": "arseg_lr.yaml"}
+    assert cfg["prerequisites"] == {
+        "model.init_args.init_from": "per_frame.yaml",
+        "model.init_args.lr_init": "arseg_lr.yaml",
+    }
 
 
 def test_ddp_ranks_of_a_smoke_test_reuse_its_scratch(tmp_path, monkeypatch):
@@ -140,11 +175,17 @@ def test_ddp_ranks_of_a_smoke_test_reuse_its_scratch(tmp_path, monkeypatch):
         return 0
 
     def cfg():
-        return {"trainer": {"fast_dev_run": 1, "default_root_dir": "runs/b"},
-                "prerequisites": {"model.init_args.init_from": "a.yaml"}, "model.init_args.init_from": "runs/a/checkpoints/last.ckpt"}
+        return {
+            "trainer": {"fast_dev_run": 1, "default_root_dir": "runs/b"},
+            "prerequisites": {"model.init_args.init_from": "a.yaml"},
+            "model.init_args.init_from": "runs/a/checkpoints/last.ckpt",
+        }
 
     rank0, rank1 = cfg(), cfg()
     prerequisites.prepare(rank0, [tmp_path / "b.yaml"], [], fit=fit, log=lambda m: None)
     prerequisites.prepare(rank1, [tmp_path / "b.yaml"], [], fit=fit, log=lambda m: None)  # same env: a later rank
     assert len(calls) == 1 and rank0 == rank1
-    assert rank0["model.init_args.init_from"].endswith("a/checkpoints/last.ckpt") and "mvseg-smoke-" in rank0["trainer"]["default_root_dir"]
+    assert (
+        rank0["model.init_args.init_from"].endswith("a/checkpoints/last.ckpt")
+        and "mvseg-smoke-" in rank0["trainer"]["default_root_dir"]
+    )

@@ -33,7 +33,7 @@ def test_decoded_frames_do_not_pile_up(long_video):
     alive = lambda: sum(type(o).__name__ == "VideoFrame" for o in gc.get_objects())  # noqa: E731
     before = alive()
     seen = 0
-    for f in iter_frames(long_video, rgb=False):
+    for _ in iter_frames(long_video, rgb=False):
         seen += 1
         if seen == 150:
             assert alive() - before <= 6  # the few newest, not one in 8 of all decoded
@@ -77,13 +77,24 @@ def test_dataloader_workers_start_with_pyav_garbage_in_the_parent():
     assert [int(b) for b in ForkSafeDataLoader(Collecting(), num_workers=1, timeout=30)] == [0, 1]
 
 
-@pytest.mark.parametrize("make", [
-    lambda: (PropMV(9, 5, net=NET), FixedInterval(5)),
-    lambda: (InterpMV(9, 5, net=NET), FixedInterval(5)),
-    lambda: (Adaptive(9, 5, net=NET, low_latency=True, adaptive=AdaptiveConfig(kernel_size=3, kernel_channels=8,
-                                                                               deviation_channels=8, fuse_channels=4)),
-             AdaptiveThreshold(0.5)),
-], ids=["prop_mv", "interp_mv", "adaptive_low_latency"])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: (PropMV(9, 5, net=NET), FixedInterval(5)),
+        lambda: (InterpMV(9, 5, net=NET), FixedInterval(5)),
+        lambda: (
+            Adaptive(
+                9,
+                5,
+                net=NET,
+                low_latency=True,
+                adaptive=AdaptiveConfig(kernel_size=3, kernel_channels=8, deviation_channels=8, fuse_channels=4),
+            ),
+            AdaptiveThreshold(0.5),
+        ),
+    ],
+    ids=["prop_mv", "interp_mv", "adaptive_low_latency"],
+)
 def test_no_per_frame_state_accumulates(long_video, make):
     torch.manual_seed(0)
     model, policy = make()

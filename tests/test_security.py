@@ -30,8 +30,9 @@ class Payload:
 
 
 def evil_checkpoint(path, marker) -> None:
-    torch.save({"state_dict": {}, "mvseg_strategy": "mvseg.strategies.PerFrame", "hyper_parameters": Payload(marker)},
-               path)
+    torch.save(
+        {"state_dict": {}, "mvseg_strategy": "mvseg.strategies.PerFrame", "hyper_parameters": Payload(marker)}, path
+    )
 
 
 def test_safe_load_refuses_pickled_code(tmp_path):
@@ -54,11 +55,22 @@ def test_no_entry_point_runs_a_checkpoints_code(where, tiny_dataset, tiny_data_a
         rc = main(["predict", str(video), "--ckpt", str(ckpt), "--out", str(tmp_path / "o.mp4")])
     else:
         config = {"resume": "per_frame", "init_from": "prop_mv", "teacher": "bdnet"}[where]
-        extra = {"resume": ["--ckpt_path", str(ckpt)],
-                 "init_from": ["--model.init_args.init_from", str(ckpt)],
-                 "teacher": ["--model.init_args.init_from", "null", "--model.init_args.teacher", str(ckpt)]}[where]
-        rc = main(["fit", "--config", str(PER_FRAME.with_name(f"{config}.yaml")), *tiny_data_args, *extra,
-                   "--trainer.fast_dev_run", "1"])
+        extra = {
+            "resume": ["--ckpt_path", str(ckpt)],
+            "init_from": ["--model.init_args.init_from", str(ckpt)],
+            "teacher": ["--model.init_args.init_from", "null", "--model.init_args.teacher", str(ckpt)],
+        }[where]
+        rc = main(
+            [
+                "fit",
+                "--config",
+                str(PER_FRAME.with_name(f"{config}.yaml")),
+                *tiny_data_args,
+                *extra,
+                "--trainer.fast_dev_run",
+                "1",
+            ]
+        )
     err = capsys.readouterr().err
     assert rc != 0
     assert re.search(r"error: .*evil.ckpt: refused: it holds Python objects", err), err[-2000:]
@@ -103,9 +115,13 @@ def _bad_checkpoint(kind: str, path, pan_video) -> None:
         torch.save([1, 2, 3], path)
 
 
-BAD_CHECKPOINTS = {"empty": "empty file", "truncated": "not a readable PyTorch checkpoint",
-                   "video": "not a PyTorch checkpoint", "text": "not a PyTorch checkpoint",
-                   "list": "holds a list, not a checkpoint"}
+BAD_CHECKPOINTS = {
+    "empty": "empty file",
+    "truncated": "not a readable PyTorch checkpoint",
+    "video": "not a PyTorch checkpoint",
+    "text": "not a PyTorch checkpoint",
+    "list": "holds a list, not a checkpoint",
+}
 
 
 @pytest.mark.parametrize("kind", sorted(BAD_CHECKPOINTS))
@@ -121,16 +137,29 @@ def test_a_bad_checkpoint_is_one_line_naming_it(kind, tiny_dataset, pan_video, t
     assert BAD_CHECKPOINTS[kind] in err and not (tmp_path / "o.mp4").exists()
 
 
-@pytest.mark.parametrize("kind, where", [("empty", "resume"), ("empty", "validate"), ("empty", "init_from"),
-                                         ("list", "init_from"), ("video", "resume")])
+@pytest.mark.parametrize(
+    "kind, where",
+    [("empty", "resume"), ("empty", "validate"), ("empty", "init_from"), ("list", "init_from"), ("video", "resume")],
+)
 def test_every_entry_point_says_which_checkpoint_is_bad(kind, where, tiny_data_args, pan_video, tmp_path, capsys):
     ckpt = tmp_path / "bad.ckpt"
     _bad_checkpoint(kind, ckpt, pan_video)
-    verb, config, extra = {"resume": ("fit", "per_frame", ["--ckpt_path", str(ckpt)]),
-                           "validate": ("validate", "per_frame", ["--ckpt_path", str(ckpt)]),
-                           "init_from": ("fit", "prop_mv", ["--model.init_args.init_from", str(ckpt)])}[where]
-    rc = main([verb, "--config", str(PER_FRAME.with_name(f"{config}.yaml")), *tiny_data_args, *extra,
-               "--trainer.fast_dev_run", "1"])
+    verb, config, extra = {
+        "resume": ("fit", "per_frame", ["--ckpt_path", str(ckpt)]),
+        "validate": ("validate", "per_frame", ["--ckpt_path", str(ckpt)]),
+        "init_from": ("fit", "prop_mv", ["--model.init_args.init_from", str(ckpt)]),
+    }[where]
+    rc = main(
+        [
+            verb,
+            "--config",
+            str(PER_FRAME.with_name(f"{config}.yaml")),
+            *tiny_data_args,
+            *extra,
+            "--trainer.fast_dev_run",
+            "1",
+        ]
+    )
     err = capsys.readouterr().err
     assert rc != 0
     assert re.search(rf"mvseg: error: .*bad.ckpt: {BAD_CHECKPOINTS[kind]}", err), err[-2000:]

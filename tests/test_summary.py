@@ -15,20 +15,49 @@ NET = json.dumps({"width": 0.125, "feat_dim": 16, "head_dim": 16, "head": "plain
 
 
 def _fit(config: str, run: Path, data: Path, *extra: str) -> list[str]:
-    return ["fit", "--config", str(ROOT / f"{config}.yaml"), "--data.init_args.root", str(data),
-            "--data.init_args.dataset", "folder", "--data.init_args.cache_dir", str(data / ".cache"),
-            "--data.init_args.num_workers", "0", "--data.init_args.keyframe_interval", "3",
-            "--trainer.default_root_dir", str(run), "--trainer.logger", "lightning.pytorch.loggers.CSVLogger",
-            "--trainer.logger.init_args.save_dir", str(run), "--trainer.max_epochs", "1",
-            "--trainer.limit_train_batches", "2", "--trainer.check_val_every_n_epoch", "1",
-            "--trainer.enable_progress_bar", "false", "--model.init_args.net", NET, *extra]
+    return [
+        "fit",
+        "--config",
+        str(ROOT / f"{config}.yaml"),
+        "--data.init_args.root",
+        str(data),
+        "--data.init_args.dataset",
+        "folder",
+        "--data.init_args.cache_dir",
+        str(data / ".cache"),
+        "--data.init_args.num_workers",
+        "0",
+        "--data.init_args.keyframe_interval",
+        "3",
+        "--trainer.default_root_dir",
+        str(run),
+        "--trainer.logger",
+        "lightning.pytorch.loggers.CSVLogger",
+        "--trainer.logger.init_args.save_dir",
+        str(run),
+        "--trainer.max_epochs",
+        "1",
+        "--trainer.limit_train_batches",
+        "2",
+        "--trainer.check_val_every_n_epoch",
+        "1",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--model.init_args.net",
+        NET,
+        *extra,
+    ]
 
 
 def test_a_fit_ends_with_its_summary_and_the_runs_it_stands_on(tiny_dataset, tmp_path, capsys):
     image, prop = tmp_path / "per_frame", tmp_path / "prop_mv"
     assert main(_fit("per_frame", image, tiny_dataset, "--data.init_args.eval_distances", "[0]")) == 0
-    assert main(_fit("prop_mv", prop, tiny_dataset, "--model.init_args.init_from",
-                     str(image / "checkpoints" / "last.ckpt"))) == 0
+    assert (
+        main(
+            _fit("prop_mv", prop, tiny_dataset, "--model.init_args.init_from", str(image / "checkpoints" / "last.ckpt"))
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "mvseg: prop_mv done (1 epochs" in out and f"(saved as {prop / 'summary.md'})" in out
     s = json.loads((prop / "summary.json").read_text())
@@ -42,11 +71,17 @@ def test_a_fit_ends_with_its_summary_and_the_runs_it_stands_on(tiny_dataset, tmp
     assert base["gflops_ratio"] == pytest.approx(1.0, rel=1e-6)
     assert 0.3 < s["gflops_ratio"] < 0.5 and s["gflops_key"] == pytest.approx(base["gflops_key"], rel=1e-6)
     # the reference row is the per-frame run's own summary; the difference is said in points
-    assert [r["name"] for r in s["references"]] == ["per_frame"] and s["references"][0]["role"] == "image model (init_from)"
+    assert [r["name"] for r in s["references"]] == ["per_frame"] and s["references"][0][
+        "role"
+    ] == "image model (init_from)"
     d = 100 * (s["miou_mean"] - base["miou_mean"])
     assert f"prop_mv vs image model (init_from) per_frame: {d:+.1f} mIoU points" in out
     md = (prop / "summary.md").read_text()
-    assert md.startswith("| run | method | mIoU mean |") and "| prop_mv | PropMV |" in md and "| per_frame | PerFrame |" in md
+    assert (
+        md.startswith("| run | method | mIoU mean |")
+        and "| prop_mv | PropMV |" in md
+        and "| per_frame | PerFrame |" in md
+    )
     # how the wall time was measured: threads, CPUs and the load at the fit's start and end
     assert s["cpus"] >= 1 and s["load_1min_start"] is not None and s["load_1min_end"] is not None
     assert f"wall time with {s['cpu_threads']} torch threads on {s['cpus']} CPU(s), load average" in md
@@ -62,8 +97,9 @@ def test_the_machine_line_says_when_a_timing_is_not_an_idle_machines():
     # the fit's own 2 threads and 1 DataLoader worker load 2 CPUs to about 2.5 on an idle machine
     own = machine_line({"cpu_threads": 2, "loader_workers": 1, "cpus": 2, "load_1min_start": 0.2, "load_1min_end": 2.6})
     assert not own.endswith("busy: this is not an idle machine's time)")
-    assert machine_line({"cpu_threads": 2, "loader_workers": 1, "cpus": 2, "load_1min_start": 0.2,
-                         "load_1min_end": 4.1}).endswith("(the machine was busy: this is not an idle machine's time)")
+    assert machine_line(
+        {"cpu_threads": 2, "loader_workers": 1, "cpus": 2, "load_1min_start": 0.2, "load_1min_end": 4.1}
+    ).endswith("(the machine was busy: this is not an idle machine's time)")
     assert machine_line({"cpu_threads": 2}) is None  # a summary written before these were recorded
 
 
@@ -111,9 +147,11 @@ def test_a_fit_without_validation_says_so_and_w_and_b_and_lightning_stay_quiet(t
     args[i + 1], args[i + 3] = "lightning.pytorch.loggers.WandbLogger", str(run / "w")  # save_dir not made yet
     assert main(args) == 0
     out, err = capfd.readouterr()
-    assert (f"mvseg: run done (1 epochs, 1 steps); no summary table: no validation ran (every 5 epochs: "
-            f"trainer.check_val_every_n_epoch; or trainer.limit_val_batches 0); evaluate it with mvseg validate "
-            f"--config {run / 'config.yaml'} --ckpt_path {run / 'checkpoints' / 'last.ckpt'}") in out
+    assert (
+        f"mvseg: run done (1 epochs, 1 steps); no summary table: no validation ran (every 5 epochs: "
+        f"trainer.check_val_every_n_epoch; or trainer.limit_val_batches 0); evaluate it with mvseg validate "
+        f"--config {run / 'config.yaml'} --ckpt_path {run / 'checkpoints' / 'last.ckpt'}"
+    ) in out
     for noise in ("anonymous setting", "git root", "Tip:", "LeafSpec", "not resumable"):
         assert noise not in out + err, noise
     assert (run / "checkpoints" / "last.ckpt").is_file()  # saved although no validation ran

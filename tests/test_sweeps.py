@@ -74,8 +74,12 @@ def test_agent_command_runs(path, tiny_data_args, request, capsys, monkeypatch):
         assert all(a.startswith("--") and "=" in a for a in argv[5:])  # the agent's --key=value form
         extra = []
         text = (ROOT / sweep["command"][4]).read_text()
-        extra += [a for key in ("init_from", "lr_init", "flow_init") if f"{key}:" in text
-                  for a in (f"--model.init_args.{key}", "null")]
+        extra += [
+            a
+            for key in ("init_from", "lr_init", "flow_init")
+            if f"{key}:" in text
+            for a in (f"--model.init_args.{key}", "null")
+        ]
         if "keyframe_interval: 12" in text:  # AR-Seg's L = 12 is longer than the tiny clips
             extra += ["--data.init_args.keyframe_interval", "3", "--data.init_args.train_distances", "[2]"]
         if "train_distances" in config:  # the sweep's own values are for L = 5
@@ -88,24 +92,48 @@ def test_agent_command_runs(path, tiny_data_args, request, capsys, monkeypatch):
 def test_agent_value_forms_parse():
     """The agent writes Python's str() of each value: True/False, None, [1, 2]."""
     sweep = {"program": "mvseg", "command": ["${env}", "mvseg", "fit", "--config", "c.yaml", "${args}"]}
-    argv = agent_command(sweep, {"data.init_args.hflip": {"value": False}, "data.init_args.train_distances": {"value": None},
-                                 "data.init_args.crop_size": {"value": [96, 160]}})
-    assert argv[5:] == ["--data.init_args.hflip=False", "--data.init_args.train_distances=None",
-                        "--data.init_args.crop_size=[96, 160]"]
+    argv = agent_command(
+        sweep,
+        {
+            "data.init_args.hflip": {"value": False},
+            "data.init_args.train_distances": {"value": None},
+            "data.init_args.crop_size": {"value": [96, 160]},
+        },
+    )
+    assert argv[5:] == [
+        "--data.init_args.hflip=False",
+        "--data.init_args.train_distances=None",
+        "--data.init_args.crop_size=[96, 160]",
+    ]
 
 
 def test_agent_none_becomes_null():
     from mvseg.cli import sweep_agent_values
 
-    assert sweep_agent_values(["fit", "--data.init_args.train_distances=None", "--model.init_args.init_from", "None",
-                               "--trainer.max_epochs=3", "--data.init_args.root", "None-dir"]) == [
-        "fit", "--data.init_args.train_distances=null", "--model.init_args.init_from", "null",
-        "--trainer.max_epochs=3", "--data.init_args.root", "None-dir"]
+    assert sweep_agent_values(
+        [
+            "fit",
+            "--data.init_args.train_distances=None",
+            "--model.init_args.init_from",
+            "None",
+            "--trainer.max_epochs=3",
+            "--data.init_args.root",
+            "None-dir",
+        ]
+    ) == [
+        "fit",
+        "--data.init_args.train_distances=null",
+        "--model.init_args.init_from",
+        "null",
+        "--trainer.max_epochs=3",
+        "--data.init_args.root",
+        "None-dir",
+    ]
 
 
 # ---------------------------------------------------------------- mvseg sweep local
 
-FAKE_TRAIN = '''
+FAKE_TRAIN = """
 import json, sys
 from pathlib import Path
 args = dict(a[2:].split("=", 1) for a in sys.argv[1:] if a.startswith("--") and "=" in a)
@@ -117,14 +145,19 @@ x = float(args["model.init_args.x"])
 rows = [{"val/score": -(x - 0.3) ** 2 - 0.1 * e, "epoch": e} for e in (1, 0)]
 (run / "metrics.json").write_text(json.dumps({"history": rows, "summary": rows[-1]}))
 sys.exit(3 if x > 0.9 else 0)
-'''
+"""
 
 
 def _fake_sweep(tmp_path: Path, method: str = "bayes", extra: dict | None = None) -> Path:
     (tmp_path / "fake_train.py").write_text(FAKE_TRAIN)
-    sweep = {"program": "fake_train.py", "method": method, "metric": {"name": "val/score", "goal": "maximize"},
-             "parameters": {"model.init_args.x": {"distribution": "uniform", "min": 0.0, "max": 1.0}},
-             "command": ["${env}", sys.executable, str(tmp_path / "fake_train.py"), "${args}"], **(extra or {})}
+    sweep = {
+        "program": "fake_train.py",
+        "method": method,
+        "metric": {"name": "val/score", "goal": "maximize"},
+        "parameters": {"model.init_args.x": {"distribution": "uniform", "min": 0.0, "max": 1.0}},
+        "command": ["${env}", sys.executable, str(tmp_path / "fake_train.py"), "${args}"],
+        **(extra or {}),
+    }
     path = tmp_path / "fake.yaml"
     path.write_text(yaml.safe_dump(sweep))
     return path
@@ -138,12 +171,14 @@ def test_sweep_local_feeds_each_runs_metric_back_to_the_engine(tmp_path, monkeyp
 
     seen: list[list] = []
     real = sweeps.next_run
-    monkeypatch.setattr(sweeps, "next_run", lambda config, runs, **k: seen.append(list(runs)) or real(config, runs, **k))
+    monkeypatch.setattr(
+        sweeps, "next_run", lambda config, runs, **k: seen.append(list(runs)) or real(config, runs, **k)
+    )
     state = sw.run_local_sweep(_fake_sweep(tmp_path), count=6, out=tmp_path / "out", echo=lambda s: None)
     assert len(state["runs"]) == 6 and [len(r) for r in seen] == [0, 1, 2, 3, 4, 5]
     for rec, engine_run in zip(state["runs"], seen[-1]):
         x = rec["config"]["model.init_args.x"]["value"]
-        want = -(x - 0.3) ** 2  # the summary (epoch 0 row, written last)
+        want = -((x - 0.3) ** 2)  # the summary (epoch 0 row, written last)
         assert engine_run.config == rec["config"]
         assert engine_run.state == ("failed" if x > 0.9 else "finished")
         assert engine_run.summary_metrics["val/score"] == pytest.approx(want)
@@ -197,8 +232,9 @@ def test_sweep_local_errors_name_the_file(tmp_path, capsys):
     assert main(["sweep", "local", str(tmp_path / "none.yaml"), "--count", "1"]) == 2
     assert f"{tmp_path / 'none.yaml'}: no such sweep file" in capsys.readouterr().err
     bad = tmp_path / "bad.yaml"
-    bad.write_text(yaml.safe_dump({"method": "sideways", "metric": {"name": "val/mIoU"},
-                                   "parameters": {"a": {"values": [1]}}}))
+    bad.write_text(
+        yaml.safe_dump({"method": "sideways", "metric": {"name": "val/mIoU"}, "parameters": {"a": {"values": [1]}}})
+    )
     assert main(["sweep", "local", str(bad), "--count", "1"]) == 2
     err = capsys.readouterr().err
     assert f"{bad}: not a valid W&B sweep" in err and "sideways" in err
@@ -220,16 +256,36 @@ def test_sweep_local_trains_with_mvseg_fit(tiny_dataset, tmp_path, monkeypatch, 
     import torch
 
     monkeypatch.chdir(ROOT)
-    sweep = {"program": "mvseg", "method": "grid", "metric": {"name": "val/mIoU", "goal": "maximize"},
-             "parameters": {"model.init_args.optim.lr": {"values": [0.001, 0.02]}},
-             "command": ["${env}", "mvseg", "fit", "--config", "experiments/per_frame.yaml", "${args}"]}
+    sweep = {
+        "program": "mvseg",
+        "method": "grid",
+        "metric": {"name": "val/mIoU", "goal": "maximize"},
+        "parameters": {"model.init_args.optim.lr": {"values": [0.001, 0.02]}},
+        "command": ["${env}", "mvseg", "fit", "--config", "experiments/per_frame.yaml", "${args}"],
+    }
     path = tmp_path / "grid.yaml"
     path.write_text(yaml.safe_dump(sweep))
     out = tmp_path / "out"
-    extra = ["--data.init_args.root", str(tiny_dataset), "--data.init_args.dataset", "folder",
-             "--data.init_args.cache_dir", str(tiny_dataset / ".cache"), "--data.init_args.num_workers", "0",
-             "--data.init_args.crop_size", "[64, 96]", "--trainer.max_epochs", "2", "--trainer.check_val_every_n_epoch",
-             "1", "--trainer.logger.init_args.save_dir", str(tmp_path / "wandb"), "--trainer.enable_progress_bar", "false"]
+    extra = [
+        "--data.init_args.root",
+        str(tiny_dataset),
+        "--data.init_args.dataset",
+        "folder",
+        "--data.init_args.cache_dir",
+        str(tiny_dataset / ".cache"),
+        "--data.init_args.num_workers",
+        "0",
+        "--data.init_args.crop_size",
+        "[64, 96]",
+        "--trainer.max_epochs",
+        "2",
+        "--trainer.check_val_every_n_epoch",
+        "1",
+        "--trainer.logger.init_args.save_dir",
+        str(tmp_path / "wandb"),
+        "--trainer.enable_progress_bar",
+        "false",
+    ]
     assert main(["sweep", "local", str(path), "--count", "5", "--out", str(out), "--", *extra]) == 0
     printed = capsys.readouterr().out
     assert "the search is exhausted" in printed and "| run-0001" in printed
@@ -253,8 +309,18 @@ def test_wandb_agent_runs_get_their_own_run_directory(tiny_data_args, tmp_path, 
     import torch
 
     monkeypatch.setenv("WANDB_SWEEP_ID", "sw1")
-    args = ["fit", "--config", str(ROOT / "experiments" / "per_frame.yaml"), *tiny_data_args,
-            "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "1", "--trainer.limit_val_batches", "1"]
+    args = [
+        "fit",
+        "--config",
+        str(ROOT / "experiments" / "per_frame.yaml"),
+        *tiny_data_args,
+        "--trainer.max_epochs",
+        "1",
+        "--trainer.limit_train_batches",
+        "1",
+        "--trainer.limit_val_batches",
+        "1",
+    ]
     for run_id, lr in (("r1", 0.001), ("r2", 0.002)):
         monkeypatch.setenv("WANDB_RUN_ID", run_id)
         assert main([*args, f"--model.init_args.optim.lr={lr}"]) == 0
@@ -277,8 +343,13 @@ def test_metrics_file_drops_rows_of_a_resumed_epoch(tmp_path):
     path = tmp_path / "m.json"
     path.write_text(json.dumps({"history": [{"val/mIoU": 0.1, "epoch": 0}, {"val/mIoU": 0.2, "epoch": 1}]}))
     cb = MetricsFile(str(path))
-    trainer = SimpleNamespace(current_epoch=1, global_step=7, sanity_checking=False, is_global_zero=True,
-                              callback_metrics={"val/mIoU": torch.tensor(0.25), "val/per_class": torch.ones(3)})
+    trainer = SimpleNamespace(
+        current_epoch=1,
+        global_step=7,
+        sanity_checking=False,
+        is_global_zero=True,
+        callback_metrics={"val/mIoU": torch.tensor(0.25), "val/per_class": torch.ones(3)},
+    )
     cb.on_train_start(trainer, None)
     cb.on_validation_end(trainer, None)
     got = json.loads(path.read_text())

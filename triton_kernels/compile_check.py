@@ -92,8 +92,9 @@ class _TargetOnly:
 
 
 @contextlib.contextmanager
-def compile_only(target: GPUTarget, sink: Callable[[JITFunction, object, dict], None],
-                 all_configs: bool = True) -> Iterator[None]:
+def compile_only(
+    target: GPUTarget, sink: Callable[[JITFunction, object, dict], None], all_configs: bool = True
+) -> Iterator[None]:
     """Within the block, a Triton launch compiles for `target` and calls sink(fn, compiled,
     kwargs) instead of running; an autotuned launch compiles every config (or only the
     default, the first); launchers accept CPU tensors (nothing touches their memory)."""
@@ -142,8 +143,16 @@ def ptxas_stats(ptx: str, arch: int) -> dict:
         src = os.path.join(d, "k.ptx")
         with open(src, "w") as f:
             f.write(ptx)
-        cmd = [_ptxas(arch), "-lineinfo", "-v", "--regAllocOptLevel=2", f"--gpu-name={gpu}", src, "-o",
-               os.path.join(d, "k.o")]
+        cmd = [
+            _ptxas(arch),
+            "-lineinfo",
+            "-v",
+            "--regAllocOptLevel=2",
+            f"--gpu-name={gpu}",
+            src,
+            "-o",
+            os.path.join(d, "k.o"),
+        ]
         res = subprocess.run(cmd, capture_output=True, text=True)
     if res.returncode:
         raise RuntimeError(f"ptxas -v failed on a kernel Triton compiled: {res.stderr.strip()[:500]}")
@@ -153,9 +162,13 @@ def ptxas_stats(ptx: str, arch: int) -> dict:
         m = re.search(pattern, log)
         return int(m.group(1)) if m else 0
 
-    return {"registers": num(r"Used (\d+) registers"), "spill_stores": num(r"(\d+) bytes spill stores"),
-            "spill_loads": num(r"(\d+) bytes spill loads"), "stack": num(r"(\d+) bytes stack frame"),
-            "shared": num(r"(\d+) bytes smem")}
+    return {
+        "registers": num(r"Used (\d+) registers"),
+        "spill_stores": num(r"(\d+) bytes spill stores"),
+        "spill_loads": num(r"(\d+) bytes spill loads"),
+        "stack": num(r"(\d+) bytes stack frame"),
+        "shared": num(r"(\d+) bytes smem"),
+    }
 
 
 def _signature(compiled) -> str:
@@ -163,8 +176,11 @@ def _signature(compiled) -> str:
     sig = getattr(compiled.src, "signature", {})
     attrs = getattr(compiled.src, "attrs", {}) or {}
     aligned = {k[0] for k, v in attrs.items() if isinstance(k, tuple) and len(k) == 1 and "tt.divisibility" in str(v)}
-    return ", ".join(f"{v}:16" if i in aligned and str(v).startswith("*") else str(v)
-                     for i, v in enumerate(sig.values()) if v != "constexpr")
+    return ", ".join(
+        f"{v}:16" if i in aligned and str(v).startswith("*") else str(v)
+        for i, v in enumerate(sig.values())
+        if v != "constexpr"
+    )
 
 
 # The launches to compile, through the public launchers, forward and backward: CReFF's local
@@ -196,27 +212,40 @@ def launches(dtype: torch.dtype, ops: tuple[str, ...] = OPS) -> Iterator[tuple[s
     extra = dtype == torch.float32
     if "local_attention" in ops:
         for window, grad, aligned, all_configs in [(7, True, True, True), (7, False, True, True)] + (
-                [(1, True, True, False), (3, True, True, False), (11, True, True, False), (7, True, False, False)]
-                if extra else []):
+            [(1, True, True, False), (3, True, True, False), (11, True, True, False), (7, True, False, False)]
+            if extra
+            else []
+        ):
             qkv = [empty(1, 64, 24, 40, grad=grad, aligned=aligned) for _ in range(3)]
-            yield (f"local_attention {name} K={window}{'' if grad else ' inference'}{'' if aligned else ' unaligned'}",
-                   lambda qkv=qkv, w=window: run(lambda a, b, c: local_attention(a, b, c, w), *qkv), all_configs)
+            yield (
+                f"local_attention {name} K={window}{'' if grad else ' inference'}{'' if aligned else ' unaligned'}",
+                lambda qkv=qkv, w=window: run(lambda a, b, c: local_attention(a, b, c, w), *qkv),
+                all_configs,
+            )
     if "sv_conv" in ops:
         for k, aligned, all_configs in [(9, True, True)] + ([(3, True, False), (9, False, False)] if extra else []):
             f, ker = empty(1, 64, 24, 40, aligned=aligned), empty(1, k * k, 24, 40, aligned=aligned)
-            yield (f"sv_conv {name} K={k}{'' if aligned else ' unaligned'}", lambda f=f, ker=ker: run(sv_conv, f, ker),
-                   all_configs)
+            yield (
+                f"sv_conv {name} K={k}{'' if aligned else ' unaligned'}",
+                lambda f=f, ker=ker: run(sv_conv, f, ker),
+                all_configs,
+            )
     if "warp" in ops:
         for masked in (False, True):
             # features only: prop-MV / interp-MV / AR-Seg training (MVs are data); both: DFF (flow learned)
-            for grads, aligned, all_configs in [("features", True, True), ("features+offsets", True, True),
-                                                ("none", True, True)] + (
-                    [("offsets", True, False), ("features+offsets", False, False)] if extra else []):
+            for grads, aligned, all_configs in [
+                ("features", True, True),
+                ("features+offsets", True, True),
+                ("none", True, True),
+            ] + ([("offsets", True, False), ("features+offsets", False, False)] if extra else []):
                 f = empty(1, 64, 24, 40, grad=grads.startswith("features"), aligned=aligned)
                 off = torch.empty(1, 2, 48, 80, requires_grad=grads.endswith("offsets"))
                 mask = torch.empty(1, 48, 80) if masked else None
-                yield (f"warp {name} mask={masked} grad={grads}{'' if aligned else ' unaligned'}",
-                       lambda f=f, off=off, mask=mask: run(lambda a, b: warp(a, b, mask, (192, 320)), f, off), all_configs)
+                yield (
+                    f"warp {name} mask={masked} grad={grads}{'' if aligned else ' unaligned'}",
+                    lambda f=f, off=off, mask=mask: run(lambda a, b: warp(a, b, mask, (192, 320)), f, off),
+                    all_configs,
+                )
 
 
 def dtype_name(dtype: torch.dtype) -> str:
@@ -236,8 +265,14 @@ def _check_one(arch: int, dname: str, ops: tuple[str, ...]) -> tuple[list[Compil
             consts = {k: v for k, v in kwargs.items() if k in jit_fn.arg_names}
             key = (jit_fn.__name__, _signature(compiled), tuple(sorted(consts.items())), compiled.metadata.num_warps)
             if key not in rows:
-                rows[key] = Compiled(jit_fn.__name__, f"sm_{arch}", _signature(compiled), consts,
-                                     compiled.metadata.num_warps, **ptxas_stats(compiled.asm["ptx"], arch))
+                rows[key] = Compiled(
+                    jit_fn.__name__,
+                    f"sm_{arch}",
+                    _signature(compiled),
+                    consts,
+                    compiled.metadata.num_warps,
+                    **ptxas_stats(compiled.asm["ptx"], arch),
+                )
             rows[key].cases.append(case)
             seen += 1
 
@@ -247,15 +282,18 @@ def _check_one(arch: int, dname: str, ops: tuple[str, ...]) -> tuple[list[Compil
                 fn()
         except Exception as e:  # a kernel that does not compile: a row with the error
             name = _COMPILING  # the kernel the compiler was working on
-            rows[(name, case)] = Compiled(name, f"sm_{arch}", "", {}, 0, error=f"{type(e).__name__}: {e}"[:2000], cases=[case])
+            rows[(name, case)] = Compiled(
+                name, f"sm_{arch}", "", {}, 0, error=f"{type(e).__name__}: {e}"[:2000], cases=[case]
+            )
             lines.append(f"sm_{arch} {case}: FAILED {type(e).__name__}: {(str(e).splitlines() or [''])[0]}")
             continue
         lines.append(f"sm_{arch} {case}: {seen} kernel(s) in {time.perf_counter() - t0:.1f} s")
     return list(rows.values()), lines
 
 
-def check(archs: list[int], dtypes: list[str], ops: tuple[str, ...] = OPS, jobs: int = 1,
-          log: Callable[[str], None] = print) -> list[Compiled]:
+def check(
+    archs: list[int], dtypes: list[str], ops: tuple[str, ...] = OPS, jobs: int = 1, log: Callable[[str], None] = print
+) -> list[Compiled]:
     """Compile every launch for every target and dtype; one row per distinct compiled kernel.
     `jobs` > 1 compiles (target, dtype) pairs in that many processes."""
     work = [(arch, d, tuple(ops)) for arch in archs for d in dtypes]
@@ -282,27 +320,35 @@ def problems(rows: list[Compiled]) -> list[str]:
         if r.error:
             out.append(f"{r.kernel} for {r.target} ({r.cases[0]}): does not compile: {r.error.splitlines()[0]}")
         elif r.spill_stores or r.spill_loads:
-            out.append(f"{r.kernel} for {r.target} {r.constexprs} num_warps={r.num_warps}: spills "
-                       f"{r.spill_stores} B stores / {r.spill_loads} B loads per thread")
+            out.append(
+                f"{r.kernel} for {r.target} {r.constexprs} num_warps={r.num_warps}: spills "
+                f"{r.spill_stores} B stores / {r.spill_loads} B loads per thread"
+            )
     return out
 
 
 def table(rows: list[Compiled]) -> str:
-    lines = ["| kernel | target | constexprs | warps | registers | spill st/ld (B) | stack (B) | signature |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| kernel | target | constexprs | warps | registers | spill st/ld (B) | stack (B) | signature |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in sorted(rows, key=lambda r: (r.kernel, r.target, str(r.constexprs), r.signature)):
         if r.error:
             lines.append(f"| {r.kernel} | {r.target} | | | does not compile | | | {r.error.splitlines()[0][:80]} |")
             continue
         consts = " ".join(f"{k}={v}" for k, v in r.constexprs.items())
-        lines.append(f"| {r.kernel} | {r.target} | {consts} | {r.num_warps} | {r.registers} | "
-                     f"{r.spill_stores}/{r.spill_loads} | {r.stack} | {r.signature} |")
+        lines.append(
+            f"| {r.kernel} | {r.target} | {consts} | {r.num_warps} | {r.registers} | "
+            f"{r.spill_stores}/{r.spill_loads} | {r.stack} | {r.signature} |"
+        )
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m triton_kernels.compile_check", description=__doc__.split("\n\n")[0])
-    p.add_argument("--targets", type=int, nargs="+", default=[80, 90], help="compute capabilities (80 = sm_80, 90 = sm_90)")
+    p.add_argument(
+        "--targets", type=int, nargs="+", default=[80, 90], help="compute capabilities (80 = sm_80, 90 = sm_90)"
+    )
     p.add_argument("--dtypes", nargs="+", default=list(DTYPES), choices=list(DTYPES))
     p.add_argument("--ops", nargs="+", default=list(OPS), choices=list(OPS))
     p.add_argument("--jobs", type=int, default=1, help="compile (target, dtype) pairs in this many processes")
@@ -318,11 +364,23 @@ def main(argv: list[str] | None = None) -> int:
         print(table(rows))
     if a.json:
         with open(a.json, "w") as f:
-            json.dump({"triton": triton.__version__, "torch": torch.__version__, "targets": a.targets, "dtypes": a.dtypes,
-                       "seconds": round(time.perf_counter() - t0, 1), "kernels": [asdict(r) for r in rows],
-                       "problems": bad}, f, indent=1)
-    print(f"triton {triton.__version__}: {len(rows)} kernels compiled for {', '.join(f'sm_{t}' for t in a.targets)} "
-          f"in {time.perf_counter() - t0:.0f} s; {len(bad)} problem(s)")
+            json.dump(
+                {
+                    "triton": triton.__version__,
+                    "torch": torch.__version__,
+                    "targets": a.targets,
+                    "dtypes": a.dtypes,
+                    "seconds": round(time.perf_counter() - t0, 1),
+                    "kernels": [asdict(r) for r in rows],
+                    "problems": bad,
+                },
+                f,
+                indent=1,
+            )
+    print(
+        f"triton {triton.__version__}: {len(rows)} kernels compiled for {', '.join(f'sm_{t}' for t in a.targets)} "
+        f"in {time.perf_counter() - t0:.0f} s; {len(bad)} problem(s)"
+    )
     for line in bad:
         print("  " + line, file=sys.stderr)
     return 1 if bad else 0

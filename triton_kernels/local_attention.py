@@ -35,8 +35,22 @@ _SHAPE_ARGS = ["C", "CV", "H", "W"]  # not specialised: one compiled kernel serv
 
 @autotune(_CONFIGS, key=["C", "CV", "K"])
 @triton.jit(do_not_specialize=_SHAPE_ARGS)
-def _la_fwd(q_ptr, k_ptr, v_ptr, out_ptr, p_ptr, C, CV, H, W, scale,
-            K: tl.constexpr, KK_PAD: tl.constexpr, STORE_P: tl.constexpr, TILE: tl.constexpr):
+def _la_fwd(
+    q_ptr,
+    k_ptr,
+    v_ptr,
+    out_ptr,
+    p_ptr,
+    C,
+    CV,
+    H,
+    W,
+    scale,
+    K: tl.constexpr,
+    KK_PAD: tl.constexpr,
+    STORE_P: tl.constexpr,
+    TILE: tl.constexpr,
+):
     BLOCK_P: tl.constexpr = TILE // KK_PAD
     b, HW, p, pm, n, nm = program_pixels(H, W, K, KK_PAD, BLOCK_P, 1)
     s = correlate(q_ptr + b * C * HW, k_ptr + b * C * HW, p, pm, n, nm, C, HW, KK_PAD, BLOCK_P) * scale
@@ -52,8 +66,22 @@ def _la_fwd(q_ptr, k_ptr, v_ptr, out_ptr, p_ptr, C, CV, H, W, scale,
 
 @autotune(_CONFIGS, key=["C", "CV", "K"])
 @triton.jit(do_not_specialize=_SHAPE_ARGS)
-def _la_bwd_q(k_ptr, v_ptr, dout_ptr, p_ptr, ds_ptr, dq_ptr, C, CV, H, W, scale,
-              K: tl.constexpr, KK_PAD: tl.constexpr, TILE: tl.constexpr):
+def _la_bwd_q(
+    k_ptr,
+    v_ptr,
+    dout_ptr,
+    p_ptr,
+    ds_ptr,
+    dq_ptr,
+    C,
+    CV,
+    H,
+    W,
+    scale,
+    K: tl.constexpr,
+    KK_PAD: tl.constexpr,
+    TILE: tl.constexpr,
+):
     BLOCK_P: tl.constexpr = TILE // KK_PAD
     b, HW, p, pm, n, nm = program_pixels(H, W, K, KK_PAD, BLOCK_P, 1)
     dp = correlate(dout_ptr + b * CV * HW, v_ptr + b * CV * HW, p, pm, n, nm, CV, HW, KK_PAD, BLOCK_P)
@@ -65,8 +93,21 @@ def _la_bwd_q(k_ptr, v_ptr, dout_ptr, p_ptr, ds_ptr, dq_ptr, C, CV, H, W, scale,
 
 @autotune(_CONFIGS, key=["C", "CV", "K"])
 @triton.jit(do_not_specialize=_SHAPE_ARGS)
-def _la_bwd_kv(q_ptr, dout_ptr, p_ptr, ds_ptr, dk_ptr, dv_ptr, C, CV, H, W,
-               K: tl.constexpr, KK_PAD: tl.constexpr, TILE: tl.constexpr):
+def _la_bwd_kv(
+    q_ptr,
+    dout_ptr,
+    p_ptr,
+    ds_ptr,
+    dk_ptr,
+    dv_ptr,
+    C,
+    CV,
+    H,
+    W,
+    K: tl.constexpr,
+    KK_PAD: tl.constexpr,
+    TILE: tl.constexpr,
+):
     BLOCK_P: tl.constexpr = TILE // KK_PAD
     b, HW, t, tm, n, nm = program_pixels(H, W, K, KK_PAD, BLOCK_P, -1)  # n[j] = t - d_j: the pixel whose tap j is t
     dsg = load_taps(ds_ptr + b * K * K * HW, n, nm, HW, KK_PAD)
@@ -88,8 +129,9 @@ class LocalAttention(torch.autograd.Function):
         out = torch.empty_like(v)
         p = torch.empty(B, window * window, H, W, device=q.device, dtype=torch.float32) if need_grad else out
         if out.numel():  # nothing to compute for an empty output
-            _la_fwd[_grid(B, H * W)](q, k, v, out, p, C, CV, H, W, float(scale), K=window, KK_PAD=kk_pad(window),
-                                     STORE_P=need_grad)
+            _la_fwd[_grid(B, H * W)](
+                q, k, v, out, p, C, CV, H, W, float(scale), K=window, KK_PAD=kk_pad(window), STORE_P=need_grad
+            )
         ctx.save_for_backward(q, k, v, p if need_grad else None)
         ctx.window, ctx.scale = window, float(scale)
         return out
@@ -109,8 +151,9 @@ class LocalAttention(torch.autograd.Function):
         return dq, dk, dv, None, None, None
 
 
-def local_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: int = 7,
-                    scale: float | None = None) -> torch.Tensor:
+def local_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: int = 7, scale: float | None = None
+) -> torch.Tensor:
     """q, k (B, C, H, W), v (B, Cv, H, W) -> (B, Cv, H, W); scale None = 1 (no 1/sqrt(C), as
     AR-Seg's code). float32, float16 or bfloat16 (computed in fp32); CUDA tensors, or CPU tensors
     under TRITON_INTERPRET=1."""

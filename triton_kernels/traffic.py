@@ -41,28 +41,44 @@ def _gather_distinct(k: int, block_p: int) -> float:
     return k * (block_p + k - 1) / block_p
 
 
-def local_attention(b: int, c: int, cv: int, h: int, w: int, k: int = 7, s: int = 4, train: bool = True,
-                    block_p: int = 32) -> list[Traffic]:
+def local_attention(
+    b: int, c: int, cv: int, h: int, w: int, k: int = 7, s: int = 4, train: bool = True, block_p: int = 32
+) -> list[Traffic]:
     """CReFF's local attention: q, k (b, c, h, w), v (b, cv, h, w), window k, s bytes an element.
     Requested bytes are exact (taps outside the image are masked off and move nothing)."""
     n, t, i = b * h * w, k * k, b * inside(h, w, k)
     g = _gather_distinct(k, block_p)
     p = 4 * t * n if train else 0  # P (fp32), written for the backward
-    rows = [Traffic("_la_fwd", n * s * (2 * c + 2 * cv) + p, n * s * (c + g * c + g * cv + cv) + p,
-                    s * (n * c + i * c + i * cv + n * cv) + p)]
+    rows = [
+        Traffic(
+            "_la_fwd",
+            n * s * (2 * c + 2 * cv) + p,
+            n * s * (c + g * c + g * cv + cv) + p,
+            s * (n * c + i * c + i * cv + n * cv) + p,
+        )
+    ]
     if train:
         ds = 4 * t * n  # dS (fp32): written by _la_bwd_q, read by _la_bwd_kv
         rows += [
-            Traffic("_la_bwd_q", n * s * (cv + cv + c + c) + p + ds,  # dO, v, k, dq; P; dS
-                    n * s * (cv + g * cv + g * c + c) + p + ds, s * (n * cv + i * cv + i * c + n * c) + 4 * i + ds),
-            Traffic("_la_bwd_kv", n * s * (c + cv + c + cv) + p + ds,  # q, dO, dk, dv; P; dS
-                    n * s * (g * c + g * cv + c + cv) + p + ds, s * (i * c + i * cv + n * c + n * cv) + 4 * 2 * i),
+            Traffic(
+                "_la_bwd_q",
+                n * s * (cv + cv + c + c) + p + ds,  # dO, v, k, dq; P; dS
+                n * s * (cv + g * cv + g * c + c) + p + ds,
+                s * (n * cv + i * cv + i * c + n * c) + 4 * i + ds,
+            ),
+            Traffic(
+                "_la_bwd_kv",
+                n * s * (c + cv + c + cv) + p + ds,  # q, dO, dk, dv; P; dS
+                n * s * (g * c + g * cv + c + cv) + p + ds,
+                s * (i * c + i * cv + n * c + n * cv) + 4 * 2 * i,
+            ),
         ]
     return rows
 
 
-def sv_conv(b: int, c: int, h: int, w: int, k: int = 9, s: int = 4, train: bool = True,
-            block_p: int = 32) -> list[Traffic]:
+def sv_conv(
+    b: int, c: int, h: int, w: int, k: int = 9, s: int = 4, train: bool = True, block_p: int = 32
+) -> list[Traffic]:
     """Li et al.'s spatially-variant convolution: features (b, c, h, w), kernels (b, k*k, h, w).
     Requested bytes are exact."""
     n, t, i = b * h * w, k * k, b * inside(h, w, k)
@@ -84,9 +100,14 @@ def warp(b: int, c: int, hf: int, wf: int, hm: int, wm: int, s: int = 4, train: 
     n, cells = b * hf * wf, b * hm * wm
     rows = [Traffic("_warp_fwd", n * s * 2 * c + 8 * cells, n * s * 3 * c + 8 * min(cells, n), n * s * 5 * c + 8 * n)]
     if train:  # features and offsets: dout read, features read (4 corners), fp32 atomics into dfeat and doff
-        rows += [Traffic("_warp_bwd", n * s * 2 * c + 4 * n * c + 16 * cells,
-                         n * s * 3 * c + 4 * 2 * c * n + 8 * min(cells, n) + 8 * n,
-                         n * s * 5 * c + 4 * 4 * c * n + 8 * n + 8 * n)]
+        rows += [
+            Traffic(
+                "_warp_bwd",
+                n * s * 2 * c + 4 * n * c + 16 * cells,
+                n * s * 3 * c + 4 * 2 * c * n + 8 * min(cells, n) + 8 * n,
+                n * s * 5 * c + 4 * 4 * c * n + 8 * n + 8 * n,
+            )
+        ]
     return rows
 
 
@@ -103,11 +124,16 @@ PAPER = [
 
 
 def table(s: int = 4, train: bool = True) -> str:
-    lines = ["| case | kernel | minimum MB | distinct MB | requested MB | requested / minimum |", "|---|---|---|---|---|---|"]
+    lines = [
+        "| case | kernel | minimum MB | distinct MB | requested MB | requested / minimum |",
+        "|---|---|---|---|---|---|",
+    ]
     for case, fn in PAPER:
         for r in fn(s, train):
-            lines.append(f"| {case} | {r.kernel} | {r.minimum / MB:,.0f} | {r.distinct / MB:,.0f} | "
-                         f"{r.requested / MB:,.0f} | {r.requested / r.minimum:.1f} |")
+            lines.append(
+                f"| {case} | {r.kernel} | {r.minimum / MB:,.0f} | {r.distinct / MB:,.0f} | "
+                f"{r.requested / MB:,.0f} | {r.requested / r.minimum:.1f} |"
+            )
     return "\n".join(lines)
 
 

@@ -47,7 +47,9 @@ def _tensor4(op: str, name: str, t: object) -> Tensor:
 def _same_device(op: str, **tensors: Tensor | None) -> None:
     devs = {n: t.device for n, t in tensors.items() if t is not None}
     if len(set(devs.values())) > 1:
-        raise ValueError(f"{op}: all tensors must be on one device, got " + ", ".join(f"{n} on {d}" for n, d in devs.items()))
+        raise ValueError(
+            f"{op}: all tensors must be on one device, got " + ", ".join(f"{n} on {d}" for n, d in devs.items())
+        )
 
 
 def _same_dtype(op: str, **tensors: Tensor) -> None:
@@ -62,8 +64,9 @@ def window(op: str, k: int) -> int:
     return k
 
 
-def warp_args(features: Tensor, offsets: Tensor, mask: Tensor | None,
-              frame_size: tuple[int, int] | None) -> tuple[int, int]:
+def warp_args(
+    features: Tensor, offsets: Tensor, mask: Tensor | None, frame_size: tuple[int, int] | None
+) -> tuple[int, int]:
     """Checks warp(features (B, C, Hf, Wf), offsets (B, 2, Hm, Wm), mask (B, Hm, Wm) | None,
     frame_size (H, W) | None); returns the frame size (default 4*Hm x 4*Wm)."""
     op = "warp"
@@ -124,11 +127,14 @@ def kernel_inputs(op: str, *tensors: Tensor | None, interpreted: bool) -> None:
         raise RuntimeError(
             f"{op}: the Triton kernels need CUDA tensors, got tensors on {dev}. On a CPU, use the PyTorch "
             "path (mvseg.ops with MVSEG_KERNELS=auto or torch), or run the kernels in Triton's interpreter "
-            "(set TRITON_INTERPRET=1 before triton_kernels is imported)")
+            "(set TRITON_INTERPRET=1 before triton_kernels is imported)"
+        )
     for t in ts[:1] if op == "warp" else ts:  # warp: offsets and masks of any float dtype are read as fp32
         if t.dtype not in KERNEL_DTYPES:
-            raise TypeError(f"{op}: the Triton kernels take float32, float16 or bfloat16, got {t.dtype}; "
-                            "float64 runs on the PyTorch reference (mvseg.ops routes it there)")
+            raise TypeError(
+                f"{op}: the Triton kernels take float32, float16 or bfloat16, got {t.dtype}; "
+                "float64 runs on the PyTorch reference (mvseg.ops routes it there)"
+            )
     b, _, h, w = ts[0].shape
     if b > MAX_BATCH:
         raise ValueError(f"{op}: a batch of {b} is more than the kernels' grid allows ({MAX_BATCH}); split it")

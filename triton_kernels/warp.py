@@ -31,10 +31,14 @@ from triton_kernels._tuning import autotune, interpreted
 
 # (BLOCK_P, BLOCK_C, num_warps); the first is the default. Tiles are BLOCK_C x BLOCK_P, 4 corners:
 # the backward holds gradients, values and atomics' operands at once, so it takes smaller tiles.
-_FWD_CONFIGS = [triton.Config({"BLOCK_P": bp, "BLOCK_C": bc}, num_warps=nw)
-                for bp, bc, nw in ((128, 4, 4), (256, 2, 4), (128, 8, 8))]
-_BWD_CONFIGS = [triton.Config({"BLOCK_P": bp, "BLOCK_C": bc}, num_warps=nw)
-                for bp, bc, nw in ((128, 2, 4), (256, 2, 8), (256, 2, 4))]
+_FWD_CONFIGS = [
+    triton.Config({"BLOCK_P": bp, "BLOCK_C": bc}, num_warps=nw)
+    for bp, bc, nw in ((128, 4, 4), (256, 2, 4), (128, 8, 8))
+]
+_BWD_CONFIGS = [
+    triton.Config({"BLOCK_P": bp, "BLOCK_C": bc}, num_warps=nw)
+    for bp, bc, nw in ((128, 2, 4), (256, 2, 8), (256, 2, 4))
+]
 _SHAPE_ARGS = ["C", "Hf", "Wf", "Hm", "Wm"]
 
 
@@ -76,14 +80,38 @@ def _corners(px, py, pm, Hf, Wf):
     mx1 = (x1 >= 0) & (x1 < Wf)
     my0 = pm & (y0 >= 0) & (y0 < Hf)
     my1 = pm & (y1 >= 0) & (y1 < Hf)
-    return (y0 * Wf + x0, y0 * Wf + x1, y1 * Wf + x0, y1 * Wf + x1, my0 & mx0, my0 & mx1, my1 & mx0, my1 & mx1,
-            px - x0f, py - y0f)
+    return (
+        y0 * Wf + x0,
+        y0 * Wf + x1,
+        y1 * Wf + x0,
+        y1 * Wf + x1,
+        my0 & mx0,
+        my0 & mx1,
+        my1 & mx0,
+        my1 & mx1,
+        px - x0f,
+        py - y0f,
+    )
 
 
 @autotune(_FWD_CONFIGS, key=["C"])
 @triton.jit(do_not_specialize=_SHAPE_ARGS)
-def _warp_fwd(feat_ptr, off_ptr, mask_ptr, out_ptr, C, Hf, Wf, Hm, Wm, sx, sy,
-              HAS_MASK: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+def _warp_fwd(
+    feat_ptr,
+    off_ptr,
+    mask_ptr,
+    out_ptr,
+    C,
+    Hf,
+    Wf,
+    Hm,
+    Wm,
+    sx,
+    sy,
+    HAS_MASK: tl.constexpr,
+    BLOCK_P: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+):
     b = tl.program_id(1).to(tl.int64)
     HW = Hf * Wf
     p = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
@@ -111,9 +139,26 @@ def _warp_fwd(feat_ptr, off_ptr, mask_ptr, out_ptr, C, Hf, Wf, Hm, Wm, sx, sy,
 
 @autotune(_BWD_CONFIGS, key=["C"], reset_to_zero=["dfeat_ptr", "doff_ptr"])  # both accumulate
 @triton.jit(do_not_specialize=_SHAPE_ARGS)
-def _warp_bwd(feat_ptr, off_ptr, mask_ptr, dout_ptr, dfeat_ptr, doff_ptr, C, Hf, Wf, Hm, Wm, sx, sy,
-              HAS_MASK: tl.constexpr, NEED_DFEAT: tl.constexpr, NEED_DOFF: tl.constexpr,
-              BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+def _warp_bwd(
+    feat_ptr,
+    off_ptr,
+    mask_ptr,
+    dout_ptr,
+    dfeat_ptr,
+    doff_ptr,
+    C,
+    Hf,
+    Wf,
+    Hm,
+    Wm,
+    sx,
+    sy,
+    HAS_MASK: tl.constexpr,
+    NEED_DFEAT: tl.constexpr,
+    NEED_DOFF: tl.constexpr,
+    BLOCK_P: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+):
     b = tl.program_id(1).to(tl.int64)
     HW = Hf * Wf
     p = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
@@ -162,8 +207,20 @@ class BlockWarp(torch.autograd.Function):
         Hm, Wm = offsets.shape[-2:]
         out = torch.empty_like(features)
         if out.numel():
-            _warp_fwd[_grid(B, Hf * Wf)](features, offsets, mask if mask is not None else offsets, out, C, Hf, Wf,
-                                         Hm, Wm, float(sx), float(sy), HAS_MASK=mask is not None)
+            _warp_fwd[_grid(B, Hf * Wf)](
+                features,
+                offsets,
+                mask if mask is not None else offsets,
+                out,
+                C,
+                Hf,
+                Wf,
+                Hm,
+                Wm,
+                float(sx),
+                float(sy),
+                HAS_MASK=mask is not None,
+            )
         ctx.save_for_backward(features, offsets, mask)
         ctx.scales = (float(sx), float(sy))
         return out
@@ -179,14 +236,31 @@ class BlockWarp(torch.autograd.Function):
         if (need_f or need_o) and features.numel():
             dummy = dout.new_empty(1, dtype=torch.float32)
             _warp_bwd[_grid(B, Hf * Wf)](
-                features, offsets, mask if mask is not None else offsets, dout.contiguous(),
-                dfeat if need_f else dummy, doff if need_o else dummy, C, Hf, Wf, Hm, Wm, *ctx.scales,
-                HAS_MASK=mask is not None, NEED_DFEAT=need_f, NEED_DOFF=need_o)
+                features,
+                offsets,
+                mask if mask is not None else offsets,
+                dout.contiguous(),
+                dfeat if need_f else dummy,
+                doff if need_o else dummy,
+                C,
+                Hf,
+                Wf,
+                Hm,
+                Wm,
+                *ctx.scales,
+                HAS_MASK=mask is not None,
+                NEED_DFEAT=need_f,
+                NEED_DOFF=need_o,
+            )
         return dfeat.to(features.dtype) if need_f else None, doff if need_o else None, None, None, None
 
 
-def warp(features: torch.Tensor, offsets: torch.Tensor, mask: torch.Tensor | None = None,
-         frame_size: tuple[int, int] | None = None) -> torch.Tensor:
+def warp(
+    features: torch.Tensor,
+    offsets: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    frame_size: tuple[int, int] | None = None,
+) -> torch.Tensor:
     """features (B, C, Hf, Wf), offsets (B, 2, Hm, Wm) in pixels of a frame of `frame_size`
     (default 4*Hm x 4*Wm), mask (B, Hm, Wm) or None -> (B, C, Hf, Wf). Features float32,
     float16 or bfloat16 (computed in fp32); offsets and mask are read as fp32. CUDA tensors, or

@@ -22,8 +22,12 @@ import torch
 
 from mvseg.bench.common import print_table, write_json
 
-PARTS = {"frames": "KeyframeSamples._image", "offsets": "chain_offsets", "label": "read_label",
-         "augmentation": "augment_sample"}
+PARTS = {
+    "frames": "KeyframeSamples._image",
+    "offsets": "chain_offsets",
+    "label": "read_label",
+    "augmentation": "augment_sample",
+}
 
 
 def _timed_parts(ds, n: int) -> tuple[dict[str, float], float]:
@@ -100,13 +104,28 @@ def _train_step_ms(batch: int, crop: tuple[int, int], repeats: int = 5) -> float
     return 1000 * best
 
 
-def run_bench_data(root: str, workers: tuple[int, ...], samples: int, epochs: int, batch_size: int = 8, crop: tuple[int, int] = (128, 192),
-                   json_out: str | None = None) -> dict:
+def run_bench_data(
+    root: str,
+    workers: tuple[int, ...],
+    samples: int,
+    epochs: int,
+    batch_size: int = 8,
+    crop: tuple[int, int] = (128, 192),
+    json_out: str | None = None,
+) -> dict:
     from mvseg.data.cache import VideoCache
     from mvseg.data.datamodule import CompressedVideoDataModule
 
-    dm = CompressedVideoDataModule(root=root, dataset="folder", keyframe_interval=5, batch_size=batch_size,
-                                   crop_size=crop, scale_range=(0.75, 1.25), hflip=True, num_workers=0)
+    dm = CompressedVideoDataModule(
+        root=root,
+        dataset="folder",
+        keyframe_interval=5,
+        batch_size=batch_size,
+        crop_size=crop,
+        scale_range=(0.75, 1.25),
+        hflip=True,
+        num_workers=0,
+    )
     dm.prepare_data()
     dm.setup("fit")
     ds = dm.train_set
@@ -122,19 +141,43 @@ def run_bench_data(root: str, workers: tuple[int, ...], samples: int, epochs: in
     rates = {wk: _loader_rate(dm, wk, epochs) for wk in workers}
     step_ms = _train_step_ms(batch_size, crop)
     per_sample_step_ms = step_ms / batch_size
-    rows = [{"workers": wk, "samples_per_s": round(r, 1), "ms_per_sample": round(1000 / r, 2),
-             "train_step_ms_per_sample": round(per_sample_step_ms, 2),
-             "loader_vs_step": round((1000 / r) / per_sample_step_ms, 3)} for wk, r in rates.items()]
-    table = print_table(rows, ["workers", "samples_per_s", "ms_per_sample", "train_step_ms_per_sample", "loader_vs_step"])
+    rows = [
+        {
+            "workers": wk,
+            "samples_per_s": round(r, 1),
+            "ms_per_sample": round(1000 / r, 2),
+            "train_step_ms_per_sample": round(per_sample_step_ms, 2),
+            "loader_vs_step": round((1000 / r) / per_sample_step_ms, 3),
+        }
+        for wk, r in rates.items()
+    ]
+    table = print_table(
+        rows, ["workers", "samples_per_s", "ms_per_sample", "train_step_ms_per_sample", "loader_vs_step"]
+    )
     split = {k: round(v, 3) for k, v in parts.items()}
-    print(f"one sample, in-process: {sample_ms:.2f} ms = " + " + ".join(f"{k} {v:.2f}" for k, v in split.items())
-          + f" + other {sample_ms - sum(parts.values()):.2f} (ms)")
+    print(
+        f"one sample, in-process: {sample_ms:.2f} ms = "
+        + " + ".join(f"{k} {v:.2f}" for k, v in split.items())
+        + f" + other {sample_ms - sum(parts.values()):.2f} (ms)"
+    )
     print(f"cache build (decode + MVs + offsets), once per {len(ds.video(0))}-frame {w}x{h} video: {build_ms:.0f} ms")
-    print(f"per-frame training step: {step_ms:.1f} ms per batch of {batch_size} at {crop[1]}x{crop[0]} "
-          f"({per_sample_step_ms:.2f} ms per sample)")
-    out = {"bench": "data", "root": str(Path(root)), "batch_size": batch_size, "crop": list(crop),
-           "frame_size": [h, w], "sample_ms": round(sample_ms, 3), "parts_ms": split,
-           "other_ms": round(sample_ms - sum(parts.values()), 3), "cache_build_ms_per_video": round(build_ms, 1),
-           "train_step_ms": round(step_ms, 2), "rows": rows, "table": table}
+    print(
+        f"per-frame training step: {step_ms:.1f} ms per batch of {batch_size} at {crop[1]}x{crop[0]} "
+        f"({per_sample_step_ms:.2f} ms per sample)"
+    )
+    out = {
+        "bench": "data",
+        "root": str(Path(root)),
+        "batch_size": batch_size,
+        "crop": list(crop),
+        "frame_size": [h, w],
+        "sample_ms": round(sample_ms, 3),
+        "parts_ms": split,
+        "other_ms": round(sample_ms - sum(parts.values()), 3),
+        "cache_build_ms_per_video": round(build_ms, 1),
+        "train_step_ms": round(step_ms, 2),
+        "rows": rows,
+        "table": table,
+    }
     write_json(json_out, out)
     return out

@@ -50,19 +50,22 @@ def fusion_candidates(model: ARSeg, batch: dict) -> tuple[dict[str, torch.Tensor
     return {"lr": up, "warp": warp, "creff": creff, "mean": (up + warp) / 2}, features(model.hr, cur)
 
 
-def fusion_table(model: ARSeg, root: str, interval: int, data: dict | None = None, cache_dir: str | None = None,
-                 batch_size: int = 8) -> list[dict]:
+def fusion_table(
+    model: ARSeg, root: str, interval: int, data: dict | None = None, cache_dir: str | None = None, batch_size: int = 8
+) -> list[dict]:
     """One row per candidate (and ``best_of``): mIoU per distance d = 0..L-1, their mean and
     minimum, and the feature MSE to the HR feature (mean over d >= 1)."""
     if model.creff is None:
         raise ValueError("bench fusion needs a stage-2 AR-Seg checkpoint (with CReFF); this one is stage 'lr'")
     model = model.eval()
     norm = {k: (data or {}).get(k) for k in ("mean", "std")}
-    dm = CompressedVideoDataModule(root, "folder", keyframe_interval=interval, batch_size=batch_size,
-                                   cache_dir=cache_dir, **norm)
+    dm = CompressedVideoDataModule(
+        root, "folder", keyframe_interval=interval, batch_size=batch_size, cache_dir=cache_dir, **norm
+    )
     dm.setup("validate")
-    metric = partial(MulticlassJaccardIndex, model.num_classes, ignore_index=model.ignore_index, average="macro",
-                     validate_args=False)  # as the strategies' own validation metrics
+    metric = partial(
+        MulticlassJaccardIndex, model.num_classes, ignore_index=model.ignore_index, average="macro", validate_args=False
+    )  # as the strategies' own validation metrics
     miou = {c: {d: metric() for d in range(interval)} for c in CANDIDATES}
     mse = {c: {d: [0.0, 0] for d in range(1, interval)} for c in CANDIDATES}
     for batch in dm.val_dataloader():
@@ -86,17 +89,31 @@ def fusion_table(model: ARSeg, root: str, interval: int, data: dict | None = Non
     rows = []
     for c in CANDIDATES:
         per_d = [float(miou[c][d].compute()) for d in range(interval)]
-        rows.append({"fusion": c, **{f"miou_d{d}": v for d, v in enumerate(per_d)},
-                     "miou_mean": sum(per_d) / interval, "miou_min": min(per_d),
-                     "feature_mse": sum(s for s, _ in mse[c].values()) / max(1, sum(n for _, n in mse[c].values()))})
+        rows.append(
+            {
+                "fusion": c,
+                **{f"miou_d{d}": v for d, v in enumerate(per_d)},
+                "miou_mean": sum(per_d) / interval,
+                "miou_min": min(per_d),
+                "feature_mse": sum(s for s, _ in mse[c].values()) / max(1, sum(n for _, n in mse[c].values())),
+            }
+        )
     best = [max(r[f"miou_d{d}"] for r in rows) for d in range(interval)]
-    rows.append({"fusion": "best_of", **{f"miou_d{d}": v for d, v in enumerate(best)},
-                 "miou_mean": sum(best) / interval, "miou_min": min(best), "feature_mse": float("nan")})
+    rows.append(
+        {
+            "fusion": "best_of",
+            **{f"miou_d{d}": v for d, v in enumerate(best)},
+            "miou_mean": sum(best) / interval,
+            "miou_min": min(best),
+            "feature_mse": float("nan"),
+        }
+    )
     return rows
 
 
-def run_bench_fusion(ckpt: str, root: str, out_dir: str, interval: int | None, json_out: str | None,
-                     cache_dir: str | None) -> list[dict]:
+def run_bench_fusion(
+    ckpt: str, root: str, out_dir: str, interval: int | None, json_out: str | None, cache_dir: str | None
+) -> list[dict]:
     from mvseg.bench.common import print_table
     from mvseg.strategies.loading import load_strategy
 

@@ -33,7 +33,11 @@ from mvseg.bench.common import print_table, proc_kb, reset_peak_rss, write_json
 # C=64 and C=512 at 1/8 of 1024x2048), Li et al.'s propagation at 1/8 of 1024x2048 with K=9, the block
 # warp at 1/8 (MVs at 1/4) and 1/4 of the frame; the logits resize at the project's sizes.
 KERNEL_CASES = [
-    ("warp C=256 1/8 of 1024x2048", "warp", {"feat": (1, 256, 128, 256), "off": (1, 2, 256, 512), "frame": (1024, 2048)}),
+    (
+        "warp C=256 1/8 of 1024x2048",
+        "warp",
+        {"feat": (1, 256, 128, 256), "off": (1, 2, 256, 512), "frame": (1024, 2048)},
+    ),
     ("warp C=256 1/4 of 720x960", "warp", {"feat": (1, 256, 180, 240), "off": (1, 2, 180, 240), "frame": (720, 960)}),
     ("local attention C=64 720x960 K=7", "local_attention", {"qkv": (1, 64, 720, 960), "window": 7}),
     ("local attention C=64 128x256 K=7", "local_attention", {"qkv": (1, 64, 128, 256), "window": 7}),
@@ -48,8 +52,25 @@ DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 # largest error relative to the largest reference value that still counts as the same function
 TOLERANCE = {torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 5e-2}
 FORWARD_ONLY = {"blocked"}  # inference paths: no backward to time
-COLUMNS = ["case", "impl", "device", "dtype", "fwd_ms", "fwd_bwd_ms", "peak_mb", "peak_bwd_mb", "speedup_fwd",
-           "speedup_fwd_bwd", "memory_vs_reference", "err_out", "err_grad", "check", "min_mb", "gbps", "note"]
+COLUMNS = [
+    "case",
+    "impl",
+    "device",
+    "dtype",
+    "fwd_ms",
+    "fwd_bwd_ms",
+    "peak_mb",
+    "peak_bwd_mb",
+    "speedup_fwd",
+    "speedup_fwd_bwd",
+    "memory_vs_reference",
+    "err_out",
+    "err_grad",
+    "check",
+    "min_mb",
+    "gbps",
+    "note",
+]
 
 
 def kernel_inputs(op: str, shapes: dict, device: str, dtype: torch.dtype = torch.float32, grad: bool = False) -> tuple:
@@ -77,8 +98,13 @@ def kernel_impls(op: str, device: str, interpreter: bool = False) -> dict[str, C
     import torch.nn.functional as F
 
     import triton_kernels as tk
-    from mvseg.ops import (local_attention_blocked, local_attention_reference, local_attention_unfold,
-                           sv_conv_reference, sv_conv_unfold)
+    from mvseg.ops import (
+        local_attention_blocked,
+        local_attention_reference,
+        local_attention_unfold,
+        sv_conv_reference,
+        sv_conv_unfold,
+    )
     from mvseg.ops.resize import resize_bilinear_matmul
     from mvseg.ops.warp import warp_reference
 
@@ -86,8 +112,10 @@ def kernel_impls(op: str, device: str, interpreter: bool = False) -> dict[str, C
         "warp": {"reference": warp_reference},  # the reference is grid_sample on the gathered cell grid
         "local_attention": {"reference": local_attention_reference, "unfold": local_attention_unfold},
         "sv_conv": {"reference": sv_conv_reference, "unfold": sv_conv_unfold},
-        "resize": {"reference": lambda x, size: F.interpolate(x, size, mode="bilinear", align_corners=False),
-                   "matmul": resize_bilinear_matmul},
+        "resize": {
+            "reference": lambda x, size: F.interpolate(x, size, mode="bilinear", align_corners=False),
+            "matmul": resize_bilinear_matmul,
+        },
     }[op]
     if op == "local_attention" and device == "cpu":
         impls["blocked"] = local_attention_blocked  # the CPU inference path of ops.local_attention
@@ -139,8 +167,10 @@ def _tensors(args) -> list[torch.Tensor]:
 def _reference(op: str, shapes: dict, device: str, dtype: torch.dtype) -> dict:
     """The fp32 reference on the case's inputs rounded to `dtype`: output, the output gradient
     used everywhere, and the input gradients."""
-    args = [a.detach().float().requires_grad_() if torch.is_tensor(a) else a
-            for a in kernel_inputs(op, shapes, device, dtype, grad=False)]
+    args = [
+        a.detach().float().requires_grad_() if torch.is_tensor(a) else a
+        for a in kernel_inputs(op, shapes, device, dtype, grad=False)
+    ]
     fn = kernel_impls(op, device)["reference"]
     out = fn(*args)
     g = torch.randn(out.shape, generator=torch.Generator(device="cpu").manual_seed(1)).to(device)
@@ -206,8 +236,9 @@ class _CpuTimer:
         return float("nan")
 
 
-def measure_in_process(op: str, shapes: dict, impl: str, fn: Callable, dtype: torch.dtype, ref: dict, dev,
-                       repeats: int = 3) -> dict:
+def measure_in_process(
+    op: str, shapes: dict, impl: str, fn: Callable, dtype: torch.dtype, ref: dict, dev, repeats: int = 3
+) -> dict:
     """One implementation, in this process: forward and forward + backward times, peak memory of
     each, and its errors against the reference."""
     args = kernel_inputs(op, shapes, dev.device, dtype, grad=False)
@@ -298,8 +329,14 @@ def _in_subprocess(op: str, shapes: dict, impl: str, repeats: int, timeout: floa
     return row
 
 
-def bench_kernels(device: str = "auto", dtypes: tuple[str, ...] = ("fp32",), repeats: int = 3,
-                  max_unfold_gb: float | None = None, timeout: float = 1800, in_process: bool | None = None) -> list[dict]:
+def bench_kernels(
+    device: str = "auto",
+    dtypes: tuple[str, ...] = ("fp32",),
+    repeats: int = 3,
+    max_unfold_gb: float | None = None,
+    timeout: float = 1800,
+    in_process: bool | None = None,
+) -> list[dict]:
     """Every case x implementation x dtype, one row each (see the module docstring).
     in_process: measure in this process (default on CUDA; on a CPU a fresh process per row)."""
     if device == "auto":
@@ -363,8 +400,11 @@ def plan(device: str, dtypes: tuple[str, ...]) -> list[dict]:
     unfold sizes and the Triton kernels' minimum traffic per case."""
     rows = []
     for name, op, shapes in KERNEL_CASES:
-        impls = ["reference", "unfold", "triton"] if op in ("local_attention", "sv_conv") else (
-            ["reference", "triton"] if op == "warp" else ["reference", "matmul"])
+        impls = (
+            ["reference", "unfold", "triton"]
+            if op in ("local_attention", "sv_conv")
+            else (["reference", "triton"] if op == "warp" else ["reference", "matmul"])
+        )
         for dname in dtypes if op != "resize" else ("fp32",):
             for impl in impls:
                 row = {"case": name, "impl": impl, "device": device, "dtype": dname, "note": "planned"}
@@ -376,14 +416,18 @@ def plan(device: str, dtypes: tuple[str, ...]) -> list[dict]:
     return rows
 
 
-def run_bench_kernels(json_out: str | None, device: str, dtypes: tuple[str, ...], repeats: int,
-                      dry_run: bool) -> list[dict]:
+def run_bench_kernels(
+    json_out: str | None, device: str, dtypes: tuple[str, ...], repeats: int, dry_run: bool
+) -> list[dict]:
     unknown = [d for d in dtypes if d not in DTYPES]
     if unknown:
         raise ValueError(f"--dtype: unknown {unknown}; choose from {list(DTYPES)}")
     rows = plan(device, dtypes) if dry_run else bench_kernels(device, dtypes, repeats)
     table = print_table(rows, COLUMNS)
-    env = {"torch": torch.__version__, "cuda_device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+    env = {
+        "torch": torch.__version__,
+        "cuda_device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
     try:
         import triton
 

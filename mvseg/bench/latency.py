@@ -35,8 +35,8 @@ from torchmetrics.classification import MulticlassJaccardIndex
 
 from mvseg.data.folder import Clip, FolderDataset, read_label
 from mvseg.runtime import run_stream
-from mvseg.video.decode import probe
 from mvseg.strategies.policies import AdaptiveThreshold, FixedInterval, IFrames, KeyframePolicy, MotionCoverage
+from mvseg.video.decode import probe
 
 
 def clip_labels(ds: FolderDataset, clip: Clip, size: tuple[int, int]) -> dict[int, np.ndarray]:
@@ -49,8 +49,16 @@ def clip_labels(ds: FolderDataset, clip: Clip, size: tuple[int, int]) -> dict[in
     return {t: read_label(clip.label_path(t), ds.num_classes, ds.ignore_index, size) for t in clip.annotated}
 
 
-def run_schedule(model, ds: FolderDataset, clips: list[Clip], policy: KeyframePolicy, low_latency: bool,
-                 data: dict, repeats: int = 3, pace: float | None = None) -> dict:
+def run_schedule(
+    model,
+    ds: FolderDataset,
+    clips: list[Clip],
+    policy: KeyframePolicy,
+    low_latency: bool,
+    data: dict,
+    repeats: int = 3,
+    pace: float | None = None,
+) -> dict:
     """Stream every clip under `policy`; the best of `repeats` passes is kept (the fastest, or
     when paced the lowest mean latency; its labels are scored: with the low-latency schedule
     they depend on when the slow track finished). pace: None processes frames back to back,
@@ -67,7 +75,9 @@ def run_schedule(model, ds: FolderDataset, clips: list[Clip], policy: KeyframePo
     for _ in range(max(repeats, 1)):
         per_clip, slow, deferred, t0 = [], 0, 0, time.perf_counter()
         for c in clips:
-            per_clip.append(list(run_stream(model, c.video, policy=policy, images=False, pace_fps=fps_of[c.video], **kw)))
+            per_clip.append(
+                list(run_stream(model, c.video, policy=policy, images=False, pace_fps=fps_of[c.video], **kw))
+            )
             slow += getattr(model, "slow_tracks", 0)
             deferred += getattr(model, "deferred", 0)
         wall = time.perf_counter() - t0
@@ -99,7 +109,9 @@ def run_schedule(model, ds: FolderDataset, clips: list[Clip], policy: KeyframePo
         "latency_p95_ms": float(np.percentile([r.latency_ms for r in later], 95)),
         "latency_p99_ms": float(np.percentile([r.latency_ms for r in later], 99)),
         "latency_max_robust_ms": float(fastest.max()),
-        "key_ms": float(np.mean([r.latency_ms for r in later if r.is_key])) if any(r.is_key for r in later) else float("nan"),
+        "key_ms": float(np.mean([r.latency_ms for r in later if r.is_key]))
+        if any(r.is_key for r in later)
+        else float("nan"),
         "nonkey_ms": float(np.mean(nonkey)) if nonkey else float("nan"),
         "nonkey_p99_ms": float(np.percentile(nonkey, 99)) if nonkey else float("nan"),
         "first_ms": float(np.mean([results[0].latency_ms for results in per_clip])),
@@ -108,22 +120,30 @@ def run_schedule(model, ds: FolderDataset, clips: list[Clip], policy: KeyframePo
     }
 
 
-def interpolate(rows: list[dict], method: str, keyframes: float, schedule: str = "fixed",
-                key: str = "miou_stream") -> float:
+def interpolate(
+    rows: list[dict], method: str, keyframes: float, schedule: str = "fixed", key: str = "miou_stream"
+) -> float:
     """`key` of `method`'s `schedule` rows linearly interpolated at `keyframes` per 100 frames
     (NaN outside their range): by default the fixed schedules' stream mIoU, "at the same number
     of keyframes"."""
-    pts = sorted((r["keyframes_per_100"], r[key]) for r in rows
-                 if r["method"] == method and r["schedule"] == schedule)
+    pts = sorted((r["keyframes_per_100"], r[key]) for r in rows if r["method"] == method and r["schedule"] == schedule)
     if not pts or not pts[0][0] <= keyframes <= pts[-1][0]:
         return float("nan")
     xs, ys = zip(*pts)
     return float(np.interp(keyframes, xs, ys))
 
 
-def bench_schedules(models: dict[str, tuple], ds: FolderDataset, intervals: list[int], thresholds: list[float],
-                    max_videos: int | None = None, repeats: int = 3, pace: float | None = 0,
-                    coverage: list[float] = (), iframes: bool = False) -> list[dict]:
+def bench_schedules(
+    models: dict[str, tuple],
+    ds: FolderDataset,
+    intervals: list[int],
+    thresholds: list[float],
+    max_videos: int | None = None,
+    repeats: int = 3,
+    pace: float | None = 0,
+    coverage: list[float] = (),
+    iframes: bool = False,
+) -> list[dict]:
     """models: name -> (strategy, data dict). Fixed intervals (and the motion-coverage policy at
     each of `coverage`, and with `iframes` the streams' own I-frames, param 0) for every model;
     the adaptive schedule for those with a deviation predictor, and its low-latency variant for
@@ -139,19 +159,28 @@ def bench_schedules(models: dict[str, tuple], ds: FolderDataset, intervals: list
             if hasattr(model, "low_latency"):  # Adaptive's fast track / slow track schedule
                 schedules += [("adaptive+low-latency", t, AdaptiveThreshold(t), True) for t in thresholds]
         for schedule, param, policy, ll in schedules:
-            row = {"method": name, "schedule": schedule, "param": param,
-                   **run_schedule(model, ds, clips, policy, ll, data, repeats, pace)}
+            row = {
+                "method": name,
+                "schedule": schedule,
+                "param": param,
+                **run_schedule(model, ds, clips, policy, ll, data, repeats, pace),
+            }
             rows.append(row)
-            print(f"{name} {schedule} {param}: mIoU {row['miou_stream']:.4f}, {row['keyframes_per_100']:.1f} "
-                  f"keyframes/100, latency mean {row['latency_mean_ms']:.1f} max {row['latency_max_ms']:.1f} ms",
-                  flush=True)
+            print(
+                f"{name} {schedule} {param}: mIoU {row['miou_stream']:.4f}, {row['keyframes_per_100']:.1f} "
+                f"keyframes/100, latency mean {row['latency_mean_ms']:.1f} max {row['latency_max_ms']:.1f} ms",
+                flush=True,
+            )
     for r in rows:
         if r["schedule"] != "fixed":
             r["fixed_miou_same_keyframes"] = interpolate(rows, r["method"], r["keyframes_per_100"])
             r["gain_vs_fixed"] = r["miou_stream"] - r["fixed_miou_same_keyframes"]
         if r["schedule"] == "adaptive+low-latency":
-            blocking = next(b for b in rows if b["method"] == r["method"] and b["schedule"] == "adaptive"
-                            and b["param"] == r["param"])
+            blocking = next(
+                b
+                for b in rows
+                if b["method"] == r["method"] and b["schedule"] == "adaptive" and b["param"] == r["param"]
+            )
             r["max_latency_vs_propagation"] = r["latency_max_ms"] / blocking["nonkey_ms"]
             r["p99_latency_vs_propagation"] = r["latency_p99_ms"] / blocking["nonkey_ms"]
             r["blocking_max_vs_propagation"] = blocking["latency_max_ms"] / blocking["nonkey_ms"]
@@ -172,8 +201,13 @@ def plot_sweep(rows: list[dict], path: Path) -> None:
         rs = sorted((r for r in rows if (r["method"], r["schedule"]) == key), key=lambda r: r["keyframes_per_100"])
         ax.plot([r["keyframes_per_100"] for r in rs], [r["miou_stream"] for r in rs], "o-", label=" ".join(key), ms=4)
         for r in rs:
-            ax.annotate(f"{ {'fixed': 'L', 'scenecut+fixed': 'L', 'hindsight': 'K'}.get(r['schedule'], 't')}={r['param']:g}",
-                        (r["keyframes_per_100"], r["miou_stream"]), fontsize=6, xytext=(3, 3), textcoords="offset points")
+            ax.annotate(
+                f"{ {'fixed': 'L', 'scenecut+fixed': 'L', 'hindsight': 'K'}.get(r['schedule'], 't') }={r['param']:g}",
+                (r["keyframes_per_100"], r["miou_stream"]),
+                fontsize=6,
+                xytext=(3, 3),
+                textcoords="offset points",
+            )
     ax.set_xlabel("keyframes per 100 frames")
     ax.set_ylabel("stream mIoU (every labelled frame)")
     ax.grid(alpha=0.3)
@@ -183,8 +217,27 @@ def plot_sweep(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-COLUMNS = ["method", "schedule", "param", "keyframes_per_100", "miou_stream", "fixed_miou_same_keyframes",
-           "gain_vs_fixed", "fps", "latency_mean_ms", "latency_p50_ms", "latency_p95_ms", "latency_p99_ms",
-           "latency_max_ms", "latency_max_robust_ms", "nonkey_ms", "nonkey_p99_ms", "key_ms", "p99_latency_vs_propagation",
-           "max_latency_vs_propagation", "robust_max_vs_propagation",
-           "blocking_robust_max_vs_propagation", "deferred"]
+COLUMNS = [
+    "method",
+    "schedule",
+    "param",
+    "keyframes_per_100",
+    "miou_stream",
+    "fixed_miou_same_keyframes",
+    "gain_vs_fixed",
+    "fps",
+    "latency_mean_ms",
+    "latency_p50_ms",
+    "latency_p95_ms",
+    "latency_p99_ms",
+    "latency_max_ms",
+    "latency_max_robust_ms",
+    "nonkey_ms",
+    "nonkey_p99_ms",
+    "key_ms",
+    "p99_latency_vs_propagation",
+    "max_latency_vs_propagation",
+    "robust_max_vs_propagation",
+    "blocking_robust_max_vs_propagation",
+    "deferred",
+]

@@ -42,8 +42,7 @@ import numpy as np
 import torch
 
 from mvseg.bench.latency import clip_labels, interpolate
-from mvseg.data.folder import Clip, FolderDataset
-from mvseg.data.folder import IMAGENET_MEAN, IMAGENET_STD
+from mvseg.data.folder import IMAGENET_MEAN, IMAGENET_STD, Clip, FolderDataset
 from mvseg.ops.fields import extend_chain
 from mvseg.runtime import frame_tensor
 from mvseg.video.decode import iter_frames, probe
@@ -91,8 +90,7 @@ def x264_scenecuts(images: list[np.ndarray], threshold: int = 40) -> list[int]:
     from mvseg.video.encode import encode_video
 
     with tempfile.TemporaryDirectory() as tmp:
-        path = encode_video(images, Path(tmp) / "scenecut.mp4", gop=len(images) + 1, scenecut=threshold,
-                            threads=1)
+        path = encode_video(images, Path(tmp) / "scenecut.mp4", gop=len(images) + 1, scenecut=threshold, threads=1)
         types = [f.pict_type for f in iter_frames(path, mvs=False, rgb=False)]
     return [t for t, kind in enumerate(types) if t > 0 and kind == "I"]
 
@@ -111,8 +109,10 @@ def propagation_table(model, ds: FolderDataset, clip: Clip, data: dict, scenecut
     streaming step, scored against t's label (see ClipTable); scenecut: x264's threshold for
     the scene-cut schedule (0: none)."""
     if model.needs_next:
-        raise ValueError(f"{type(model).__name__} looks ahead to the next keyframe; the oracle view needs a "
-                         "causal strategy (its output at t may depend only on frames up to t)")
+        raise ValueError(
+            f"{type(model).__name__} looks ahead to the next keyframe; the oracle view needs a "
+            "causal strategy (its output at t may depend only on frames up to t)"
+        )
     info = probe(clip.video)
     mean, std = data.get("mean", IMAGENET_MEAN), data.get("std", IMAGENET_STD)
     frames, images = [], []
@@ -136,7 +136,7 @@ def propagation_table(model, ds: FolderDataset, clip: Clip, data: dict, scenecut
                 x, off, mask = frames[t]
                 if t > k and model.has_deviation:  # as the runtime asks it, before the frame's step
                     pdev[k, t] = model.stream_deviation(x, off, mask)
-                (_, logits), = model.stream_push(x, *((off, mask) if model.reads_motion else (None, None)), t == k)
+                ((_, logits),) = model.stream_push(x, *((off, mask) if model.reads_motion else (None, None)), t == k)
                 pred = logits.max(1).indices[0]  # (H, W)
                 if t == k:
                     full[t] = pred
@@ -144,8 +144,9 @@ def propagation_table(model, ds: FolderDataset, clip: Clip, data: dict, scenecut
                 if t in labels:
                     gt = torch.from_numpy(labels[t])
                     ok = gt != ds.ignore_index
-                    conf[k, t] = np.bincount((gt[ok] * k_cls + pred[ok]).numpy(),
-                                             minlength=k_cls * k_cls).reshape(k_cls, k_cls)
+                    conf[k, t] = np.bincount((gt[ok] * k_cls + pred[ok]).numpy(), minlength=k_cls * k_cls).reshape(
+                        k_cls, k_cls
+                    )
     dev = np.full((n, n), np.nan)
     for k in range(n):
         for t in range(k, n):
@@ -190,7 +191,7 @@ def hindsight_keys(conf: np.ndarray, count: int) -> list[int]:
     errors = conf.sum((2, 3)) - np.trace(conf, axis1=2, axis2=3)  # (T, T) wrong pixels of t from k
     seg = np.zeros((n, n + 1))  # seg[k, e]: errors of frames k..e-1 with keyframe k
     for k in range(n):
-        seg[k, k + 1:] = np.cumsum(errors[k, k:])
+        seg[k, k + 1 :] = np.cumsum(errors[k, k:])
     best = np.full((count + 1, n + 1), np.inf)  # best[j, e]: j keyframes covering frames 0..e-1
     arg = np.zeros((count + 1, n + 1), np.int64)
     best[1, 1:] = seg[0, 1:]
@@ -223,9 +224,16 @@ def save_tables(path: Path, tables: list[ClipTable], source: str = "") -> None:
     source: what they were computed from (checked on reuse)."""
     arrays = {"source": np.asarray(source)}
     for i, tab in enumerate(tables):
-        arrays.update({f"{i}_conf": tab.conf.astype(np.int32), f"{i}_dev": tab.dev, f"{i}_pdev": tab.pdev,
-                       f"{i}_scenecuts": np.asarray(tab.scenecuts, np.int64), f"{i}_uncovered": tab.uncovered,
-                       f"{i}_perr": tab.perr})
+        arrays.update(
+            {
+                f"{i}_conf": tab.conf.astype(np.int32),
+                f"{i}_dev": tab.dev,
+                f"{i}_pdev": tab.pdev,
+                f"{i}_scenecuts": np.asarray(tab.scenecuts, np.int64),
+                f"{i}_uncovered": tab.uncovered,
+                f"{i}_perr": tab.perr,
+            }
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(path, **arrays)
 
@@ -236,13 +244,26 @@ def load_tables(path: Path, source: str | None = None) -> list[ClipTable] | None
         if source is not None and str(z["source"]) != source:
             return None
         n = len({k.split("_")[0] for k in z.files if k != "source"})  # "{clip}_{array}"
-        return [ClipTable(z[f"{i}_conf"].astype(np.int64), z[f"{i}_dev"], z[f"{i}_pdev"],
-                          z[f"{i}_scenecuts"].tolist(), z[f"{i}_uncovered"], z[f"{i}_perr"])
-                for i in range(n)]
+        return [
+            ClipTable(
+                z[f"{i}_conf"].astype(np.int64),
+                z[f"{i}_dev"],
+                z[f"{i}_pdev"],
+                z[f"{i}_scenecuts"].tolist(),
+                z[f"{i}_uncovered"],
+                z[f"{i}_perr"],
+            )
+            for i in range(n)
+        ]
 
 
-def schedules(tables: list[ClipTable], intervals: list[int], thresholds: list[float],
-              coverage: list[float] = (), gain: list[float] = ()) -> list[tuple]:
+def schedules(
+    tables: list[ClipTable],
+    intervals: list[int],
+    thresholds: list[float],
+    coverage: list[float] = (),
+    gain: list[float] = (),
+) -> list[tuple]:
     """(schedule, param, keys_of) of every schedule the view scores; coverage: the thresholds of
     the motion-coverage policy (mvseg.strategies.policies.MotionCoverage); gain: those of the
     true-gain policy (oracle-gain)."""
@@ -253,23 +274,32 @@ def schedules(tables: list[ClipTable], intervals: list[int], thresholds: list[fl
     if all(np.isfinite(tab.pdev[np.triu_indices(len(tab.pdev), 1)]).all() for tab in tables):
         out += [("predicted-threshold", tau, lambda tab, tau=tau: threshold_keys(tab.pdev, tau)) for tau in thresholds]
     if any(tab.scenecuts for tab in tables):
-        out += [("scenecut+fixed", L, lambda tab, L=L: scenecut_keys(tab.conf.shape[0], tab.scenecuts, L))
-                for L in intervals]
+        out += [
+            ("scenecut+fixed", L, lambda tab, L=L: scenecut_keys(tab.conf.shape[0], tab.scenecuts, L))
+            for L in intervals
+        ]
     counts = sorted({len(fixed_keys(tab.conf.shape[0], L)) for L in intervals for tab in tables})
     out += [("hindsight", m, lambda tab, m=m: hindsight_keys(tab.conf, m)) for m in counts]
     return out
 
 
-def score_schedules(name: str, tables: list[ClipTable], intervals: list[int], thresholds: list[float],
-                    coverage: list[float] = (), gain: list[float] = ()) -> list[dict]:
+def score_schedules(
+    name: str,
+    tables: list[ClipTable],
+    intervals: list[int],
+    thresholds: list[float],
+    coverage: list[float] = (),
+    gain: list[float] = (),
+) -> list[dict]:
     """Rows of every schedule for one model's tables; each non-fixed row with the fixed
     schedules' mIoU interpolated at its keyframe rate and the gain over it, and each causal one
     with its share of the hindsight headroom (the hindsight gain interpolated at its rate)."""
     rows = []
     for schedule, param, keys_of in schedules(tables, intervals, thresholds, coverage, gain):
         miou, rate = score(tables, keys_of)
-        rows.append({"method": name, "schedule": schedule, "param": param, "miou_stream": miou,
-                     "keyframes_per_100": rate})
+        rows.append(
+            {"method": name, "schedule": schedule, "param": param, "miou_stream": miou, "keyframes_per_100": rate}
+        )
     for r in rows:
         if r["schedule"] != "fixed":
             r["fixed_miou_same_keyframes"] = interpolate(rows, name, r["keyframes_per_100"])
@@ -280,23 +310,39 @@ def score_schedules(name: str, tables: list[ClipTable], intervals: list[int], th
             r["hindsight_gain_same_keyframes"] = headroom
             r["share_of_headroom"] = r["gain_vs_fixed"] / headroom if headroom > 0 else float("nan")
     for r in rows:
-        print(f"{name} {r['schedule']} {r['param']:g}: mIoU {r['miou_stream']:.4f} at "
-              f"{r['keyframes_per_100']:.1f} keyframes/100", flush=True)
+        print(
+            f"{name} {r['schedule']} {r['param']:g}: mIoU {r['miou_stream']:.4f} at "
+            f"{r['keyframes_per_100']:.1f} keyframes/100",
+            flush=True,
+        )
     return rows
 
 
-def bench_oracle(models: dict[str, tuple], ds: FolderDataset, intervals: list[int], thresholds: list[float],
-                 max_videos: int | None = None, tables_dir: Path | None = None,
-                 sources: dict[str, str] | None = None, coverage: list[float] = (),
-                 gain: list[float] = ()) -> list[dict]:
+def bench_oracle(
+    models: dict[str, tuple],
+    ds: FolderDataset,
+    intervals: list[int],
+    thresholds: list[float],
+    max_videos: int | None = None,
+    tables_dir: Path | None = None,
+    sources: dict[str, str] | None = None,
+    coverage: list[float] = (),
+    gain: list[float] = (),
+) -> list[dict]:
     """models: name -> (strategy, data dict). The rows of score_schedules per model.
     tables_dir: each model's tables are kept there (NAME.npz) and reused by a later run whose
     sources[name] (what identifies the checkpoint and the clips) is the same."""
     clips = ds.clips["val"][:max_videos]
     rows = []
     for name, (model, data) in models.items():
-        source = "|".join([(sources or {}).get(name, ""), str(ds.root.resolve()), json.dumps(FIELD_RULES, sort_keys=True),
-                           *(c.name for c in clips)])
+        source = "|".join(
+            [
+                (sources or {}).get(name, ""),
+                str(ds.root.resolve()),
+                json.dumps(FIELD_RULES, sort_keys=True),
+                *(c.name for c in clips),
+            ]
+        )
         path = Path(tables_dir) / f"{name}.npz" if tables_dir is not None else None
         tables = load_tables(path, source) if path is not None and path.is_file() else None
         if tables is None:
@@ -309,5 +355,14 @@ def bench_oracle(models: dict[str, tuple], ds: FolderDataset, intervals: list[in
     return rows
 
 
-COLUMNS = ["method", "schedule", "param", "keyframes_per_100", "miou_stream", "fixed_miou_same_keyframes",
-           "gain_vs_fixed", "hindsight_gain_same_keyframes", "share_of_headroom"]
+COLUMNS = [
+    "method",
+    "schedule",
+    "param",
+    "keyframes_per_100",
+    "miou_stream",
+    "fixed_miou_same_keyframes",
+    "gain_vs_fixed",
+    "hindsight_gain_same_keyframes",
+    "share_of_headroom",
+]

@@ -51,13 +51,22 @@ def evaluate(model, root: str, interval: int, cache_dir: str | None = None, data
     normalised as in training (`data`: the checkpoint's mvseg_data), as the runtime does."""
     norm = {k: (data or {}).get(k) for k in ("mean", "std")}
     dm = CompressedVideoDataModule(
-        root, "folder", keyframe_interval=interval, with_next=model.needs_next,
-        eval_distances=[0] if model.distance_invariant else None, batch_size=8, cache_dir=cache_dir, **norm,
+        root,
+        "folder",
+        keyframe_interval=interval,
+        with_next=model.needs_next,
+        eval_distances=[0] if model.distance_invariant else None,
+        batch_size=8,
+        cache_dir=cache_dir,
+        **norm,
     )
     trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
     m = trainer.validate(model, dm, verbose=False)[0]
-    return {"miou_mean": m["val/mIoU"], "miou_min": m["val/mIoU_min"],
-            **{f"miou_d{d}": m[f"val/mIoU_d{d}"] for d in range(interval)}}
+    return {
+        "miou_mean": m["val/mIoU"],
+        "miou_min": m["val/mIoU_min"],
+        **{f"miou_d{d}": m[f"val/mIoU_d{d}"] for d in range(interval)},
+    }
 
 
 def task_ms(model, frame_size: tuple[int, int], repeats: int = 20) -> float:
@@ -77,8 +86,9 @@ def task_ms(model, frame_size: tuple[int, int], repeats: int = 20) -> float:
 
 def _warm_up(model, videos: list[Path], kw: dict, interval: int) -> None:
     # allocator, first-call dispatch, cached resize taps: a few frames, not timed
-    for _ in itertools.islice(run_stream(model, videos[0], policy=FixedInterval(interval), images=False, **kw),
-                              2 * interval + 1):
+    for _ in itertools.islice(
+        run_stream(model, videos[0], policy=FixedInterval(interval), images=False, **kw), 2 * interval + 1
+    ):
         pass
 
 
@@ -91,8 +101,10 @@ def speeds(models: list[tuple], videos: list[Path], repeats: int = 3) -> list[di
     kws = [{k: data[k] for k in ("mean", "std") if k in data} for _, data, _ in models]
     for (model, _, interval), kw in zip(models, kws):
         _warm_up(model, videos, kw, interval)
-    best = fastest_interleaved([functools.partial(timed_pass, model, videos, kw, interval)
-                                for (model, _, interval), kw in zip(models, kws)], repeats)
+    best = fastest_interleaved(
+        [functools.partial(timed_pass, model, videos, kw, interval) for (model, _, interval), kw in zip(models, kws)],
+        repeats,
+    )
     return [_stats(model, videos, kw, interval, *b) for (model, _, interval), kw, b in zip(models, kws, best)]
 
 
@@ -107,8 +119,14 @@ def _stats(model, videos: list[Path], kw: dict, interval: int, results: list, wa
     return stats
 
 
-def bench_strategies(runs: dict[str, str], intervals: list[int], root: str, max_videos: int | None = None,
-                     cache_dir: str | None = None, repeats: int = 3) -> list[dict]:
+def bench_strategies(
+    runs: dict[str, str],
+    intervals: list[int],
+    root: str,
+    max_videos: int | None = None,
+    cache_dir: str | None = None,
+    repeats: int = 3,
+) -> list[dict]:
     ds = load_folder_dataset(root, splits=("val",))
     videos = [c.video for c in ds.clips["val"]][:max_videos]
     rows, models = [], []
@@ -122,8 +140,10 @@ def bench_strategies(runs: dict[str, str], intervals: list[int], root: str, max_
             print(f"{name} L={interval}: mIoU {rows[-1]['miou_mean']:.3f} (min {rows[-1]['miou_min']:.3f})", flush=True)
     for row, stats in zip(rows, speeds(models, videos, repeats)):
         row.update(stats)
-        print(f"{row['method']} L={row['interval']}: {row['fps']:.1f} fps, "
-              f"{row['gflops_per_frame']:.2f} GFLOPs/frame", flush=True)
+        print(
+            f"{row['method']} L={row['interval']}: {row['fps']:.1f} fps, {row['gflops_per_frame']:.2f} GFLOPs/frame",
+            flush=True,
+        )
     return rows
 
 
@@ -138,8 +158,9 @@ def plot(rows: list[dict], path: Path) -> None:
         rs = [r for r in rows if r["method"] == name]
         ax.plot([r["fps"] for r in rs], [r["miou_mean"] for r in rs], "o-", label=name)
         for r in rs:
-            ax.annotate(f"L={r['interval']}", (r["fps"], r["miou_mean"]), fontsize=7, xytext=(3, 3),
-                        textcoords="offset points")
+            ax.annotate(
+                f"L={r['interval']}", (r["fps"], r["miou_mean"]), fontsize=7, xytext=(3, 3), textcoords="offset points"
+            )
     ax.set_xlabel("frames per second (streaming runtime)")
     ax.set_ylabel("mean mIoU over keyframe distances")
     ax.grid(alpha=0.3)
@@ -149,12 +170,24 @@ def plot(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-COLUMNS = ["method", "interval", "miou_mean", "miou_min", "fps", "latency_mean_ms", "latency_max_ms",
-           "gflops_per_frame", "gflops_nonkey", "nonkey_ms", "propagation_ms"]
+COLUMNS = [
+    "method",
+    "interval",
+    "miou_mean",
+    "miou_min",
+    "fps",
+    "latency_mean_ms",
+    "latency_max_ms",
+    "gflops_per_frame",
+    "gflops_nonkey",
+    "nonkey_ms",
+    "propagation_ms",
+]
 
 
-def log_wandb(rows: list[dict], table: str, out: Path, project: str = "mvseg",
-              image: str = "accuracy_vs_fps.png") -> str | None:
+def log_wandb(
+    rows: list[dict], table: str, out: Path, project: str = "mvseg", image: str = "accuracy_vs_fps.png"
+) -> str | None:
     """The rows as a W&B table, the plot as an image and the Markdown table as a file (offline
     without a login, as training runs). Returns the run's directory."""
     import wandb
@@ -165,16 +198,21 @@ def log_wandb(rows: list[dict], table: str, out: Path, project: str = "mvseg",
     cols = sorted({k for r in rows for k in r}, key=lambda k: (COLUMNS + [k]).index(k))
     run = wandb.init(project=project, job_type="bench-strategies", dir=str(out), reinit="finish_previous")
     try:
-        run.log({"bench/strategies": wandb.Table(columns=cols, data=[[r.get(c) for c in cols] for r in rows]),
-                 f"bench/{Path(image).stem}": wandb.Image(str(out / image))})
+        run.log(
+            {
+                "bench/strategies": wandb.Table(columns=cols, data=[[r.get(c) for c in cols] for r in rows]),
+                f"bench/{Path(image).stem}": wandb.Image(str(out / image)),
+            }
+        )
         run.summary["bench/table_md"] = table
         return run.dir
     finally:
         run.finish()
 
 
-def _write_view(out: Path, rows: list[dict], columns: list[str], json_name: str, md_name: str, png: str,
-                plot_fn) -> str:
+def _write_view(
+    out: Path, rows: list[dict], columns: list[str], json_name: str, md_name: str, png: str, plot_fn
+) -> str:
     """One view's rows as JSON, its Markdown table (printed too, and returned) and its plot."""
     table = print_table(rows, columns)
     (out / json_name).write_text(json.dumps(rows, indent=1))
@@ -183,11 +221,25 @@ def _write_view(out: Path, rows: list[dict], columns: list[str], json_name: str,
     return table
 
 
-def run_bench_strategies(runs: list[str], intervals: list[int], root: str, out_dir: str, max_videos: int | None,
-                         json_out: str | None, cache_dir: str | None, wandb: bool, repeats: int, view: str,
-                         thresholds: list[float], pace: float | None, slow_track_threads: int | None,
-                         tables_dir: str | None = None, coverage: list[float] = (), iframes: bool = False,
-                         gain: list[float] = ()) -> list[dict]:
+def run_bench_strategies(
+    runs: list[str],
+    intervals: list[int],
+    root: str,
+    out_dir: str,
+    max_videos: int | None,
+    json_out: str | None,
+    cache_dir: str | None,
+    wandb: bool,
+    repeats: int,
+    view: str,
+    thresholds: list[float],
+    pace: float | None,
+    slow_track_threads: int | None,
+    tables_dir: str | None = None,
+    coverage: list[float] = (),
+    iframes: bool = False,
+    gain: list[float] = (),
+) -> list[dict]:
     """view: "protocol" (mIoU per keyframe distance, speed, GFLOPs: results.json, table.md,
     accuracy_vs_fps.png), "latency" (keyframe schedules over whole streams, see
     mvseg.bench_schedule: schedules.json, latency.md, threshold_sweep.png), "both", or "oracle"
@@ -218,10 +270,12 @@ def run_bench_strategies(runs: list[str], intervals: list[int], root: str, out_d
         for model, _ in models.values():
             if slow_track_threads and hasattr(model, "slow_track_threads"):
                 model.slow_track_threads = slow_track_threads
-        sched = latency.bench_schedules(models, ds, intervals, thresholds or [], max_videos, repeats, pace, coverage,
-                                        iframes)
-        table = _write_view(out, sched, latency.COLUMNS, "schedules.json", "latency.md", "threshold_sweep.png",
-                            latency.plot_sweep)
+        sched = latency.bench_schedules(
+            models, ds, intervals, thresholds or [], max_videos, repeats, pace, coverage, iframes
+        )
+        table = _write_view(
+            out, sched, latency.COLUMNS, "schedules.json", "latency.md", "threshold_sweep.png", latency.plot_sweep
+        )
         payload.update(schedules=sched, latency_table=table)
         tables.append((sched, table, "threshold_sweep.png"))
     if view == "oracle":
@@ -233,10 +287,10 @@ def run_bench_strategies(runs: list[str], intervals: list[int], root: str, out_d
         for name, ckpt in parsed.items():
             st = Path(ckpt).stat()
             sources[name] = f"{Path(ckpt).resolve()}:{st.st_size}:{st.st_mtime_ns}"
-        orows = oracle.bench_oracle(models, ds, intervals, thresholds or [], max_videos, tables_dir, sources,
-                                    coverage, gain)
-        table = _write_view(out, orows, oracle.COLUMNS, "oracle.json", "oracle.md", "oracle.png",
-                            latency.plot_sweep)
+        orows = oracle.bench_oracle(
+            models, ds, intervals, thresholds or [], max_videos, tables_dir, sources, coverage, gain
+        )
+        table = _write_view(out, orows, oracle.COLUMNS, "oracle.json", "oracle.md", "oracle.png", latency.plot_sweep)
         payload.update(oracle=orows, oracle_table=table)
         tables.append((orows, table, "oracle.png"))
     write_json(json_out, payload)

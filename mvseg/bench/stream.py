@@ -17,7 +17,6 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-
 from mvseg.bench.common import panning_frames, print_table, proc_kb, write_json
 
 
@@ -37,15 +36,26 @@ def _stream(method: str, video: str, interval: int, checkpoints: tuple[int, ...]
     for n, _ in enumerate(run_stream(model, video, policy=FixedInterval(interval), images=False), 1):
         for tag, at in zip(("1k", "end"), checkpoints):
             if n == at:
-                row.update({f"peak_rss_mb_{tag}": proc_kb("VmHWM") / 1024, f"rss_mb_{tag}": proc_kb("VmRSS") / 1024,
-                            f"state_kb_{tag}": stream_state_bytes(model) / 1024})
+                row.update(
+                    {
+                        f"peak_rss_mb_{tag}": proc_kb("VmHWM") / 1024,
+                        f"rss_mb_{tag}": proc_kb("VmRSS") / 1024,
+                        f"state_kb_{tag}": stream_state_bytes(model) / 1024,
+                    }
+                )
     row.update(frames=n, fps=n / (time.perf_counter() - t0))
     row["peak_growth"] = row["peak_rss_mb_end"] / row["peak_rss_mb_1k"] - 1
     return row
 
 
-def run_bench_stream(frames: int, size: tuple[int, int], interval: int, methods: tuple[str, ...],
-                     json_out: str | None = None, workdir: str | None = None) -> list[dict]:
+def run_bench_stream(
+    frames: int,
+    size: tuple[int, int],
+    interval: int,
+    methods: tuple[str, ...],
+    json_out: str | None = None,
+    workdir: str | None = None,
+) -> list[dict]:
     if frames < 1000:
         raise ValueError(f"--frames must be at least 1000 (memory is compared at frame 1000 and the end), got {frames}")
     from mvseg.video.encode import encode_video
@@ -60,9 +70,25 @@ def run_bench_stream(frames: int, size: tuple[int, int], interval: int, methods:
         for m in methods:
             with ProcessPoolExecutor(1, mp_context=ctx) as pool:
                 rows.append(pool.submit(_stream, m, str(video), interval, (1000, frames)).result())
-            print(f"{m}: peak RSS {rows[-1]['peak_rss_mb_1k']:.0f} MB at 1k frames, {rows[-1]['peak_rss_mb_end']:.0f} MB "
-                  f"at {frames} ({100 * rows[-1]['peak_growth']:+.1f} %)", flush=True)
-    table = print_table(rows, ["method", "frames", "fps", "peak_rss_mb_1k", "peak_rss_mb_end", "peak_growth",
-                               "rss_mb_1k", "rss_mb_end", "state_kb_1k", "state_kb_end"])
+            print(
+                f"{m}: peak RSS {rows[-1]['peak_rss_mb_1k']:.0f} MB at 1k frames, {rows[-1]['peak_rss_mb_end']:.0f} MB "
+                f"at {frames} ({100 * rows[-1]['peak_growth']:+.1f} %)",
+                flush=True,
+            )
+    table = print_table(
+        rows,
+        [
+            "method",
+            "frames",
+            "fps",
+            "peak_rss_mb_1k",
+            "peak_rss_mb_end",
+            "peak_growth",
+            "rss_mb_1k",
+            "rss_mb_end",
+            "state_kb_1k",
+            "state_kb_end",
+        ],
+    )
     write_json(json_out, {"bench": "stream", "size": list(size), "interval": interval, "rows": rows, "table": table})
     return rows

@@ -9,8 +9,13 @@ from mvseg.bench.common import print_table, write_json
 
 
 def colour_vs_cnn(
-    train_clips: int = 16, val_clips: int = 6, frames: int = 6, size: tuple[int, int] = (64, 128),
-    steps: int = 300, batch: int = 16, seed: int = 0,
+    train_clips: int = 16,
+    val_clips: int = 6,
+    frames: int = 6,
+    size: tuple[int, int] = (64, 128),
+    steps: int = 300,
+    batch: int = 16,
+    seed: int = 0,
 ) -> dict:
     """How much of the synthetic dataset a per-pixel colour classifier (1x1 convolutions)
     can solve, against a small dilated CNN trained the same way (Adam, cross-entropy, same
@@ -40,8 +45,9 @@ def colour_vs_cnn(
     class SmallCNN(nn.Module):
         def __init__(self):
             super().__init__()
-            self.features = nn.Sequential(block(3, 32, 2), block(32, 64, 2), block(64, 64, 1, 2),
-                                          block(64, 64, 1, 4), block(64, 64, 1, 8))
+            self.features = nn.Sequential(
+                block(3, 32, 2), block(32, 64, 2), block(64, 64, 1, 2), block(64, 64, 1, 4), block(64, 64, 1, 8)
+            )
             self.classifier = nn.Conv2d(64, k, 1)
 
         def forward(self, x):
@@ -49,7 +55,9 @@ def colour_vs_cnn(
 
     torch.manual_seed(seed)
     models = {
-        "colour_1x1": nn.Sequential(nn.Conv2d(3, 32, 1), nn.ReLU(), nn.Conv2d(32, 32, 1), nn.ReLU(), nn.Conv2d(32, k, 1)),
+        "colour_1x1": nn.Sequential(
+            nn.Conv2d(3, 32, 1), nn.ReLU(), nn.Conv2d(32, 32, 1), nn.ReLU(), nn.Conv2d(32, k, 1)
+        ),
         "cnn": SmallCNN(),
     }
     out = {}

@@ -137,13 +137,20 @@ OWN = ("plain", "plain_rgb", "mvs", "fields", "fields_bitstream", "fields_ahead"
 # (--modes plain rgb report report_ref), the reference takes ~30x a decode
 REPORT = ("report", "report_ref")
 PEER = ("peer_mvs", "peer_rgb")
-RATIOS = [("fields_full_over_plain", "fields_full", "plain"), ("mvs_over_plain", "mvs", "plain"),
-          ("fields_over_plain", "fields", "plain"), ("fields_bitstream_over_plain", "fields_bitstream", "plain"),
-          ("fields_ahead_over_plain", "fields_ahead", "plain"),
-          ("rgb_over_plain_rgb", "rgb", "plain_rgb"), ("rgb_no_mvs_over_plain_rgb", "rgb_no_mvs", "plain_rgb"),
-          ("peer_over_mvseg_mvs", "peer_mvs", "mvs"), ("peer_over_mvseg_rgb", "peer_rgb", "rgb"),
-          ("report_over_plain", "report", "plain"), ("report_over_rgb", "report", "rgb"),
-          ("report_ref_over_report", "report_ref", "report")]
+RATIOS = [
+    ("fields_full_over_plain", "fields_full", "plain"),
+    ("mvs_over_plain", "mvs", "plain"),
+    ("fields_over_plain", "fields", "plain"),
+    ("fields_bitstream_over_plain", "fields_bitstream", "plain"),
+    ("fields_ahead_over_plain", "fields_ahead", "plain"),
+    ("rgb_over_plain_rgb", "rgb", "plain_rgb"),
+    ("rgb_no_mvs_over_plain_rgb", "rgb_no_mvs", "plain_rgb"),
+    ("peer_over_mvseg_mvs", "peer_mvs", "mvs"),
+    ("peer_over_mvseg_rgb", "peer_rgb", "rgb"),
+    ("report_over_plain", "report", "plain"),
+    ("report_over_rgb", "report", "rgb"),
+    ("report_ref_over_report", "report_ref", "report"),
+]
 
 
 def peer_python(given: str | None = None) -> str | None:
@@ -164,8 +171,9 @@ def _measure(python: str, code: str, path: str | Path, mode: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def bench_video(paths: list[str | Path], repeats: int, peer: str | None = None,
-                modes: list[str] | None = None) -> list[dict]:
+def bench_video(
+    paths: list[str | Path], repeats: int, peer: str | None = None, modes: list[str] | None = None
+) -> list[dict]:
     """One row per video: each variant's best time (ms), the ratios that matter (median of
     in-round ratios, where both variants ran) and whether each tool's MVs were identical across
     rounds. `modes`: mvseg's variants to run (default all of `OWN`)."""
@@ -176,26 +184,41 @@ def bench_video(paths: list[str | Path], repeats: int, peer: str | None = None,
         runs: dict[str, list[dict]] = {v: [] for v in variants}
         for _ in range(max(repeats, 1)):  # interleaved: every variant sees the same machine state
             for v in variants:
-                runs[v].append(_measure(peer if v in PEER else sys.executable, _PEER_WORKER if v in PEER else _MVSEG_WORKER, path, v))
+                runs[v].append(
+                    _measure(
+                        peer if v in PEER else sys.executable, _PEER_WORKER if v in PEER else _MVSEG_WORKER, path, v
+                    )
+                )
         ms = {v: np.array([r["ms"] for r in runs[v]]) for v in variants}
 
         cpu = {v: np.array([r.get("cpu_ms", np.nan) for r in runs[v]]) for v in variants}
-        row = {"video": Path(path).name, "frames": runs[variants[0]][0]["frames"],
-               **{f"{v}_ms": float(ms[v].min()) for v in variants},
-               **{f"{v}_cpu_ms": float(cpu[v].min()) for v in variants}}
+        row = {
+            "video": Path(path).name,
+            "frames": runs[variants[0]][0]["frames"],
+            **{f"{v}_ms": float(ms[v].min()) for v in variants},
+            **{f"{v}_cpu_ms": float(cpu[v].min()) for v in variants},
+        }
         for name, a, b in RATIOS:  # median over rounds of time(a) / time(b)
             if a in ms and b in ms:
                 row[name] = float(np.median(ms[a] / ms[b]))
                 if name in CPU_RATIOS:  # the same with CPU time: the work, without the machine's stalls
                     row[name + "_cpu"] = float(np.median(cpu[a] / cpu[b]))
-        with_mvs = [r for v in variants if v not in PEER + REPORT and v not in ("plain", "plain_rgb", "rgb_no_mvs")
-                    for r in runs[v]]
+        with_mvs = [
+            r
+            for v in variants
+            if v not in PEER + REPORT and v not in ("plain", "plain_rgb", "rgb_no_mvs")
+            for r in runs[v]
+        ]
         if with_mvs:
             row.update(mvseg_digests=len({r["digest"] for r in with_mvs}), mvseg_mvs=with_mvs[0]["mvs"])
         if peer:
-            row.update({"peer_digests": len({r["digest"] for v in PEER for r in runs[v]}),
-                        "peer_mvs_min": min(r["mvs"] for v in PEER for r in runs[v]),
-                        "peer_mvs_max": max(r["mvs"] for v in PEER for r in runs[v])})
+            row.update(
+                {
+                    "peer_digests": len({r["digest"] for v in PEER for r in runs[v]}),
+                    "peer_mvs_min": min(r["mvs"] for v in PEER for r in runs[v]),
+                    "peer_mvs_max": max(r["mvs"] for v in PEER for r in runs[v]),
+                }
+            )
         rows.append(row)
     return rows
 
@@ -211,28 +234,70 @@ def make_bench_videos(out_dir: str | Path, height: int = 360, width: int = 640) 
 
     clip = render_clip(1234, SyntheticConfig(height=height, width=width, frames=250))
     out = Path(out_dir)
-    return [encode_video(clip.frames, out / "street_p_only.mp4", gop=12, fps=30),
-            encode_video(clip.frames[:240], out / "street_x264_defaults.mp4", gop=250, fps=30, crf=23, bframes=3, ref=3,
-                         sliced_threads=False)]
+    return [
+        encode_video(clip.frames, out / "street_p_only.mp4", gop=12, fps=30),
+        encode_video(
+            clip.frames[:240],
+            out / "street_x264_defaults.mp4",
+            gop=250,
+            fps=30,
+            crf=23,
+            bframes=3,
+            ref=3,
+            sliced_threads=False,
+        ),
+    ]
 
 
-COLUMNS = ["video", "frames", "plain_ms", "mvs_ms", "fields_ms", "fields_bitstream_ms", "fields_ahead_ms", "fields_full_ms",
-           "plain_rgb_ms", "rgb_ms", "rgb_no_mvs_ms", "fields_full_over_plain", "mvs_over_plain", "fields_over_plain",
-           "fields_bitstream_over_plain", "fields_ahead_over_plain", "rgb_over_plain_rgb", "rgb_no_mvs_over_plain_rgb",
-           "mvs_over_plain_cpu", "fields_over_plain_cpu", "fields_bitstream_over_plain_cpu", "mvseg_digests",
-           "report_ms", "report_ref_ms", "report_over_plain", "report_over_rgb", "report_ref_over_report"]
+COLUMNS = [
+    "video",
+    "frames",
+    "plain_ms",
+    "mvs_ms",
+    "fields_ms",
+    "fields_bitstream_ms",
+    "fields_ahead_ms",
+    "fields_full_ms",
+    "plain_rgb_ms",
+    "rgb_ms",
+    "rgb_no_mvs_ms",
+    "fields_full_over_plain",
+    "mvs_over_plain",
+    "fields_over_plain",
+    "fields_bitstream_over_plain",
+    "fields_ahead_over_plain",
+    "rgb_over_plain_rgb",
+    "rgb_no_mvs_over_plain_rgb",
+    "mvs_over_plain_cpu",
+    "fields_over_plain_cpu",
+    "fields_bitstream_over_plain_cpu",
+    "mvseg_digests",
+    "report_ms",
+    "report_ref_ms",
+    "report_over_plain",
+    "report_over_rgb",
+    "report_ref_over_report",
+]
 PEER_COLUMNS = ["peer_mvs_ms", "peer_rgb_ms", "peer_over_mvseg_mvs", "peer_over_mvseg_rgb", "peer_digests"]
 
 
-def run_bench_video(paths: list[str], json_out: str | None, repeats: int, peer: bool = False,
-                    peer_python_path: str | None = None, modes: list[str] | None = None) -> list[dict]:
+def run_bench_video(
+    paths: list[str],
+    json_out: str | None,
+    repeats: int,
+    peer: bool = False,
+    peer_python_path: str | None = None,
+    modes: list[str] | None = None,
+) -> list[dict]:
     python = None
     if peer:
         python = peer_python(peer_python_path)
         if python is None:
-            print("motion-vector-extractor is not installed: the peer rows are left out "
-                  "(pip install motion-vector-extractor, in its own venv if it would change numpy; "
-                  "then --peer-python VENV/bin/python)")
+            print(
+                "motion-vector-extractor is not installed: the peer rows are left out "
+                "(pip install motion-vector-extractor, in its own venv if it would change numpy; "
+                "then --peer-python VENV/bin/python)"
+            )
     with tempfile.TemporaryDirectory() as tmp:
         if not paths:
             print("no video given: generating two 640x360 synthetic street clips (P-only, x264 defaults)")
@@ -240,7 +305,9 @@ def run_bench_video(paths: list[str], json_out: str | None, repeats: int, peer: 
         rows = bench_video(paths, repeats=repeats, peer=python, modes=modes)
     columns = [c for c in COLUMNS + (PEER_COLUMNS if python else []) if any(c in r for r in rows)]
     table = print_table(rows, columns)
-    print("ratios: median over rounds of the in-round ratio (peer_over_mvseg > 1: mvseg is faster); "
-          "digests: distinct MV digests over all rounds and modes (1: the same MVs every time)")
+    print(
+        "ratios: median over rounds of the in-round ratio (peer_over_mvseg > 1: mvseg is faster); "
+        "digests: distinct MV digests over all rounds and modes (1: the same MVs every time)"
+    )
     write_json(json_out, {"bench": "video", "rows": rows, "table": table, "repeats": repeats, "peer_python": python})
     return rows

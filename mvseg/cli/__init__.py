@@ -30,12 +30,21 @@ from collections.abc import Sequence
 from importlib import import_module
 
 #: command -> module of mvseg.cli (add_parser, run), in the order `mvseg --help` lists them
-OWN_COMMANDS = {"predict": "predict", "inspect": "inspect", "fuzz": "fuzz", "data": "data", "sweep": "sweep",
-                "bench": "bench"}
+OWN_COMMANDS = {
+    "predict": "predict",
+    "inspect": "inspect",
+    "fuzz": "fuzz",
+    "data": "data",
+    "sweep": "sweep",
+    "bench": "bench",
+}
 LIGHTNING_COMMANDS = ("fit", "validate", "test")
 #: what a command keeps when Ctrl-C stops it (files are written whole, through a temporary name)
-KEPT_ON_INTERRUPT = {"data": ": the files written so far are whole; the same command finishes the dataset",
-                     "predict": ": nothing complete was written", "inspect": ": no report written"}
+KEPT_ON_INTERRUPT = {
+    "data": ": the files written so far are whole; the same command finishes the dataset",
+    "predict": ": nothing complete was written",
+    "inspect": ": no report written",
+}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -51,8 +60,11 @@ class _Parser(argparse.ArgumentParser):
         import re
 
         options = [o for a in self._actions for o in a.option_strings if o.startswith("--")]
-        bad = re.findall(r"(--[\w-]+)", message.split("unrecognized arguments:", 1)[1]) \
-            if "unrecognized arguments:" in message else []
+        bad = (
+            re.findall(r"(--[\w-]+)", message.split("unrecognized arguments:", 1)[1])
+            if "unrecognized arguments:" in message
+            else []
+        )
         tips = [g for b in bad for g in difflib.get_close_matches(b, options, n=2, cutoff=0.7)]
         tip = f" (did you mean {' or '.join(dict.fromkeys(tips))}?)" if tips else ""
         self.exit(2, f"{self.prog}: error: {message}{tip}\n({self.prog} --help lists every option)\n")
@@ -64,10 +76,16 @@ def _parser() -> argparse.ArgumentParser:
         description="Fast semantic segmentation of compressed video with block motion vectors.",
     )
     sub = p.add_subparsers(dest="command", required=True)
-    for name, what in (("fit", "train a strategy"), ("validate", "evaluate on the validation split"),
-                       ("test", "evaluate on the test split")):
-        sub.add_parser(name, help=f"{what} (LightningCLI: mvseg {name} --config CONFIG.yaml; --help for all options)",
-                       add_help=False)
+    for name, what in (
+        ("fit", "train a strategy"),
+        ("validate", "evaluate on the validation split"),
+        ("test", "evaluate on the test split"),
+    ):
+        sub.add_parser(
+            name,
+            help=f"{what} (LightningCLI: mvseg {name} --config CONFIG.yaml; --help for all options)",
+            add_help=False,
+        )
     for module in OWN_COMMANDS.values():
         import_module(f"mvseg.cli.{module}").add_parser(sub)  # argparse only: no heavy import
     return p
@@ -113,7 +131,7 @@ def main(args: Sequence[str] | None = None) -> int:
         return _lightning(argv, from_sys_argv=args is None)
     extra: list[str] = []
     if argv and argv[0] == "sweep" and "--" in argv:  # arguments for every run of the sweep
-        argv, extra = argv[: argv.index("--")], argv[argv.index("--") + 1:]
+        argv, extra = argv[: argv.index("--")], argv[argv.index("--") + 1 :]
     parser = _parser()
     a, unknown = parser.parse_known_args(argv)
     if unknown:  # said by the (sub)command's parser, which knows the valid names

@@ -8,7 +8,9 @@ import json
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("fuzz", help="mutated videos through mvseg inspect: no crash, no hang, errors that name the file")
+    p = sub.add_parser(
+        "fuzz", help="mutated videos through mvseg inspect: no crash, no hang, errors that name the file"
+    )
     p.add_argument("videos", nargs="*", help="seed videos (default: generated MP4, MKV, raw H.264, B-frames, odd size)")
     p.add_argument("--budget", type=float, default=60.0, help="seconds to fuzz for")
     p.add_argument("--cases", type=int, default=None, help="stop after this many cases")
@@ -23,8 +25,17 @@ def run(a: argparse.Namespace) -> int:
     from mvseg.cli import main
     from mvseg.fuzz import run_fuzz
 
-    s = run_fuzz(a.out, budget_s=a.budget, max_cases=a.cases, seed=a.seed, timeout_s=a.timeout, videos=a.videos,
-                 motion_report=not a.no_motion_report, progress=True, entry=main)
+    s = run_fuzz(
+        a.out,
+        budget_s=a.budget,
+        max_cases=a.cases,
+        seed=a.seed,
+        timeout_s=a.timeout,
+        videos=a.videos,
+        motion_report=not a.no_motion_report,
+        progress=True,
+        entry=main,
+    )
     print(f"{s['cases']} cases in {s['seconds']:.0f} s (slowest {s['slowest_s']:.2f} s), seeds {', '.join(s['seeds'])}")
     print("outcomes:     " + ", ".join(f"{k} {v}" for k, v in s["by_status"].items()))
     print("errors seen:  " + "; ".join(f"{k} ({v})" for k, v in s["errors_seen"].items()))

@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import warnings
 import sys
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -29,8 +29,8 @@ from mvseg.resume import FitInterrupted
 from mvseg.run_dir import RunFolderError, RunLock, clear_run, process_rank, trained_run
 from mvseg.strategies.base import SegStrategy
 from mvseg.summary import REFERENCES, RunSummary, run_dir_of
-from mvseg.video.decode import VideoError
 from mvseg.threads import configure_threads
+from mvseg.video.decode import VideoError
 from mvseg.wandb_offline import ensure_wandb_never_blocks
 
 
@@ -120,10 +120,14 @@ def one_line_error(message: str, parser) -> str:
             path = given[-1]  # the whole key under the outer one: optim.lrr
             head = f"{outer.group(1)}.init_args.{path.rpartition('.')[0]}".rstrip(".")
             tips = [f"--{head}.{g}" for g in difflib.get_close_matches(bad, _class_keys(owner[-1]), n=2, cutoff=0.6)]
-            return (f"--{outer.group(1)}.init_args.{path}: {owner[-1]} has no option {bad!r}"
-                    + (f" (did you mean {' or '.join(tips)}?)" if tips else ""))
-    union = re.search(r'Parser key "([\w.]+)":.*?Problem with given class_path \'([\w.]+)\':\s*(.+?)(?:\n\s*- |\n\s*Given|$)',
-                      message, re.S)
+            return f"--{outer.group(1)}.init_args.{path}: {owner[-1]} has no option {bad!r}" + (
+                f" (did you mean {' or '.join(tips)}?)" if tips else ""
+            )
+    union = re.search(
+        r'Parser key "([\w.]+)":.*?Problem with given class_path \'([\w.]+)\':\s*(.+?)(?:\n\s*- |\n\s*Given|$)',
+        message,
+        re.S,
+    )
     if union:  # a subclass (model / data) option: the class's own error, not the Union's
         key, class_path, detail = union.group(1), union.group(2), " ".join(union.group(3).split())
         line = f"{key}: {class_path}: {detail}"
@@ -134,13 +138,21 @@ def one_line_error(message: str, parser) -> str:
             for good in difflib.get_close_matches(head, keys, n=2, cutoff=0.6):
                 tips.append(f"--{key}.init_args.{good}{'.' + rest if rest else ''}")
         return line + (f" (did you mean {' or '.join(tips)}?)" if tips else "")
-    typed = re.match(r'Parser key "([\w.]+)":.*?Errors:\s*((?:- Expected a <class \'\w+\'>\s*)+)Given value type: .*?Given value: (.*)',
-                     " ".join(message.split()))
+    typed = re.match(
+        r'Parser key "([\w.]+)":.*?Errors:\s*((?:- Expected a <class \'\w+\'>\s*)+)'
+        r"Given value type: .*?Given value: (.*)",
+        " ".join(message.split()),
+    )
     if typed:  # a value of the wrong type: which types the key takes
         kinds = re.findall(r"<class '(\w+)'>", typed.group(2))
-        return f"{typed.group(1)}: expected {' or '.join(k.replace('NoneType', 'null') for k in kinds)}, got {typed.group(3)!r}"
+        expected = " or ".join(k.replace("NoneType", "null") for k in kinds)
+        return f"{typed.group(1)}: expected {expected}, got {typed.group(3)!r}"
     line = " ".join(message.split())
-    bad = re.findall(r"(--[\w.]+)", line.split("unrecognized arguments:", 1)[1]) if "unrecognized arguments:" in line else []
+    bad = (
+        re.findall(r"(--[\w.]+)", line.split("unrecognized arguments:", 1)[1])
+        if "unrecognized arguments:" in line
+        else []
+    )
     tips = [g for b in bad for g in difflib.get_close_matches(b, _options(parser), n=2, cutoff=0.75)]
     return line + (f" (did you mean {' or '.join(dict.fromkeys(tips))}?)" if tips else "")
 
@@ -158,6 +170,7 @@ class MVSegParser(LightningArgumentParser):
         try:  # jsonargparse's debug mode (JSONARGPARSE_DEBUG) raises instead: keep that
             from jsonargparse._common import debug_mode_active
         except ImportError:  # a private helper: absent in another version, the debug check is
+
             def debug_mode_active() -> bool:
                 return bool(os.environ.get("JSONARGPARSE_DEBUG"))
 
@@ -177,8 +190,15 @@ class RunDirConfig(SaveConfigCallback):
     `mvseg validate` / `test` write theirs beside it as config.validate.yaml / config.test.yaml:
     the run's config.yaml stays the one that trains it again."""
 
-    def __init__(self, parser, config, config_filename: str = "config.yaml", overwrite: bool = False,
-                 multifile: bool = False, save_to_log_dir: bool = True) -> None:
+    def __init__(
+        self,
+        parser,
+        config,
+        config_filename: str = "config.yaml",
+        overwrite: bool = False,
+        multifile: bool = False,
+        save_to_log_dir: bool = True,
+    ) -> None:
         super().__init__(parser, config, config_filename, overwrite=True, multifile=multifile, save_to_log_dir=False)
 
     # Written once the run has really started (its loaders built, the checkpoint restored), not
@@ -210,8 +230,7 @@ class RunDirConfig(SaveConfigCallback):
             self.config["base"] = None
         stage = str(getattr(stage, "value", stage))  # TrainerFn.VALIDATING -> "validate"
         name = self.config_filename if stage == "fit" else f"{Path(self.config_filename).stem}.{stage}.yaml"
-        self.parser.save(self.config, str(run / name), skip_none=False, overwrite=True,
-                         multifile=self.multifile)
+        self.parser.save(self.config, str(run / name), skip_none=False, overwrite=True, multifile=self.multifile)
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
                 import yaml
@@ -220,8 +239,12 @@ class RunDirConfig(SaveConfigCallback):
 
 
 #: the config keys that load another run's checkpoint
-SMOKE_CHECKED = ("model.init_args.init_from", "model.init_args.lr_init", "model.init_args.flow_init",
-                 "model.init_args.teacher")
+SMOKE_CHECKED = (
+    "model.init_args.init_from",
+    "model.init_args.lr_init",
+    "model.init_args.flow_init",
+    "model.init_args.teacher",
+)
 
 
 class MVSegCLI(LightningCLI):
@@ -236,12 +259,20 @@ class MVSegCLI(LightningCLI):
         # The class count comes from the dataset; the keyframe interval is the data's L.
         parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
         parser.link_arguments("data.init_args.keyframe_interval", "model.init_args.keyframe_interval")
-        parser.add_argument("--base", type=Optional[str], default=None,
-                            help="a config (path relative to this one) whose keys this one extends and overrides; "
-                                 "read before it (`with_bases`)")
-        parser.add_argument("--prerequisites", type=Optional[dict[str, str]], default=None,
-                            help="config key of a checkpoint -> the config (beside this one) that writes it; "
-                                 "`mvseg fit` trains a missing one first (mvseg.prerequisites)")
+        parser.add_argument(
+            "--base",
+            type=Optional[str],  # noqa: UP045 - jsonargparse reads the annotation object
+            default=None,
+            help="a config (path relative to this one) whose keys this one extends and overrides; "
+            "read before it (`with_bases`)",
+        )
+        parser.add_argument(
+            "--prerequisites",
+            type=Optional[dict[str, str]],  # noqa: UP045 - as above
+            default=None,
+            help="config key of a checkpoint -> the config (beside this one) that writes it; "
+            "`mvseg fit` trains a missing one first (mvseg.prerequisites)",
+        )
 
     def parse_arguments(self, parser, args) -> None:
         # configs' bases first (with_bases); sys.argv too, which DDP re-launches its ranks from
@@ -252,23 +283,30 @@ class MVSegCLI(LightningCLI):
         super().parse_arguments(parser, args)
         if self.config.get("subcommand") == "fit":
             cfg = self.config["fit"]
-            prerequisites.prepare(cfg, [str(c) for c in cfg.get("config") or []],
-                                  list(sys.argv[1:] if args is None else args), self.prerequisites_allowed)
+            prerequisites.prepare(
+                cfg,
+                [str(c) for c in cfg.get("config") or []],
+                list(sys.argv[1:] if args is None else args),
+                self.prerequisites_allowed,
+            )
             self._claim_run_dir(cfg)
             if not cfg["trainer"].get("fast_dev_run"):  # a real run never starts from a smoke test's model
                 for key in SMOKE_CHECKED:
                     path = cfg.get(key)
                     if isinstance(path, str) and Path(path).is_file() and safe_load(path).get("mvseg_smoke"):
-                        raise ConfigError(f"{key}: {path} was written by a smoke test (--trainer.fast_dev_run), "
-                                          "not by a real run: train it for real first")
+                        raise ConfigError(
+                            f"{key}: {path} was written by a smoke test (--trainer.fast_dev_run), "
+                            "not by a real run: train it for real first"
+                        )
         # Under `wandb agent` every run of a sweep would share the config's run directory (its
         # checkpoints overwriting each other's): each gets RUN_DIR/sweep-SWEEP_ID/RUN_ID, from
         # the variables the agent sets for the run it starts.
         sweep_id, run_id = os.environ.get("WANDB_SWEEP_ID"), os.environ.get("WANDB_RUN_ID")
         if sweep_id and run_id:
             cfg = self.config[self.config["subcommand"]] if self.config.get("subcommand") else self.config
-            cfg["trainer"]["default_root_dir"] = str(Path(cfg["trainer"]["default_root_dir"] or ".")
-                                                     / f"sweep-{sweep_id}" / run_id)
+            cfg["trainer"]["default_root_dir"] = str(
+                Path(cfg["trainer"]["default_root_dir"] or ".") / f"sweep-{sweep_id}" / run_id
+            )
 
     def _claim_run_dir(self, cfg) -> None:
         """Lock the run folder for this fit, and refuse to start a new run over a trained one."""
@@ -282,9 +320,11 @@ class MVSegCLI(LightningCLI):
         if old and not cfg.get("ckpt_path") and not cfg["trainer"].get("fast_dev_run"):
             if not MVSegCLI.overwrite:
                 newest = max(old, key=lambda p: p.lstat().st_mtime)
-                raise RunFolderError(f"trainer.default_root_dir: {run} holds a trained run ({len(old)} checkpoints, newest "
-                                  f"{newest.name}): resume it with --ckpt_path last, start it over with --overwrite "
-                                  "(its checkpoints and summary are removed), or train into another folder")
+                raise RunFolderError(
+                    f"trainer.default_root_dir: {run} holds a trained run ({len(old)} checkpoints, newest "
+                    f"{newest.name}): resume it with --ckpt_path last, start it over with --overwrite "
+                    "(its checkpoints and summary are removed), or train into another folder"
+                )
             for p in clear_run(run):
                 print(f"mvseg: --overwrite: removed {p}", file=sys.stderr)
 
@@ -294,17 +334,25 @@ class MVSegCLI(LightningCLI):
         sub = self.config.get("subcommand")
         ckpt_path = self.config[sub].get("ckpt_path") if sub else None
         if ckpt_path == "last":
-            ckpt_path = self.config[sub]["ckpt_path"] = newest_resume_point(self.config[sub]["trainer"]["default_root_dir"])
+            ckpt_path = self.config[sub]["ckpt_path"] = newest_resume_point(
+                self.config[sub]["trainer"]["default_root_dir"]
+            )
         if ckpt_path and Path(ckpt_path).is_file():
             raw = safe_load(ckpt_path)
-            held, wanted = raw.get("mvseg_strategy"), _qualified((self.config[sub].get("model") or {}).get("class_path"))
+            held, wanted = (
+                raw.get("mvseg_strategy"),
+                _qualified((self.config[sub].get("model") or {}).get("class_path")),
+            )
             if held and wanted and held != wanted:  # another method's weights under this config's name
-                raise ConfigError(f"ckpt_path: {ckpt_path} holds a {held.rsplit('.', 1)[1]} ({held}) but the config's "
-                                  f"model is {wanted}: pass the config it was trained with "
-                                  f"({run_dir_of(ckpt_path) / 'config.yaml'})")
+                raise ConfigError(
+                    f"ckpt_path: {ckpt_path} holds a {held.rsplit('.', 1)[1]} ({held}) but the config's "
+                    f"model is {wanted}: pass the config it was trained with "
+                    f"({run_dir_of(ckpt_path) / 'config.yaml'})"
+                )
             if raw.get("mvseg_smoke") and not self.config[sub]["trainer"].get("fast_dev_run"):
-                raise ConfigError(f"ckpt_path: {ckpt_path} was written by a smoke test (--trainer.fast_dev_run), "
-                                  "not by a real run")
+                raise ConfigError(
+                    f"ckpt_path: {ckpt_path} was written by a smoke test (--trainer.fast_dev_run), not by a real run"
+                )
         super()._parse_ckpt_path()
 
     def instantiate_classes(self) -> None:

@@ -19,10 +19,15 @@ def _number(kind: type, lo: float, hi: float | None = None):
         try:
             v = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got {text!r}") from None
+            raise argparse.ArgumentTypeError(
+                f"expected {'an integer' if kind is int else 'a number'}, got {text!r}"
+            ) from None
         if v < lo or (hi is not None and v > hi):
-            raise argparse.ArgumentTypeError(f"must be {f'in [{lo}, {hi}]' if hi is not None else f'>= {lo}'}, got {text}")
+            raise argparse.ArgumentTypeError(
+                f"must be {f'in [{lo}, {hi}]' if hi is not None else f'>= {lo}'}, got {text}"
+            )
         return v
+
     return parse
 
 
@@ -30,18 +35,37 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="segment a video with a trained checkpoint (colour-overlay MP4)")
     p.add_argument("video")
     p.add_argument("--ckpt", required=True, help="checkpoint written by mvseg fit")
-    p.add_argument("--out", help="overlay MP4, or a folder to write VIDEO-stem.seg.mp4 in (default: VIDEO stem + "
-                                 "'.seg.mp4' beside the video); never the input")
+    p.add_argument(
+        "--out",
+        help="overlay MP4, or a folder to write VIDEO-stem.seg.mp4 in (default: VIDEO stem + "
+        "'.seg.mp4' beside the video); never the input",
+    )
     p.add_argument("--labels-dir", help="also write one label PNG per frame here (into DIR.part while running)")
-    p.add_argument("--policy", choices=["fixed", "iframes", "adaptive", "coverage"], default=None,
-                   help="keyframe policy (default: the model's; adaptive needs a deviation predictor; coverage: a "
-                        "keyframe when more than --threshold of the frame is new to the block motion)")
-    p.add_argument("--interval", type=_number(int, 1), default=None, help="keyframe interval for the fixed policy (>= 1)")
-    p.add_argument("--threshold", type=_number(float, 0.0), default=None,
-                   help="threshold of the content policy: adaptive's deviation, coverage's uncovered share")
-    p.add_argument("--low-latency", action=argparse.BooleanOptionalAction, default=None,
-                   help="Adaptive: answer keyframes by the fast track, S_h in the background (default: the model's)")
-    p.add_argument("--alpha", type=_number(float, 0.0, 1.0), default=0.5, help="overlay opacity, 0 (frame only) to 1 (labels only)")
+    p.add_argument(
+        "--policy",
+        choices=["fixed", "iframes", "adaptive", "coverage"],
+        default=None,
+        help="keyframe policy (default: the model's; adaptive needs a deviation predictor; coverage: a "
+        "keyframe when more than --threshold of the frame is new to the block motion)",
+    )
+    p.add_argument(
+        "--interval", type=_number(int, 1), default=None, help="keyframe interval for the fixed policy (>= 1)"
+    )
+    p.add_argument(
+        "--threshold",
+        type=_number(float, 0.0),
+        default=None,
+        help="threshold of the content policy: adaptive's deviation, coverage's uncovered share",
+    )
+    p.add_argument(
+        "--low-latency",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="Adaptive: answer keyframes by the fast track, S_h in the background (default: the model's)",
+    )
+    p.add_argument(
+        "--alpha", type=_number(float, 0.0, 1.0), default=0.5, help="overlay opacity, 0 (frame only) to 1 (labels only)"
+    )
     p.add_argument("--no-legend", action="store_true", help="no panel of class names and colours beside the frames")
 
 
@@ -92,12 +116,16 @@ def resolve_paths(video: str, ckpt: str, out: str | None, labels_dir: str | None
         raise FileNotFoundError(f"{c}: checkpoint not found")
     if c.is_dir():
         hint = next((p for p in (c / "checkpoints" / "last.ckpt", c / "last.ckpt") if p.is_file()), None)
-        raise IsADirectoryError(f"{c}: is a folder, not a checkpoint file" + (f" (did you mean {hint}?)" if hint else ""))
+        raise IsADirectoryError(
+            f"{c}: is a folder, not a checkpoint file" + (f" (did you mean {hint}?)" if hint else "")
+        )
     o = Path(out) if out else v.with_name(v.stem + ".seg.mp4")
     if out and (o.is_dir() or out.endswith(os.sep)):
         o = o / (v.stem + ".seg.mp4")  # a folder: the overlay is written in it
     if o.resolve() == v.resolve() or _same_file(o, v):
-        raise ValueError(f"{o}: --out is the input video itself: predict never overwrites its input; choose another --out")
+        raise ValueError(
+            f"{o}: --out is the input video itself: predict never overwrites its input; choose another --out"
+        )
     _writable(o, "overlay")
     lab = Path(labels_dir) if labels_dir else None
     if lab is not None:
@@ -114,8 +142,18 @@ def run(a: argparse.Namespace) -> int:
     from mvseg.predict import PredictInterrupted, predict_video
 
     try:
-        out = predict_video(a.video, a.ckpt, out=out, labels_dir=labels, policy=a.policy, interval=a.interval,
-                            alpha=a.alpha, threshold=a.threshold, low_latency=a.low_latency, legend_panel=not a.no_legend)
+        out = predict_video(
+            a.video,
+            a.ckpt,
+            out=out,
+            labels_dir=labels,
+            policy=a.policy,
+            interval=a.interval,
+            alpha=a.alpha,
+            threshold=a.threshold,
+            low_latency=a.low_latency,
+            legend_panel=not a.no_legend,
+        )
     except PredictInterrupted as e:
         print(f"\nmvseg predict: {e}", file=sys.stderr)
         return 130

@@ -5,5 +5,16 @@ from mvseg.losses.boundary import bce_loss, boundary_loss, boundary_map, iou_los
 from mvseg.losses.distill import inner_relation_loss, pairwise_similarity, pixelwise_kl
 from mvseg.losses.segmentation import class_presence, class_presence_loss, ohem_cross_entropy
 
-__all__ = ["bce_loss", "boundary_loss", "boundary_map", "iou_loss", "ssim_loss", "inner_relation_loss",
-           "pairwise_similarity", "pixelwise_kl", "class_presence", "class_presence_loss", "ohem_cross_entropy"]
+__all__ = [
+    "bce_loss",
+    "boundary_loss",
+    "boundary_map",
+    "iou_loss",
+    "ssim_loss",
+    "inner_relation_loss",
+    "pairwise_similarity",
+    "pixelwise_kl",
+    "class_presence",
+    "class_presence_loss",
+    "ohem_cross_entropy",
+]

@@ -61,8 +61,15 @@ def _gaussian_window(size: int, sigma: float, device, dtype) -> Tensor:
     return (g[:, None] * g[None, :])[None, None]  # (1, 1, size, size)
 
 
-def ssim_loss(x: Tensor, y: Tensor, valid: Tensor | None = None, window: int = 11, sigma: float = 1.5,
-              c1: float = 0.01**2, c2: float = 0.03**2) -> Tensor:
+def ssim_loss(
+    x: Tensor,
+    y: Tensor,
+    valid: Tensor | None = None,
+    window: int = 11,
+    sigma: float = 1.5,
+    c1: float = 0.01**2,
+    c2: float = 0.03**2,
+) -> Tensor:
     """l_SSIM = 1 - SSIM(x, y), with the local statistics over an 11x11 Gaussian window
     (sigma 1.5) as BASNet's SSIM does, averaged over (valid) pixels. The paper prints C1, C2
     as "0.012, 0.032": the standard 0.01^2 and 0.03^2 (Wang et al. 2004) with the exponents lost."""

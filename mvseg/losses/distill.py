@@ -16,8 +16,7 @@ def pixelwise_kl(student_logits: Tensor, teacher_logits: Tensor) -> Tensor:
     The direction is the paper's equation (student first); structured-KD code uses the
     teacher first. The teacher's map is resized to the student's when they differ."""
     if teacher_logits.shape[-2:] != student_logits.shape[-2:]:
-        teacher_logits = F.interpolate(teacher_logits, student_logits.shape[-2:], mode="bilinear",
-                                       align_corners=False)
+        teacher_logits = F.interpolate(teacher_logits, student_logits.shape[-2:], mode="bilinear", align_corners=False)
     log_s = F.log_softmax(student_logits, dim=1)
     log_t = F.log_softmax(teacher_logits, dim=1)
     return (log_s.exp() * (log_s - log_t)).sum(1).mean()

@@ -10,8 +10,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
-def ohem_cross_entropy(logits: Tensor, target: Tensor, ignore_index: int = 255, thresh: float = 0.7,
-                       min_kept_fraction: float = 1 / 16) -> Tensor:
+def ohem_cross_entropy(
+    logits: Tensor, target: Tensor, ignore_index: int = 255, thresh: float = 0.7, min_kept_fraction: float = 1 / 16
+) -> Tensor:
     """Online hard example mining (BiSeNet's training loss, `OhemCELoss(0.7)` in the authors'
     code): the mean cross-entropy of the pixels whose loss exceeds -log(thresh) (predicted
     probability of the true class below `thresh`), or of the hardest `min_kept_fraction` of the

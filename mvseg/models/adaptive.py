@@ -16,7 +16,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-
 #: what the deviation predictor regresses: "labels" (Li et al., Sec. 3.2: how far t's labels drifted
 #: from k's) or "gain" (ours: how much more of t a keyframe at t would get right, keyframe_gain_target)
 DEVIATION_TARGETS = ("labels", "gain")
@@ -56,8 +55,10 @@ class DeviationPredictor(nn.Module):
     def __init__(self, in_channels: int, channels: int = 256, extra_channels: int = 0):
         super().__init__()
         self.convs = nn.Sequential(
-            nn.Conv2d(in_channels + extra_channels, channels, 3, padding=1), nn.ReLU(inplace=True),
-            nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(in_channels + extra_channels, channels, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(channels, channels, 3, padding=1),
+            nn.ReLU(inplace=True),
         )
         self.fc = nn.Linear(channels, 1)
 
@@ -95,8 +96,10 @@ class KernelPredictor(nn.Module):
             raise ValueError(f"kernel_size must be odd and >= 1, got {kernel_size}")
         self.kernel_size = kernel_size
         self.convs = nn.Sequential(
-            nn.Conv2d(2 * in_channels, channels, 3, padding=1), nn.ReLU(inplace=True),
-            nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(2 * in_channels, channels, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(channels, channels, 3, padding=1),
+            nn.ReLU(inplace=True),
         )
         self.out = nn.Conv2d(channels, kernel_size * kernel_size, 1)
         nn.init.zeros_(self.out.weight)
@@ -118,8 +121,9 @@ class AdaptNetFusion(nn.Module):
 
     def __init__(self, high_channels: int, low_channels: int, channels: int = 32):
         super().__init__()
-        self.proj = nn.Sequential(nn.Conv2d(low_channels, channels, 1, bias=False), nn.BatchNorm2d(channels),
-                                  nn.ReLU(inplace=True))
+        self.proj = nn.Sequential(
+            nn.Conv2d(low_channels, channels, 1, bias=False), nn.BatchNorm2d(channels), nn.ReLU(inplace=True)
+        )
         self.fuse = nn.Conv2d(high_channels + channels, high_channels, 3, padding=1)
         nn.init.zeros_(self.fuse.weight)
         nn.init.zeros_(self.fuse.bias)

@@ -34,28 +34,49 @@ class AuxHeads(nn.Module):
             raise ValueError(f"aux must be one of {AUX_KINDS}, got {kind!r}")
         need = {"psp": "layer3", "presence": "layer3", "bisenet": "cp8"}[kind]
         if need not in channels:
-            raise ValueError(f"aux: {kind} needs the network's {need} ({'BiSeNet' if kind == 'bisenet' else 'a ResNet'}), "
-                             f"this one has {sorted(channels)}")
+            raise ValueError(
+                f"aux: {kind} needs the network's {need} ({'BiSeNet' if kind == 'bisenet' else 'a ResNet'}), "
+                f"this one has {sorted(channels)}"
+            )
         self.kind = kind
         if kind == "psp":
             c = channels["layer3"]
             hidden = min(c, 256)
-            self.heads = nn.ModuleDict({"layer3": nn.Sequential(conv_bn_relu(c, hidden, 3), nn.Dropout2d(0.1),
-                                                                nn.Conv2d(hidden, num_classes, 1))})
+            self.heads = nn.ModuleDict(
+                {
+                    "layer3": nn.Sequential(
+                        conv_bn_relu(c, hidden, 3), nn.Dropout2d(0.1), nn.Conv2d(hidden, num_classes, 1)
+                    )
+                }
+            )
         elif kind == "presence":
-            self.heads = nn.ModuleDict({"layer3": nn.Sequential(nn.Linear(channels["layer3"], 256), nn.ReLU(inplace=True),
-                                                                nn.Linear(256, num_classes))})
+            self.heads = nn.ModuleDict(
+                {
+                    "layer3": nn.Sequential(
+                        nn.Linear(channels["layer3"], 256), nn.ReLU(inplace=True), nn.Linear(256, num_classes)
+                    )
+                }
+            )
         else:
-            self.heads = nn.ModuleDict({k: nn.Sequential(conv_bn_relu(channels[k], 64, 3), nn.Conv2d(64, num_classes, 1))
-                                        for k in ("cp8", "cp16")})
+            self.heads = nn.ModuleDict(
+                {
+                    k: nn.Sequential(conv_bn_relu(channels[k], 64, 3), nn.Conv2d(64, num_classes, 1))
+                    for k in ("cp8", "cp16")
+                }
+            )
 
-    def loss(self, inputs: dict[str, Tensor], label: Tensor, ignore_index: int,
-             seg_loss: Callable[[Tensor, Tensor], Tensor]) -> Tensor:
+    def loss(
+        self, inputs: dict[str, Tensor], label: Tensor, ignore_index: int, seg_loss: Callable[[Tensor, Tensor], Tensor]
+    ) -> Tensor:
         """The auxiliary loss (unweighted) of the auxiliary inputs against `label` (B, H, W);
         `seg_loss(logits, label)` is the strategy's segmentation loss (CE or OHEM)."""
         if self.kind == "presence":
             f = inputs["layer3"]
-            return class_presence_loss(self.heads["layer3"](F.adaptive_max_pool2d(f, 1).flatten(1)), label, ignore_index)
+            return class_presence_loss(
+                self.heads["layer3"](F.adaptive_max_pool2d(f, 1).flatten(1)), label, ignore_index
+            )
         size = label.shape[-2:]
-        return sum(seg_loss(F.interpolate(head(inputs[k]), size, mode="bilinear", align_corners=True), label)
-                   for k, head in self.heads.items())
+        return sum(
+            seg_loss(F.interpolate(head(inputs[k]), size, mode="bilinear", align_corners=True), label)
+            for k, head in self.heads.items()
+        )

@@ -70,7 +70,8 @@ class BiSeNetFeatures(nn.Module):
             nn.Sequential(nn.Conv2d(3, c64, 7, 2, 3, bias=False), nn.BatchNorm2d(c64), nn.ReLU(inplace=True)),
             nn.Sequential(nn.Conv2d(c64, c64, 3, 2, 1, bias=False), nn.BatchNorm2d(c64), nn.ReLU(inplace=True)),
             nn.Sequential(nn.Conv2d(c64, c64, 3, 2, 1, bias=False), nn.BatchNorm2d(c64), nn.ReLU(inplace=True)),
-            conv_bn_relu(c64, c128))  # (B, 128, H/8, W/8)
+            conv_bn_relu(c64, c128),
+        )  # (B, 128, H/8, W/8)
         self.backbone = ResNet("resnet18", output_stride=32, width=width)  # the context path's trunk
         ch = self.backbone.channels
         self.arm16 = AttentionRefinement(ch["layer3"], c128)

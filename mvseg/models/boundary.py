@@ -61,9 +61,7 @@ class BoundaryStream(nn.Module):
             raise ValueError(f"boundary.levels must name backbone stages {sorted(lateral_channels)}, got {cfg.levels}")
         self.cfg = cfg
         self.top = conv_bn_relu(top_channels, cfg.channels)
-        self.bams = nn.ModuleList(
-            BAM(lateral_channels[lv] + cfg.channels, cfg.channels, cfg.bam) for lv in cfg.levels
-        )
+        self.bams = nn.ModuleList(BAM(lateral_channels[lv] + cfg.channels, cfg.channels, cfg.bam) for lv in cfg.levels)
 
     def forward(self, top: Tensor, laterals: dict[str, Tensor], warp) -> list[Tensor]:
         """top: the propagated main-stream feature (B, Ct, h, w), already at the current frame;

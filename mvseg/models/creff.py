@@ -42,15 +42,19 @@ class CReFF(nn.Module):
             nn.init.kaiming_normal_(conv.weight, a=1)
             nn.init.zeros_(conv.bias)
 
-    def forward(self, lr_feat: Tensor, key_feat: Tensor, offset: Tensor | None, mask: Tensor | None,
-                frame_size: tuple[int, int]) -> Tensor:
+    def forward(
+        self, lr_feat: Tensor, key_feat: Tensor, offset: Tensor | None, mask: Tensor | None, frame_size: tuple[int, int]
+    ) -> Tensor:
         up = F.interpolate(lr_feat, key_feat.shape[-2:], mode="bilinear", align_corners=False)  # (B, C, h, w)
         # offsets stay fp32 under mixed precision: a bf16 position is off by up to 1 px at x = 256
         warped = ops.warp(key_feat, offset, mask, frame_size) if self.warp and offset is not None else key_feat
         if not up.is_cuda and not (torch.is_grad_enabled() and self.q.weight.requires_grad):
             # CPU inference: channels-last, where depthwise convs run ~2.7x faster (oneDNN) and the
             # blocked local attention copies its inputs without a transpose; the same sums either way
-            up, warped = up.contiguous(memory_format=torch.channels_last), warped.contiguous(memory_format=torch.channels_last)
+            up, warped = (
+                up.contiguous(memory_format=torch.channels_last),
+                warped.contiguous(memory_format=torch.channels_last),
+            )
         attended = ops.local_attention(self.q(up), self.k(warped), self.v(warped), self.window)  # scale None = 1
         return up + attended
 

@@ -119,8 +119,12 @@ def _fit(x: Tensor, size: torch.Size) -> Tensor:
     return x
 
 
-def multiscale_epe(flows: list[Tensor], target: Tensor, valid: Tensor | None = None,
-                   weights: tuple[float, ...] = (0.32, 0.08, 0.02, 0.01, 0.005)) -> Tensor:
+def multiscale_epe(
+    flows: list[Tensor],
+    target: Tensor,
+    valid: Tensor | None = None,
+    weights: tuple[float, ...] = (0.32, 0.08, 0.02, 0.01, 0.005),
+) -> Tensor:
     """FlowNet's training loss: endpoint error at each scale against the target average-pooled
     to that scale (weights finest first, FlowNet's schedule), in units of DIV_FLOW pixels.
 

@@ -123,10 +123,14 @@ class PSPUpHead(nn.Module):
         super().__init__()
         # pooled branches keep the input width, 1x1 convs without BN; a biased 1x1 bottleneck + ReLU
         self.stages = nn.ModuleList(
-            nn.Sequential(nn.AdaptiveAvgPool2d(b), nn.Conv2d(in_channels, in_channels, 1, bias=False)) for b in bins)
-        self.bottleneck = nn.Sequential(nn.Conv2d(in_channels * (len(bins) + 1), 16 * channels, 1), nn.ReLU(inplace=True))
-        self.up = nn.Sequential(_UpBlock(16 * channels, 4 * channels), _UpBlock(4 * channels, channels),
-                                _UpBlock(channels, channels))
+            nn.Sequential(nn.AdaptiveAvgPool2d(b), nn.Conv2d(in_channels, in_channels, 1, bias=False)) for b in bins
+        )
+        self.bottleneck = nn.Sequential(
+            nn.Conv2d(in_channels * (len(bins) + 1), 16 * channels, 1), nn.ReLU(inplace=True)
+        )
+        self.up = nn.Sequential(
+            _UpBlock(16 * channels, 4 * channels), _UpBlock(4 * channels, channels), _UpBlock(channels, channels)
+        )
         self.upsampling = 8  # the output is 8x the input's resolution
 
     def forward(self, x: Tensor) -> Tensor:
@@ -135,4 +139,11 @@ class PSPUpHead(nn.Module):
         return self.up(self.bottleneck(torch.cat([*pooled, x], 1)))  # (B, channels, 8h, 8w)
 
 
-HEADS = {"psp": PSPHead, "aspp": ASPPHead, "aspp_v2": ASPPv2Head, "plain": PlainHead, "pixel": PixelHead, "psp_up": PSPUpHead}
+HEADS = {
+    "psp": PSPHead,
+    "aspp": ASPPHead,
+    "aspp_v2": ASPPv2Head,
+    "plain": PlainHead,
+    "pixel": PixelHead,
+    "psp_up": PSPUpHead,
+}

@@ -19,8 +19,9 @@ from mvseg.checkpoint_io import safe_load
 class BasicBlock(nn.Module):
     expansion = 1
 
-    def __init__(self, inplanes: int, planes: int, stride: int = 1, dilation: int = 1,
-                 downsample: nn.Module | None = None):
+    def __init__(
+        self, inplanes: int, planes: int, stride: int = 1, dilation: int = 1, downsample: nn.Module | None = None
+    ):
         super().__init__()
         self.conv1 = nn.Conv2d(inplanes, planes, 3, stride, padding=dilation, dilation=dilation, bias=False)
         self.bn1 = nn.BatchNorm2d(planes)
@@ -39,8 +40,9 @@ class BasicBlock(nn.Module):
 class Bottleneck(nn.Module):
     expansion = 4
 
-    def __init__(self, inplanes: int, planes: int, stride: int = 1, dilation: int = 1,
-                 downsample: nn.Module | None = None):
+    def __init__(
+        self, inplanes: int, planes: int, stride: int = 1, dilation: int = 1, downsample: nn.Module | None = None
+    ):
         super().__init__()
         self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(planes)
@@ -91,8 +93,12 @@ class ResNet(nn.Module):
         self.layer2 = self._make_layer(block, c[2], layers[1], stride=2)
         self.layer3 = self._make_layer(block, c[3], layers[2], stride=s3, dilation=d3)
         self.layer4 = self._make_layer(block, c[4], layers[3], stride=s4, dilation=d4)
-        self.channels = {"layer1": c[1] * block.expansion, "layer2": c[2] * block.expansion,
-                         "layer3": c[3] * block.expansion, "layer4": c[4] * block.expansion}
+        self.channels = {
+            "layer1": c[1] * block.expansion,
+            "layer2": c[2] * block.expansion,
+            "layer3": c[3] * block.expansion,
+            "layer4": c[4] * block.expansion,
+        }
         self.output_stride = output_stride
         for m in self.modules():
             if isinstance(m, nn.Conv2d):

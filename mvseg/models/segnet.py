@@ -61,8 +61,10 @@ class FeatureNet(nn.Module):
         if cfg.backbone == "bisenet18":  # BiSeNet's own N_feat (spatial + context path + FFM), at 1/8
             self.bisenet = BiSeNetFeatures(cfg.width)
             if cfg.feat_dim != self.bisenet.channels:
-                raise ValueError(f"bisenet18: feat_dim must be its FFM's {self.bisenet.channels} channels "
-                                 f"(256 x width), got {cfg.feat_dim}")
+                raise ValueError(
+                    f"bisenet18: feat_dim must be its FFM's {self.bisenet.channels} channels "
+                    f"(256 x width), got {cfg.feat_dim}"
+                )
             if cfg.output_stride != 8:
                 raise ValueError(f"bisenet18 has output stride 8, got output_stride {cfg.output_stride}")
             if cfg.pretrained:

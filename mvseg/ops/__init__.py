@@ -43,8 +43,9 @@ def backend(t: Tensor) -> str:
     return mode
 
 
-def warp(features: Tensor, offsets: Tensor, mask: Tensor | None = None,
-         frame_size: tuple[int, int] | None = None) -> Tensor:
+def warp(
+    features: Tensor, offsets: Tensor, mask: Tensor | None = None, frame_size: tuple[int, int] | None = None
+) -> Tensor:
     """Backward-warp features (B, C, Hf, Wf) by block offsets (B, 2, Hm, Wm) in pixels of a
     frame of `frame_size` (default 4*Hm x 4*Wm); mask (B, Hm, Wm) zeroes cells' motion."""
     if backend(features) == "triton":
@@ -68,5 +69,17 @@ def sv_conv(features: Tensor, kernels: Tensor) -> Tensor:
     return sv_conv_reference(features, kernels)
 
 
-__all__ = ["backend", "triton_available", "warp", "warp_reference", "local_attention", "local_attention_reference",
-           "local_attention_blocked", "local_attention_unfold", "sv_conv", "sv_conv_reference", "sv_conv_unfold", "resize_bilinear"]
+__all__ = [
+    "backend",
+    "triton_available",
+    "warp",
+    "warp_reference",
+    "local_attention",
+    "local_attention_reference",
+    "local_attention_blocked",
+    "local_attention_unfold",
+    "sv_conv",
+    "sv_conv_reference",
+    "sv_conv_unfold",
+    "resize_bilinear",
+]

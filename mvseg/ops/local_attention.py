@@ -86,8 +86,9 @@ def _padded_channels_last(t: Tensor, top: int, left: int, height: int, width: in
     return p
 
 
-def local_attention_blocked(q: Tensor, k: Tensor, v: Tensor, window: int = 7, scale: float | None = None,
-                            block: int = 8, rows: int = 32) -> Tensor:
+def local_attention_blocked(
+    q: Tensor, k: Tensor, v: Tensor, window: int = 7, scale: float | None = None, block: int = 8, rows: int = 32
+) -> Tensor:
     """The reference's forward (q, k, v (B, C, H, W) -> (B, Cv, H, W), no autograd) as batched
     matrix products, for CPU inference: the reference streams whole (C, H, W) tensors through
     memory once per window offset and is memory-bound at CReFF's paper sizes.

@@ -28,8 +28,14 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from mvseg import ops
-from mvseg.models.adaptive import (AdaptNetFusion, DeviationPredictor, KernelPredictor, deviation_loss,
-                                   deviation_target, resize_to)
+from mvseg.models.adaptive import (
+    AdaptNetFusion,
+    DeviationPredictor,
+    KernelPredictor,
+    deviation_loss,
+    deviation_target,
+    resize_to,
+)
 from mvseg.models.segnet import SegNet, SegNetConfig
 from mvseg.strategies.base import SegStrategy, as_config
 from mvseg.strategies.loading import load_net_weights
@@ -131,20 +137,27 @@ class Adaptive(SegStrategy):
         logits, low_k, low_t, high_k = self._forward_pair(batch)
         seg = F.cross_entropy(logits, batch["label"], ignore_index=self.ignore_index)
         with torch.no_grad():  # target: how much the full network's labels changed from k to t
-            target = deviation_target(self.net.logits(high_k, dropout=False),
-                                      self.net.logits(self.high(low_t), dropout=False))
+            target = deviation_target(
+                self.net.logits(high_k, dropout=False), self.net.logits(self.high(low_t), dropout=False)
+            )
         # the predictor reads detached features: its regression must not reshape S_l
         logit = self.deviation.logit(low_k.detach(), low_t.detach())
         dev = deviation_loss(logit, target)
-        return {"loss": seg + self.deviation_weight * dev, "seg": seg, "deviation": dev,
-                "deviation_mae": (torch.sigmoid(logit) - target).abs().mean().detach(),
-                "deviation_target": target.mean()}
+        return {
+            "loss": seg + self.deviation_weight * dev,
+            "seg": seg,
+            "deviation": dev,
+            "deviation_mae": (torch.sigmoid(logit) - target).abs().mean().detach(),
+            "deviation_target": target.mean(),
+        }
 
     def param_groups(self) -> list:
         # the paper is silent; new layers at 10x the fine-tuning rate, as PSPNet / DeepLab do
         new = [p for m in (self.deviation, self.kernels, self.fusion) for p in m.parameters()]
-        return [{"params": list(self.net.parameters()), "lr": self.optim.lr},
-                {"params": new, "lr": self.optim.lr * self.new_lr_mult}]
+        return [
+            {"params": list(self.net.parameters()), "lr": self.optim.lr},
+            {"params": new, "lr": self.optim.lr * self.new_lr_mult},
+        ]
 
     # -- streaming ---------------------------------------------------------------------
 
@@ -202,9 +215,12 @@ class Adaptive(SegStrategy):
     def _start_slow_track(self, low: Tensor) -> None:
         if self._executor is None:
             n = self.slow_track_threads
-            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mvseg-slow-track",
-                                                initializer=torch.set_num_threads if n else None,
-                                                initargs=(n,) if n else ())
+            self._executor = ThreadPoolExecutor(
+                max_workers=1,
+                thread_name_prefix="mvseg-slow-track",
+                initializer=torch.set_num_threads if n else None,
+                initargs=(n,) if n else (),
+            )
         stream = None
         if low.is_cuda:  # its own CUDA stream, ordered after the work that produced `low`
             if getattr(self, "_cuda_stream", None) is None or self._cuda_stream.device != low.device:
@@ -217,7 +233,7 @@ class Adaptive(SegStrategy):
 
     def _slow_track(self, low: Tensor, stream) -> Tensor:
         # grad mode is per thread: the worker needs its own inference mode
-        with torch.inference_mode(), (torch.cuda.stream(stream) if stream is not None else nullcontext()):
+        with torch.inference_mode(), torch.cuda.stream(stream) if stream is not None else nullcontext():
             high = self.high(low)
             if stream is not None:
                 stream.synchronize()  # done() must mean the features are really there
@@ -249,4 +265,3 @@ class Adaptive(SegStrategy):
             self._executor.shutdown(wait=True)
             self._executor = None
         return []
-

@@ -31,9 +31,9 @@ from mvseg import ops
 from mvseg.models.aux import AuxHeads
 from mvseg.models.creff import CReFF
 from mvseg.models.segnet import SegNet, SegNetConfig
+from mvseg.ops.fields import extend_chain
 from mvseg.strategies.base import SegStrategy, as_config, segmentation_loss
 from mvseg.strategies.loading import load_aux_weights, load_net_weights
-from mvseg.ops.fields import extend_chain
 
 
 def features(net: SegNet, x: Tensor) -> Tensor:
@@ -77,8 +77,9 @@ class ARSeg(SegStrategy):
         self.lr.task.classifier.requires_grad_(False)  # unused: the HR classifier is shared
         self.creff = CReFF(cfg.head_dim, window) if stage == "creff" else None
         if lr_init:
-            load_net_weights(self.lr, lr_init, prefix="lr.", option="lr_init",
-                             hint="train the LR branch first: its arseg_lr config")
+            load_net_weights(
+                self.lr, lr_init, prefix="lr.", option="lr_init", hint="train the LR branch first: its arseg_lr config"
+            )
         # train_lr=False (stage "creff" only; our option, the authors train both): the LR branch
         # from stage 1 stays fixed and only CReFF learns, so any gain must come from the HR feature
         if not train_lr and stage == "creff":
@@ -112,8 +113,9 @@ class ARSeg(SegStrategy):
         size = (max(round(h * self.lr_scale), 8), max(round(w * self.lr_scale), 8))
         return F.interpolate(x, size, mode="bilinear", align_corners=False) if size != (h, w) else x
 
-    def lr_feature(self, cur: Tensor, key_feat: Tensor | None, offset: Tensor | None, mask: Tensor | None,
-                   lr: Tensor | None = None) -> Tensor:
+    def lr_feature(
+        self, cur: Tensor, key_feat: Tensor | None, offset: Tensor | None, mask: Tensor | None, lr: Tensor | None = None
+    ) -> Tensor:
         """F_t of a non-keyframe (B, C, h, w) at the HR feature size (`lr`: Phi_LR(down(cur)) if
         already computed)."""
         lr = features(self.lr, self.downsample(cur)) if lr is None else lr  # (B, C, h*s, w*s)

@@ -131,8 +131,10 @@ class SegStrategy(L.LightningModule):
             raise ValueError(f"optim.optimizer must be 'sgd' or 'adamw', got {self.optim.optimizer!r}")
         lr_factor(self.optim.schedule, 1, self.optim.poly_power, 0)  # an unknown schedule fails here, not at fit
         if self.optim.warmup_steps < 0 or not 0 <= self.optim.warmup_start <= 1:
-            raise ValueError(f"optim.warmup_steps must be >= 0 and optim.warmup_start in [0, 1], got "
-                             f"{self.optim.warmup_steps} and {self.optim.warmup_start}")
+            raise ValueError(
+                f"optim.warmup_steps must be >= 0 and optim.warmup_start in [0, 1], got "
+                f"{self.optim.warmup_steps} and {self.optim.warmup_start}"
+            )
         self.ignore_index = ignore_index
         self.log_masks = log_masks
         if deviation_threshold is not None and deviation_threshold < 0:
@@ -143,13 +145,15 @@ class SegStrategy(L.LightningModule):
             raise no_deviation_error(self)
         self.deviation_threshold = deviation_threshold
         self.policy: KeyframePolicy = make_policy(keyframe_policy, keyframe_interval, deviation_threshold)
-        self.metrics = nn.ModuleDict({
-            stage: nn.ModuleList(
-                MulticlassJaccardIndex(num_classes, ignore_index=ignore_index, average="macro", validate_args=False)
-                for _ in range(keyframe_interval)
-            )
-            for stage in ("val", "test")
-        })
+        self.metrics = nn.ModuleDict(
+            {
+                stage: nn.ModuleList(
+                    MulticlassJaccardIndex(num_classes, ignore_index=ignore_index, average="macro", validate_args=False)
+                    for _ in range(keyframe_interval)
+                )
+                for stage in ("val", "test")
+            }
+        )
         self._seen: dict[str, set[int]] = {"val": set(), "test": set()}
         self._resume_rng: dict | None = None
 
@@ -190,7 +194,9 @@ class SegStrategy(L.LightningModule):
         self.policy.reset()
         self._stream_index = 0
 
-    def stream_push(self, frame: Tensor, offset: Tensor | None, mask: Tensor | None, is_key: bool) -> list[tuple[int, Tensor]]:
+    def stream_push(
+        self, frame: Tensor, offset: Tensor | None, mask: Tensor | None, is_key: bool
+    ) -> list[tuple[int, Tensor]]:
         """Feed the next frame; returns the (frame index, logits) pairs that are ready. Causal
         methods answer every frame at once; methods that look ahead (interp-MV) hold frames
         back until the next keyframe arrives, and `stream_flush` releases the rest."""
@@ -224,8 +230,9 @@ class SegStrategy(L.LightningModule):
         else:
             opt = torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
         total = max(int(self.trainer.estimated_stepping_batches), 1)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, partial(lr_factor, o.schedule, total, o.poly_power,
-                                                               warmup=o.warmup_steps, warmup_start=o.warmup_start))
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, partial(lr_factor, o.schedule, total, o.poly_power, warmup=o.warmup_steps, warmup_start=o.warmup_start)
+        )
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def param_groups(self) -> list:
@@ -312,9 +319,16 @@ class SegStrategy(L.LightningModule):
             img = ((batch["cur"][i].detach().cpu() * std + mean).clamp(0, 1) * 255).byte().permute(1, 2, 0).numpy()
             gt = batch["label"][i].cpu().numpy().copy()
             gt[gt == self.ignore_index] = self.num_classes  # W&B masks need an id for "ignore"
-            images.append(wandb.Image(img, caption=f"{batch['clip'][i]} frame {int(batch['frame'][i])} d={int(batch['distance'][i])}",
-                                      masks={"prediction": {"mask_data": pred[i].cpu().numpy(), "class_labels": names},
-                                             "ground_truth": {"mask_data": gt, "class_labels": {**names, self.num_classes: "ignore"}}}))
+            images.append(
+                wandb.Image(
+                    img,
+                    caption=f"{batch['clip'][i]} frame {int(batch['frame'][i])} d={int(batch['distance'][i])}",
+                    masks={
+                        "prediction": {"mask_data": pred[i].cpu().numpy(), "class_labels": names},
+                        "ground_truth": {"mask_data": gt, "class_labels": {**names, self.num_classes: "ignore"}},
+                    },
+                )
+            )
         logger.experiment.log({"val/examples": images, "trainer/global_step": self.global_step})
 
     # -- checkpoints -------------------------------------------------------------------
@@ -328,8 +342,14 @@ class SegStrategy(L.LightningModule):
         checkpoint["mvseg_smoke"] = bool(self._trainer is not None and self._trainer.fast_dev_run)
         ds = getattr(getattr(self._trainer, "datamodule", None), "ds", None) if self._trainer else None
         if ds is not None:  # what inference needs to read frames and draw classes
-            checkpoint["mvseg_data"] = {"mean": list(ds.mean), "std": list(ds.std), "classes": list(ds.classes),
-                                        "palette": ds.palette, "ignore_index": ds.ignore_index, "dataset": ds.name}
+            checkpoint["mvseg_data"] = {
+                "mean": list(ds.mean),
+                "std": list(ds.std),
+                "classes": list(ds.classes),
+                "palette": ds.palette,
+                "ignore_index": ds.ignore_index,
+                "dataset": ds.name,
+            }
         # Lightning does not store the global RNG streams (dropout; the data's own generator is
         # the DataModule's state): with them, a fit resumed from this checkpoint continues as an
         # uninterrupted one (checkpoints are written at the end of an epoch).
@@ -357,8 +377,13 @@ def rng_state() -> dict:
     return {
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "gauss": float(gauss)},
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "gauss": float(gauss),
+        },
         "python": random.getstate(),
     }
 
@@ -376,8 +401,10 @@ def set_rng_state(state: dict) -> None:
 
 def no_deviation_error(model: SegStrategy) -> ValueError:
     """The error for a content keyframe policy on a strategy without a deviation predictor."""
-    return ValueError(f"{type(model).__name__} has no deviation predictor, so no adaptive keyframe policy "
-                      "(use mvseg.strategies.Adaptive, or PropMV with deviation_channels > 0)")
+    return ValueError(
+        f"{type(model).__name__} has no deviation predictor, so no adaptive keyframe policy "
+        "(use mvseg.strategies.Adaptive, or PropMV with deviation_channels > 0)"
+    )
 
 
 def select(batch: dict, idx: Tensor) -> dict:

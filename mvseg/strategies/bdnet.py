@@ -55,17 +55,25 @@ class BDNet(PropMV):
         super().__init__(num_classes, keyframe_interval, net, init_from, **kwargs)
         # the teacher is not part of the model: a trained BDNet loads and runs without it
         self.save_hyperparameters(ignore=["init_from", "teacher"])
-        for name, w in (("boundary_weight", boundary_weight), ("distill_weight", distill_weight),
-                        ("pw_weight", pw_weight), ("inn_weight", inn_weight)):
+        for name, w in (
+            ("boundary_weight", boundary_weight),
+            ("distill_weight", distill_weight),
+            ("pw_weight", pw_weight),
+            ("inn_weight", inn_weight),
+        ):
             if w < 0:
                 raise ValueError(f"{name} must be >= 0, got {w}")
         self.boundary_cfg = as_config(BoundaryConfig, boundary)
         self.boundary_weight, self.distill_weight = boundary_weight, distill_weight
-        self.pw_weight, self.inn_weight, self.inner_pool = (pw_weight, inn_weight,
-                                                         tuple(inner_pool) if inner_pool else None)
+        self.pw_weight, self.inn_weight, self.inner_pool = (
+            pw_weight,
+            inn_weight,
+            tuple(inner_pool) if inner_pool else None,
+        )
         backbone = self.net.feat.backbone
-        self.boundary = (BoundaryStream(self.boundary_cfg, self.net.feature_dim, backbone.channels)
-                         if boundary_weight > 0 else None)
+        self.boundary = (
+            BoundaryStream(self.boundary_cfg, self.net.feature_dim, backbone.channels) if boundary_weight > 0 else None
+        )
         # not registered as a submodule: no teacher weights in BDNet's checkpoints or optimiser,
         # and Lightning's train() never switches its BatchNorm back to training mode
         self._teacher: list[SegNet] = [load_teacher(teacher, num_classes)] if teacher and distill_weight > 0 else []
@@ -77,8 +85,9 @@ class BDNet(PropMV):
     def on_fit_start(self) -> None:
         # checked here, not in __init__: a trained BDNet is loaded for inference without its teacher
         if self.distill_weight > 0 and self.teacher is None:
-            raise ValueError("distill_weight > 0 needs a teacher checkpoint (model.init_args.teacher), "
-                             "or set distill_weight: 0")
+            raise ValueError(
+                "distill_weight > 0 needs a teacher checkpoint (model.init_args.teacher), or set distill_weight: 0"
+            )
         if self.teacher is not None:
             self.teacher.to(self.device)
 
@@ -94,16 +103,14 @@ class BDNet(PropMV):
         warped = warp(feat)
         last = net.last_features(warped)  # the feature before the classifier
         logits = net.task.classifier(net.task.dropout(last))  # (B, K, H/os, W/os)
-        ce = F.cross_entropy(ops.resize_bilinear(logits, size), batch["label"],
-                             ignore_index=self.ignore_index)
+        ce = F.cross_entropy(ops.resize_bilinear(logits, size), batch["label"], ignore_index=self.ignore_index)
         out = {"ce": ce}
         loss = ce
         if self.boundary is not None:
             edge, valid = boundary_map(batch["label"], self.boundary_cfg.thickness, self.ignore_index)
             levels = self.boundary(warped, stages, warp)
             # every level is supervised at the label's resolution, as BASNet's side outputs are
-            l_b = sum(boundary_loss(torch.sigmoid(ops.resize_bilinear(lg, size)),
-                                    edge, valid) for lg in levels)
+            l_b = sum(boundary_loss(torch.sigmoid(ops.resize_bilinear(lg, size)), edge, valid) for lg in levels)
             out["boundary"] = l_b
             loss = loss + self.boundary_weight * l_b
         if self.teacher is not None:

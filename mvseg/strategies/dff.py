@@ -13,7 +13,6 @@ the per-frame network (`init_from`) and a flow network pretrained on ground-trut
 
 from __future__ import annotations
 
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor

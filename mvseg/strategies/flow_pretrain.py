@@ -82,4 +82,3 @@ class FlowPretrain(SegStrategy):
             if name.startswith(stage + "/"):
                 self.log(name, torch.stack(values).mean(), prog_bar=name == f"{stage}/EPE", sync_dist=True)
         self._epe = {k: v for k, v in self._epe.items() if not k.startswith(stage + "/")}
-

@@ -20,8 +20,8 @@ from torch import Tensor, nn
 from mvseg import ops
 from mvseg.models.heads import conv_bn_relu
 from mvseg.models.segnet import SegNetConfig
-from mvseg.strategies.propagation import Propagation
 from mvseg.ops.fields import extend_chain, invert
+from mvseg.strategies.propagation import Propagation
 
 
 class InterpMV(Propagation):
@@ -62,7 +62,9 @@ class InterpMV(Propagation):
             raise ValueError("interp-MV needs the next keyframe: set data.init_args.with_next: true")
         size = tuple(batch["cur"].shape[-2:])
         prev = ops.warp(self.net.features(batch["key"]), batch["offset_cur_to_key"], batch["mask_cur_to_key"], size)
-        nxt = ops.warp(self.net.features(batch["next_key"]), batch["offset_cur_to_next"], batch["mask_cur_to_next"], size)
+        nxt = ops.warp(
+            self.net.features(batch["next_key"]), batch["offset_cur_to_next"], batch["mask_cur_to_next"], size
+        )
         d_prev = torch.as_tensor(batch["distance"], device=prev.device)
         d_next = torch.as_tensor(batch["next_distance"], device=prev.device)
         return self.task(self.combine(prev, nxt, d_prev, d_next), size)
@@ -105,7 +107,9 @@ class InterpMV(Propagation):
         self._held, self._chain = [], None
         return out[::-1]
 
-    def stream_push(self, frame: Tensor, offset: Tensor | None, mask: Tensor | None, is_key: bool) -> list[tuple[int, Tensor]]:
+    def stream_push(
+        self, frame: Tensor, offset: Tensor | None, mask: Tensor | None, is_key: bool
+    ) -> list[tuple[int, Tensor]]:
         i = getattr(self, "_stream_index", 0)
         self._stream_index = i + 1
         size = tuple(frame.shape[-2:])

@@ -45,15 +45,20 @@ def _prefixed_state(path: Path, option: str, hint: str, prefix: str) -> dict[str
     if not path.is_file():
         raise FileNotFoundError(f"{path}: {option} checkpoint not found ({hint})")
     state = safe_load(path).get("state_dict", {})
-    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
 
 
 def _mismatches(state: dict[str, torch.Tensor], own: dict[str, torch.Tensor]) -> dict[str, tuple]:
     return {k: (tuple(v.shape), tuple(own[k].shape)) for k, v in state.items() if k in own and v.shape != own[k].shape}
 
 
-def load_net_weights(net: torch.nn.Module, path: str | Path, prefix: str = "net.", option: str = "init_from",
-                     hint: str = "train the per-frame model first") -> None:
+def load_net_weights(
+    net: torch.nn.Module,
+    path: str | Path,
+    prefix: str = "net.",
+    option: str = "init_from",
+    hint: str = "train the per-frame model first",
+) -> None:
     """Copy the `prefix` weights of an mvseg checkpoint (e.g. a PerFrame run's `net.*`) into
     `net`; every weight of `net` must be there with its shape."""
     path = Path(path)
@@ -61,8 +66,11 @@ def load_net_weights(net: torch.nn.Module, path: str | Path, prefix: str = "net.
     own = net.state_dict()
     bad = _mismatches(state, own)
     if not state or bad:
-        detail = f"shape mismatches {dict(list(bad.items())[:2])} (another class count or net config?)" if bad \
+        detail = (
+            f"shape mismatches {dict(list(bad.items())[:2])} (another class count or net config?)"
+            if bad
             else f"no '{prefix}*' weights"
+        )
         raise ValueError(f"{path}: cannot initialise from this checkpoint: {detail}")
     missing = [k for k in own if k not in state]
     if missing:
@@ -111,8 +119,10 @@ def load_teacher(path: str | Path, num_classes: int) -> SegNet:
     if not isinstance(model, PerFrame):
         raise ValueError(f"{path}: the teacher must be a PerFrame checkpoint, got {type(model).__name__}")
     if model.num_classes != num_classes:
-        raise ValueError(f"{path}: teacher has {model.num_classes} classes, the student {num_classes}: "
-                         "train the teacher on the same dataset")
+        raise ValueError(
+            f"{path}: teacher has {model.num_classes} classes, the student {num_classes}: "
+            "train the teacher on the same dataset"
+        )
     net = model.net.eval()
     net.requires_grad_(False)
     return net

@@ -131,6 +131,8 @@ def make_policy(name: str, interval: int, threshold: float | None = None) -> Key
         return AdaptiveThreshold(threshold)
     if name == "coverage":
         if threshold is None:
-            raise ValueError("the coverage keyframe policy needs a threshold (the share of the frame motion cannot bring)")
+            raise ValueError(
+                "the coverage keyframe policy needs a threshold (the share of the frame motion cannot bring)"
+            )
         return MotionCoverage(threshold)
     raise ValueError(f"unknown keyframe policy {name!r}; choose one of {POLICIES}")

@@ -20,11 +20,17 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from mvseg import ops
-from mvseg.models.adaptive import (DEVIATION_INPUTS, DEVIATION_TARGETS, DeviationPredictor, deviation_loss,
-                                   deviation_target, keyframe_gain_target)
+from mvseg.models.adaptive import (
+    DEVIATION_INPUTS,
+    DEVIATION_TARGETS,
+    DeviationPredictor,
+    deviation_loss,
+    deviation_target,
+    keyframe_gain_target,
+)
 from mvseg.models.segnet import SegNetConfig
-from mvseg.strategies.propagation import Propagation
 from mvseg.ops.fields import extend_chain
+from mvseg.strategies.propagation import Propagation
 
 
 class PropMV(Propagation):
@@ -55,14 +61,24 @@ class PropMV(Propagation):
             raise ValueError(f"deviation_target must be one of {DEVIATION_TARGETS}, got {deviation_target!r}")
         if deviation_input not in DEVIATION_INPUTS:
             raise ValueError(f"deviation_input must be one of {DEVIATION_INPUTS}, got {deviation_input!r}")
-        super().__init__(num_classes, keyframe_interval, net, init_from,
-                         deviation_threshold=deviation_threshold if deviation_channels
-                         or kwargs.get("keyframe_policy") == "coverage" else None, **kwargs)
+        super().__init__(
+            num_classes,
+            keyframe_interval,
+            net,
+            init_from,
+            deviation_threshold=deviation_threshold
+            if deviation_channels or kwargs.get("keyframe_policy") == "coverage"
+            else None,
+            **kwargs,
+        )
         self.deviation: DeviationPredictor | None = None
         if deviation_channels:
             self.net._check_stage(deviation_stage)
-            self.deviation = DeviationPredictor(self.net.feat.backbone.channels[deviation_stage], deviation_channels,
-                                                extra_channels=int(deviation_input == "motion"))
+            self.deviation = DeviationPredictor(
+                self.net.feat.backbone.channels[deviation_stage],
+                deviation_channels,
+                extra_channels=int(deviation_input == "motion"),
+            )
         self.deviation_stage = deviation_stage
         self.deviation_weight = deviation_weight
         self.deviation_target = deviation_target
@@ -77,8 +93,10 @@ class PropMV(Propagation):
             return super().param_groups()
         # the new predictor at 10x the fine-tuning rate, as Adaptive's new modules
         dev = set(self.deviation.parameters())
-        return [{"params": [p for p in self.parameters() if p not in dev], "lr": self.optim.lr},
-                {"params": list(dev), "lr": 10 * self.optim.lr}]
+        return [
+            {"params": [p for p in self.parameters() if p not in dev], "lr": self.optim.lr},
+            {"params": list(dev), "lr": 10 * self.optim.lr},
+        ]
 
     def training_loss(self, batch: dict) -> dict[str, Tensor]:
         if self.deviation is None:
@@ -91,17 +109,24 @@ class PropMV(Propagation):
             low_k, low_t = (self.net.low_features(batch[k], self.deviation_stage) for k in ("key", "cur"))
             high_t = self.net.high_features(low_t, self.deviation_stage)
             if self.deviation_target == "labels":  # Li et al.: the full network's label change k -> t
-                target = deviation_target(self.net.logits(self.net.high_features(low_k, self.deviation_stage),
-                                                          dropout=False), self.net.logits(high_t, dropout=False))
+                target = deviation_target(
+                    self.net.logits(self.net.high_features(low_k, self.deviation_stage), dropout=False),
+                    self.net.logits(high_t, dropout=False),
+                )
             else:  # ours: what a keyframe at t would gain over t propagated from k
                 prop, full = (ops.resize_bilinear(self.net.logits(f, dropout=False), size) for f in (warped, high_t))
                 target = keyframe_gain_target(prop, full, batch["label"], self.ignore_index)
-        dev = deviation_loss(self.deviation.logit(*self._deviation_inputs(low_k, low_t, batch["offset_cur_to_key"],
-                                                                          batch["mask_cur_to_key"], size)), target)
+        dev = deviation_loss(
+            self.deviation.logit(
+                *self._deviation_inputs(low_k, low_t, batch["offset_cur_to_key"], batch["mask_cur_to_key"], size)
+            ),
+            target,
+        )
         return {"loss": seg + self.deviation_weight * dev, "deviation": dev, "deviation_target": target.mean()}
 
-    def _deviation_inputs(self, low_k: Tensor, low_t: Tensor, offset: Tensor | None, mask: Tensor | None,
-                          size: tuple[int, int]) -> tuple[Tensor, Tensor, Tensor | None]:
+    def _deviation_inputs(
+        self, low_k: Tensor, low_t: Tensor, offset: Tensor | None, mask: Tensor | None, size: tuple[int, int]
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
         """What the predictor reads: (F_l^k, F_l^t, None) as Li et al., or with deviation_input
         "motion" (F_l^k warped to t by the t -> k offsets, F_l^t, the share of each F_l cell whose
         motion is lost (B, 1, h, w)). At t = k (no motion yet) nothing is lost."""

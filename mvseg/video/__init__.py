@@ -9,8 +9,21 @@ from __future__ import annotations
 import importlib
 
 _WHERE = {
-    **dict.fromkeys(["CODECS", "MV_CODECS", "DecodedFrame", "DecodedVideo", "NoMotionVectorsError", "VideoError",
-                     "VideoInfo", "decode_video", "iter_frames", "probe"], "mvseg.video.decode"),
+    **dict.fromkeys(
+        [
+            "CODECS",
+            "MV_CODECS",
+            "DecodedFrame",
+            "DecodedVideo",
+            "NoMotionVectorsError",
+            "VideoError",
+            "VideoInfo",
+            "decode_video",
+            "iter_frames",
+            "probe",
+        ],
+        "mvseg.video.decode",
+    ),
     "encode_video": "mvseg.video.encode",
     **dict.fromkeys(["rasterize_mvs", "reference_distances", "iter_fields"], "mvseg.video.motion"),
 }

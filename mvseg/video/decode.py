@@ -25,6 +25,7 @@ from pathlib import Path
 import av
 import numpy as np
 
+
 @dataclass(frozen=True)
 class CodecMotion:
     """What the FFmpeg that PyAV bundles exports of one codec's motion (tests/video/test_codecs.py
@@ -32,37 +33,47 @@ class CodecMotion:
 
     codec: str  # FFmpeg's canonical codec name (what `VideoInfo.codec` says)
     exports: bool  # AV_FRAME_DATA_MOTION_VECTORS side data on inter frames
-    b_frames: str  # "approximate": exported, reference not named; "zero": exported all-zero (missing); "none": no B-frames
+    b_frames: (
+        str  # "approximate": exported, reference not named; "zero": exported all-zero (missing); "none": no B-frames
+    )
     encoder: str | None  # FFmpeg encoder the tests make a file with (None: decode only, untested)
     note: str = ""
 
 
 # One row per codec mvseg knows. The mpegvideo family (MPEG-1/2/4, H.263 and its relatives) and
 # H.264 export MVs; HEVC, VP8/9 and AV1 decoders in FFmpeg export none.
-CODECS: dict[str, CodecMotion] = {c.codec: c for c in (
-    CodecMotion("h264", True, "approximate", "libx264"),
-    CodecMotion("mpeg4", True, "zero", "mpeg4",
-                "MPEG-4 Part 2 (Xvid/DivX) B-frames: this FFmpeg exports their MVs as all zero (FFmpeg 5.1 "
-                "exported them), so mvseg treats them as missing motion and gives each B-frame the next "
-                "I/P frame's per-frame motion (constant velocity)"),
-    CodecMotion("mpeg2video", True, "approximate", "mpeg2video"),
-    CodecMotion("mpeg1video", True, "approximate", "mpeg1video"),
-    CodecMotion("h263", True, "none", "h263"),
-    CodecMotion("h263p", True, "none", "h263p"),
-    CodecMotion("h261", True, "none", "h261"),
-    CodecMotion("flv1", True, "none", "flv", "Sorenson Spark (Flash video): H.263-based"),
-    CodecMotion("wmv1", True, "none", "wmv1"),
-    CodecMotion("wmv2", True, "none", "wmv2"),
-    CodecMotion("msmpeg4v2", True, "none", "msmpeg4v2"),
-    CodecMotion("msmpeg4v3", True, "none", "msmpeg4", "DivX 3"),
-    CodecMotion("rv10", True, "none", "rv10", "RealVideo 1"),
-    CodecMotion("rv20", True, "none", "rv20", "RealVideo 2"),
-    CodecMotion("hevc", False, "none", None, "FFmpeg's HEVC decoder does not export motion vectors"),
-    CodecMotion("vp8", False, "none", "libvpx", "FFmpeg's VP8 decoder does not export motion vectors"),
-    CodecMotion("vp9", False, "none", "libvpx-vp9", "FFmpeg's VP9 decoder does not export motion vectors"),
-    CodecMotion("av1", False, "none", None, "FFmpeg's AV1 decoders do not export motion vectors"),
-    CodecMotion("mjpeg", False, "none", "mjpeg", "intra-only codec: every frame is a still picture, no motion"),
-)}
+CODECS: dict[str, CodecMotion] = {
+    c.codec: c
+    for c in (
+        CodecMotion("h264", True, "approximate", "libx264"),
+        CodecMotion(
+            "mpeg4",
+            True,
+            "zero",
+            "mpeg4",
+            "MPEG-4 Part 2 (Xvid/DivX) B-frames: this FFmpeg exports their MVs as all zero (FFmpeg 5.1 "
+            "exported them), so mvseg treats them as missing motion and gives each B-frame the next "
+            "I/P frame's per-frame motion (constant velocity)",
+        ),
+        CodecMotion("mpeg2video", True, "approximate", "mpeg2video"),
+        CodecMotion("mpeg1video", True, "approximate", "mpeg1video"),
+        CodecMotion("h263", True, "none", "h263"),
+        CodecMotion("h263p", True, "none", "h263p"),
+        CodecMotion("h261", True, "none", "h261"),
+        CodecMotion("flv1", True, "none", "flv", "Sorenson Spark (Flash video): H.263-based"),
+        CodecMotion("wmv1", True, "none", "wmv1"),
+        CodecMotion("wmv2", True, "none", "wmv2"),
+        CodecMotion("msmpeg4v2", True, "none", "msmpeg4v2"),
+        CodecMotion("msmpeg4v3", True, "none", "msmpeg4", "DivX 3"),
+        CodecMotion("rv10", True, "none", "rv10", "RealVideo 1"),
+        CodecMotion("rv20", True, "none", "rv20", "RealVideo 2"),
+        CodecMotion("hevc", False, "none", None, "FFmpeg's HEVC decoder does not export motion vectors"),
+        CodecMotion("vp8", False, "none", "libvpx", "FFmpeg's VP8 decoder does not export motion vectors"),
+        CodecMotion("vp9", False, "none", "libvpx-vp9", "FFmpeg's VP9 decoder does not export motion vectors"),
+        CodecMotion("av1", False, "none", None, "FFmpeg's AV1 decoders do not export motion vectors"),
+        CodecMotion("mjpeg", False, "none", "mjpeg", "intra-only codec: every frame is a still picture, no motion"),
+    )
+}
 MV_CODECS = frozenset(c.codec for c in CODECS.values() if c.exports)
 
 
@@ -76,8 +87,19 @@ def no_mvs_reason(codec: str) -> str:
 # The structured dtype of FFmpeg's AVMotionVector as PyAV returns it (used for empty arrays).
 MV_DTYPE = np.dtype(
     {
-        "names": ["source", "w", "h", "src_x", "src_y", "dst_x", "dst_y", "flags",
-                  "motion_x", "motion_y", "motion_scale"],
+        "names": [
+            "source",
+            "w",
+            "h",
+            "src_x",
+            "src_y",
+            "dst_x",
+            "dst_y",
+            "flags",
+            "motion_x",
+            "motion_y",
+            "motion_scale",
+        ],
         "formats": ["<i4", "u1", "u1", "<i2", "<i2", "<i2", "<i2", "<u8", "<i4", "<i4", "<u2"],
         "offsets": [0, 4, 5, 6, 8, 10, 12, 16, 24, 28, 32],
         "itemsize": 40,
@@ -493,8 +515,14 @@ GOP_CHUNK = (32, 512)  # packets per parallel chunk: at least (a cut only at an 
 GOP_BUFFER = 256 << 20  # bytes of decoded RGB frames the chunks in flight may hold
 
 
-def _gop_parallel(container: av.container.InputContainer, st, options: dict, done: Callable[[], int],
-                  sequential: Callable[[], Iterator], rgb: bool) -> Iterator:
+def _gop_parallel(
+    container: av.container.InputContainer,
+    st,
+    options: dict,
+    done: Callable[[], int],
+    sequential: Callable[[], Iterator],
+    rgb: bool,
+) -> Iterator:
     """H.264, every frame's MVs, with every frame's RGB or none: the stream cut at IDR frames
     into chunks of `GOP_CHUNK` packets (RGB: at most `GOP_BUFFER` bytes in flight),
     each decoded by its own decoder in a worker thread (one slice-threaded decoder per chunk:
@@ -577,8 +605,9 @@ def _gop_parallel(container: av.container.InputContainer, st, options: dict, don
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _decode(path: str | Path, mvs: bool, rgb: bool | Callable[[int, str], bool],
-            strict_mvs: bool) -> Iterator[tuple[DecodedFrame, av.VideoFrame | None]]:
+def _decode(
+    path: str | Path, mvs: bool, rgb: bool | Callable[[int, str], bool], strict_mvs: bool
+) -> Iterator[tuple[DecodedFrame, av.VideoFrame | None]]:
     """`iter_frames`' decoding: each frame with its MVs, and its decoded picture when its
     pixels are wanted (converted to RGB by the caller)."""
     container, p = _open(path)
@@ -656,8 +685,13 @@ def _decode(path: str | Path, mvs: bool, rgb: bool | Callable[[int, str], bool],
             # every frame's MVs, and every frame's pixels or none: whole GOPs decoded in parallel
             # (a file whose index shows a place to cut: one GOP or a short clip has nothing to
             # share out, and the path rewinds to the start, which a raw stream cannot)
-            parallel = (mvs and isinstance(rgb, bool) and info.codec == "h264" and _decode_workers() > 1
-                        and _cut_indexed(st, GOP_CHUNK[0]))
+            parallel = (
+                mvs
+                and isinstance(rgb, bool)
+                and info.codec == "h264"
+                and _decode_workers() > 1
+                and _cut_indexed(st, GOP_CHUNK[0])
+            )
             source = _gop_parallel(container, st, options, lambda: index, sequential, rgb) if parallel else sequential()
             for frame in source:
                 if size is None:
@@ -673,14 +707,20 @@ def _decode(path: str | Path, mvs: bool, rgb: bool | Callable[[int, str], bool],
                 # to); timestamps are informational, so missing or repeated ones only warn.
                 if frame.pts is None:
                     if not bad_pts:
-                        warnings.warn(f"{p}: frame {index} has no timestamp (a raw stream?); mvseg numbers "
-                                      f"frames in decoding order and assumes {info.fps:g} fps", stacklevel=2)
+                        warnings.warn(
+                            f"{p}: frame {index} has no timestamp (a raw stream?); mvseg numbers "
+                            f"frames in decoding order and assumes {info.fps:g} fps",
+                            stacklevel=2,
+                        )
                     bad_pts = True
                 elif last_pts is not None and frame.pts <= last_pts:
                     if not bad_pts:
-                        warnings.warn(f"{p}: timestamps do not increase at frame {index} ({last_pts} -> "
-                                      f"{frame.pts}); mvseg numbers frames in decoding order and ignores "
-                                      "timestamps", stacklevel=2)
+                        warnings.warn(
+                            f"{p}: timestamps do not increase at frame {index} ({last_pts} -> "
+                            f"{frame.pts}); mvseg numbers frames in decoding order and ignores "
+                            "timestamps",
+                            stacklevel=2,
+                        )
                     bad_pts = True
                 last_pts = frame.pts if frame.pts is not None else last_pts
                 # from the stream's time base: PyAV's frame.time is NaN for frames out of the flush
@@ -750,24 +790,28 @@ def _decode(path: str | Path, mvs: bool, rgb: bool | Callable[[int, str], bool],
             damage.append(f"{len(rejected)} damaged packet(s) skipped (first after frame {rejected[0]})")
         if corrupt:
             shown = ", ".join(map(str, corrupt[:5])) + (", ..." if len(corrupt) > 5 else "")
-            damage.append(f"{len(corrupt)} frame(s) flagged corrupt by the decoder (frames {shown}; their "
-                          "pixels are concealed and their MVs are masked)")
+            damage.append(
+                f"{len(corrupt)} frame(s) flagged corrupt by the decoder (frames {shown}; their "
+                "pixels are concealed and their MVs are masked)"
+            )
         if damage:
             warnings.warn(f"{p}: damaged stream: {'; '.join(damage)}", stacklevel=2)
         if stopped:
             raise VideoError(p, f"{stopped}; the {index} frames before it were decoded")
         if info.num_frames and index < info.num_frames:
             warnings.warn(
-                f"{p}: container declares {info.num_frames} frames but only {index} decoded "
-                "(truncated file?)",
+                f"{p}: container declares {info.num_frames} frames but only {index} decoded (truncated file?)",
                 stacklevel=2,
             )
         elif not info.num_frames and container.duration and last_time is not None and info.fps:
             # no frame count in the header (Matroska, MPEG-TS): its duration says where the stream should end
             declared = container.duration / 1e6 - float(st.start_time * st.time_base if st.start_time else 0)
             if last_time + 2.0 / info.fps < 0.95 * declared:
-                warnings.warn(f"{p}: container says {declared:.2f} s but the stream ends at {last_time:.2f} s "
-                              f"(frame {index - 1}; truncated file?)", stacklevel=2)
+                warnings.warn(
+                    f"{p}: container says {declared:.2f} s but the stream ends at {last_time:.2f} s "
+                    f"(frame {index - 1}; truncated file?)",
+                    stacklevel=2,
+                )
         if mvs and info.exports_mvs and inter_frames > 0 and frames_with_mvs == 0:
             warnings.warn(
                 f"{p}: {inter_frames} inter frames but no motion vectors exported; "

@@ -134,8 +134,14 @@ def encode_video(
     return path
 
 
-def remux(src: str | Path, dst: str | Path, fmt: str | None = None, options: dict | None = None,
-          edit: Callable[[int, av.Packet], None] | None = None, metadata: dict | None = None) -> Path:
+def remux(
+    src: str | Path,
+    dst: str | Path,
+    fmt: str | None = None,
+    options: dict | None = None,
+    edit: Callable[[int, av.Packet], None] | None = None,
+    metadata: dict | None = None,
+) -> Path:
     """Copy the video packets of `src` into the container `dst` (format `fmt`, muxer
     `options`, container tags `metadata`), without re-encoding; `edit(k, packet)` may change
     each packet first (tests and the fuzzer make raw streams, moved indexes and bad timestamps

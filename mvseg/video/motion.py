@@ -28,7 +28,6 @@ import functools
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-
 import numpy as np
 
 from mvseg.ops.fields import CELL, grid_size
@@ -58,8 +57,14 @@ MB = 16  # macroblock side in pixels: intra coding is decided per macroblock (H.
 
 
 def rasterize_mvs(
-    mvs: np.ndarray, height: int, width: int, past_distance: float = 1, future_distance: float = 1,
-    intra: str = "none", radius: int = 2, max_share: float = 0.5,
+    mvs: np.ndarray,
+    height: int,
+    width: int,
+    past_distance: float = 1,
+    future_distance: float = 1,
+    intra: str = "none",
+    radius: int = 2,
+    max_share: float = 0.5,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Raw AVMotionVector array of one frame -> (offset [2, Hc, Wc] float32, mask [Hc, Wc]).
 
@@ -83,8 +88,9 @@ def rasterize_mvs(
     """
     hc, wc = grid_size(height, width)
     if mvs is not None and len(mvs):
-        fast = raster_jit.rasterize(mvs, height, width, hc, wc, past_distance, future_distance, intra == "fill",
-                                    radius, max_share)
+        fast = raster_jit.rasterize(
+            mvs, height, width, hc, wc, past_distance, future_distance, intra == "fill", radius, max_share
+        )
         if fast is not None:  # the compiled path (mvseg.video.raster_jit): the same field, bit for bit
             return fast
     offset = np.zeros((2, hc, wc), np.float32)

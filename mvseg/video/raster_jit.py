@@ -34,8 +34,9 @@ def enabled() -> bool:
     return HAVE_NUMBA and os.environ.get("MVSEG_JIT", "1") != "0"
 
 
-def _kernel(mvs, height, width, past_distance, future_distance, fill, radius, max_share,
-            offset, mask):  # pragma: no cover - compiled
+def _kernel(
+    mvs, height, width, past_distance, future_distance, fill, radius, max_share, offset, mask
+):  # pragma: no cover - compiled
     """Fills `offset` (2, hc, wc) float32 and `mask` (hc, wc) float32 from `mvs` (MV_DTYPE records) as
     `rasterize_mvs` does; False (nothing written) when a block is not 8 or 16 pixels a side inside
     the picture. (One pass over the records; no integer division by a runtime value in the loops.)"""
@@ -220,8 +221,18 @@ def _warm(kernel) -> None:  # MV_DTYPE records, as decode exports them
 load = lazy_kernel(_kernel, _warm)
 
 
-def rasterize(mvs: np.ndarray, height: int, width: int, hc: int, wc: int, past_distance: float,
-              future_distance: float, fill: bool, radius: int, max_share: float):
+def rasterize(
+    mvs: np.ndarray,
+    height: int,
+    width: int,
+    hc: int,
+    wc: int,
+    past_distance: float,
+    future_distance: float,
+    fill: bool,
+    radius: int,
+    max_share: float,
+):
     """`rasterize_mvs` for a non-empty MV array: (offset, mask), or None when this path does not
     take the frame (numba missing or off, or blocks other than FFmpeg's 8/16-pixel ones)."""
     kernel = load()
@@ -229,6 +240,16 @@ def rasterize(mvs: np.ndarray, height: int, width: int, hc: int, wc: int, past_d
         return None
     offset = np.empty((2, hc, wc), np.float32)
     mask = np.empty((hc, wc), np.float32)
-    done = kernel(mvs, int(height), int(width), float(past_distance), float(future_distance), bool(fill),
-                  int(radius), float(max_share), offset, mask)
+    done = kernel(
+        mvs,
+        int(height),
+        int(width),
+        float(past_distance),
+        float(future_distance),
+        bool(fill),
+        int(radius),
+        float(max_share),
+        offset,
+        mask,
+    )
     return (offset, mask) if done else None

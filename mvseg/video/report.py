@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mvseg.video.decode import CODECS, NoMotionVectorsError, iter_frames, probe
 from mvseg.ops.fields import cell_index, compose
+from mvseg.video.decode import CODECS, NoMotionVectorsError, iter_frames, probe
 from mvseg.video.motion import iter_fields
 
 CSV_HEADER = "framenum,source,blockw,blockh,srcx,srcy,dstx,dsty,flags,motion_x,motion_y,motion_scale"
@@ -24,10 +24,12 @@ def summarize(path: str | Path, dump_mvs: str | Path | None = None) -> dict:
     framenum 1-based in decoder output order, like FFmpeg's extract_mvs)."""
     info = probe(path)
     if dump_mvs and not info.exports_mvs:  # no header-only CSV that looks like "no motion"
-        raise NoMotionVectorsError(path, f"codec {info.codec!r} carries no block motion vectors that FFmpeg exports: "
-                                         "nothing to dump (re-encode to H.264 for the MV methods)")
+        raise NoMotionVectorsError(
+            path,
+            f"codec {info.codec!r} carries no block motion vectors that FFmpeg exports: "
+            "nothing to dump (re-encode to H.264 for the MV methods)",
+        )
     types, n_mvs, frames_with = [], 0, 0
-    interlaced = False
     corrupt, missing, times, rotation = [], [], [], 0
     sizes: Counter = Counter()
     sources: Counter = Counter()
@@ -189,12 +191,14 @@ def motion_report(path: str | Path, max_distance: int = 5, progress: bool = Fals
     rows = []
     for d in range(max_distance):
         n = int(pairs[d])
-        rows.append({
-            "distance": d + 1,
-            "pairs": n,
-            "psnr_warp": round(warp_sum[d] / n, 3) if n else None,
-            "psnr_copy": round(copy_sum[d] / n, 3) if n else None,
-        })
+        rows.append(
+            {
+                "distance": d + 1,
+                "pairs": n,
+                "psnr_warp": round(warp_sum[d] / n, 3) if n else None,
+                "psnr_copy": round(copy_sum[d] / n, 3) if n else None,
+            }
+        )
     return {"path": str(path), "max_distance": max_distance, "rows": rows}
 
 

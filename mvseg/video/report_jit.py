@@ -23,7 +23,6 @@ import numpy as np
 from mvseg.video.raster_jit import HAVE_NUMBA, lazy_kernel
 
 
-
 def _kernel(ref, cur, h, w, offset, mask, iy, ix, y_start, y_stop, out):  # pragma: no cover - compiled
     """Rows y_start..y_stop-1 of a pair: ref, cur flat (H * W * 3,) uint8 (HWC); offset (2, Hm, Wm)
     float32 in pixels; mask (Hm, Wm) float32; iy (H,) / ix (W,) int64: each pixel's cell; out (2,)
@@ -86,11 +85,24 @@ def _kernel(ref, cur, h, w, offset, mask, iy, ix, y_start, y_stop, out):  # prag
             w01 = ax * (one - ay)
             w10 = (one - ax) * ay
             w11 = ax * ay
-            v0 = w00 * np.float32(ref[i00]) + w01 * np.float32(ref[i01]) + w10 * np.float32(ref[i10]) + w11 * np.float32(ref[i11])
-            v1 = (w00 * np.float32(ref[i00 + 1]) + w01 * np.float32(ref[i01 + 1]) + w10 * np.float32(ref[i10 + 1])
-                  + w11 * np.float32(ref[i11 + 1]))
-            v2 = (w00 * np.float32(ref[i00 + 2]) + w01 * np.float32(ref[i01 + 2]) + w10 * np.float32(ref[i10 + 2])
-                  + w11 * np.float32(ref[i11 + 2]))
+            v0 = (
+                w00 * np.float32(ref[i00])
+                + w01 * np.float32(ref[i01])
+                + w10 * np.float32(ref[i10])
+                + w11 * np.float32(ref[i11])
+            )
+            v1 = (
+                w00 * np.float32(ref[i00 + 1])
+                + w01 * np.float32(ref[i01 + 1])
+                + w10 * np.float32(ref[i10 + 1])
+                + w11 * np.float32(ref[i11 + 1])
+            )
+            v2 = (
+                w00 * np.float32(ref[i00 + 2])
+                + w01 * np.float32(ref[i01 + 2])
+                + w10 * np.float32(ref[i10 + 2])
+                + w11 * np.float32(ref[i11 + 2])
+            )
             d0, d1, d2 = v0 - np.float32(c0), v1 - np.float32(c1), v2 - np.float32(c2)
             sw += float(d0 * d0 + d1 * d1 + d2 * d2)
         warp_sse += sw
@@ -100,8 +112,19 @@ def _kernel(ref, cur, h, w, offset, mask, iy, ix, y_start, y_stop, out):  # prag
 
 def _warm(kernel) -> None:
     z = np.zeros(48, np.uint8)
-    kernel(z, z, 4, 4, np.zeros((2, 1, 1), np.float32), np.ones((1, 1), np.float32), np.zeros(4, np.int64),
-           np.zeros(4, np.int64), 0, 4, np.zeros(2))
+    kernel(
+        z,
+        z,
+        4,
+        4,
+        np.zeros((2, 1, 1), np.float32),
+        np.ones((1, 1), np.float32),
+        np.zeros(4, np.int64),
+        np.zeros(4, np.int64),
+        0,
+        4,
+        np.zeros(2),
+    )
 
 
 #: the compiled kernel (compiled, or loaded from numba's cache, on the first call); None when
@@ -109,8 +132,15 @@ def _warm(kernel) -> None:
 load = lazy_kernel(_kernel, _warm)
 
 
-def pair_errors(ref: np.ndarray, cur: np.ndarray, offset: np.ndarray, mask: np.ndarray,
-                iy: np.ndarray, ix: np.ndarray, rows: tuple[int, int] | None = None) -> tuple[float, float] | None:
+def pair_errors(
+    ref: np.ndarray,
+    cur: np.ndarray,
+    offset: np.ndarray,
+    mask: np.ndarray,
+    iy: np.ndarray,
+    ix: np.ndarray,
+    rows: tuple[int, int] | None = None,
+) -> tuple[float, float] | None:
     """(squared error of `ref` warped by the cell field against `cur`, that of `ref` copied),
     summed over pixels and channels (of `rows`, default all); None when the fast path is off."""
     kernel = load()
@@ -119,8 +149,19 @@ def pair_errors(ref: np.ndarray, cur: np.ndarray, offset: np.ndarray, mask: np.n
     h, w = cur.shape[:2]
     y0, y1 = rows or (0, h)
     out = np.zeros(2)
-    kernel(np.ascontiguousarray(ref).reshape(-1), np.ascontiguousarray(cur).reshape(-1), h, w,
-           np.ascontiguousarray(offset, np.float32), np.ascontiguousarray(mask, np.float32), iy, ix, y0, y1, out)
+    kernel(
+        np.ascontiguousarray(ref).reshape(-1),
+        np.ascontiguousarray(cur).reshape(-1),
+        h,
+        w,
+        np.ascontiguousarray(offset, np.float32),
+        np.ascontiguousarray(mask, np.float32),
+        iy,
+        ix,
+        y0,
+        y1,
+        out,
+    )
     return float(out[0]), float(out[1])
 
 
@@ -146,8 +187,11 @@ def pair_errors_many(pairs: list[tuple], iy: np.ndarray, ix: np.ndarray) -> np.n
     h = pairs[0][1].shape[0]
     cuts = np.linspace(0, h, n + 1).astype(int)  # each pair in n bands of rows: every CPU busy
     tasks = [(p, (int(a), int(b))) for p in pairs for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
-    parts = list(pool.map(lambda t: pair_errors(*t[0], iy, ix, rows=t[1]), tasks)) if n > 1 else \
-        [pair_errors(*t[0], iy, ix, rows=t[1]) for t in tasks]
+    parts = (
+        list(pool.map(lambda t: pair_errors(*t[0], iy, ix, rows=t[1]), tasks))
+        if n > 1
+        else [pair_errors(*t[0], iy, ix, rows=t[1]) for t in tasks]
+    )
     per = len(tasks) // len(pairs)
     return np.array(parts).reshape(len(pairs), per, 2).sum(1)  # in a fixed order: the same sums every run
 

@@ -9,7 +9,6 @@ import pytest
 
 from mvseg.cli import main
 
-
 FAKE_PEER = """
 import av, numpy as np
 class VideoCap:  # motion-vector-extractor's interface, over PyAV (the real one brings its own FFmpeg)
@@ -40,8 +39,27 @@ def test_bench_video_side_by_side_in_fresh_processes(pan_video, tmp_path, capsys
     monkeypatch.setenv("PYTHONPATH", str(tmp_path))  # the peer's interpreter finds the stand-in
     out = tmp_path / "bench.json"
     # (the variants that need no torch: a fresh process each, ~0.4 s instead of ~2.7 s)
-    assert main(["bench", "video", str(pan_video[0]), "--repeats", "1", "--modes", "plain", "mvs", "rgb",
-                 "--peer", "--peer-python", sys.executable, "--json", str(out)]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "video",
+                str(pan_video[0]),
+                "--repeats",
+                "1",
+                "--modes",
+                "plain",
+                "mvs",
+                "rgb",
+                "--peer",
+                "--peer-python",
+                sys.executable,
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     (row,) = json.loads(out.read_text())["rows"]
     assert row["frames"] == 20 and row["mvseg_mvs"] > 0 and "fields_ms" not in row
     # every mvseg mode (MVs without pixels: deblocking and IDCT skipped) exported the same MVs
@@ -61,7 +79,10 @@ def test_bench_video_side_by_side_in_fresh_processes(pan_video, tmp_path, capsys
 
 def test_bench_video_times_the_motion_report_on_request(pan_video, tmp_path):
     out = tmp_path / "report.json"
-    assert main(["bench", "video", str(pan_video[0]), "--repeats", "1", "--modes", "plain", "report", "--json", str(out)]) == 0
+    assert (
+        main(["bench", "video", str(pan_video[0]), "--repeats", "1", "--modes", "plain", "report", "--json", str(out)])
+        == 0
+    )
     (row,) = json.loads(out.read_text())["rows"]
     assert row["frames"] == 20 and "report_ref_ms" not in row
     assert row["report_over_plain"] == pytest.approx(row["report_ms"] / row["plain_ms"])
@@ -82,8 +103,14 @@ def test_bench_kernels_rows_and_ratios(monkeypatch, tmp_path):
     assert main(["bench", "kernels", "--device", "cpu", "--repeats", "1", "--json", str(out)]) == 0
     rows = json.loads(out.read_text())["rows"]
     impls = {(r["case"], r["impl"]) for r in rows}
-    assert impls == {("tiny warp", "reference"), ("tiny attention", "reference"), ("tiny attention", "unfold"),
-                     ("tiny attention", "blocked"), ("tiny resize", "reference"), ("tiny resize", "matmul")}
+    assert impls == {
+        ("tiny warp", "reference"),
+        ("tiny attention", "reference"),
+        ("tiny attention", "unfold"),
+        ("tiny attention", "blocked"),
+        ("tiny resize", "reference"),
+        ("tiny resize", "matmul"),
+    }
     for r in rows:  # each row in its own process, checked against the reference at its size
         assert r["fwd_ms"] > 0 and r["peak_mb"] >= 0 and r["check"] == "ok", r
         assert (r["fwd_bwd_ms"] is None) == (r["impl"] == "blocked")  # the blocked form is inference only
@@ -124,8 +151,12 @@ def test_bench_kernels_in_process_with_triton_isolates_failures(monkeypatch):
 def test_bench_kernels_skips_unfold_that_does_not_fit(monkeypatch):
     from mvseg.bench import kernels as bench_kernels
 
-    monkeypatch.setattr(bench_kernels, "KERNEL_CASES", [("huge", "sv_conv", {"feat": (1, 4096, 1024, 1024), "window": 9})])
-    monkeypatch.setattr(bench_kernels, "kernel_impls", lambda op, device, interpreter=False: {"unfold": None})  # nothing of 16 GB is run
+    monkeypatch.setattr(
+        bench_kernels, "KERNEL_CASES", [("huge", "sv_conv", {"feat": (1, 4096, 1024, 1024), "window": 9})]
+    )
+    monkeypatch.setattr(
+        bench_kernels, "kernel_impls", lambda op, device, interpreter=False: {"unfold": None}
+    )  # nothing of 16 GB is run
     rows = bench_kernels.bench_kernels("cpu", repeats=1, timeout=120)
     (unfold,) = [r for r in rows if r["impl"] == "unfold"]
     assert unfold["note"].startswith("skipped: the unfold needs 1296.0 GB") and "fwd_ms" not in unfold
@@ -133,7 +164,9 @@ def test_bench_kernels_skips_unfold_that_does_not_fit(monkeypatch):
 
 def test_bench_kernels_dry_run_lists_rows_and_traffic(tmp_path):
     out = tmp_path / "plan.json"
-    assert main(["bench", "kernels", "--device", "cuda", "--dtype", "fp32", "bf16", "--dry-run", "--json", str(out)]) == 0
+    assert (
+        main(["bench", "kernels", "--device", "cuda", "--dtype", "fp32", "bf16", "--dry-run", "--json", str(out)]) == 0
+    )
     data = json.loads(out.read_text())
     assert data["dry_run"] is True
     tri = [r for r in data["rows"] if r["impl"] == "triton"]
@@ -153,20 +186,57 @@ def test_bench_strategies_writes_results_table_and_plot(tiny_dataset, tmp_path, 
     dm = CompressedVideoDataModule(str(tiny_dataset), "folder", keyframe_interval=3, batch_size=2)
     ckpts = {"per_frame": tmp_path / "per_frame.ckpt", "prop_mv": tmp_path / "prop_mv.ckpt"}
     for name, steps in (("per_frame", 1), ("prop_mv", 0)):  # prop-MV: the per-frame weights, untrained
-        model = PerFrame(9, 3, net=net) if name == "per_frame" else PropMV(9, 3, net=net, init_from=str(ckpts["per_frame"]))
-        trainer = L.Trainer(accelerator="cpu", max_steps=steps, logger=False, enable_progress_bar=False,
-                            enable_model_summary=False, default_root_dir=tmp_path, limit_val_batches=0)
+        model = (
+            PerFrame(9, 3, net=net) if name == "per_frame" else PropMV(9, 3, net=net, init_from=str(ckpts["per_frame"]))
+        )
+        trainer = L.Trainer(
+            accelerator="cpu",
+            max_steps=steps,
+            logger=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            default_root_dir=tmp_path,
+            limit_val_batches=0,
+        )
         trainer.fit(model, dm)
         trainer.save_checkpoint(ckpts[name])
     out = tmp_path / "bench"
-    rc = main(["bench", "strategies", "--run", f"per_frame={ckpts['per_frame']}", "--run", f"prop_mv={ckpts['prop_mv']}",
-               "--intervals", "1", "3", "--data-root", str(tiny_dataset), "--max-videos", "1", "--out-dir", str(out),
-               "--repeats", "2"])
+    rc = main(
+        [
+            "bench",
+            "strategies",
+            "--run",
+            f"per_frame={ckpts['per_frame']}",
+            "--run",
+            f"prop_mv={ckpts['prop_mv']}",
+            "--intervals",
+            "1",
+            "3",
+            "--data-root",
+            str(tiny_dataset),
+            "--max-videos",
+            "1",
+            "--out-dir",
+            str(out),
+            "--repeats",
+            "2",
+        ]
+    )
     assert rc == 0
     rows = json.loads((out / "results.json").read_text())
-    assert [(r["method"], r["interval"]) for r in rows] == [("per_frame", 1), ("per_frame", 3), ("prop_mv", 1), ("prop_mv", 3)]
+    assert [(r["method"], r["interval"]) for r in rows] == [
+        ("per_frame", 1),
+        ("per_frame", 3),
+        ("prop_mv", 1),
+        ("prop_mv", 3),
+    ]
     for r in rows:
-        assert 0 <= r["miou_min"] <= r["miou_mean"] + 1e-6 and r["miou_mean"] <= 1 and r["fps"] > 0 and r["gflops_per_frame"] > 0
+        assert (
+            0 <= r["miou_min"] <= r["miou_mean"] + 1e-6
+            and r["miou_mean"] <= 1
+            and r["fps"] > 0
+            and r["gflops_per_frame"] > 0
+        )
         assert len([k for k in r if k.startswith("miou_d")]) == r["interval"]
     by = {(r["method"], r["interval"]): r for r in rows}
     # prop-MV at L=1 is the per-frame network on every frame; at L=3 it runs N_feat on a third
@@ -183,8 +253,23 @@ def test_bench_strategies_writes_results_table_and_plot(tiny_dataset, tmp_path, 
 
 def test_bench_flops_arseg_table(tmp_path, capsys):
     out = tmp_path / "flops.json"
-    rc = main(["bench", "flops", "--backbones", "cpu", "--sizes", "64x128", "--scales", "1.0", "0.5",
-               "--interval", "12", "--json", str(out)])
+    rc = main(
+        [
+            "bench",
+            "flops",
+            "--backbones",
+            "cpu",
+            "--sizes",
+            "64x128",
+            "--scales",
+            "1.0",
+            "0.5",
+            "--interval",
+            "12",
+            "--json",
+            str(out),
+        ]
+    )
     assert rc == 0
     rows = json.loads(out.read_text())["rows"]
     assert [r["method"] for r in rows] == ["1.0x", "AR0.5"]
@@ -222,24 +307,66 @@ def test_bench_strategies_latency_view(tiny_dataset, tmp_path):
     from mvseg.models.segnet import SegNetConfig
     from mvseg.strategies import Adaptive, AdaptiveConfig
 
-    model = Adaptive(9, 3, net=SegNetConfig(width=0.125, feat_dim=16, head="plain", head_dim=16),
-                     adaptive=AdaptiveConfig(kernel_size=3, kernel_channels=8, deviation_channels=8, fuse_channels=4))
+    model = Adaptive(
+        9,
+        3,
+        net=SegNetConfig(width=0.125, feat_dim=16, head="plain", head_dim=16),
+        adaptive=AdaptiveConfig(kernel_size=3, kernel_channels=8, deviation_channels=8, fuse_channels=4),
+    )
     dm = CompressedVideoDataModule(str(tiny_dataset), "folder", keyframe_interval=3, batch_size=2)
-    trainer = L.Trainer(accelerator="cpu", max_steps=1, logger=False, enable_progress_bar=False,
-                        enable_model_summary=False, default_root_dir=tmp_path, limit_val_batches=0)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_steps=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        limit_val_batches=0,
+    )
     trainer.fit(model, dm)
     ckpt = tmp_path / "adaptive.ckpt"
     trainer.save_checkpoint(ckpt)
     out = tmp_path / "bench"
-    rc = main(["bench", "strategies", "--run", f"adaptive={ckpt}", "--view", "latency", "--intervals", "1", "3",
-               "--thresholds", "0", "1.01", "--data-root", str(tiny_dataset), "--max-videos", "1", "--out-dir", str(out),
-               "--repeats", "2", "--offline", "--no-wandb"])
+    rc = main(
+        [
+            "bench",
+            "strategies",
+            "--run",
+            f"adaptive={ckpt}",
+            "--view",
+            "latency",
+            "--intervals",
+            "1",
+            "3",
+            "--thresholds",
+            "0",
+            "1.01",
+            "--data-root",
+            str(tiny_dataset),
+            "--max-videos",
+            "1",
+            "--out-dir",
+            str(out),
+            "--repeats",
+            "2",
+            "--offline",
+            "--no-wandb",
+        ]
+    )
     assert rc == 0
     rows = json.loads((out / "schedules.json").read_text())
     by = {(r["schedule"], r["param"]): r for r in rows}
-    assert set(by) == {("fixed", 1), ("fixed", 3), ("adaptive", 0.0), ("adaptive", 1.01),
-                       ("adaptive+low-latency", 0.0), ("adaptive+low-latency", 1.01)}
-    assert by[("fixed", 1)]["keyframes_per_100"] == 100 and by[("fixed", 3)]["keyframes_per_100"] == pytest.approx(100 / 3)
+    assert set(by) == {
+        ("fixed", 1),
+        ("fixed", 3),
+        ("adaptive", 0.0),
+        ("adaptive", 1.01),
+        ("adaptive+low-latency", 0.0),
+        ("adaptive+low-latency", 1.01),
+    }
+    assert by[("fixed", 1)]["keyframes_per_100"] == 100 and by[("fixed", 3)]["keyframes_per_100"] == pytest.approx(
+        100 / 3
+    )
     assert by[("adaptive", 0.0)]["keyframes_per_100"] == 100
     assert by[("adaptive", 1.01)]["keyframes_per_100"] == pytest.approx(100 / 12)
     # identical schedules, identical labels: every frame a keyframe; only the first
@@ -259,8 +386,26 @@ def test_bench_strategies_latency_view(tiny_dataset, tmp_path):
 
 def test_bench_data_rows_and_parts(tiny_dataset, tmp_path, capsys):
     out = tmp_path / "data.json"
-    assert main(["bench", "data", "--data-root", str(tiny_dataset), "--workers", "0", "1", "--samples", "12",
-                 "--epochs", "1", "--json", str(out)]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "data",
+                "--data-root",
+                str(tiny_dataset),
+                "--workers",
+                "0",
+                "1",
+                "--samples",
+                "12",
+                "--epochs",
+                "1",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     r = json.loads(out.read_text())
     assert [row["workers"] for row in r["rows"]] == [0, 1]
     assert r["frame_size"] == [64, 128] and r["crop"] == [128, 192]

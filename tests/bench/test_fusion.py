@@ -18,8 +18,14 @@ NET = SegNetConfig(width=0.125, feat_dim=16, head="plain", head_dim=16, dropout=
 
 
 def trainer(tmp_path, **kw) -> L.Trainer:
-    return L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
-                     default_root_dir=tmp_path, **kw)
+    return L.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        **kw,
+    )
 
 
 def test_creff_row_is_the_protocol_and_best_of_is_the_best(tiny_dataset, tmp_path):
@@ -44,13 +50,19 @@ def test_warp_row_is_the_hr_model_where_nothing_moves(tiny_dataset, tmp_path):
     torch.manual_seed(0)
     model = ARSeg(9, 3, net=NET).eval()
     cur = torch.randn(2, 3, 64, 128)
-    batch = {"key": cur, "cur": cur, "offset_cur_to_key": torch.zeros(2, 2, 16, 32),
-             "mask_cur_to_key": torch.ones(2, 16, 32)}
+    batch = {
+        "key": cur,
+        "cur": cur,
+        "offset_cur_to_key": torch.zeros(2, 2, 16, 32),
+        "mask_cur_to_key": torch.ones(2, 16, 32),
+    }
     feats, target = fusion_candidates(model, batch)
     torch.testing.assert_close(feats["warp"], target)
     torch.testing.assert_close(feats["mean"], (feats["lr"] + feats["warp"]) / 2)
     with torch.no_grad():
-        torch.testing.assert_close(model.classify(feats["creff"], (64, 128)), model.predict_batch({**batch, "distance": torch.ones(2)}))
+        torch.testing.assert_close(
+            model.classify(feats["creff"], (64, 128)), model.predict_batch({**batch, "distance": torch.ones(2)})
+        )
 
 
 def test_cli_writes_the_table_and_refuses_stage_one(tiny_dataset, tmp_path, capsys):
@@ -61,12 +73,40 @@ def test_cli_writes_the_table_and_refuses_stage_one(tiny_dataset, tmp_path, caps
         t.fit(ARSeg(9, 3, net=NET, stage=stage), dm)
         t.save_checkpoint(tmp_path / f"{stage}.ckpt")
     out = tmp_path / "out"
-    assert main(["bench", "fusion", "--ckpt", str(tmp_path / "creff.ckpt"), "--data-root", str(tiny_dataset),
-                 "--out-dir", str(out)]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "fusion",
+                "--ckpt",
+                str(tmp_path / "creff.ckpt"),
+                "--data-root",
+                str(tiny_dataset),
+                "--out-dir",
+                str(out),
+            ]
+        )
+        == 0
+    )
     rows = json.loads((out / "fusion.json").read_text())
     assert [r["fusion"] for r in rows] == ["lr", "warp", "creff", "mean", "best_of"]
     assert all(0.0 <= r["miou_mean"] <= 1.0 for r in rows) and "| best_of |" in (out / "fusion.md").read_text()
-    assert main(["bench", "fusion", "--ckpt", str(tmp_path / "lr.ckpt"), "--data-root", str(tiny_dataset),
-                 "--out-dir", str(out)]) != 0
-    assert f"{tmp_path / 'lr.ckpt'}: bench fusion needs a stage-2 AR-Seg checkpoint (with CReFF); this one is stage 'lr'" \
+    assert (
+        main(
+            [
+                "bench",
+                "fusion",
+                "--ckpt",
+                str(tmp_path / "lr.ckpt"),
+                "--data-root",
+                str(tiny_dataset),
+                "--out-dir",
+                str(out),
+            ]
+        )
+        != 0
+    )
+    assert (
+        f"{tmp_path / 'lr.ckpt'}: bench fusion needs a stage-2 AR-Seg checkpoint (with CReFF); this one is stage 'lr'"
         in capsys.readouterr().err
+    )

@@ -12,8 +12,14 @@ import pytest
 import torch
 from torchmetrics.classification import MulticlassJaccardIndex
 
-from mvseg.bench.oracle import (ClipTable, fixed_keys, hindsight_keys, miou_from_confusion, score_schedules,
-                                threshold_keys)
+from mvseg.bench.oracle import (
+    ClipTable,
+    fixed_keys,
+    hindsight_keys,
+    miou_from_confusion,
+    score_schedules,
+    threshold_keys,
+)
 from mvseg.cli import main
 from mvseg.video.decode import iter_frames
 
@@ -26,8 +32,15 @@ def _trained(model, tiny_dataset, tmp_path_factory, name: str):
 
     dm = CompressedVideoDataModule(str(tiny_dataset), "folder", keyframe_interval=3, batch_size=2)
     tmp = tmp_path_factory.mktemp(name)
-    trainer = L.Trainer(accelerator="cpu", max_steps=3, logger=False, enable_progress_bar=False,
-                        enable_model_summary=False, default_root_dir=tmp, limit_val_batches=0)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_steps=3,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp,
+        limit_val_batches=0,
+    )
     trainer.fit(model, dm)
     ckpt = tmp / f"{name}.ckpt"
     trainer.save_checkpoint(ckpt)
@@ -47,12 +60,39 @@ def prop_mv_ckpt(tiny_dataset, tmp_path_factory):
 def test_oracle_view_agrees_with_streaming(prop_mv_ckpt, tiny_dataset, tmp_path):
     """The fixed schedules scored from the table equal the latency view's, which streams the
     runtime and scores with torchmetrics; threshold 0 keys every frame, above 1 only the first."""
-    args = ["--run", f"prop_mv={prop_mv_ckpt}", "--intervals", "1", "3", "12", "--data-root", str(tiny_dataset),
-            "--no-wandb", "--offline"]
-    assert main(["bench", "strategies", "--view", "oracle", "--thresholds", "0", "1.01",
-                 "--out-dir", str(tmp_path / "o"), *args]) == 0
-    assert main(["bench", "strategies", "--view", "latency", "--repeats", "1", "--out-dir", str(tmp_path / "l"),
-                 *args]) == 0
+    args = [
+        "--run",
+        f"prop_mv={prop_mv_ckpt}",
+        "--intervals",
+        "1",
+        "3",
+        "12",
+        "--data-root",
+        str(tiny_dataset),
+        "--no-wandb",
+        "--offline",
+    ]
+    assert (
+        main(
+            [
+                "bench",
+                "strategies",
+                "--view",
+                "oracle",
+                "--thresholds",
+                "0",
+                "1.01",
+                "--out-dir",
+                str(tmp_path / "o"),
+                *args,
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(["bench", "strategies", "--view", "latency", "--repeats", "1", "--out-dir", str(tmp_path / "l"), *args])
+        == 0
+    )
     oracle = {(r["schedule"], r["param"]): r for r in json.loads((tmp_path / "o" / "oracle.json").read_text())}
     stream = {r["param"]: r for r in json.loads((tmp_path / "l" / "schedules.json").read_text())}
     for interval in (1, 3, 12):
@@ -82,7 +122,7 @@ def test_hindsight_is_the_optimum():
                 conf[a, t] = [[100 - wrong, wrong], [0, 0]]
         errors = conf[..., 0, 1]
 
-        def cost(keys):
+        def cost(keys, errors=errors):
             return sum(errors[max(x for x in keys if x <= t), t] for t in range(n))
 
         for count in range(1, k + 1):
@@ -121,7 +161,10 @@ def test_true_gain_is_what_a_keyframe_at_t_would_gain():
     assert (np.diag(gain)[[0, 1, 3]] == 0).all() and np.isnan(gain[:, 2]).all() and np.isnan(gain[1, 0])
     assert threshold_keys(gain, 0.3) == [0, 3] and threshold_keys(gain, 0.1) == [0, 1, 3]
     rows = score_schedules("m", [tab], [1, 2], [], gain=[0.1, 0.3])
-    assert {r["param"]: r["keyframes_per_100"] for r in rows if r["schedule"] == "oracle-gain"} == {0.1: 75.0, 0.3: 50.0}
+    assert {r["param"]: r["keyframes_per_100"] for r in rows if r["schedule"] == "oracle-gain"} == {
+        0.1: 75.0,
+        0.3: 50.0,
+    }
 
 
 def test_miou_from_confusion_matches_torchmetrics():
@@ -154,8 +197,11 @@ def test_x264_scene_cuts_are_found_where_the_scene_changes():
     from mvseg.bench.oracle import x264_scenecuts
     from mvseg.data.synthetic import SyntheticConfig, render_clip
 
-    cut = next(c for c in (render_clip(s, SyntheticConfig(height=64, width=128, frames=24, cut_rate=6.0))
-                           for s in range(8)) if c.cuts)
+    cut = next(
+        c
+        for c in (render_clip(s, SyntheticConfig(height=64, width=128, frames=24, cut_rate=6.0)) for s in range(8))
+        if c.cuts
+    )
     assert set(cut.cuts) <= set(x264_scenecuts(list(cut.frames)))
     assert x264_scenecuts(list(render_clip(0, SyntheticConfig(height=64, width=128, frames=24)).frames)) == []
 
@@ -174,8 +220,12 @@ def adaptive_ckpt(tiny_dataset, tmp_path_factory):
     from mvseg.strategies import Adaptive, AdaptiveConfig
 
     torch.manual_seed(0)
-    model = Adaptive(9, 3, net=SegNetConfig(width=0.125, feat_dim=16, head_dim=16),
-                     adaptive=AdaptiveConfig(kernel_size=3, kernel_channels=8, deviation_channels=8, fuse_channels=4))
+    model = Adaptive(
+        9,
+        3,
+        net=SegNetConfig(width=0.125, feat_dim=16, head_dim=16),
+        adaptive=AdaptiveConfig(kernel_size=3, kernel_channels=8, deviation_channels=8, fuse_channels=4),
+    )
     return _trained(model, tiny_dataset, tmp_path_factory, "adaptive")
 
 
@@ -186,16 +236,47 @@ def test_predicted_threshold_agrees_with_streaming_and_tables_are_reused(adaptiv
     from mvseg.bench.oracle import load_tables
 
     pdev_thresholds = ["0.3", "0.5", "0.52", "0.55", "0.7"]
-    args = ["--run", f"adaptive={adaptive_ckpt}", "--intervals", "1", "3", "12", "--thresholds", *pdev_thresholds,
-            "--data-root", str(tiny_dataset), "--no-wandb", "--offline"]
+    args = [
+        "--run",
+        f"adaptive={adaptive_ckpt}",
+        "--intervals",
+        "1",
+        "3",
+        "12",
+        "--thresholds",
+        *pdev_thresholds,
+        "--data-root",
+        str(tiny_dataset),
+        "--no-wandb",
+        "--offline",
+    ]
     tables = tmp_path / "tables"
-    assert main(["bench", "strategies", "--view", "oracle", "--tables-dir", str(tables),
-                 "--out-dir", str(tmp_path / "o"), *args]) == 0
-    assert main(["bench", "strategies", "--view", "latency", "--repeats", "1", "--out-dir", str(tmp_path / "l"),
-                 *args]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "strategies",
+                "--view",
+                "oracle",
+                "--tables-dir",
+                str(tables),
+                "--out-dir",
+                str(tmp_path / "o"),
+                *args,
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(["bench", "strategies", "--view", "latency", "--repeats", "1", "--out-dir", str(tmp_path / "l"), *args])
+        == 0
+    )
     oracle = json.loads((tmp_path / "o" / "oracle.json").read_text())
-    stream = {r["param"]: r for r in json.loads((tmp_path / "l" / "schedules.json").read_text())
-              if r["schedule"] == "adaptive"}
+    stream = {
+        r["param"]: r
+        for r in json.loads((tmp_path / "l" / "schedules.json").read_text())
+        if r["schedule"] == "adaptive"
+    }
     predicted = {r["param"]: r for r in oracle if r["schedule"] == "predicted-threshold"}
     assert set(predicted) == set(stream) == {float(t) for t in pdev_thresholds}
     for tau, s in stream.items():
@@ -213,8 +294,22 @@ def test_predicted_threshold_agrees_with_streaming_and_tables_are_reused(adaptiv
         assert ((t.uncovered[upper] >= 0) & (t.uncovered[upper] <= 1)).all()
     # reused: the same rows without streaming (a changed checkpoint file is recomputed)
     mtime = (tables / "adaptive.npz").stat().st_mtime_ns
-    assert main(["bench", "strategies", "--view", "oracle", "--tables-dir", str(tables),
-                 "--out-dir", str(tmp_path / "o2"), *args]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "strategies",
+                "--view",
+                "oracle",
+                "--tables-dir",
+                str(tables),
+                "--out-dir",
+                str(tmp_path / "o2"),
+                *args,
+            ]
+        )
+        == 0
+    )
     assert json.loads((tmp_path / "o2" / "oracle.json").read_text()) == oracle
     assert (tables / "adaptive.npz").stat().st_mtime_ns == mtime
     assert load_tables(tables / "adaptive.npz", source="another checkpoint") is None
@@ -225,20 +320,53 @@ def test_coverage_schedule_agrees_with_streaming(prop_mv_ckpt, tiny_dataset, tmp
     each frame's motion) keys the same frames as the oracle's threshold on the table's
     uncovered share, and scores the same."""
     taus = ["0.002", "0.01", "0.03", "0.2"]
-    args = ["--run", f"prop_mv={prop_mv_ckpt}", "--intervals", "1", "3", "12", "--thresholds", "0.5",
-            "--coverage-thresholds", *taus, "--data-root", str(tiny_dataset), "--no-wandb", "--offline"]
+    args = [
+        "--run",
+        f"prop_mv={prop_mv_ckpt}",
+        "--intervals",
+        "1",
+        "3",
+        "12",
+        "--thresholds",
+        "0.5",
+        "--coverage-thresholds",
+        *taus,
+        "--data-root",
+        str(tiny_dataset),
+        "--no-wandb",
+        "--offline",
+    ]
     assert main(["bench", "strategies", "--view", "oracle", "--out-dir", str(tmp_path / "o"), *args]) == 0
-    assert main(["bench", "strategies", "--view", "latency", "--repeats", "1", "--out-dir", str(tmp_path / "l"),
-                 "--iframe-schedule", *args]) == 0
-    oracle = {r["param"]: r for r in json.loads((tmp_path / "o" / "oracle.json").read_text())
-              if r["schedule"] == "coverage"}
+    assert (
+        main(
+            [
+                "bench",
+                "strategies",
+                "--view",
+                "latency",
+                "--repeats",
+                "1",
+                "--out-dir",
+                str(tmp_path / "l"),
+                "--iframe-schedule",
+                *args,
+            ]
+        )
+        == 0
+    )
+    oracle = {
+        r["param"]: r for r in json.loads((tmp_path / "o" / "oracle.json").read_text()) if r["schedule"] == "coverage"
+    }
     # --iframe-schedule: the streams' own I-frames are the keyframes (these clips: one GOP each)
     iframes = [r for r in json.loads((tmp_path / "l" / "schedules.json").read_text()) if r["schedule"] == "iframes"]
     videos = sorted((tiny_dataset / "videos" / "val").glob("*.mp4"))
     types = "".join(f.pict_type for v in videos for f in iter_frames(v, rgb=False))
     assert len(iframes) == 1 and iframes[0]["keyframes_per_100"] == pytest.approx(100 * types.count("I") / len(types))
-    stream = {r["param"]: r for r in json.loads((tmp_path / "l" / "schedules.json").read_text())
-              if r["schedule"] == "coverage"}
+    stream = {
+        r["param"]: r
+        for r in json.loads((tmp_path / "l" / "schedules.json").read_text())
+        if r["schedule"] == "coverage"
+    }
     assert set(oracle) == set(stream) == {float(t) for t in taus}
     for tau, s in stream.items():
         assert oracle[tau]["keyframes_per_100"] == pytest.approx(s["keyframes_per_100"])

@@ -13,8 +13,30 @@ from mvseg.cli import main
 
 def test_bench_speed_rows_from_a_real_stream(tmp_path):
     out = tmp_path / "speed.json"
-    assert main(["bench", "speed", "--backbones", "cpu", "--sizes", "32x64", "--scales", "1.0", "0.5",
-                 "--interval", "3", "--frames", "7", "--repeats", "1", "--json", str(out)]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "speed",
+                "--backbones",
+                "cpu",
+                "--sizes",
+                "32x64",
+                "--scales",
+                "1.0",
+                "0.5",
+                "--interval",
+                "3",
+                "--frames",
+                "7",
+                "--repeats",
+                "1",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     payload = json.loads(out.read_text())
     base, ar = payload["rows"]
     assert (base["method"], ar["method"]) == ("1.0x", "AR0.5")
@@ -31,9 +53,14 @@ def test_bench_speed_rows_from_a_real_stream(tmp_path):
 def test_bench_speed_paper_columns(monkeypatch, tmp_path):
     # the table's assembly at the paper's sizes, without streaming 1024x2048 frames in a test
     monkeypatch.setattr(bench_speed, "_models", lambda name, scales, interval, device: [None] * len(scales))
-    monkeypatch.setattr(bench_speed, "stream_speeds", lambda models, video, interval, repeats: [
-        {"ms_per_frame": ms, "frames": 2, "keyframes": 1, "fps": 1e3 / ms, "key_ms": ms, "nonkey_ms": ms}
-        for ms in (100.0, 40.0, 25.0)])
+    monkeypatch.setattr(
+        bench_speed,
+        "stream_speeds",
+        lambda models, video, interval, repeats: [
+            {"ms_per_frame": ms, "frames": 2, "keyframes": 1, "fps": 1e3 / ms, "key_ms": ms, "nonkey_ms": ms}
+            for ms in (100.0, 40.0, 25.0)
+        ],
+    )
     monkeypatch.setattr("mvseg.video.encode.encode_video", lambda *a, **k: None)
     rows = bench_speed.bench_speed(["psp18"], None, [1.0, 0.5, 0.3], 12, frames=2, workdir=str(tmp_path))
     assert [r["size"] for r in rows] == ["1024x2048"] * 3  # the backbone's paper resolution
@@ -42,12 +69,15 @@ def test_bench_speed_paper_columns(monkeypatch, tmp_path):
     assert rows[2]["paper_speedup"] == pytest.approx(95.4 / 19.9)
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--scales", "0.5", "1.0"], "must start with 1.0"),
-    (["--backbones", "resnet9"], "unknown backbone"),
-    (["--frames", "1"], "at least 2"),
-    (["--device", "cuda"], "no CUDA device is visible"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--scales", "0.5", "1.0"], "must start with 1.0"),
+        (["--backbones", "resnet9"], "unknown backbone"),
+        (["--frames", "1"], "at least 2"),
+        (["--device", "cuda"], "no CUDA device is visible"),
+    ],
+)
 def test_bench_speed_bad_arguments(args, message, capsys):
     assert main(["bench", "speed", "--backbones", "cpu", "--sizes", "32x64", *args]) == 2
     err = capsys.readouterr().err

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import json
+import os
 import re
 import subprocess
 import sys
@@ -26,9 +26,18 @@ PER_FRAME = ROOT / "per_frame.yaml"
 
 
 def test_there_are_experiments():
-    assert {p.name for p in EXPERIMENTS} >= {"per_frame.yaml", "colour_only.yaml", "prop_mv.yaml", "interp_mv.yaml",
-                                          "flownet_pretrain.yaml", "dff.yaml", "arseg.yaml", "arseg_lr.yaml",
-                                          "teacher.yaml", "bdnet.yaml"}
+    assert {p.name for p in EXPERIMENTS} >= {
+        "per_frame.yaml",
+        "colour_only.yaml",
+        "prop_mv.yaml",
+        "interp_mv.yaml",
+        "flownet_pretrain.yaml",
+        "dff.yaml",
+        "arseg.yaml",
+        "arseg_lr.yaml",
+        "teacher.yaml",
+        "bdnet.yaml",
+    }
     assert {p.stem for p in ABLATIONS} == {"mv", "mv_bas", "mv_bas_pw"}
 
 
@@ -36,11 +45,29 @@ def test_there_are_experiments():
 def teacher_ckpt(tiny_dataset, tmp_path_factory):
     """experiments/teacher.yaml trained for one step on the tiny dataset: BDNet's teacher."""
     run = tmp_path_factory.mktemp("teacher")
-    args = ["fit", "--config", str(ROOT / "teacher.yaml"), "--data.init_args.root", str(tiny_dataset),
-            "--data.init_args.dataset", "folder", "--data.init_args.cache_dir", str(tiny_dataset / ".cache"),
-            "--data.init_args.num_workers", "0", "--trainer.default_root_dir", str(run),
-            "--trainer.logger.init_args.save_dir", str(run), "--trainer.max_epochs", "1",
-            "--trainer.limit_train_batches", "1", "--trainer.limit_val_batches", "0"]
+    args = [
+        "fit",
+        "--config",
+        str(ROOT / "teacher.yaml"),
+        "--data.init_args.root",
+        str(tiny_dataset),
+        "--data.init_args.dataset",
+        "folder",
+        "--data.init_args.cache_dir",
+        str(tiny_dataset / ".cache"),
+        "--data.init_args.num_workers",
+        "0",
+        "--trainer.default_root_dir",
+        str(run),
+        "--trainer.logger.init_args.save_dir",
+        str(run),
+        "--trainer.max_epochs",
+        "1",
+        "--trainer.limit_train_batches",
+        "1",
+        "--trainer.limit_val_batches",
+        "0",
+    ]
     assert main(args) == 0
     return run / "checkpoints" / "last.ckpt"
 
@@ -56,8 +83,15 @@ def test_every_config_stands_on_its_folders_base_and_states_only_what_differs():
     for base in BASES:
         shared = yaml.safe_load(base.read_text())["trainer"]
         for config in sorted(base.parent.glob("[!_]*.yaml")):
-            assert with_bases(["fit", "--config", str(config)]) == ["fit", "--config", str(base), "--config", str(config),
-                                                                     "--base", "null"]
+            assert with_bases(["fit", "--config", str(config)]) == [
+                "fit",
+                "--config",
+                str(base),
+                "--config",
+                str(config),
+                "--base",
+                "null",
+            ]
             own = yaml.safe_load(config.read_text())["trainer"]
             repeated = {k for k in shared if k in own and own[k] == shared[k]}
             assert not repeated, f"{config.name} repeats {repeated} of its base"
@@ -80,8 +114,15 @@ def test_there_are_paper_recipes():
 @pytest.mark.parametrize("config", EXPERIMENTS, ids=[p.name for p in EXPERIMENTS])
 def test_every_experiment_runs_fast_dev_run(config, tiny_data_args, capsys, request):
     text = config.read_text()  # the checkpoints a fine-tuning config starts from are not there in tests
-    extra = [arg for key in ("init_from", "flow_init", "lr_init") if f"{key}:" in text for arg in (f"--model.init_args.{key}", "null")]
-    if re.search(r"^\s+teacher:", text, re.M):  # BDNet's teacher: a PerFrame checkpoint made from experiments/teacher.yaml
+    extra = [
+        arg
+        for key in ("init_from", "flow_init", "lr_init")
+        if f"{key}:" in text
+        for arg in (f"--model.init_args.{key}", "null")
+    ]
+    if re.search(
+        r"^\s+teacher:", text, re.M
+    ):  # BDNet's teacher: a PerFrame checkpoint made from experiments/teacher.yaml
         extra += ["--model.init_args.teacher", str(request.getfixturevalue("teacher_ckpt"))]
     if "keyframe_interval: 12" in text:  # AR-Seg's L = 12 is longer than the tiny clips (12 frames)
         extra += ["--data.init_args.keyframe_interval", "3"]
@@ -112,9 +153,22 @@ def test_bdnet_ablation_rows(ablation, tiny_data_args, capsys, request):
 def test_checkpoints_land_in_the_run_directory(tiny_data_args, tmp_path):
     import torch
 
-    args = ["fit", "--config", str(PER_FRAME), *tiny_data_args, "--trainer.max_epochs", "3",
-            "--trainer.limit_train_batches", "1", "--trainer.limit_val_batches", "1",
-            "--trainer.check_val_every_n_epoch", "1", "--model.init_args.optim.lr", "0.5"]
+    args = [
+        "fit",
+        "--config",
+        str(PER_FRAME),
+        *tiny_data_args,
+        "--trainer.max_epochs",
+        "3",
+        "--trainer.limit_train_batches",
+        "1",
+        "--trainer.limit_val_batches",
+        "1",
+        "--trainer.check_val_every_n_epoch",
+        "1",
+        "--model.init_args.optim.lr",
+        "0.5",
+    ]
     assert main(args) == 0
     ckpts = tmp_path / "run" / "checkpoints"
     assert (tmp_path / "run" / "config.yaml").is_file()
@@ -143,24 +197,53 @@ def test_a_real_run_refuses_a_smoke_tests_checkpoint(tiny_dataset, tiny_data_arg
     ckpts = {}
     for smoke in (True, False):
         dm = CompressedVideoDataModule(str(tiny_dataset), "folder", keyframe_interval=3, batch_size=2)
-        trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
-                            default_root_dir=tmp_path, **({"fast_dev_run": 1} if smoke else {"max_steps": 1, "limit_val_batches": 0}))
+        trainer = L.Trainer(
+            accelerator="cpu",
+            logger=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            default_root_dir=tmp_path,
+            **({"fast_dev_run": 1} if smoke else {"max_steps": 1, "limit_val_batches": 0}),
+        )
         trainer.fit(PerFrame(9, 3, net=net), dm)
         ckpts[smoke] = tmp_path / f"smoke-{smoke}.ckpt"
         trainer.save_checkpoint(ckpts[smoke])
         assert torch.load(ckpts[smoke], weights_only=True)["mvseg_smoke"] is smoke
     for extra in (["--ckpt_path", str(ckpts[True])], ["--model.init_args.init_from", str(ckpts[True])]):
         config = "per_frame" if extra[0] == "--ckpt_path" else "prop_mv"
-        rc = main(["fit", "--config", str(PER_FRAME.with_name(f"{config}.yaml")), *tiny_data_args, *extra,
-                   "--model.init_args.net", json.dumps({"width": 0.125, "feat_dim": 16, "head_dim": 16, "head": "plain"}),
-                   "--trainer.max_steps", "1"])
+        rc = main(
+            [
+                "fit",
+                "--config",
+                str(PER_FRAME.with_name(f"{config}.yaml")),
+                *tiny_data_args,
+                *extra,
+                "--model.init_args.net",
+                json.dumps({"width": 0.125, "feat_dim": 16, "head_dim": 16, "head": "plain"}),
+                "--trainer.max_steps",
+                "1",
+            ]
+        )
         err = capsys.readouterr().err
         assert rc == 2 and f"{ckpts[True]} was written by a smoke test (--trainer.fast_dev_run)" in err, err[-1500:]
     # a smoke test may start from one (the stages of a smoke test chain that way)
-    assert main(["fit", "--config", str(PER_FRAME.with_name("prop_mv.yaml")), *tiny_data_args,
-                 "--model.init_args.init_from", str(ckpts[True]), "--model.init_args.net",
-                 json.dumps({"width": 0.125, "feat_dim": 16, "head_dim": 16, "head": "plain"}),
-                 "--trainer.fast_dev_run", "1"]) == 0
+    assert (
+        main(
+            [
+                "fit",
+                "--config",
+                str(PER_FRAME.with_name("prop_mv.yaml")),
+                *tiny_data_args,
+                "--model.init_args.init_from",
+                str(ckpts[True]),
+                "--model.init_args.net",
+                json.dumps({"width": 0.125, "feat_dim": 16, "head_dim": 16, "head": "plain"}),
+                "--trainer.fast_dev_run",
+                "1",
+            ]
+        )
+        == 0
+    )
 
 
 @pytest.mark.reliability
@@ -168,27 +251,72 @@ def test_validate_and_test_leave_the_runs_config_alone(tiny_data_args, tmp_path,
     """mvseg validate / test write their config beside the run's (config.validate.yaml), so the
     run's config.yaml is still the one that trains it again."""
     run = tmp_path / "run"
-    assert main(["fit", "--config", str(PER_FRAME), *tiny_data_args, "--trainer.max_epochs", "1",
-                 "--trainer.limit_train_batches", "1", "--trainer.limit_val_batches", "1"]) == 0
+    assert (
+        main(
+            [
+                "fit",
+                "--config",
+                str(PER_FRAME),
+                *tiny_data_args,
+                "--trainer.max_epochs",
+                "1",
+                "--trainer.limit_train_batches",
+                "1",
+                "--trainer.limit_val_batches",
+                "1",
+            ]
+        )
+        == 0
+    )
     saved = (run / "config.yaml").read_bytes()
     for verb in ("validate", "test"):
-        assert main([verb, "--config", str(run / "config.yaml"), "--ckpt_path", str(run / "checkpoints" / "last.ckpt"),
-                     "--trainer.limit_val_batches", "1", "--trainer.limit_test_batches", "1"]) == 0
+        assert (
+            main(
+                [
+                    verb,
+                    "--config",
+                    str(run / "config.yaml"),
+                    "--ckpt_path",
+                    str(run / "checkpoints" / "last.ckpt"),
+                    "--trainer.limit_val_batches",
+                    "1",
+                    "--trainer.limit_test_batches",
+                    "1",
+                ]
+            )
+            == 0
+        )
         assert (run / f"config.{verb}.yaml").is_file()
     assert (run / "config.yaml").read_bytes() == saved
     assert main(["fit", "--config", str(run / "config.yaml"), "--print_config"]) == 0
 
 
 @pytest.mark.reliability
-@pytest.mark.parametrize("args, line", [
-    (["--trainer.max_epoch", "1"], "unrecognized arguments: --trainer.max_epoch 1 (did you mean --trainer.max_epochs"),
-    (["--trainer.max_epoks", "1"], "unrecognized arguments: --trainer.max_epoks 1 (did you mean --trainer.max_epochs"),
-    (["--model.init_args.optim.lrr", "0.1"],  # inside a nested config: the option itself is named
-     "--model.init_args.optim.lrr: mvseg.strategies.OptimConfig has no option 'lrr' (did you mean --model.init_args.optim.lr?)"),
-    (["--model.init_args.nett.width", "1"],
-     "model: mvseg.strategies.PerFrame: unrecognized arguments: --nett.width=1 (did you mean --model.init_args.net.width?)"),
-    (["--trainer.max_epochs", "abc"], "trainer.max_epochs: expected int or null, got 'abc'"),
-], ids=["abbreviation", "typo", "nested-option", "strategy-option", "type"])
+@pytest.mark.parametrize(
+    "args, line",
+    [
+        (
+            ["--trainer.max_epoch", "1"],
+            "unrecognized arguments: --trainer.max_epoch 1 (did you mean --trainer.max_epochs",
+        ),
+        (
+            ["--trainer.max_epoks", "1"],
+            "unrecognized arguments: --trainer.max_epoks 1 (did you mean --trainer.max_epochs",
+        ),
+        (
+            ["--model.init_args.optim.lrr", "0.1"],  # inside a nested config: the option itself is named
+            "--model.init_args.optim.lrr: mvseg.strategies.OptimConfig has no option 'lrr' "
+            "(did you mean --model.init_args.optim.lr?)",
+        ),
+        (
+            ["--model.init_args.nett.width", "1"],
+            "model: mvseg.strategies.PerFrame: unrecognized arguments: --nett.width=1 "
+            "(did you mean --model.init_args.net.width?)",
+        ),
+        (["--trainer.max_epochs", "abc"], "trainer.max_epochs: expected int or null, got 'abc'"),
+    ],
+    ids=["abbreviation", "typo", "nested-option", "strategy-option", "type"],
+)
 def test_a_misspelt_option_is_one_line_with_the_closest_names(args, line, capsys):
     rc = main(["fit", "--config", str(PER_FRAME), *args, "--print_config"])
     lines = [x for x in capsys.readouterr().err.splitlines() if "W&B" not in x]
@@ -204,7 +332,8 @@ def test_the_own_commands_take_exact_option_names_only(capsys):
     assert e.value.code == 2
     assert capsys.readouterr().err.splitlines() == [
         "mvseg inspect: error: unrecognized arguments: --dump-mv out.csv (did you mean --dump-mvs?)",
-        "(mvseg inspect --help lists every option)"]
+        "(mvseg inspect --help lists every option)",
+    ]
 
 
 @pytest.mark.parametrize("name", ["per_frame", "arseg"])
@@ -239,15 +368,25 @@ def test_wrong_value_gets_a_clear_message(capsys):
 
 
 @pytest.mark.reliability
-@pytest.mark.parametrize("config, args, message", [
-    ("per_frame", ["--data.init_args.keyframe_interval", "0"], "data.keyframe_interval must be >= 1, got 0"),
-    ("per_frame", ["--data.init_args.eval_distances", "[0, 7]"],
-     r"data.eval_distances must be a non-empty subset of 0..4, got \[0, 7\]"),
-    ("per_frame", ["--model.init_args.optim.optimizer", "adam"],
-     "model.init_args: optim.optimizer must be 'sgd' or 'adamw', got 'adam'"),
-    ("arseg", ["--model.init_args.lr_scale", "2.0"], r"model.init_args: lr_scale must be in \[0.1, 1.0\]"),
-    ("prop_mv", ["--model.init_args.init_from", "missing.ckpt"], "missing.ckpt"),
-], ids=["interval-0", "distance-out-of-range", "optimizer", "lr-scale", "missing-init-checkpoint"])
+@pytest.mark.parametrize(
+    "config, args, message",
+    [
+        ("per_frame", ["--data.init_args.keyframe_interval", "0"], "data.keyframe_interval must be >= 1, got 0"),
+        (
+            "per_frame",
+            ["--data.init_args.eval_distances", "[0, 7]"],
+            r"data.eval_distances must be a non-empty subset of 0..4, got \[0, 7\]",
+        ),
+        (
+            "per_frame",
+            ["--model.init_args.optim.optimizer", "adam"],
+            "model.init_args: optim.optimizer must be 'sgd' or 'adamw', got 'adam'",
+        ),
+        ("arseg", ["--model.init_args.lr_scale", "2.0"], r"model.init_args: lr_scale must be in \[0.1, 1.0\]"),
+        ("prop_mv", ["--model.init_args.init_from", "missing.ckpt"], "missing.ckpt"),
+    ],
+    ids=["interval-0", "distance-out-of-range", "optimizer", "lr-scale", "missing-init-checkpoint"],
+)
 def test_bad_config_values_are_caught_at_start_up(config, args, message, tiny_data_args, capsys):
     rc = main(["fit", "--config", str(ROOT / f"{config}.yaml"), *tiny_data_args, *args, "--trainer.fast_dev_run", "1"])
     err = capsys.readouterr().err
@@ -264,14 +403,31 @@ def test_teacher_of_another_class_count_is_caught_at_start_up(teacher_ckpt, tiny
 
     raw = torch.load(teacher_ckpt, map_location="cpu", weights_only=True)
     hp = dict(raw["hyper_parameters"], num_classes=5)
-    raw.update(hyper_parameters=hp, state_dict=PerFrame(**{k: v for k, v in hp.items() if not k.startswith("_")}).state_dict())
+    raw.update(
+        hyper_parameters=hp, state_dict=PerFrame(**{k: v for k, v in hp.items() if not k.startswith("_")}).state_dict()
+    )
     torch.save(raw, tmp_path / "teacher5.ckpt")
-    rc = main(["fit", "--config", str(ROOT / "bdnet.yaml"), *tiny_data_args, "--model.init_args.init_from", "null",
-               "--model.init_args.teacher", str(tmp_path / "teacher5.ckpt"), "--trainer.fast_dev_run", "1"])
+    rc = main(
+        [
+            "fit",
+            "--config",
+            str(ROOT / "bdnet.yaml"),
+            *tiny_data_args,
+            "--model.init_args.init_from",
+            "null",
+            "--model.init_args.teacher",
+            str(tmp_path / "teacher5.ckpt"),
+            "--trainer.fast_dev_run",
+            "1",
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 2
-    assert re.search(r"mvseg: error: model.init_args: \S+teacher5.ckpt: teacher has 5 classes, the student 9: "
-                     "train the teacher on the same dataset", err), err[-2000:]
+    assert re.search(
+        r"mvseg: error: model.init_args: \S+teacher5.ckpt: teacher has 5 classes, the student 9: "
+        "train the teacher on the same dataset",
+        err,
+    ), err[-2000:]
 
 
 @pytest.mark.reliability
@@ -288,13 +444,31 @@ def test_a_bad_file_in_the_dataset_stops_fit_before_training(damage, tiny_datase
         video.write_bytes(video.read_bytes()[: video.stat().st_size // 3])
     elif damage == "garbage":
         data = bytearray(video.read_bytes())
-        data[len(data) // 4:] = bytes(range(256)) * (len(data[len(data) // 4:]) // 256) + bytes(len(data[len(data) // 4:]) % 256)
+        data[len(data) // 4 :] = bytes(range(256)) * (len(data[len(data) // 4 :]) // 256) + bytes(
+            len(data[len(data) // 4 :]) % 256
+        )
         video.write_bytes(bytes(data))
     else:
         next((root / "labels" / "val" / "clip_0001").glob("*.png")).unlink()
-    rc = main(["fit", "--config", str(PER_FRAME), "--data.init_args.root", str(root), "--data.init_args.dataset", "folder",
-               "--data.init_args.num_workers", "1", "--trainer.default_root_dir", str(tmp_path / "run"),
-               "--trainer.logger", "false", "--trainer.fast_dev_run", "1"])
+    rc = main(
+        [
+            "fit",
+            "--config",
+            str(PER_FRAME),
+            "--data.init_args.root",
+            str(root),
+            "--data.init_args.dataset",
+            "folder",
+            "--data.init_args.num_workers",
+            "1",
+            "--trainer.default_root_dir",
+            str(tmp_path / "run"),
+            "--trainer.logger",
+            "false",
+            "--trainer.fast_dev_run",
+            "1",
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 1
     assert re.search(r"mvseg: error: \S+clip_0001(\.mp4|/\d+\.png): ", err), err[-2000:]
@@ -307,8 +481,14 @@ def test_num_classes_and_interval_are_linked_into_the_model(tiny_data_args, caps
     from mvseg.data.datamodule import CompressedVideoDataModule
     from mvseg.strategies.base import SegStrategy
 
-    cli = MVSegCLI(SegStrategy, CompressedVideoDataModule, subclass_mode_model=True, subclass_mode_data=True, run=False,
-                   args=["--config", str(PER_FRAME), *tiny_data_args, "--data.init_args.keyframe_interval", "4"])
+    cli = MVSegCLI(
+        SegStrategy,
+        CompressedVideoDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        run=False,
+        args=["--config", str(PER_FRAME), *tiny_data_args, "--data.init_args.keyframe_interval", "4"],
+    )
     assert cli.model.num_classes == 9 and cli.model.keyframe_interval == 4
     assert len(cli.model.metrics["val"]) == 4
 
@@ -329,9 +509,22 @@ def test_fit_with_wandb_logger_offline_writes_a_local_run(tiny_data_args, monkey
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))
     run = tmp_path / "wb"
-    rc = main(["fit", "--config", str(PER_FRAME), *tiny_data_args, "--trainer.max_steps", "2",
-               "--trainer.check_val_every_n_epoch", "1", "--trainer.limit_val_batches", "1",
-               "--trainer.logger.init_args.save_dir", str(run)])
+    rc = main(
+        [
+            "fit",
+            "--config",
+            str(PER_FRAME),
+            *tiny_data_args,
+            "--trainer.max_steps",
+            "2",
+            "--trainer.check_val_every_n_epoch",
+            "1",
+            "--trainer.limit_val_batches",
+            "1",
+            "--trainer.logger.init_args.save_dir",
+            str(run),
+        ]
+    )
     assert rc == 0
     assert list((run / "wandb").glob("offline-run-*")), "no offline W&B run written"
     # validation logged example frames with predicted and true masks
@@ -347,8 +540,15 @@ def test_predict_writes_overlay_video_and_labels(tiny_dataset, tmp_path, capsys)
 
     dm = CompressedVideoDataModule(str(tiny_dataset), "folder", keyframe_interval=3, batch_size=2)
     model = PerFrame(9, 3, net=SegNetConfig(width=0.125, feat_dim=16, head_dim=16))
-    trainer = L.Trainer(accelerator="cpu", max_steps=1, logger=False, enable_progress_bar=False,
-                        enable_model_summary=False, default_root_dir=tmp_path, limit_val_batches=0)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_steps=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        limit_val_batches=0,
+    )
     trainer.fit(model, dm)
     ckpt = tmp_path / "m.ckpt"
     trainer.save_checkpoint(ckpt)
@@ -379,10 +579,21 @@ def test_predict_with_the_adaptive_policy_and_low_latency(tiny_dataset, tmp_path
     from mvseg.strategies import Adaptive, AdaptiveConfig
 
     dm = CompressedVideoDataModule(str(tiny_dataset), "folder", keyframe_interval=3, batch_size=2)
-    model = Adaptive(9, 3, net=SegNetConfig(width=0.125, feat_dim=16, head_dim=16),
-                     adaptive=AdaptiveConfig(kernel_size=3, kernel_channels=8, deviation_channels=8, fuse_channels=4))
-    trainer = L.Trainer(accelerator="cpu", max_steps=1, logger=False, enable_progress_bar=False,
-                        enable_model_summary=False, default_root_dir=tmp_path, limit_val_batches=0)
+    model = Adaptive(
+        9,
+        3,
+        net=SegNetConfig(width=0.125, feat_dim=16, head_dim=16),
+        adaptive=AdaptiveConfig(kernel_size=3, kernel_channels=8, deviation_channels=8, fuse_channels=4),
+    )
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_steps=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        limit_val_batches=0,
+    )
     trainer.fit(model, dm)
     ckpt = tmp_path / "a.ckpt"
     trainer.save_checkpoint(ckpt)
@@ -390,8 +601,26 @@ def test_predict_with_the_adaptive_policy_and_low_latency(tiny_dataset, tmp_path
     outs = {}
     for name, extra in (("blocking", []), ("fast", ["--low-latency"])):
         labels = tmp_path / name
-        assert main(["predict", str(video), "--ckpt", str(ckpt), "--policy", "adaptive", "--threshold", "1.5",
-                     "--out", str(tmp_path / f"{name}.mp4"), "--labels-dir", str(labels), *extra]) == 0
+        assert (
+            main(
+                [
+                    "predict",
+                    str(video),
+                    "--ckpt",
+                    str(ckpt),
+                    "--policy",
+                    "adaptive",
+                    "--threshold",
+                    "1.5",
+                    "--out",
+                    str(tmp_path / f"{name}.mp4"),
+                    "--labels-dir",
+                    str(labels),
+                    *extra,
+                ]
+            )
+            == 0
+        )
         outs[name] = sorted(labels.glob("*.png"))
     assert len(outs["blocking"]) == len(outs["fast"]) == 12
     # threshold 1.5: only the first frame is a keyframe, so the fast track never runs: same labels
@@ -406,10 +635,14 @@ def test_help_lists_every_command(capsys):
         assert cmd in out
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["inspect", "--help"], ["bench", "kernels", "--help"], ["data", "prepare", "--help"]])
+@pytest.mark.parametrize(
+    "argv", [["--help"], ["inspect", "--help"], ["bench", "kernels", "--help"], ["data", "prepare", "--help"]]
+)
 def test_help_answers_without_the_heavy_imports(argv):
     # the command's own imports happen when it runs: help needs none of torch, Lightning or PyAV
-    script = ("import sys\nfrom mvseg.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
-              "print(sorted(m for m in ('torch', 'lightning', 'av', 'wandb') if m in sys.modules))")
+    script = (
+        "import sys\nfrom mvseg.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in ('torch', 'lightning', 'av', 'wandb') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", script, *argv], capture_output=True, text=True, timeout=120)
     assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout[-500:] + out.stderr[-500:]

@@ -28,10 +28,26 @@ from mvseg.cli import main
 ROOT = Path(__file__).parents[2] / "experiments"
 DATASETS = ("cityscapes", "camvid")
 SIZES = {"cityscapes": (64, 128), "camvid": (48, 64)}  # the datasets' aspect ratios, CPU-sized
-CPU = ["--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.precision", "32",
-       "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "1", "--trainer.limit_val_batches", "0",
-       "--data.init_args.crop_size", "[64, 64]",
-       "--data.init_args.batch_size", "2", "--data.init_args.num_workers", "0"]
+CPU = [
+    "--trainer.accelerator",
+    "cpu",
+    "--trainer.devices",
+    "1",
+    "--trainer.precision",
+    "32",
+    "--trainer.max_epochs",
+    "1",
+    "--trainer.limit_train_batches",
+    "1",
+    "--trainer.limit_val_batches",
+    "0",
+    "--data.init_args.crop_size",
+    "[64, 64]",
+    "--data.init_args.batch_size",
+    "2",
+    "--data.init_args.num_workers",
+    "0",
+]
 
 
 def stages(folder: Path) -> list[Path]:
@@ -86,22 +102,36 @@ def rehearsal(tmp_path_factory):
 
     # in memory where the machine has it: ~40 full-width checkpoints are written (and fsynced)
     shm = Path("/dev/shm")
-    work = Path(tempfile.mkdtemp(prefix="mvseg-rehearsal-", dir=shm)) if shm.is_dir() and os.access(shm, os.W_OK) \
+    work = (
+        Path(tempfile.mkdtemp(prefix="mvseg-rehearsal-", dir=shm))
+        if shm.is_dir() and os.access(shm, os.W_OK)
         else tmp_path_factory.mktemp("rehearsal")
+    )
     write_cityscapes_layout(work / "src/cityscapes", {"train": 2, "val": 1}, size=SIZES["cityscapes"])
     write_camvid_layout(work / "src/camvid", {"0001TP": ("train", 2), "0006R0": ("val", 1)}, size=SIZES["camvid"])
     for ds, prepare in (("cityscapes", prepare_cityscapes), ("camvid", prepare_camvid)):
         text = "".join(p.read_text() for p in (ROOT / ds).glob("*.yaml"))
         for cmd in set(re.findall(r"mvseg data prepare \S+ --root SRC --out (data/\S+) ([^#\n]*)", text)):
             out, opts = cmd
-            cfg = PrepareConfig(protocol="per-distance" if "per-distance" in opts else "gop",
-                                interval=int(re.search(r"--interval (\d+)", opts).group(1)))
-            kw = {"void_class": "--void-class" in opts, "before": cfg.interval - 1, "after": cfg.interval} \
-                if ds == "camvid" else {}
+            cfg = PrepareConfig(
+                protocol="per-distance" if "per-distance" in opts else "gop",
+                interval=int(re.search(r"--interval (\d+)", opts).group(1)),
+            )
+            kw = (
+                {"void_class": "--void-class" in opts, "before": cfg.interval - 1, "after": cfg.interval}
+                if ds == "camvid"
+                else {}
+            )
             prepare(work / "src" / ds, work / out, cfg, splits=("train", "val"), progress=False, **kw)
-        make_synthetic_dataset(str(work / f"data/synthetic_{ds}"), train_clips=2, val_clips=1,
-                               config=SyntheticConfig(height=SIZES[ds][0], width=SIZES[ds][1], frames=12),
-                               annotated=(9,), workers=1, progress=False)
+        make_synthetic_dataset(
+            str(work / f"data/synthetic_{ds}"),
+            train_clips=2,
+            val_clips=1,
+            config=SyntheticConfig(height=SIZES[ds][0], width=SIZES[ds][1], frames=12),
+            annotated=(9,),
+            workers=1,
+            progress=False,
+        )
     old = os.getcwd()
     os.chdir(work)
     yield work
@@ -118,12 +148,21 @@ def test_every_recipe_chain_runs_stage_after_stage(ds, rehearsal, capsys, monkey
     names = [p.stem for p in order]
     # the chains the papers describe, in the order they must run
     # AR-Seg: the authors train the LR branch alone first on CamVid (stage1_epoch 50), not on Cityscapes (0)
-    arseg = [("arseg_lr_psp18", "arseg_psp18"), ("arseg_lr_bise18", "arseg_bise18")] if ds == "camvid" else \
-        [("per_frame_psp18", "arseg_psp18"), ("per_frame_bise18", "arseg_bise18")]
-    for first, then in (*arseg, ("per_frame_psp18", "arseg_lr_psp18"), ("flownet_pretrain", "dff_r101"),
-                        ("per_frame_r101", "interp_mv_r101"), ("teacher_r101", "bdnet_r50"),
-                        ("per_frame_r18", "bdnet_r18"), ("per_frame_r101_dlv2", "bdnet_r101"),
-                        ("per_frame_r101", "adaptive_r101")):
+    arseg = (
+        [("arseg_lr_psp18", "arseg_psp18"), ("arseg_lr_bise18", "arseg_bise18")]
+        if ds == "camvid"
+        else [("per_frame_psp18", "arseg_psp18"), ("per_frame_bise18", "arseg_bise18")]
+    )
+    for first, then in (
+        *arseg,
+        ("per_frame_psp18", "arseg_lr_psp18"),
+        ("flownet_pretrain", "dff_r101"),
+        ("per_frame_r101", "interp_mv_r101"),
+        ("teacher_r101", "bdnet_r50"),
+        ("per_frame_r18", "bdnet_r18"),
+        ("per_frame_r101_dlv2", "bdnet_r101"),
+        ("per_frame_r101", "adaptive_r101"),
+    ):
         assert names.index(first) < names.index(then), (first, then)
     needs = {p.name: set((yaml.safe_load(p.read_text()).get("prerequisites") or {}).values()) for p in order}
     run_dir = {p.name: Path(yaml.safe_load(p.read_text())["trainer"]["default_root_dir"]) for p in order}
@@ -137,7 +176,7 @@ def test_every_recipe_chain_runs_stage_after_stage(ds, rehearsal, capsys, monkey
             ckpt = run_dir[p.name] / "checkpoints" / "last.ckpt"
             assert ckpt.is_file(), f"{p.name} did not write {ckpt}"
             for done in needs[p.name]:  # a stage no later stage loads: its full-width checkpoints go
-                if not any(done in needs[q.name] for q in order[i + 1:]):
+                if not any(done in needs[q.name] for q in order[i + 1 :]):
                     shutil.rmtree(run_dir[done])
             print(f"rehearsal: {ds}/{p.name} {time.perf_counter() - t0:.1f} s", flush=True)
     finally:

@@ -18,13 +18,40 @@ ROOT = Path(__file__).parents[2]
 
 
 def _fit(data: Path, run: Path, *extra: str) -> list[str]:
-    return ["fit", "--config", str(ROOT / "experiments" / "per_frame.yaml"),
-            "--data.init_args.root", str(data), "--data.init_args.dataset", "folder",
-            "--data.init_args.cache_dir", str(data / ".cache"), "--data.init_args.num_workers", "0",
-            "--data.init_args.batch_size", "2", "--data.init_args.crop_size", "[64, 96]",
-            "--data.init_args.eval_distances", "[0]", "--trainer.default_root_dir", str(run),
-            "--trainer.logger", "lightning.pytorch.loggers.CSVLogger", "--trainer.logger.init_args.save_dir", str(run), "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "1",
-            "--trainer.check_val_every_n_epoch", "1", "--trainer.enable_progress_bar", "false", *extra]
+    return [
+        "fit",
+        "--config",
+        str(ROOT / "experiments" / "per_frame.yaml"),
+        "--data.init_args.root",
+        str(data),
+        "--data.init_args.dataset",
+        "folder",
+        "--data.init_args.cache_dir",
+        str(data / ".cache"),
+        "--data.init_args.num_workers",
+        "0",
+        "--data.init_args.batch_size",
+        "2",
+        "--data.init_args.crop_size",
+        "[64, 96]",
+        "--data.init_args.eval_distances",
+        "[0]",
+        "--trainer.default_root_dir",
+        str(run),
+        "--trainer.logger",
+        "lightning.pytorch.loggers.CSVLogger",
+        "--trainer.logger.init_args.save_dir",
+        str(run),
+        "--trainer.max_epochs",
+        "1",
+        "--trainer.limit_train_batches",
+        "1",
+        "--trainer.check_val_every_n_epoch",
+        "1",
+        "--trainer.enable_progress_bar",
+        "false",
+        *extra,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +62,9 @@ def trained(tiny_dataset, tmp_path_factory):
 
 
 def _snapshot(run: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(run)): p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file() and p.name != LOCK_NAME}
+    return {
+        str(p.relative_to(run)): p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file() and p.name != LOCK_NAME
+    }
 
 
 def test_a_second_fit_into_a_folder_in_use_is_refused_naming_the_holder(tiny_dataset, tmp_path, capsys):
@@ -75,12 +104,25 @@ def test_overwrite_starts_the_run_over(tiny_dataset, tmp_path, capsys):
 
 def test_a_checkpoint_of_another_method_is_refused_under_a_config(trained, tiny_dataset, tmp_path, capsys):
     ckpt = trained / "checkpoints" / "last.ckpt"
-    args = ["--data.init_args.root", str(tiny_dataset), "--data.init_args.dataset", "folder",
-            "--data.init_args.cache_dir", str(tiny_dataset / ".cache"), "--trainer.logger", "lightning.pytorch.loggers.CSVLogger",
-            "--trainer.default_root_dir", str(tmp_path / "prop_mv"), "--ckpt_path", str(ckpt)]
+    args = [
+        "--data.init_args.root",
+        str(tiny_dataset),
+        "--data.init_args.dataset",
+        "folder",
+        "--data.init_args.cache_dir",
+        str(tiny_dataset / ".cache"),
+        "--trainer.logger",
+        "lightning.pytorch.loggers.CSVLogger",
+        "--trainer.default_root_dir",
+        str(tmp_path / "prop_mv"),
+        "--ckpt_path",
+        str(ckpt),
+    ]
     for verb in ("validate", "test", "fit"):
         assert main([verb, "--config", str(ROOT / "experiments" / "prop_mv.yaml"), *args]) == 2
         err = capsys.readouterr().err
-        assert (f"ckpt_path: {ckpt} holds a PerFrame (mvseg.strategies.per_frame.PerFrame) but the config's model is "
-                "mvseg.strategies.prop_mv.PropMV") in err, verb
+        assert (
+            f"ckpt_path: {ckpt} holds a PerFrame (mvseg.strategies.per_frame.PerFrame) but the config's model is "
+            "mvseg.strategies.prop_mv.PropMV"
+        ) in err, verb
     assert not (tmp_path / "prop_mv").exists()

@@ -8,8 +8,13 @@ import pytest
 import torch
 
 from mvseg import ops
-from mvseg.models.adaptive import (AdaptNetFusion, DeviationPredictor, KernelPredictor, deviation_target,
-                                   keyframe_gain_target)
+from mvseg.models.adaptive import (
+    AdaptNetFusion,
+    DeviationPredictor,
+    KernelPredictor,
+    deviation_target,
+    keyframe_gain_target,
+)
 from mvseg.models.segnet import SegNet, SegNetConfig
 
 

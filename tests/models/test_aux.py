@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-
 from helpers import fit_batch
 
 from mvseg.models.aux import AuxHeads
@@ -21,12 +20,19 @@ def batch_of(b: int = 2, h: int = 64, w: int = 96, k: int = 4) -> dict:
     label = torch.randint(0, k, (b, h // 8, w // 8)).repeat_interleave(8, 1).repeat_interleave(8, 2)
     label[:, :4] = 255
     img = torch.randn(b, 3, h, w) + label[:, None].clamp(max=k).float()  # learnable: the label shows in the image
-    return {"cur": img, "key": img, "label": label, "distance": torch.zeros(b, dtype=torch.long),
-            "offset_cur_to_key": torch.zeros(b, 2, h // 4, w // 4), "mask_cur_to_key": torch.ones(b, h // 4, w // 4)}
+    return {
+        "cur": img,
+        "key": img,
+        "label": label,
+        "distance": torch.zeros(b, dtype=torch.long),
+        "offset_cur_to_key": torch.zeros(b, 2, h // 4, w // 4),
+        "mask_cur_to_key": torch.ones(b, h // 4, w // 4),
+    }
 
 
-@pytest.mark.parametrize("kind,cfg,keys", [("psp", PSP, ["layer3"]), ("presence", PSP, ["layer3"]),
-                                           ("bisenet", BISE, ["cp8", "cp16"])])
+@pytest.mark.parametrize(
+    "kind,cfg,keys", [("psp", PSP, ["layer3"]), ("presence", PSP, ["layer3"]), ("bisenet", BISE, ["cp8", "cp16"])]
+)
 def test_aux_heads_read_the_right_features_and_give_the_authors_loss(kind, cfg, keys):
     net = SegNet(cfg, 4)
     heads = AuxHeads(kind, net.aux_channels(), 4)
@@ -41,10 +47,17 @@ def test_aux_heads_read_the_right_features_and_give_the_authors_loss(kind, cfg, 
         torch.testing.assert_close(loss, F.binary_cross_entropy_with_logits(logits, present))
     else:  # each head's CE at the label's size, summed
         heads.eval()
-        expect = sum(F.cross_entropy(F.interpolate(heads.heads[k](aux_in[k]), (64, 96), mode="bilinear",
-                                                   align_corners=True), b["label"], ignore_index=255) for k in keys)
-        torch.testing.assert_close(heads.loss(aux_in, b["label"], 255,
-                                              lambda lo, y: F.cross_entropy(lo, y, ignore_index=255)), expect)
+        expect = sum(
+            F.cross_entropy(
+                F.interpolate(heads.heads[k](aux_in[k]), (64, 96), mode="bilinear", align_corners=True),
+                b["label"],
+                ignore_index=255,
+            )
+            for k in keys
+        )
+        torch.testing.assert_close(
+            heads.loss(aux_in, b["label"], 255, lambda lo, y: F.cross_entropy(lo, y, ignore_index=255)), expect
+        )
     with pytest.raises(ValueError, match="needs the network's"):
         AuxHeads("bisenet" if kind != "bisenet" else "psp", net.aux_channels(), 4)
 
@@ -64,8 +77,15 @@ def test_per_frame_with_aux_and_ohem_trains_and_predicts_as_without(tmp_path):
     with pytest.raises(ValueError, match="loss must be one of"):
         PerFrame(4, 3, net=PSP, loss="focal")
     # AR-Seg's LR branch continues the HR model's heads (as the authors load the whole HR model)
-    torch.save({"state_dict": {**{f"net.{k}": v for k, v in model.net.state_dict().items()},
-                               **{f"aux.{k}": v for k, v in model.aux.state_dict().items()}}}, tmp_path / "hr.ckpt")
+    torch.save(
+        {
+            "state_dict": {
+                **{f"net.{k}": v for k, v in model.net.state_dict().items()},
+                **{f"aux.{k}": v for k, v in model.aux.state_dict().items()},
+            }
+        },
+        tmp_path / "hr.ckpt",
+    )
     ar = ARSeg(4, 3, net=PSP, init_from=str(tmp_path / "hr.ckpt"), aux="psp", loss="ohem", stage="lr")
     for k, v in model.aux.state_dict().items():
         torch.testing.assert_close(ar.aux.state_dict()[k], v)

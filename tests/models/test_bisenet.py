@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-
 from helpers import fit_batch
 
 from mvseg.models.segnet import SegNet, SegNetConfig
@@ -66,9 +65,14 @@ def test_arseg_with_bisenet_trains():
     # 8x8-pixel blocks of 5 colours (a stride-8 network can resolve them)
     label = torch.randint(0, 5, (4, 8, 12)).repeat_interleave(8, 1).repeat_interleave(8, 2)  # (4, 64, 96)
     x = torch.randn(5, 3)[label].permute(0, 3, 1, 2) + 0.3 * torch.randn(4, 3, 64, 96)
-    batch = {"key": x, "cur": x + 0.05 * torch.randn_like(x), "label": label,
-             "offset_cur_to_key": torch.zeros(4, 2, 16, 24), "mask_cur_to_key": torch.ones(4, 16, 24),
-             "distance": torch.full((4,), 2)}
+    batch = {
+        "key": x,
+        "cur": x + 0.05 * torch.randn_like(x),
+        "label": label,
+        "offset_cur_to_key": torch.zeros(4, 2, 16, 24),
+        "mask_cur_to_key": torch.ones(4, 16, 24),
+        "distance": torch.full((4,), 2),
+    }
     hr = PerFrame(5, 3, net=TINY)  # a trained HR model first: a frozen random classifier bounds the loss
     fit_batch(hr, batch, steps=30)
     model = ARSeg(5, 3, net=TINY, lr_scale=0.5)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from helpers import translating_frames
+
 from mvseg.models.flownet import DIV_FLOW, FlowNetConfig, FlowNetS, endpoint_error, multiscale_epe
 
 SMALL = FlowNetConfig(width=0.125, levels=4)

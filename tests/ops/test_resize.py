@@ -15,13 +15,16 @@ def interpolate(x, size):
     return F.interpolate(x, size, mode="bilinear", align_corners=False)
 
 
-@pytest.mark.parametrize("shape,size", [
-    ((1, 9, 16, 32), (128, 256)),  # the CPU configs' logits -> frame (x8)
-    ((2, 3, 5, 7), (17, 30)),  # ratios that are not integers
-    ((1, 2, 12, 20), (5, 6)),  # down-sampling (no anti-aliasing, as interpolate's default)
-    ((1, 1, 1, 3), (4, 9)),  # a single row: both taps on it
-    ((3, 4, 8, 8), (8, 8)),  # same size
-])
+@pytest.mark.parametrize(
+    "shape,size",
+    [
+        ((1, 9, 16, 32), (128, 256)),  # the CPU configs' logits -> frame (x8)
+        ((2, 3, 5, 7), (17, 30)),  # ratios that are not integers
+        ((1, 2, 12, 20), (5, 6)),  # down-sampling (no anti-aliasing, as interpolate's default)
+        ((1, 1, 1, 3), (4, 9)),  # a single row: both taps on it
+        ((3, 4, 8, 8), (8, 8)),  # same size
+    ],
+)
 def test_matmul_equals_interpolate(shape, size):
     g = torch.Generator().manual_seed(0)
     x = torch.randn(shape, generator=g)

@@ -38,7 +38,9 @@ def test_matches_grid_sample_with_dense_flow():
     off = torch.randn(1, 2, 4, 4, dtype=torch.float64) * 3
     out = warp_reference(x, off)  # frame 16x16 = features: stride 1, a cell is 4x4 pixels
     dense = off.repeat_interleave(4, 2).repeat_interleave(4, 3)
-    ys, xs = torch.meshgrid(torch.arange(16.0, dtype=torch.float64), torch.arange(16.0, dtype=torch.float64), indexing="ij")
+    ys, xs = torch.meshgrid(
+        torch.arange(16.0, dtype=torch.float64), torch.arange(16.0, dtype=torch.float64), indexing="ij"
+    )
     grid = torch.stack(((xs + dense[0, 0]) / 7.5 - 1, (ys + dense[0, 1]) / 7.5 - 1), -1)[None]
     ref = torch.nn.functional.grid_sample(x, grid, align_corners=True)
     torch.testing.assert_close(out, ref)
@@ -64,8 +66,12 @@ def naive_warp(x, off, frame):
                 px = xx + float(off[n, 0, cy, cx]) * wf / frame[1]
                 py = y + float(off[n, 1, cy, cx]) * hf / frame[0]
                 x0, y0 = math.floor(px), math.floor(py)
-                for yy, xc, wgt in [(y0, x0, (1 - (px - x0)) * (1 - (py - y0))), (y0, x0 + 1, (px - x0) * (1 - (py - y0))),
-                                    (y0 + 1, x0, (1 - (px - x0)) * (py - y0)), (y0 + 1, x0 + 1, (px - x0) * (py - y0))]:
+                for yy, xc, wgt in [
+                    (y0, x0, (1 - (px - x0)) * (1 - (py - y0))),
+                    (y0, x0 + 1, (px - x0) * (1 - (py - y0))),
+                    (y0 + 1, x0, (1 - (px - x0)) * (py - y0)),
+                    (y0 + 1, x0 + 1, (px - x0) * (py - y0)),
+                ]:
                     if 0 <= yy < hf and 0 <= xc < wf:
                         out[n, :, y, xx] += wgt * x[n, :, yy, xc].double()
     return out

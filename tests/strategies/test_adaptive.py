@@ -7,7 +7,6 @@ import threading
 
 import pytest
 import torch
-
 from helpers import fit_batch, runtime_vs_protocol
 
 from mvseg import ops
@@ -114,8 +113,12 @@ def test_adaptive_policy_follows_the_predicted_deviation(tiny_dataset, monkeypat
 
     monkeypatch.setattr(model, "stream_deviation", fake)
     monkeypatch.setattr(model, "stream_step", step)
-    keys = [r.is_key for r in run_stream(model, tiny_dataset / "videos" / "val" / "clip_0000.mp4",
-                                         policy=AdaptiveThreshold(0.25), images=False)]
+    keys = [
+        r.is_key
+        for r in run_stream(
+            model, tiny_dataset / "videos" / "val" / "clip_0000.mp4", policy=AdaptiveThreshold(0.25), images=False
+        )
+    ]
     assert keys == [True, False, False, True, False, False, True, False, False, True, False, False]
     assert len(calls) == 11  # asked once per frame after the first
 
@@ -152,7 +155,9 @@ def test_low_latency_caches_the_same_keyframe_features_once_the_slow_track_is_do
             torch.testing.assert_close(a, b)
         assert not torch.allclose(fast.outs[3], blocking.outs[3])
         # and once the slow track is in, the frames after it are the blocking schedule's
-        torch.testing.assert_close(fast.stream_step(fs[4], None, None, False), blocking.stream_step(fs[4], None, None, False))
+        torch.testing.assert_close(
+            fast.stream_step(fs[4], None, None, False), blocking.stream_step(fs[4], None, None, False)
+        )
     assert fast.slow_tracks == 1 and blocking.slow_tracks == 0
     fast.stream_flush()
 
@@ -204,7 +209,9 @@ def test_slow_track_starts_once_the_keyframes_answer_is_out(tiny_dataset):
     real_start = model._start_slow_track
     model._start_slow_track = lambda low: started.append(len(seen)) or real_start(low)
     seen = []
-    for r in run_stream(model, tiny_dataset / "videos" / "val" / "clip_0000.mp4", policy=FixedInterval(4), images=False):
+    for r in run_stream(
+        model, tiny_dataset / "videos" / "val" / "clip_0000.mp4", policy=FixedInterval(4), images=False
+    ):
         seen.append((r.index, r.is_key, model.slow_tracks))
     # frame 0 runs S_h blocking; keyframes 4 and 8 are fast-tracked and their slow tracks start
     # only after their results were yielded: 5 and 9 results out by then
@@ -276,8 +283,15 @@ def test_prop_mv_gain_target_is_what_a_keyframe_would_gain():
     network then labels the frames well, so a copied keyframe (zero motion) misses the shifted
     content: the target equals the definition and is > 0; at distance 0 it is 0."""
     torch.manual_seed(0)
-    prop = PropMV(4, 3, net=NET, deviation_channels=8, deviation_target="gain", keyframe_policy="adaptive",
-                  deviation_threshold=0.1)
+    prop = PropMV(
+        4,
+        3,
+        net=NET,
+        deviation_channels=8,
+        deviation_target="gain",
+        keyframe_policy="adaptive",
+        deviation_threshold=0.1,
+    )
     zero = {"offset_cur_to_key": torch.zeros(2, 2, 8, 12), "mask_cur_to_key": torch.ones(2, 8, 12)}
     same = {**pair(0), **zero}  # t is its own keyframe
     losses = fit_batch(prop.train(), same, steps=40, lr=1e-2)
@@ -302,8 +316,15 @@ def test_prop_mv_motion_input_reads_what_the_block_motion_cannot_explain(tiny_da
     and nothing is lost; a lost field: all lost. Streamed, it follows the threshold, and the chain it
     composes for the prediction is the one the step then warps with (the same labels as plain prop-MV)."""
     torch.manual_seed(0)
-    prop = PropMV(9, 3, net=NET, deviation_channels=8, deviation_input="motion", keyframe_policy="adaptive",
-                  deviation_threshold=0.0).eval()
+    prop = PropMV(
+        9,
+        3,
+        net=NET,
+        deviation_channels=8,
+        deviation_input="motion",
+        keyframe_policy="adaptive",
+        deviation_threshold=0.0,
+    ).eval()
     assert prop.deviation.convs[0].in_channels == prop.net.feat.backbone.channels["layer2"] + 1
     b = pair(2)
     low_k, low_t = (prop.net.low_features(b[k]) for k in ("key", "cur"))

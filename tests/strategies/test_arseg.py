@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-
 from helpers import fit_batch, runtime_vs_protocol
 
 from mvseg.data.datamodule import CompressedVideoDataModule
@@ -18,8 +17,14 @@ NET = SegNetConfig(width=0.125, feat_dim=16, head="plain", head_dim=16, dropout=
 
 def batch_for(key, cur, label, d=1):
     b, _, h, w = key.shape
-    return {"key": key, "cur": cur, "label": label, "offset_cur_to_key": torch.zeros(b, 2, h // 4, w // 4),
-            "mask_cur_to_key": torch.ones(b, h // 4, w // 4), "distance": torch.full((b,), d)}
+    return {
+        "key": key,
+        "cur": cur,
+        "label": label,
+        "offset_cur_to_key": torch.zeros(b, 2, h // 4, w // 4),
+        "mask_cur_to_key": torch.ones(b, h // 4, w // 4),
+        "distance": torch.full((b,), d),
+    }
 
 
 def test_fst_loss_by_hand_and_nothing_reaches_the_frozen_hr_network():
@@ -72,8 +77,9 @@ def test_arseg_training_loss_falls_and_stage_one_feeds_stage_two(tiny_dataset, t
     import lightning as L
 
     torch.manual_seed(0)
-    dm = CompressedVideoDataModule(str(tiny_dataset), "folder", keyframe_interval=3, batch_size=4, hflip=False,
-                                   train_distances=[2])
+    dm = CompressedVideoDataModule(
+        str(tiny_dataset), "folder", keyframe_interval=3, batch_size=4, hflip=False, train_distances=[2]
+    )
     dm.prepare_data()
     dm.setup("fit")
     # the HR image model first (AR-Seg starts from a trained one: a frozen random classifier
@@ -92,8 +98,15 @@ def test_arseg_training_loss_falls_and_stage_one_feeds_stage_two(tiny_dataset, t
     # stage 1 (LR branch alone) is distance-invariant; its LR weights initialise stage 2
     stage1 = ARSeg(dm.num_classes, 3, net=NET, stage="lr")
     assert stage1.distance_invariant and stage1.creff is None
-    trainer = L.Trainer(accelerator="cpu", max_steps=2, logger=False, enable_progress_bar=False,
-                        enable_model_summary=False, default_root_dir=tmp_path, limit_val_batches=1)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_steps=2,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        limit_val_batches=1,
+    )
     trainer.fit(stage1, dm)
     trainer.save_checkpoint(tmp_path / "lr.ckpt")
     stage2 = ARSeg(dm.num_classes, 3, net=NET, lr_init=str(tmp_path / "lr.ckpt"))

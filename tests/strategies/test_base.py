@@ -31,8 +31,14 @@ class Oracle(SegStrategy):
 
 
 def item(label, pred, d):
-    return {"cur": torch.zeros(3, 1, 4), "label": torch.tensor([label]), "pred": torch.tensor([pred]), "distance": d,
-            "clip": "c", "frame": 0}
+    return {
+        "cur": torch.zeros(3, 1, 4),
+        "label": torch.tensor([label]),
+        "pred": torch.tensor([pred]),
+        "distance": d,
+        "clip": "c",
+        "frame": 0,
+    }
 
 
 def run_validate(model, items):
@@ -104,7 +110,12 @@ def test_motion_coverage_keys_when_motion_cannot_bring_the_frame():
     p = MotionCoverage(0.25)
     run(p, fields[:3])
     assert p.uncovered == pytest.approx(0.2)
-    assert run(MotionCoverage(0.5), [(None, None), (pan, ones), (pan, intra), (pan, ones)]) == [True, False, True, False]
+    assert run(MotionCoverage(0.5), [(None, None), (pan, ones), (pan, intra), (pan, ones)]) == [
+        True,
+        False,
+        True,
+        False,
+    ]
     assert run(MotionCoverage(0.95, max_interval=3), fields) == [True, False, False, True, False, False, True, False]
     # a strategy that overrides the decision: the chain restarts only where a keyframe was taken
     p = MotionCoverage(0.15)

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch.utils.flop_counter import FlopCounterMode
-
 from helpers import fit_batch
+from torch.utils.flop_counter import FlopCounterMode
 
 from mvseg.data.datamodule import CompressedVideoDataModule
 from mvseg.models.boundary import BoundaryConfig
@@ -25,8 +24,15 @@ def teacher_ckpt(tiny_dataset, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("teacher")
     dm = CompressedVideoDataModule(str(tiny_dataset), "folder", keyframe_interval=3, batch_size=2)
     torch.manual_seed(0)
-    trainer = L.Trainer(accelerator="cpu", max_steps=1, logger=False, enable_progress_bar=False,
-                        enable_model_summary=False, default_root_dir=tmp, limit_val_batches=0)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_steps=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp,
+        limit_val_batches=0,
+    )
     trainer.fit(PerFrame(9, 3, net=TEACHER_NET), dm)
     trainer.save_checkpoint(tmp / "teacher.ckpt")
     return tmp / "teacher.ckpt"
@@ -34,8 +40,9 @@ def teacher_ckpt(tiny_dataset, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def train_batch(tiny_dataset):
-    dm = CompressedVideoDataModule(str(tiny_dataset), "folder", keyframe_interval=3, batch_size=4, hflip=False,
-                                   train_distances=[2])
+    dm = CompressedVideoDataModule(
+        str(tiny_dataset), "folder", keyframe_interval=3, batch_size=4, hflip=False, train_distances=[2]
+    )
     dm.prepare_data()
     dm.setup("fit")
     return next(iter(dm.train_dataloader()))
@@ -47,7 +54,9 @@ def test_full_bdnet_loss_falls_and_logs_every_term(teacher_ckpt, train_batch):
     parts = model.training_loss(train_batch)
     assert set(parts) == {"loss", "ce", "boundary", "distill_pw", "distill_inn"}
     assert all(v.ndim == 0 and torch.isfinite(v) for v in parts.values())
-    torch.testing.assert_close(parts["loss"], parts["ce"] + parts["boundary"] + parts["distill_pw"] + parts["distill_inn"])
+    torch.testing.assert_close(
+        parts["loss"], parts["ce"] + parts["boundary"] + parts["distill_pw"] + parts["distill_inn"]
+    )
     losses = fit_batch(model, train_batch, steps=30)
     after = model.training_loss(train_batch)
     assert losses[-1] < 0.7 * losses[0]
@@ -84,8 +93,15 @@ def test_trained_bdnet_loads_and_predicts_without_its_teacher(teacher_ckpt, tiny
     torch.manual_seed(0)
     model = BDNet(9, 3, net=NET, teacher=str(teacher_ckpt))
     dm = CompressedVideoDataModule(str(tiny_dataset), "folder", keyframe_interval=3, batch_size=2)
-    trainer = L.Trainer(accelerator="cpu", max_steps=1, logger=False, enable_progress_bar=False,
-                        enable_model_summary=False, default_root_dir=tmp_path, limit_val_batches=0)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_steps=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        limit_val_batches=0,
+    )
     trainer.fit(model, dm)
     trainer.save_checkpoint(tmp_path / "bdnet.ckpt")
     teacher_ckpt.rename(teacher_ckpt.with_suffix(".away"))  # the teacher file is gone

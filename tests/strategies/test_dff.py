@@ -5,7 +5,6 @@ from __future__ import annotations
 import lightning as L
 import pytest
 import torch
-
 from helpers import fit_batch, runtime_vs_protocol
 
 from mvseg.data.datamodule import CompressedVideoDataModule
@@ -71,8 +70,9 @@ def test_scale_function_multiplies_the_warped_features():
 
 def test_dff_training_loss_falls(tiny_dataset):
     torch.manual_seed(0)
-    dm = CompressedVideoDataModule(str(tiny_dataset), "folder", keyframe_interval=3, batch_size=4, hflip=False,
-                                   train_distances=[2])
+    dm = CompressedVideoDataModule(
+        str(tiny_dataset), "folder", keyframe_interval=3, batch_size=4, hflip=False, train_distances=[2]
+    )
     dm.prepare_data()
     dm.setup("fit")
     model = DFF(dm.num_classes, 3, net=NET, flownet=FLOW)
@@ -98,8 +98,15 @@ def test_runtime_equals_the_step_by_step_protocol(tiny_dataset):
 def test_flow_pretraining_then_dff_from_its_checkpoint(tiny_dataset, tmp_path):
     """FlowPretrain lowers the endpoint error on ground-truth flow; DFF loads its flow network."""
     torch.manual_seed(0)
-    dm = CompressedVideoDataModule(str(tiny_dataset), "folder", keyframe_interval=3, batch_size=4, hflip=False,
-                                   with_gt_flow=True, train_distances=[2])
+    dm = CompressedVideoDataModule(
+        str(tiny_dataset),
+        "folder",
+        keyframe_interval=3,
+        batch_size=4,
+        hflip=False,
+        with_gt_flow=True,
+        train_distances=[2],
+    )
     dm.prepare_data()
     dm.setup("fit")
     model = FlowPretrain(9, 3, flownet=FLOW)
@@ -113,8 +120,15 @@ def test_flow_pretraining_then_dff_from_its_checkpoint(tiny_dataset, tmp_path):
         opt.step()
     assert model.training_loss(batch)["EPE"] < 0.7 * first["EPE"]
 
-    trainer = L.Trainer(accelerator="cpu", max_steps=1, logger=False, enable_progress_bar=False,
-                        enable_model_summary=False, default_root_dir=tmp_path, limit_val_batches=2)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_steps=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        limit_val_batches=2,
+    )
     trainer.fit(model, dm)
     logged = trainer.callback_metrics
     assert {"val/EPE", "val/EPE_mv", "val/EPE_d0", "val/EPE_d2"} <= set(logged)

@@ -7,8 +7,8 @@ import torch
 
 from mvseg.data.datamodule import CompressedVideoDataModule
 from mvseg.models.segnet import SegNetConfig
-from mvseg.strategies.loading import load_strategy
 from mvseg.strategies import OptimConfig, PerFrame
+from mvseg.strategies.loading import load_strategy
 
 TINY_NET = SegNetConfig(width=0.125, feat_dim=32, head="psp", head_dim=32, dropout=0.0)
 
@@ -34,9 +34,16 @@ def test_training_loss_falls(tiny_dataset):
 def test_checkpoint_round_trip_without_pickle(tiny_dataset, tmp_path):
     dm = CompressedVideoDataModule(str(tiny_dataset), "folder", keyframe_interval=3, batch_size=2)
     model = PerFrame(dm.num_classes, 3, net=TINY_NET)
-    trainer = L.Trainer(accelerator="cpu", max_steps=2, logger=False, enable_progress_bar=False,
-                        enable_model_summary=False, default_root_dir=tmp_path, num_sanity_val_steps=0,
-                        limit_val_batches=1)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_steps=2,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        num_sanity_val_steps=0,
+        limit_val_batches=1,
+    )
     trainer.fit(model, dm)
     ckpt = tmp_path / "model.ckpt"
     trainer.save_checkpoint(ckpt)

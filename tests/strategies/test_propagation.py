@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from helpers import fit_batch, runtime_vs_protocol
 
 from mvseg.data.datamodule import CompressedVideoDataModule
@@ -18,8 +17,14 @@ NET = SegNetConfig(width=0.125, feat_dim=16, head="plain", head_dim=16, dropout=
 def batch_for(key, cur, off, nxt=None, d=1, nd=1):
     b = key.shape[0]
     hc, wc = off.shape[-2:]
-    out = {"key": key, "cur": cur, "offset_cur_to_key": off, "mask_cur_to_key": torch.ones(b, hc, wc),
-           "distance": torch.full((b,), d), "next_distance": torch.full((b,), nd)}
+    out = {
+        "key": key,
+        "cur": cur,
+        "offset_cur_to_key": off,
+        "mask_cur_to_key": torch.ones(b, hc, wc),
+        "distance": torch.full((b,), d),
+        "next_distance": torch.full((b,), nd),
+    }
     if nxt is not None:
         out.update(next_key=nxt, offset_cur_to_next=-off, mask_cur_to_next=torch.ones(b, hc, wc))
     return out
@@ -62,8 +67,9 @@ def test_linear_fusion_weights_by_distance():
 @pytest.mark.parametrize("cls,kw", [(PropMV, {}), (InterpMV, {"fusion": "learned"})])
 def test_training_loss_falls(tiny_dataset, cls, kw):
     torch.manual_seed(0)
-    dm = CompressedVideoDataModule(str(tiny_dataset), "folder", keyframe_interval=3, batch_size=4, hflip=False,
-                                   with_next=True, train_distances=[2])
+    dm = CompressedVideoDataModule(
+        str(tiny_dataset), "folder", keyframe_interval=3, batch_size=4, hflip=False, with_next=True, train_distances=[2]
+    )
     dm.prepare_data()
     dm.setup("fit")
     model = cls(dm.num_classes, 3, net=NET, **kw)
@@ -76,12 +82,21 @@ def test_init_from_a_per_frame_checkpoint(tiny_dataset, tmp_path):
 
     dm = CompressedVideoDataModule(str(tiny_dataset), "folder", keyframe_interval=3, batch_size=2)
     pf = PerFrame(9, 3, net=NET)
-    trainer = L.Trainer(accelerator="cpu", max_steps=1, logger=False, enable_progress_bar=False,
-                        enable_model_summary=False, default_root_dir=tmp_path, limit_val_batches=0)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_steps=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        limit_val_batches=0,
+    )
     trainer.fit(pf, dm)
     trainer.save_checkpoint(tmp_path / "pf.ckpt")
     prop = PropMV(9, 3, net=NET, init_from=str(tmp_path / "pf.ckpt"))
-    torch.testing.assert_close(prop.net.state_dict()["task.classifier.weight"], pf.net.state_dict()["task.classifier.weight"])
+    torch.testing.assert_close(
+        prop.net.state_dict()["task.classifier.weight"], pf.net.state_dict()["task.classifier.weight"]
+    )
     with pytest.raises(ValueError, match="shape mismatches"):
         PropMV(4, 3, net=NET, init_from=str(tmp_path / "pf.ckpt"))
     with pytest.raises(FileNotFoundError, match="nope.ckpt: init_from checkpoint not found"):
@@ -115,8 +130,16 @@ def gop_dataset(tmp_path_factory):
     from mvseg.data.synthetic import SyntheticConfig, make_synthetic_dataset
 
     root = tmp_path_factory.mktemp("data") / "synthetic_gop3"
-    make_synthetic_dataset(str(root), train_clips=1, val_clips=1, config=SyntheticConfig(height=64, width=128, frames=12),
-                           gop=3, annotated=(5, 8), workers=1, progress=False)
+    make_synthetic_dataset(
+        str(root),
+        train_clips=1,
+        val_clips=1,
+        config=SyntheticConfig(height=64, width=128, frames=12),
+        gop=3,
+        annotated=(5, 8),
+        workers=1,
+        progress=False,
+    )
     return root
 
 

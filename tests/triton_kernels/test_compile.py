@@ -26,8 +26,11 @@ def _env() -> dict:
 
 
 def _pin() -> str:
-    return next(line.strip() for line in (ROOT / ".ci/triton_pin").read_text().splitlines()
-                if line.strip() and not line.startswith("#"))
+    return next(
+        line.strip()
+        for line in (ROOT / ".ci/triton_pin").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    )
 
 
 PYTHONS = {"installed": sys.executable, "pinned": os.environ.get("MVSEG_PINNED_TRITON_PYTHON")}
@@ -39,8 +42,14 @@ def test_every_kernel_compiles_for_sm80_and_sm90(which, tmp_path):
     if not python:
         pytest.skip("no pinned Triton here: .ci/run installs it and sets MVSEG_PINNED_TRITON_PYTHON")
     out = tmp_path / "compile.json"
-    res = subprocess.run([python, "-m", "triton_kernels.compile_check", "--jobs", "2", "--json", str(out)],
-                         cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=1200)
+    res = subprocess.run(
+        [python, "-m", "triton_kernels.compile_check", "--jobs", "2", "--json", str(out)],
+        cwd=ROOT,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-4000:]
     report = json.loads(out.read_text())
     if which == "pinned":
@@ -55,13 +64,18 @@ def test_every_kernel_compiles_for_sm80_and_sm90(which, tmp_path):
     # every autotune config of the paper window (K=7) was compiled, as a GPU compiles each when tuning
     from triton_kernels.local_attention import _CONFIGS
 
-    tiles = {(r["constexprs"]["TILE"], r["num_warps"]) for r in rows if r["kernel"] == "_la_fwd" and r["constexprs"]["K"] == 7}
+    tiles = {
+        (r["constexprs"]["TILE"], r["num_warps"])
+        for r in rows
+        if r["kernel"] == "_la_fwd" and r["constexprs"]["K"] == 7
+    }
     assert tiles == {(c.kwargs["TILE"], c.num_warps) for c in _CONFIGS}
 
 
 def test_compile_check_rejects_what_the_interpreter_runs(tmp_path):
     # the bug that kept CReFF off every GPU: a module-level float read inside a kernel
-    (tmp_path / "bad_kernel.py").write_text(textwrap.dedent('''
+    (tmp_path / "bad_kernel.py").write_text(
+        textwrap.dedent("""
         import torch, triton, triton.language as tl
         NEG = -1.0e30  # not a tl.constexpr
 
@@ -69,8 +83,9 @@ def test_compile_check_rejects_what_the_interpreter_runs(tmp_path):
         def fill(x_ptr, n, BLOCK: tl.constexpr):
             i = tl.arange(0, BLOCK)
             tl.store(x_ptr + i, tl.full([BLOCK], NEG, tl.float32) * 0 - 1, mask=i < n)
-    '''))
-    script = textwrap.dedent('''
+    """)
+    )
+    script = textwrap.dedent("""
         import os, sys, torch
         sys.path.insert(0, sys.argv[1])
         from bad_kernel import fill
@@ -86,19 +101,31 @@ def test_compile_check_rejects_what_the_interpreter_runs(tmp_path):
                     fill[(1,)](x, 4, BLOCK=4)
             except Exception as e:
                 print("compiler refused it:", type(e).__name__, "global" in str(e))
-    ''')
-    run = lambda env: subprocess.run([sys.executable, "-c", script, str(tmp_path)], cwd=ROOT, env=env,  # noqa: E731
-                                     capture_output=True, text=True, timeout=300).stdout
+    """)
+
+    def run(env):
+        return subprocess.run(
+            [sys.executable, "-c", script, str(tmp_path)],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        ).stdout
+
     assert "interpreter ran it: [-1.0, -1.0, -1.0, -1.0]" in run({**_env(), "TRITON_INTERPRET": "1"})
     assert "compiler refused it: CompilationError True" in run(_env())
 
 
 def test_forcing_triton_on_a_cpu_without_the_interpreter_says_what_to_do():
     # was: RuntimeError: 0 active drivers
-    script = ("import os, torch, mvseg.ops as ops; os.environ['MVSEG_KERNELS'] = 'triton'\n"
-              "try:\n    ops.local_attention(*(torch.zeros(1, 2, 4, 4) for _ in range(3)))\n"
-              "except RuntimeError as e:\n    print(e)")
-    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=_env(), capture_output=True, text=True,
-                         timeout=300).stdout
+    script = (
+        "import os, torch, mvseg.ops as ops; os.environ['MVSEG_KERNELS'] = 'triton'\n"
+        "try:\n    ops.local_attention(*(torch.zeros(1, 2, 4, 4) for _ in range(3)))\n"
+        "except RuntimeError as e:\n    print(e)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300
+    ).stdout
     assert out.startswith("local_attention: the Triton kernels need CUDA tensors, got tensors on cpu")
     assert "TRITON_INTERPRET=1" in out and "MVSEG_KERNELS" in out

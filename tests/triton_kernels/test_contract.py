@@ -14,10 +14,10 @@ import torch
 
 import mvseg.ops as ops
 import triton_kernels as tk
+from mvseg.ops.fields import cell_index
 from mvseg.ops.local_attention import local_attention_blocked, local_attention_reference
 from mvseg.ops.sv_conv import sv_conv_reference
 from mvseg.ops.warp import warp_reference
-from mvseg.ops.fields import cell_index
 from triton_kernels import validate
 from triton_kernels._tuning import interpreted
 
@@ -31,7 +31,12 @@ x = torch.randn(2, 3, 4, 5)
 BAD = [  # (op, args, exception, message)
     ("warp", (x, torch.randn(1, 2, 2, 2)), ValueError, "offsets must be (B, 2, Hm, Wm) with the features' B=2"),
     ("warp", (x, torch.randn(2, 3, 2, 2)), ValueError, "offsets must be (B, 2, Hm, Wm)"),
-    ("warp", (x, torch.randn(2, 2, 2, 2), torch.ones(2, 2, 3)), ValueError, "mask must be (B, Hm, Wm) = 2x2x2, got 2x2x3"),
+    (
+        "warp",
+        (x, torch.randn(2, 2, 2, 2), torch.ones(2, 2, 3)),
+        ValueError,
+        "mask must be (B, Hm, Wm) = 2x2x2, got 2x2x3",
+    ),
     ("warp", (x[0], torch.randn(2, 2, 2, 2)), ValueError, "features must be 4-D, got shape 3x4x5"),
     ("warp", (x.long(), torch.randn(2, 2, 2, 2)), TypeError, "features must be a floating-point tensor"),
     ("warp", (x, torch.randn(2, 2, 0, 2)), ValueError, "an offset grid of 0x2 cells has no offset"),
@@ -86,10 +91,17 @@ def test_empty_tensors_give_empty_results_and_zero_gradients(b, c, h, w, cv):
         return out, [t.grad for t in ins]
 
     for fast, ref, shapes in [
-        (lambda a, b_, c_: tk.local_attention(a, b_, c_, 3), lambda a, b_, c_: local_attention_reference(a, b_, c_, 3),
-         [(b, c, h, w), (b, c, h, w), (b, cv, h, w)]),
+        (
+            lambda a, b_, c_: tk.local_attention(a, b_, c_, 3),
+            lambda a, b_, c_: local_attention_reference(a, b_, c_, 3),
+            [(b, c, h, w), (b, c, h, w), (b, cv, h, w)],
+        ),
         (tk.sv_conv, sv_conv_reference, [(b, c, h, w), (b, 9, h, w)]),
-        (lambda f, o: tk.warp(f, o, None, (8, 8)), lambda f, o: warp_reference(f, o, None, (8, 8)), [(b, c, h, w), (b, 2, 2, 2)]),
+        (
+            lambda f, o: tk.warp(f, o, None, (8, 8)),
+            lambda f, o: warp_reference(f, o, None, (8, 8)),
+            [(b, c, h, w), (b, 2, 2, 2)],
+        ),
     ]:
         (o1, g1), (o2, g2) = run(fast, *shapes), run(ref, *shapes)
         assert o1.shape == o2.shape
@@ -130,7 +142,9 @@ def test_nan_and_inf_positions_read_zero_on_both_paths():
     assert gk[1][0, :, 1, 2].eq(0).all()  # no gradient through a NaN position
 
 
-@pytest.mark.parametrize("n_out,n_cells", [(128, 256), (90, 180), (135, 240), (7, 3), (1, 5), (5, 1), (256, 128), (33, 17)])
+@pytest.mark.parametrize(
+    "n_out,n_cells", [(128, 256), (90, 180), (135, 240), (7, 3), (1, 5), (5, 1), (256, 128), (33, 17)]
+)
 def test_cell_index_is_exact(n_out, n_cells):
     # the cell holding each pixel centre, floor((i + 1/2) * n_cells / n_out), in exact rationals; with
     # features at 1/8 and cells at 1/4 (128 -> 256) every centre lies exactly on a cell boundary

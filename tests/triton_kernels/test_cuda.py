@@ -19,8 +19,10 @@ from triton_kernels._tuning import interpreted
 
 pytestmark = [
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (.ci/gpu runs these where one is lent)"),
-    pytest.mark.skipif(interpreted(sys.modules["triton_kernels.warp"]._warp_fwd),
-                       reason="TRITON_INTERPRET=1: the kernels would not be compiled for the GPU"),
+    pytest.mark.skipif(
+        interpreted(sys.modules["triton_kernels.warp"]._warp_fwd),
+        reason="TRITON_INTERPRET=1: the kernels would not be compiled for the GPU",
+    ),
 ]
 TOL = {torch.float32: 1e-4, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}  # max |error| / max |reference|
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
@@ -49,11 +51,17 @@ def randn(*shape, dtype=torch.float32, scale=1.0):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("b,c,cv,h,w,k", [(1, 64, 64, 720, 960, 7), (1, 512, 512, 128, 256, 7), (2, 5, 3, 33, 47, 3),
-                                          (1, 16, 16, 40, 60, 11)])
+@pytest.mark.parametrize(
+    "b,c,cv,h,w,k",
+    [(1, 64, 64, 720, 960, 7), (1, 512, 512, 128, 256, 7), (2, 5, 3, 33, 47, 3), (1, 16, 16, 40, 60, 11)],
+)
 def test_local_attention(b, c, cv, h, w, k, dtype):
     torch.manual_seed(0)
-    q, key, v = randn(b, c, h, w, dtype=dtype, scale=0.2), randn(b, c, h, w, dtype=dtype, scale=0.2), randn(b, cv, h, w, dtype=dtype)
+    q, key, v = (
+        randn(b, c, h, w, dtype=dtype, scale=0.2),
+        randn(b, c, h, w, dtype=dtype, scale=0.2),
+        randn(b, cv, h, w, dtype=dtype),
+    )
     check(lambda *a: tk.local_attention(*a, k), lambda *a: local_attention_reference(*a, k), [q, key, v], dtype)
 
 
@@ -66,9 +74,14 @@ def test_sv_conv(b, c, h, w, k, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("feat,cells,frame,masked", [((1, 256, 128, 256), (256, 512), (1024, 2048), True),
-                                                      ((1, 256, 180, 240), (180, 240), (720, 960), False),
-                                                      ((2, 5, 33, 47), (17, 24), (66, 94), True)])
+@pytest.mark.parametrize(
+    "feat,cells,frame,masked",
+    [
+        ((1, 256, 128, 256), (256, 512), (1024, 2048), True),
+        ((1, 256, 180, 240), (180, 240), (720, 960), False),
+        ((2, 5, 33, 47), (17, 24), (66, 94), True),
+    ],
+)
 def test_warp(feat, cells, frame, masked, dtype):
     torch.manual_seed(2)
     f = randn(*feat, dtype=dtype)

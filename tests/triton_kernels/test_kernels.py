@@ -121,7 +121,11 @@ def test_half_precision_against_fp32_reference(dtype, tol):
     f, kern = torch.randn(1, 5, 7, 8).to(dtype).requires_grad_(), torch.randn(1, 9, 7, 8).to(dtype).requires_grad_()
     off = (torch.randn(1, 2, 4, 4) * 3).requires_grad_()
     cases = [
-        (lambda a, b, c: tk.local_attention(a, b, c, 3), lambda a, b, c: local_attention_reference(a, b, c, 3), (q, k, v)),
+        (
+            lambda a, b, c: tk.local_attention(a, b, c, 3),
+            lambda a, b, c: local_attention_reference(a, b, c, 3),
+            (q, k, v),
+        ),
         (tk.sv_conv, sv_conv_reference, (f, kern)),
         (lambda a, o: tk.warp(a, o, None, (14, 16)), lambda a, o: warp_reference(a, o, None, (14, 16)), (f, off)),
     ]

@@ -90,7 +90,7 @@ def test_warp_requests_at_most_what_the_model_says():
 
 def test_model_at_the_papers_sizes():
     # the figures docs/results.md states: requested / minimum, the old design's 108 GB included
-    (fwd, *_), = [fn(4, True) for name, fn in traffic.PAPER if name.startswith("local attention C=512")]
+    ((fwd, *_),) = [fn(4, True) for name, fn in traffic.PAPER if name.startswith("local attention C=512")]
     assert round(fwd.minimum / 1e9, 2) == 0.27 and 6.4e9 < fwd.requested < 6.7e9
     old = 16 * 2 * 49 * 512 * 128 * 256 * 4 + 49 * 512 * 128 * 256 * 4  # 16 value-channel blocks, each all q.k
     assert old / fwd.requested > 16

@@ -9,12 +9,12 @@ import warnings
 import av
 import numpy as np
 import pytest
-
 from helpers import CONTAINERS, encode_with, translating_frames
 
 from mvseg.video.decode import CODECS, NoMotionVectorsError, iter_frames, probe
 from mvseg.video.motion import iter_fields
 from mvseg.video.report import motion_report, summarize
+
 
 @pytest.fixture(scope="module")
 def pan_qcif():
@@ -60,7 +60,9 @@ def test_mpeg2_without_b_frames_is_not_reported_as_having_them(pan_qcif, tmp_pat
 def test_mpeg4_b_frames_all_zero_mvs_are_missing_not_motion(pan_qcif, tmp_path):
     plain = encode_with(pan_qcif, tmp_path / "p.avi", "mpeg4", fixed_q=4)
     with_b = encode_with(pan_qcif, tmp_path / "b.avi", "mpeg4", bframes=2, fixed_q=4)
-    with pytest.warns(UserWarning, match=r"b.avi: MPEG-4 Part 2 \(Xvid/DivX\) B-frames: this FFmpeg exports their MVs as all zero"):
+    with pytest.warns(
+        UserWarning, match=r"b.avi: MPEG-4 Part 2 \(Xvid/DivX\) B-frames: this FFmpeg exports their MVs as all zero"
+    ):
         fields = list(iter_fields(with_b, rgb=False))
     b = [(f, o, m) for f, o, m in fields if f.pict_type == "B"]
     assert b and all(f.mvs_missing and len(f.mvs) and not f.mvs["motion_x"].any() for f, _, _ in b)

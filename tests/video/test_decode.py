@@ -5,6 +5,7 @@ from __future__ import annotations
 import av
 import numpy as np
 import pytest
+from helpers import translating_frames
 
 from mvseg.video.decode import (
     MV_DTYPE,
@@ -15,8 +16,6 @@ from mvseg.video.decode import (
     iter_frames,
     probe,
 )
-from helpers import translating_frames
-
 from mvseg.video.encode import encode_video, remux
 
 
@@ -258,8 +257,13 @@ def test_resolution_change_mid_stream(tmp_path):
         parts.append((tmp_path / f"part{i}.h264").read_bytes())
     joined = tmp_path / "switch.h264"
     joined.write_bytes(b"".join(parts))
-    with pytest.warns(UserWarning, match="no timestamp"), pytest.raises(
-            VideoError, match=r"switch.h264: frame size changes mid-stream at frame 6 \(64x48 -> 96x64\); split the video"):
+    with (
+        pytest.warns(UserWarning, match="no timestamp"),
+        pytest.raises(
+            VideoError,
+            match=r"switch.h264: frame size changes mid-stream at frame 6 \(64x48 -> 96x64\); split the video",
+        ),
+    ):
         decode_video(joined)
 
 
@@ -280,19 +284,21 @@ def _damage(data: bytes, at: float, n: int = 4096) -> bytes:
 
 @pytest.mark.reliability
 def test_damaged_packets_are_skipped_and_corrupt_frames_masked(tmp_path):
+    from mvseg.data.synthetic import SyntheticConfig, render_clip
     from mvseg.video.motion import iter_fields
     from mvseg.video.report import summarize
 
-    from mvseg.data.synthetic import SyntheticConfig, render_clip
-
-    good = encode_video(render_clip(7, SyntheticConfig(height=144, width=176, frames=40)).frames,
-                        tmp_path / "good.mp4", gop=20)
+    good = encode_video(
+        render_clip(7, SyntheticConfig(height=144, width=176, frames=40)).frames, tmp_path / "good.mp4", gop=20
+    )
     remux(good, tmp_path / "good.ts", "mpegts")
     remux(good, tmp_path / "good.mkv", "matroska")
     # random bytes over the second I-frame of a transport stream: decoded, flagged corrupt
     ts = tmp_path / "bad.ts"
     ts.write_bytes(_damage((tmp_path / "good.ts").read_bytes(), 0.5))
-    with pytest.warns(UserWarning, match=r"bad.ts: damaged stream: 1 frame\(s\) flagged corrupt by the decoder \(frames 20;"):
+    with pytest.warns(
+        UserWarning, match=r"bad.ts: damaged stream: 1 frame\(s\) flagged corrupt by the decoder \(frames 20;"
+    ):
         fields = list(iter_fields(ts, rgb=False))
     assert len(fields) == 40
     bad = [f.index for f, _, _ in fields if f.corrupt]
@@ -302,7 +308,9 @@ def test_damaged_packets_are_skipped_and_corrupt_frames_masked(tmp_path):
     # in Matroska the same damage makes the decoder reject a packet: skipped, the rest decodes
     mkv = tmp_path / "bad.mkv"
     mkv.write_bytes(_damage((tmp_path / "good.mkv").read_bytes(), 0.5))
-    with pytest.warns(UserWarning, match=r"bad.mkv: damaged stream: 1 damaged packet\(s\) skipped \(first after frame 20\)"):
+    with pytest.warns(
+        UserWarning, match=r"bad.mkv: damaged stream: 1 damaged packet\(s\) skipped \(first after frame 20\)"
+    ):
         n = sum(1 for _ in iter_frames(mkv, rgb=False))
     assert 30 < n < 40
     # a Matroska file cut short declares no frame count: its duration says it ends early
@@ -366,8 +374,13 @@ def _x264(path, frames: np.ndarray, params: str) -> None:
             c.mux(p)
 
 
-@pytest.mark.parametrize("params, chunks", [("keyint=10:min-keyint=10:scenecut=0:bframes=2:ref=3", 4),
-                                            ("keyint=10:min-keyint=10:scenecut=0:bframes=2:open-gop=1", 0)])
+@pytest.mark.parametrize(
+    "params, chunks",
+    [
+        ("keyint=10:min-keyint=10:scenecut=0:bframes=2:ref=3", 4),
+        ("keyint=10:min-keyint=10:scenecut=0:bframes=2:open-gop=1", 0),
+    ],
+)
 def test_gop_parallel_mvs_equal_one_decoder(params, chunks, tmp_path, monkeypatch):
     # MVs only: cut at IDR frames, one decoder per chunk in worker threads; an open GOP (B-frames
     # shown before their I-frame) cannot be cut there: one decoder from the start instead
@@ -409,7 +422,10 @@ def test_inspect_says_when_a_codec_exports_no_mvs_and_dump_mvs_fails(tmp_path, c
     assert "MVs:          none: FFmpeg exports no block motion vectors for vp9" in out
     csv = tmp_path / "mvs.csv"
     assert main(["inspect", str(src), "--dump-mvs", str(csv)]) == 2
-    assert f"{src}: codec 'vp9' carries no block motion vectors that FFmpeg exports: nothing to dump" in capsys.readouterr().err
+    assert (
+        f"{src}: codec 'vp9' carries no block motion vectors that FFmpeg exports: nothing to dump"
+        in capsys.readouterr().err
+    )
     assert not csv.exists()
 
 
@@ -420,7 +436,9 @@ def test_inspect_warns_for_interlaced_video(tmp_path, capsys):
     from mvseg.cli import main
 
     frames = np.stack([np.full((96, 128, 3), 40 * i, np.uint8) for i in range(4)])
-    src = encode_with(frames, tmp_path / "tff.mp4", "libx264", options={"x264-params": "tff=1"})  # interlaced, top field first
+    src = encode_with(
+        frames, tmp_path / "tff.mp4", "libx264", options={"x264-params": "tff=1"}
+    )  # interlaced, top field first
     assert main(["inspect", str(src)]) == 0
     err = capsys.readouterr().err
     assert f"mvseg inspect: warning: {src}: interlaced video (fields)" in err
@@ -433,8 +451,8 @@ def test_inspect_warns_for_interlaced_video(tmp_path, capsys):
 def test_motion_report_batched_equals_one_warp_at_a_time(tmp_path):
     """The report warps a frame's distances in one batch: the same PSNRs as warping each alone."""
     import torch
-
     from helpers import translating_frames
+
     from mvseg.video.report import _psnr, _psnr_batch, _warp_images, warp_image
 
     frames = torch.from_numpy(translating_frames(3, 64, 96, 2.0, 1.0)).permute(0, 3, 1, 2).float()

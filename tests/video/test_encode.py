@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import translating_frames
 from PIL import Image
 
-from helpers import translating_frames
 from mvseg.video.decode import decode_video
 from mvseg.video.encode import encode_video
 

@@ -5,10 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from helpers import translating_frames
-from mvseg.video.decode import MV_DTYPE, decode_video
-from mvseg.video.encode import encode_video
+
 from mvseg.ops.fields import (
     cell_index,
     compose,
@@ -21,7 +19,8 @@ from mvseg.ops.fields import (
     sample_field,
     to_feature_grid,
 )
-from mvseg.video.decode import iter_frames
+from mvseg.video.decode import MV_DTYPE, decode_video, iter_frames
+from mvseg.video.encode import encode_video
 from mvseg.video.motion import iter_fields, rasterize_mvs, reference_distances
 
 
@@ -49,12 +48,14 @@ def test_every_partition_size_covers_its_cells(w, h):
 
 
 def test_macroblock_mixture_and_mpeg4_scale():
-    mvs = np.concatenate([
-        mv(0, 0, 16, 16, 4, 0),  # 1 px right
-        mv(16, 0, 8, 8, 0, 8),  # 2 px down
-        mv(24, 0, 8, 8, 2, 0, scale=2),  # MPEG-4 half-pel: 1 px
-        mv(16, 8, 4, 4, -4, -4),  # sub-8x8 partition
-    ])
+    mvs = np.concatenate(
+        [
+            mv(0, 0, 16, 16, 4, 0),  # 1 px right
+            mv(16, 0, 8, 8, 0, 8),  # 2 px down
+            mv(24, 0, 8, 8, 2, 0, scale=2),  # MPEG-4 half-pel: 1 px
+            mv(16, 8, 4, 4, -4, -4),  # sub-8x8 partition
+        ]
+    )
     off, mask = rasterize_mvs(mvs, 16, 32)
     assert mask[:, :4].all() and np.all(off[0, :, :4] == 1.0)
     assert mask[:2, 4:6].all() and np.all(off[1, :2, 4:6] == 2.0)
@@ -90,7 +91,10 @@ def fill_reference(mvs, height, width, radius=2, max_share=0.5):
     for m in mvs:
         by, bx = min(max(m["dst_y"] // 16, 0), hm - 1), min(max(m["dst_x"] // 16, 0), wm - 1)
         a = float(m["w"]) * float(m["h"])
-        acc[:, by, bx] += a * np.float32(m["motion_x"]) / m["motion_scale"], a * np.float32(m["motion_y"]) / m["motion_scale"]
+        acc[:, by, bx] += (
+            a * np.float32(m["motion_x"]) / m["motion_scale"],
+            a * np.float32(m["motion_y"]) / m["motion_scale"],
+        )
         wsum[by, bx] += a
     known = wsum > 0
     if known.all() or known.sum() < (1 - max_share) * known.size:
@@ -102,8 +106,12 @@ def fill_reference(mvs, height, width, radius=2, max_share=0.5):
             for x in range(wm):
                 if known[y, x]:
                     continue
-                nb = [(j, i) for j in range(y - 1, y + 2) for i in range(x - 1, x + 2)
-                      if 0 <= j < hm and 0 <= i < wm and known[j, i]]
+                nb = [
+                    (j, i)
+                    for j in range(y - 1, y + 2)
+                    for i in range(x - 1, x + 2)
+                    if 0 <= j < hm and 0 <= i < wm and known[j, i]
+                ]
                 if nb:
                     new_known[y, x] = True
                     new_value[:, y, x] = np.mean([value[:, j, i] for j, i in nb], axis=0)
@@ -134,8 +142,10 @@ def h264_like_mvs(rng, height, width, p_intra):
     return np.concatenate(blocks) if blocks else np.zeros(0, MV_DTYPE)
 
 
-@pytest.mark.parametrize("size,p_intra,seed", [((64, 96), 0.2, 0), ((50, 70), 0.3, 1), ((96, 160), 0.45, 2),
-                                               ((64, 64), 0.7, 3), ((48, 80), 0.05, 4)])
+@pytest.mark.parametrize(
+    "size,p_intra,seed",
+    [((64, 96), 0.2, 0), ((50, 70), 0.3, 1), ((96, 160), 0.45, 2), ((64, 64), 0.7, 3), ((48, 80), 0.05, 4)],
+)
 def test_intra_fill_equals_the_reference(size, p_intra, seed):
     mvs = h264_like_mvs(np.random.default_rng(seed), *size, p_intra)
     off, mask = rasterize_mvs(mvs, *size, intra="fill")
@@ -153,9 +163,17 @@ def test_intra_fill_equals_the_reference(size, p_intra, seed):
 def test_intra_fill_borrows_the_surrounding_motion_and_stops_at_its_radius():
     """A pan of (1.5, -0.5) px: a lone intra macroblock gets exactly the pan and mask 1; in a 6x6
     macroblock intra region the radius-2 fill reaches two rings in and leaves the centre 2x2 out."""
+
     def pan(holes):
-        return np.concatenate([mv(x, y, 16, 16, 6, -2) for y in range(0, 160, 16) for x in range(0, 160, 16)
-                               if (y // 16, x // 16) not in holes])
+        return np.concatenate(
+            [
+                mv(x, y, 16, 16, 6, -2)
+                for y in range(0, 160, 16)
+                for x in range(0, 160, 16)
+                if (y // 16, x // 16) not in holes
+            ]
+        )
+
     off, mask = rasterize_mvs(pan({(4, 4)}), 160, 160, intra="fill")
     assert mask.all() and np.all(off[0] == 1.5) and np.all(off[1] == -0.5)
     region = {(y, x) for y in range(2, 8) for x in range(2, 8)}
@@ -192,15 +210,19 @@ def test_iframe_takes_the_previous_frames_motion_so_a_chain_crosses_it(pan_video
     ext = list(iter_fields(path, rgb=False))
     raw = list(iter_fields(path, rgb=False, iframes="none"))
     assert [f.pict_type for f, _, _ in ext].index("I", 1) == 10
-    for t, ((f, o, m), (_, o_raw, m_raw)) in enumerate(zip(ext, raw)):
+    for t, ((_, o, m), (_, o_raw, m_raw)) in enumerate(zip(ext, raw)):
         if t in (0, 10):
             assert not m_raw.any() and not o_raw.any()
         else:  # P-frames are untouched
             assert np.array_equal(o, o_raw) and np.array_equal(m, m_raw)
     assert np.array_equal(ext[10][1], ext[9][1]) and np.array_equal(ext[10][2], ext[9][2])
     assert not ext[0][2].any()  # nothing before the first frame to extrapolate from
-    links = lambda fields: ([torch.from_numpy(fields[j][1]) for j in range(9, 13)],
-                            [torch.from_numpy(fields[j][2]) for j in range(9, 13)])
+
+    def links(fields):
+        return [torch.from_numpy(fields[j][1]) for j in range(9, 13)], [
+            torch.from_numpy(fields[j][2]) for j in range(9, 13)
+        ]
+
     off, valid = compose_forward(*links(ext))
     assert valid.mean() > 0.7
     assert off[0][valid > 0].median() == pytest.approx(-8.0, abs=0.5)  # 4 frames of (+2, +1), forward
@@ -314,7 +336,7 @@ def test_one_pass_fields_use_the_anchor_distances(bframe_video):
     assert any(d != (1, 1) for d in dists)
     fields = list(iter_fields(path, rgb=False, iframes="none"))
     assert [f.index for f, _, _ in fields] == list(range(len(frames)))
-    for (f, off, mask), d, g in zip(fields, dists, frames):
+    for (_, off, mask), d, g in zip(fields, dists, frames):
         want_off, want_mask = rasterize_mvs(g.mvs, 96, 128, *d)
         np.testing.assert_array_equal(off, want_off)
         np.testing.assert_array_equal(mask, want_mask)

@@ -10,8 +10,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mvseg.video.decode import MV_DTYPE
 from mvseg.ops.fields import compose, extend_chain, grid_size, invert
+from mvseg.video.decode import MV_DTYPE
 from mvseg.video.motion import rasterize_mvs
 
 pytestmark = pytest.mark.reliability
@@ -63,7 +63,9 @@ def test_rasteriser_cells_carry_a_covering_mv_or_nothing(case):
             assert mask[cy, cx] == 1
             # the value of one covering MV: past ones as motion / scale, future ones negated
             sign = np.where(cov["source"] > 0, -1.0, 1.0)
-            cand = np.stack([sign * cov["motion_x"] / cov["motion_scale"], sign * cov["motion_y"] / cov["motion_scale"]], 1)
+            cand = np.stack(
+                [sign * cov["motion_x"] / cov["motion_scale"], sign * cov["motion_y"] / cov["motion_scale"]], 1
+            )
             if (cov["source"] < 0).any():  # a past MV wins over a future one
                 cand = cand[cov["source"] < 0]
             assert np.isclose(cand, off[:, cy, cx]).all(1).any()
@@ -109,8 +111,14 @@ def test_composition_and_inversion_stay_finite_and_masks_binary(case):
 
 
 @SETTINGS
-@given(st.floats(0.0, 3.0), st.floats(0.0, 3.0), st.floats(5.0, 10.0), st.floats(5.0, 10.0),
-       st.floats(0.0, 6.3), st.floats(0.0, 6.3))
+@given(
+    st.floats(0.0, 3.0),
+    st.floats(0.0, 3.0),
+    st.floats(5.0, 10.0),
+    st.floats(5.0, 10.0),
+    st.floats(0.0, 6.3),
+    st.floats(0.0, 6.3),
+)
 def test_composing_with_the_inverse_is_near_identity_on_smooth_fields(ax, ay, lx, ly, px, py):
     y, x = torch.meshgrid(torch.arange(16.0), torch.arange(16.0), indexing="ij")
     f = torch.stack([ax * torch.sin(y / ly + px), ay * torch.cos(x / lx + py)])  # (2, 16, 16) pixels

@@ -11,10 +11,10 @@ from unittest import mock
 
 import numpy as np
 import pytest
+from helpers import encode_with
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from helpers import encode_with
 from mvseg.video import raster_jit
 from mvseg.video.decode import MV_DTYPE, iter_frames
 from mvseg.video.motion import rasterize_mvs, reference_distances
@@ -31,8 +31,9 @@ def numpy_path(*args, **kwargs):
 def assert_same(mvs, height, width, *args, **kwargs):
     fast = raster_jit.rasterize(mvs, height, width, -(-height // 4), -(-width // 4), *args)
     assert fast is not None, "the compiled path should take FFmpeg's 8/16-pixel blocks"
-    ref = numpy_path(mvs, height, width, *args[:2], intra="fill" if args[2] else "none",
-                     radius=args[3], max_share=args[4])
+    ref = numpy_path(
+        mvs, height, width, *args[:2], intra="fill" if args[2] else "none", radius=args[3], max_share=args[4]
+    )
     np.testing.assert_array_equal(fast[0], ref[0])  # bit for bit: same float32 steps, same order
     np.testing.assert_array_equal(fast[1], ref[1])
     return fast
@@ -57,8 +58,13 @@ def ffmpeg_frames(draw):
         a[i]["source"] = draw(st.sampled_from([-1, -1, 1, -2, 2]))
         a[i]["motion_x"], a[i]["motion_y"] = draw(st.integers(-2048, 2048)), draw(st.integers(-2048, 2048))
         a[i]["motion_scale"] = draw(st.sampled_from([4, 2, 1, 0]))
-    rules = (draw(st.sampled_from([1, 2, 3])), draw(st.sampled_from([1, 2, 4])), draw(st.booleans()),
-             draw(st.integers(0, 3)), draw(st.sampled_from([0.5, 0.9, 0.1])))
+    rules = (
+        draw(st.sampled_from([1, 2, 3])),
+        draw(st.sampled_from([1, 2, 4])),
+        draw(st.booleans()),
+        draw(st.integers(0, 3)),
+        draw(st.sampled_from([0.5, 0.9, 0.1])),
+    )
     return a, height, width, rules
 
 

@@ -28,9 +28,12 @@ def extract_mvs(tmp_path_factory):
         return exe
     src = next((p for p in EXAMPLE_SOURCES if p.exists()), None)
     if src is None or not shutil.which("gcc") or not shutil.which("pkg-config"):
-        pytest.skip("FFmpeg's extract_mvs.c example or a C toolchain is not installed (apt install ffmpeg-doc libavformat-dev)")
-    flags = subprocess.run(["pkg-config", "--cflags", "--libs", "libavformat", "libavcodec", "libavutil"],
-                           capture_output=True, text=True)
+        pytest.skip(
+            "FFmpeg's extract_mvs.c example or a C toolchain is not installed (apt install ffmpeg-doc libavformat-dev)"
+        )
+    flags = subprocess.run(
+        ["pkg-config", "--cflags", "--libs", "libavformat", "libavcodec", "libavutil"], capture_output=True, text=True
+    )
     if flags.returncode:
         pytest.skip("FFmpeg development libraries not found by pkg-config")
     exe = tmp_path_factory.mktemp("ffmpeg") / "extract_mvs"
@@ -91,8 +94,19 @@ def test_motion_report_on_bframe_stream_beats_copy(bframe_video):
 def test_inspect_cli_prints_and_writes_json(pan_video, tmp_path, capsys):
     path, _ = pan_video
     out_json, out_csv = tmp_path / "r.json", tmp_path / "mvs.csv"
-    rc = main(["inspect", str(path), "--dump-mvs", str(out_csv), "--motion-report", "--max-distance", "3",
-               "--json", str(out_json)])
+    rc = main(
+        [
+            "inspect",
+            str(path),
+            "--dump-mvs",
+            str(out_csv),
+            "--motion-report",
+            "--max-distance",
+            "3",
+            "--json",
+            str(out_json),
+        ]
+    )
     assert rc == 0
     text = capsys.readouterr().out
     assert "IPPPPPPPPPIPPPPPPPPP" in text and "h264  128x96" in text and "| 3 | 14 |" in text

@@ -11,8 +11,8 @@ from unittest import mock
 import numpy as np
 import pytest
 import torch
-
 from helpers import translating_frames
+
 from mvseg.ops.fields import cell_index
 from mvseg.video import report_jit
 from mvseg.video.encode import encode_video
