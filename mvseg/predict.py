@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from mvseg.data.synthetic import PALETTE
 from mvseg.runtime import run_stream
-from mvseg.strategies.base import no_deviation_error
+from mvseg.strategies.base import check_policy
 from mvseg.strategies.loading import load_strategy
 from mvseg.strategies.policies import make_policy
 from mvseg.video.decode import VideoError, display_rotation, probe
@@ -82,8 +82,10 @@ def predict_video(
     pol = None
     if policy or interval or threshold is not None:
         name = policy or ("adaptive" if threshold is not None else "fixed")
-        if name == "adaptive" and not model.has_deviation:
-            raise ValueError(f"{ckpt}: {no_deviation_error(model)}")
+        try:
+            check_policy(name, model)
+        except ValueError as e:
+            raise ValueError(f"{ckpt}: {e}") from None
         if name == "coverage" and threshold is None:
             raise ValueError(
                 "--policy coverage needs --threshold (the share of the frame its block motion cannot "
@@ -93,7 +95,7 @@ def predict_video(
             name, interval or model.keyframe_interval, threshold if threshold is not None else model.deviation_threshold
         )
     if low_latency is not None:
-        if not hasattr(model, "low_latency"):
+        if not model.has_fast_track:
             raise ValueError(
                 f"{ckpt}: {type(model).__name__} has no low-latency schedule (mvseg.strategies.Adaptive has)"
             )

@@ -117,7 +117,14 @@ def prepare(
             )
             os.environ[SMOKE_ROOT] = str(scratch)
         cfg["trainer"]["default_root_dir"] = str(scratch / "run")
+    from mvseg.strategies.loading import checkpoint_option_keys
+
+    known = checkpoint_option_keys()
     for key, name in (cfg.get("prerequisites") or {}).items():
+        if key not in known:  # a stage must be loaded by an option that loads checkpoints
+            raise PrerequisiteError(
+                f"prerequisites: {key!r} loads no checkpoint; the options that do: {', '.join(known)}"
+            )
         path = cfg.get(key)
         if not path:
             continue  # nothing to load

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from mvseg.data.folder import IMAGENET_MEAN, IMAGENET_STD
-from mvseg.strategies.base import SegStrategy, no_deviation_error
+from mvseg.strategies.base import SegStrategy, StreamOut, check_policy
 from mvseg.strategies.policies import FixedInterval, KeyframePolicy
 from mvseg.video.decode import VideoError, iter_frames, probe
 from mvseg.video.motion import iter_fields
@@ -71,37 +71,32 @@ def run_stream(
     info = probe(video)
     dev = model.device  # frames, motion and state live where the model does; labels come back to the CPU
     policy = policy or model.policy
+    check_policy(policy, model)
     policy.reset()
     model.eval()
     model.stream_reset()
-    waiting: dict[int, tuple[np.ndarray | None, bool, float, float | None]] = {}  # decoded, answer not yet out
-    keys: dict[int, bool] = {}  # the policy's decision, taken once per frame as it is decoded
-
-    if policy.needs_deviation and not model.has_deviation:
-        raise no_deviation_error(model)
+    waiting: dict[int, tuple[np.ndarray | None, float, float | None]] = {}  # decoded, answer not yet out
 
     def wants_pixels(index: int, pict_type: str) -> bool:
-        # content policies decide after the frame's low-level features (or its motion field) exist
-        # (None: undecided; so every frame is converted to RGB, even for prop-MV's non-keyframes)
-        undecided = policy.needs_deviation or policy.needs_motion
-        keys[index] = None if undecided else policy.is_key(index, pict_type)
-        return images or keys[index] is not False or model.reads_nonkey_pixels
+        # asked on the decode thread before the frame is converted to RGB: only the policy's pure
+        # `may_be_key`; the decision itself is taken in the loop below (stream_frame)
+        return images or model.reads_nonkey_pixels or policy.may_be_key(index, pict_type)
 
     # stands in for the pixels of a frame the strategy does not read: the right shape, no cost,
     # and NaN should anything read it after all
     no_pixels = torch.full((1, 3, 1, 1), float("nan"), device=dev).expand(1, 3, info.height, info.width)
+    is_key: dict[int, bool] = {}  # the decision that stood, per frame not yet answered
 
     def emit(ready):
         if dev.type == "cuda":  # the answer exists when the GPU has computed it
             torch.cuda.synchronize(dev)
         now = time.perf_counter()
         for idx, logits in ready:
-            image, key, t0, when = waiting.pop(idx)
+            image, t0, when = waiting.pop(idx)
             # max(1).indices, not argmax(1): same result (first maximum), but torch's CPU argmax
-            # over the channel dim of NCHW logits took 4 ms per 128x256 frame, 0.7 ms this way
-            yield FrameResult(
-                idx, image, logits.max(1).indices[0].to(torch.uint8).cpu().numpy(), key, 1e3 * (now - t0), when
-            )
+            # over the channel dim of NCHW logits is several times slower (`mvseg bench stream`)
+            label = logits.max(1).indices[0].to(torch.uint8).cpu().numpy()
+            yield FrameResult(idx, image, label, is_key.pop(idx), 1e3 * (now - t0), when)
 
     def push_all(frames) -> Iterator[FrameResult]:
         start = None
@@ -116,35 +111,50 @@ def run_stream(
                 if release > t0:
                     time.sleep(release - t0)
                 t0 = release
-            key = keys.pop(f.index)
             x = no_pixels if f.image is None else frame_tensor(f.image, mean, std, dev)
-            if key is None:  # the predicted deviation (or the motion's coverage) is part of the frame's latency
-                if policy.needs_motion:
-                    policy.observe(off, mask)
-                key = policy.is_key(
-                    f.index, f.pict_type, model.stream_deviation(x, off, mask) if policy.needs_deviation else None
-                )
-            waiting[f.index] = (f.image if images else None, key, t0, f.time)
-            model.stream_taken = None
-            ready = model.stream_push(x, *((off, mask) if model.reads_motion else (None, None)), key)
-            if model.stream_taken is not None:  # the strategy overrode the decision
-                waiting[f.index] = (waiting[f.index][0], model.stream_taken, t0, f.time)
-            policy.taken(f.index, waiting[f.index][1])  # the decision that stood (a coverage chain restarts there)
-            yield from emit(ready)
+            waiting[f.index] = (f.image if images else None, t0, f.time)
+            # the predicted deviation (or the motion's coverage) is part of the frame's latency
+            out, _ = stream_frame(model, policy, x, off, mask, f.index, f.pict_type)
+            is_key[f.index] = out.is_key
+            yield from emit(out.ready)
             model.stream_idle()  # background work starts once the frame's answer is out
 
     with torch.inference_mode():
-        frames = (
-            iter_fields(video, rgb=wants_pixels, prefetch=prefetch)
-            if model.reads_motion or policy.needs_motion
-            else ((f, None, None) for f in iter_frames(video, rgb=wants_pixels, mvs=False, prefetch=prefetch))
-        )
+        if model.reads_motion or policy.needs_motion:
+            frames = iter_fields(video, rgb=wants_pixels, prefetch=prefetch)
+        else:
+            frames = ((f, None, None) for f in iter_frames(video, rgb=wants_pixels, mvs=False, prefetch=prefetch))
         try:
             yield from push_all(frames)
         except VideoError:  # the file stops early (truncated, unreadable): the frames decoded so far are answered
             yield from emit(model.stream_flush())
             raise
         yield from emit(model.stream_flush())
+
+
+def stream_frame(
+    model: SegStrategy,
+    policy: KeyframePolicy,
+    frame: Tensor,
+    offset: Tensor | None,
+    mask: Tensor | None,
+    index: int,
+    pict_type: str,
+) -> tuple[StreamOut, float | None]:
+    """One frame of a stream through a strategy, the one place the stream protocol is driven
+    (the runtime and the oracle view): the policy observes the frame's motion and reads the
+    predicted deviation when it needs them, decides; the strategy pushes the frame under that
+    decision (or overrides it: `stream_decide`), and the decision that stood goes back to the
+    policy. frame (1, 3, H, W) normalised; offset (1, 2, Hc, Wc) and mask (1, Hc, Wc) to the
+    previous frame (None for the first). Returns the strategy's StreamOut and the deviation
+    (None when the policy reads none)."""
+    if policy.needs_motion:
+        policy.observe(offset, mask)
+    deviation = model.stream_deviation(frame, offset, mask) if policy.needs_deviation else None
+    key = policy.is_key(index, pict_type, deviation)
+    out = model.stream_push(frame, *((offset, mask) if model.reads_motion else (None, None)), key)
+    policy.taken(index, out.is_key)  # the decision that stood (a coverage chain restarts there)
+    return out, deviation
 
 
 def stream_stats(results: list[FrameResult], wall_s: float) -> dict:

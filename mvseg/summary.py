@@ -17,15 +17,9 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 
-SUMMARY_JSON, SUMMARY_MD = "summary.json", "summary.md"
+from mvseg.strategies.loading import CHECKPOINT_OPTIONS
 
-#: config key of a checkpoint -> how the table names the run that wrote it
-REFERENCES = {
-    "init_from": "image model (init_from)",
-    "lr_init": "LR branch alone (lr_init)",
-    "teacher": "teacher",
-    "flow_init": "flow network (flow_init)",
-}
+SUMMARY_JSON, SUMMARY_MD = "summary.json", "summary.md"
 
 
 def run_dir_of(ckpt: str | Path) -> Path:
@@ -143,7 +137,7 @@ class RunSummary(pl.Callback):
         for key, ckpt in self.references.items():
             ref = read_summary(run_dir_of(ckpt))
             if ref is not None:
-                refs.append({**ref, "role": REFERENCES.get(key, key)})
+                refs.append({**ref, "role": CHECKPOINT_OPTIONS.get(key, key)})
                 keys.append(key)
         image = next((r for k, r in zip(keys, refs) if k == "init_from" and r.get("gflops_key")), None)
         if image is not None and row.get("gflops_per_frame"):  # the image model this run stands on

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from mvseg.cli import main
-from mvseg.prerequisites import find_stage, passed_on, stage_checkpoint
+from mvseg.prerequisites import PrerequisiteError, find_stage, passed_on, prepare, stage_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 NET = {"backbone": "resnet18", "width": 0.125, "output_stride": 8, "feat_dim": 16, "head": "plain", "head_dim": 16}
@@ -117,6 +117,13 @@ def test_a_key_pointed_elsewhere_is_left_to_the_usual_checks(stages, capsys):
     tmp, runs, data = stages
     rc = main(["fit", "--config", str(tmp / "b.yaml"), *data, "--model.init_args.init_from", str(tmp / "mine.ckpt")])
     assert rc == 2 and "mine.ckpt" in capsys.readouterr().err and not runs.exists()
+
+
+def test_a_prerequisite_under_a_key_that_loads_no_checkpoint_is_refused(tmp_path):
+    # the keys come from one table (mvseg.strategies.loading.CHECKPOINT_OPTIONS)
+    cfg = {"trainer": {}, "prerequisites": {"model.init_args.net": "a.yaml"}}
+    with pytest.raises(PrerequisiteError, match=r"'model.init_args.net' loads no checkpoint.*init_args.init_from"):
+        prepare(cfg, [str(tmp_path / "b.yaml")], [])
 
 
 def test_passed_on_options():

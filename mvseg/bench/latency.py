@@ -65,7 +65,7 @@ def run_schedule(
     0 releases them at each video's own frame rate (a live camera), x > 0 at x frames/s."""
     kw = {k: data[k] for k in ("mean", "std") if k in data}
     fps_of = {c.video: (pace or probe(c.video).fps or 30.0) if pace is not None else None for c in clips}
-    if hasattr(model, "low_latency"):
+    if model.has_fast_track:
         model.low_latency = low_latency
     elif low_latency:
         raise ValueError(f"{type(model).__name__} has no low-latency schedule")
@@ -156,7 +156,7 @@ def bench_schedules(
         schedules += [("iframes", 0, IFrames(), False)] if iframes else []
         if model.has_deviation:
             schedules += [("adaptive", t, AdaptiveThreshold(t), False) for t in thresholds]
-            if hasattr(model, "low_latency"):  # Adaptive's fast track / slow track schedule
+            if model.has_fast_track:  # Adaptive's fast track / slow track schedule
                 schedules += [("adaptive+low-latency", t, AdaptiveThreshold(t), True) for t in thresholds]
         for schedule, param, policy, ll in schedules:
             row = {

@@ -44,7 +44,8 @@ import torch
 from mvseg.bench.latency import clip_labels, interpolate
 from mvseg.data.folder import IMAGENET_MEAN, IMAGENET_STD, Clip, FolderDataset
 from mvseg.ops.fields import extend_chain
-from mvseg.runtime import frame_tensor
+from mvseg.runtime import frame_tensor, stream_frame
+from mvseg.strategies.policies import KeyframePolicy
 from mvseg.video.decode import iter_frames, probe
 from mvseg.video.motion import FIELD_RULES, iter_fields
 
@@ -104,6 +105,17 @@ def miou_from_confusion(conf: np.ndarray) -> float:
     return float((tp[ok] / union[ok]).mean()) if ok.any() else 0.0
 
 
+class _KeyAt(KeyframePolicy):
+    """The oracle's schedule: frame k is the keyframe, the frames after it are propagated; reads
+    the predicted deviation when the strategy has a predictor (recorded for the table)."""
+
+    def __init__(self, k: int, needs_deviation: bool):
+        self.k, self.needs_deviation = k, needs_deviation
+
+    def is_key(self, index: int, pict_type: str, deviation: float | None = None) -> bool:
+        return index == self.k
+
+
 def propagation_table(model, ds: FolderDataset, clip: Clip, data: dict, scenecut: int = 40) -> ClipTable:
     """For every keyframe k and frame t >= k of `clip`: t segmented from k with the strategy's
     streaming step, scored against t's label (see ClipTable); scenecut: x264's threshold for
@@ -115,28 +127,32 @@ def propagation_table(model, ds: FolderDataset, clip: Clip, data: dict, scenecut
         )
     info = probe(clip.video)
     mean, std = data.get("mean", IMAGENET_MEAN), data.get("std", IMAGENET_STD)
-    frames, images = [], []
+    frames, images, types = [], [], []
     for f, off, mask in iter_fields(clip.video):  # motion for the coverage table whether the strategy reads it or not
         if off is not None:
             off, mask = torch.from_numpy(off)[None], torch.from_numpy(mask)[None]
         frames.append((frame_tensor(f.image, mean, std), off, mask))  # (1, 3, H, W), (1, 2, Hc, Wc), (1, Hc, Wc)
         images.append(f.image)
+        types.append(f.pict_type)
     n, k_cls = len(frames), ds.num_classes
     labels = clip_labels(ds, clip, (info.height, info.width))
     conf = np.zeros((n, n, k_cls, k_cls), np.int64)
     pdev, perr = np.full((n, n), np.nan), np.full((n, n), np.nan)
     full: dict[int, torch.Tensor] = {}  # each frame's label from the full network (it as its own keyframe)
     model.eval()
-    if hasattr(model, "low_latency"):
+    if model.has_fast_track:
         model.low_latency = False  # blocking: frame k's own keyframe features, whatever the timing
     with torch.inference_mode():
         for k in reversed(range(n)):  # last first: frame t's own full-network label is known when k < t
             model.stream_reset()
+            policy = _KeyAt(k, needs_deviation=model.has_deviation)
             for t in range(k, n):
                 x, off, mask = frames[t]
-                if t > k and model.has_deviation:  # as the runtime asks it, before the frame's step
-                    pdev[k, t] = model.stream_deviation(x, off, mask)
-                ((_, logits),) = model.stream_push(x, *((off, mask) if model.reads_motion else (None, None)), t == k)
+                # as the runtime drives a stream (the deviation read before the frame's step)
+                out, deviation = stream_frame(model, policy, x, off, mask, t, types[t])
+                ((_, logits),) = out.ready
+                if t > k and model.has_deviation:
+                    pdev[k, t] = deviation
                 pred = logits.max(1).indices[0]  # (H, W)
                 if t == k:
                     full[t] = pred

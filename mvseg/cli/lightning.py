@@ -28,7 +28,8 @@ from mvseg.data.folder import DatasetError
 from mvseg.resume import FitInterrupted
 from mvseg.run_dir import RunFolderError, RunLock, clear_run, process_rank, trained_run
 from mvseg.strategies.base import SegStrategy
-from mvseg.summary import REFERENCES, RunSummary, run_dir_of
+from mvseg.strategies.loading import CHECKPOINT_OPTIONS, checkpoint_option_keys
+from mvseg.summary import RunSummary, run_dir_of
 from mvseg.threads import configure_threads
 from mvseg.video.decode import VideoError
 from mvseg.wandb_offline import ensure_wandb_never_blocks
@@ -238,15 +239,6 @@ class RunDirConfig(SaveConfigCallback):
                 logger.log_hyperparams({"cli": yaml.safe_load(self.parser.dump(self.config, skip_none=False))})
 
 
-#: the config keys that load another run's checkpoint
-SMOKE_CHECKED = (
-    "model.init_args.init_from",
-    "model.init_args.lr_init",
-    "model.init_args.flow_init",
-    "model.init_args.teacher",
-)
-
-
 class MVSegCLI(LightningCLI):
     #: False under `--no-prerequisites`: a missing stage is an error instead of being trained
     prerequisites_allowed = True
@@ -291,7 +283,7 @@ class MVSegCLI(LightningCLI):
             )
             self._claim_run_dir(cfg)
             if not cfg["trainer"].get("fast_dev_run"):  # a real run never starts from a smoke test's model
-                for key in SMOKE_CHECKED:
+                for key in checkpoint_option_keys():
                     path = cfg.get(key)
                     if isinstance(path, str) and Path(path).is_file() and safe_load(path).get("mvseg_smoke"):
                         raise ConfigError(
@@ -385,7 +377,8 @@ class MVSegCLI(LightningCLI):
         # the result, said at the end of the fit (mvseg.summary): this run and the runs it stands on
         if self.config.get("subcommand") == "fit":
             init = self.config["fit"]["model"].get("init_args") or {}
-            trainer.callbacks.append(RunSummary({k: init.get(k) for k in REFERENCES if isinstance(init.get(k), str)}))
+            refs = {k: init.get(k) for k in CHECKPOINT_OPTIONS if isinstance(init.get(k), str)}
+            trainer.callbacks.append(RunSummary(refs))
         return trainer
 
 

@@ -57,6 +57,7 @@ class Adaptive(SegStrategy):
     `deviation_threshold` picks keyframes by content, `low_latency` turns on the fast track."""
 
     reads_motion = False
+    has_fast_track = True  # `low_latency`
 
     def __init__(
         self,
@@ -196,16 +197,26 @@ class Adaptive(SegStrategy):
             self._key_high, self._key_low = self.high(low), low
             return self.classify(self._key_high, size)
         prop = self.propagate(self._key_high, self._key_low, low)  # (1, C_h, h, w)
-        if is_key:
-            if self._pending is None:  # fast track: propagation answers, S_h goes to the background
-                self._key_high, self._key_low = prop, low
-                # S_h starts at stream_idle, once this frame's answer is out (the paper only says
-                # "in the background"; started here it slowed the answer on a 2-core CPU)
-                self._queued = low
-            else:  # the slow track is still busy with the last keyframe: carry on propagating
-                self.deferred += 1
-                self.stream_taken = False
+        if is_key:  # fast track: propagation answers, S_h goes to the background
+            if self._pending is not None:
+                raise RuntimeError(
+                    "a low-latency keyframe while the slow track is still busy: take the decision "
+                    "with stream_decide (stream_push does)"
+                )
+            self._key_high, self._key_low = prop, low
+            # S_h starts at stream_idle, once this frame's answer is out (the paper only says
+            # "in the background"; started here it slowed the answer on a 2-core CPU)
+            self._queued = low
         return self.classify(prop, size, low)
+
+    def stream_decide(self, is_key: bool) -> bool:
+        """The low-latency schedule defers a keyframe while the slow track is still busy with
+        the last one (propagation carries on from the fast track's features)."""
+        self._poll()
+        if is_key and self.low_latency and self._key_high is not None and self._pending is not None:
+            self.deferred += 1
+            return False
+        return is_key
 
     def stream_idle(self) -> None:
         if self._queued is not None:

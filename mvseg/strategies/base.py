@@ -6,8 +6,37 @@
   ``val/mIoU``, ``val/mIoU_min``, ``val/mIoU_d{d}`` (``test/...`` likewise).
 - Optimiser from config (SGD with momentum, or AdamW) with the poly learning-rate schedule.
 - Example predictions logged as W&B image masks during validation.
-- The streaming interface the runtime calls: ``stream_reset()`` then ``stream_step(...)``
-  once per frame, keyframes decided by a pluggable policy (fixed interval or I-frames).
+- The streaming interface the runtime calls (mvseg.runtime.stream_frame): ``stream_reset()``,
+  then per frame ``stream_decide`` + ``stream_push``, keyframes decided by a pluggable policy.
+
+The contract of a strategy, in one table (docs/conventions.md, "Strategies", repeats it):
+
+==========================  ========  ========================================================
+member                      kind      what it is for
+==========================  ========  ========================================================
+training_loss(batch)        must      the losses of a training batch ("loss" is optimised)
+predict_batch(batch)        must      logits of the batch's current frames (the eval protocol)
+stream_step(frame, ...)     must      one frame of a stream -> logits (keyframe or propagated)
+stream_reset()              hook      forget the previous stream (call super())
+stream_decide(is_key)       hook      the keyframe decision that stands (Adaptive defers one)
+stream_push(frame, ...)     hook      -> StreamOut: the decision and the answers now ready
+                                      (look-ahead methods hold frames back: interp-MV)
+stream_flush()              hook      the frames still held at the end of a stream
+stream_idle()               hook      the frame's answer is out: start background work
+stream_deviation(frame,...) hook      predicted deviation from the keyframe (content policies)
+param_groups()              hook      what the optimiser trains (new layers at their own rate)
+has_deviation               flag      stream_deviation works (property where config decides)
+has_fast_track              flag      a `low_latency` schedule exists (Adaptive, Li et al.)
+distance_invariant          flag      the answer ignores the keyframe distance (per-frame)
+needs_next                  flag      samples carry the next keyframe (interp-MV)
+reads_nonkey_pixels         flag      non-keyframes read pixels (False: the runtime skips RGB)
+reads_motion                flag      the method reads MVs (False: none exported or rasterised)
+segments                    flag      it segments (False: FlowPretrain, refused by predict)
+==========================  ========  ========================================================
+
+A new method: its module in mvseg/strategies/ (a subclass defining the three musts), its name in
+mvseg/strategies/__init__.py, its config in experiments/, and a row in
+mvseg.strategies.loading.CHECKPOINT_OPTIONS for each option that loads another run's checkpoint.
 """
 
 from __future__ import annotations
@@ -15,11 +44,11 @@ from __future__ import annotations
 import math
 import random
 import warnings
-from abc import abstractmethod
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, is_dataclass
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import lightning as L
 import numpy as np
@@ -28,7 +57,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassJaccardIndex
 
-from mvseg.strategies.policies import KeyframePolicy, make_policy
+from mvseg.strategies.policies import POLICY_CLASSES, KeyframePolicy, make_policy
 
 C = TypeVar("C")
 
@@ -83,9 +112,16 @@ def lr_factor(schedule: str, total: int, power: float, step: int, warmup: int = 
     raise ValueError(f"optim.schedule must be 'poly' or 'cosine', got {schedule!r}")
 
 
-class SegStrategy(L.LightningModule):
-    """Base class of every method. Subclasses define `training_loss`, `predict_batch` and
-    `stream_step` and own their modules."""
+class StreamOut(NamedTuple):
+    """What `SegStrategy.stream_push` gives back for one pushed frame."""
+
+    is_key: bool  # the keyframe decision that stood for the pushed frame
+    ready: list[tuple[int, Tensor]]  # (frame index, logits (1, K, H, W)) answered now, in order
+
+
+class SegStrategy(L.LightningModule, ABC):
+    """Base class of every method (the contract: the module docstring's table). Subclasses
+    define `training_loss`, `predict_batch` and `stream_step` and own their modules."""
 
     #: True when the prediction does not depend on the keyframe distance (the per-frame
     #: baseline): distance 0 is evaluated and its mIoU reported for every d.
@@ -102,6 +138,9 @@ class SegStrategy(L.LightningModule):
     #: False for a strategy that trains a part and segments nothing (FlowPretrain): `mvseg
     #: predict` refuses its checkpoints.
     segments: bool = True
+    #: True when the strategy has a `low_latency` schedule (a fast track that answers a keyframe
+    #: by propagation while the full network runs in the background: Adaptive, Li et al.).
+    has_fast_track: bool = False
 
     def __init__(
         self,
@@ -145,6 +184,7 @@ class SegStrategy(L.LightningModule):
             raise no_deviation_error(self)
         self.deviation_threshold = deviation_threshold
         self.policy: KeyframePolicy = make_policy(keyframe_policy, keyframe_interval, deviation_threshold)
+        self._stream_index = 0
         self.metrics = nn.ModuleDict(
             {
                 stage: nn.ModuleList(
@@ -172,10 +212,6 @@ class SegStrategy(L.LightningModule):
         """One frame of a stream: frame (1, 3, H, W) normalised, offset (1, 2, Hc, Wc) of this
         frame to the previous one (None for the first), is_key from the policy -> logits."""
 
-    #: Set by `stream_step` when the strategy overrode the policy's keyframe decision for the
-    #: frame (Adaptive's low-latency schedule defers a keyframe while its slow track is busy).
-    stream_taken: bool | None = None
-
     @property
     def has_deviation(self) -> bool:
         """Whether `stream_deviation` works (content keyframe policies need it)."""
@@ -194,15 +230,21 @@ class SegStrategy(L.LightningModule):
         self.policy.reset()
         self._stream_index = 0
 
-    def stream_push(
-        self, frame: Tensor, offset: Tensor | None, mask: Tensor | None, is_key: bool
-    ) -> list[tuple[int, Tensor]]:
-        """Feed the next frame; returns the (frame index, logits) pairs that are ready. Causal
-        methods answer every frame at once; methods that look ahead (interp-MV) hold frames
-        back until the next keyframe arrives, and `stream_flush` releases the rest."""
-        i = getattr(self, "_stream_index", 0)
+    def stream_decide(self, is_key: bool) -> bool:
+        """The keyframe decision that stands for the next frame, given the policy's: the
+        policy's own for most strategies; a strategy may override it (Adaptive's low-latency
+        schedule defers a keyframe while its slow track is still busy with the last one)."""
+        return is_key
+
+    def stream_push(self, frame: Tensor, offset: Tensor | None, mask: Tensor | None, is_key: bool) -> StreamOut:
+        """Feed the next frame with the policy's decision: the decision that stood
+        (`stream_decide`) and the (frame index, logits) pairs that are ready. Causal methods
+        answer every frame at once; methods that look ahead (interp-MV) hold frames back until
+        the next keyframe arrives, and `stream_flush` releases the rest."""
+        is_key = self.stream_decide(is_key)
+        i = self._stream_index
         self._stream_index = i + 1
-        return [(i, self.stream_step(frame, offset, mask, is_key))]
+        return StreamOut(is_key, [(i, self.stream_step(frame, offset, mask, is_key))])
 
     def stream_flush(self) -> list[tuple[int, Tensor]]:
         """End of the stream: the frames still held back (none for causal methods)."""
@@ -397,6 +439,16 @@ def set_rng_state(state: dict) -> None:
     np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
     v, internal, g = state["python"]
     random.setstate((v, tuple(internal), g))
+
+
+def check_policy(policy: KeyframePolicy | str, model: SegStrategy) -> None:
+    """Refuse a keyframe policy (an instance, or its config name) that the strategy cannot serve:
+    a content policy that reads the predicted deviation, on a strategy without a deviation
+    predictor. (A strategy's own `keyframe_policy` is checked at construction, where the
+    predictor does not exist yet: a deviation threshold is given only by methods with one.)"""
+    needs = POLICY_CLASSES[policy].needs_deviation if isinstance(policy, str) else policy.needs_deviation
+    if needs and not model.has_deviation:
+        raise no_deviation_error(model)
 
 
 def no_deviation_error(model: SegStrategy) -> ValueError:

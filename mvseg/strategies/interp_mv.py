@@ -21,6 +21,7 @@ from mvseg import ops
 from mvseg.models.heads import conv_bn_relu
 from mvseg.models.segnet import SegNetConfig
 from mvseg.ops.fields import extend_chain, invert
+from mvseg.strategies.base import StreamOut
 from mvseg.strategies.propagation import Propagation
 
 
@@ -107,13 +108,12 @@ class InterpMV(Propagation):
         self._held, self._chain = [], None
         return out[::-1]
 
-    def stream_push(
-        self, frame: Tensor, offset: Tensor | None, mask: Tensor | None, is_key: bool
-    ) -> list[tuple[int, Tensor]]:
-        i = getattr(self, "_stream_index", 0)
+    def stream_push(self, frame: Tensor, offset: Tensor | None, mask: Tensor | None, is_key: bool) -> StreamOut:
+        is_key = self.stream_decide(is_key) or self._key_feat is None  # the first frame is a keyframe
+        i = self._stream_index
         self._stream_index = i + 1
         size = tuple(frame.shape[-2:])
-        if is_key or self._key_feat is None:
+        if is_key:
             out = []
             if self._key_feat is not None and self._held:
                 self._next_field = (offset.float(), mask.float())  # this keyframe -> previous frame
@@ -122,11 +122,11 @@ class InterpMV(Propagation):
                 self._key_feat = next_feat
             else:
                 self._key_feat = self.net.features(frame)
-            return out + [(i, self.task(self._key_feat, size))]
+            return StreamOut(True, out + [(i, self.task(self._key_feat, size))])
         field = (offset.float(), mask.float())
         self._chain = extend_chain(self._chain, *field)  # t -> k, one link per frame
         self._held.append((i, size, field, self._chain))
-        return []
+        return StreamOut(False, [])
 
     def stream_flush(self) -> list[tuple[int, Tensor]]:
         return self._release(None) if self._held else []

@@ -23,6 +23,22 @@ from mvseg.checkpoint_io import safe_load
 from mvseg.models.segnet import SegNet
 from mvseg.strategies.base import SegStrategy
 
+#: Every strategy option that loads another run's checkpoint, and how the run summary names that
+#: run. The one table of them: the smoke-test guard (`mvseg fit` refuses a smoke test's model),
+#: the summary's references and the `prerequisites` a config may name all read it. A method with
+#: a new such option adds one row here.
+CHECKPOINT_OPTIONS: dict[str, str] = {
+    "init_from": "image model (init_from)",
+    "lr_init": "LR branch alone (lr_init)",
+    "teacher": "teacher",
+    "flow_init": "flow network (flow_init)",
+}
+
+
+def checkpoint_option_keys() -> list[str]:
+    """The config keys of `CHECKPOINT_OPTIONS` (model.init_args.NAME)."""
+    return [f"model.init_args.{name}" for name in CHECKPOINT_OPTIONS]
+
 
 def load_strategy(ckpt: str | Path) -> tuple[SegStrategy, dict]:
     """A strategy from an mvseg checkpoint, loaded without executing code (weights_only)."""

@@ -20,6 +20,13 @@ class KeyframePolicy(ABC):
     def reset(self) -> None:
         """Start of a new stream (stateless policies need nothing)."""
 
+    def may_be_key(self, index: int, pict_type: str) -> bool:
+        """Whether frame `index` may become a keyframe, known before it is decoded (pure: no
+        state changes). The runtime converts only such frames' pixels for a strategy that reads
+        none of a non-keyframe's; the decision itself is `is_key`'s. True unless the policy
+        decides from the frame's place alone."""
+        return True
+
     def observe(self, offset: Tensor | None, mask: Tensor | None) -> None:
         """The frame's offset field to the previous frame (1, 2, Hc, Wc) and its mask (1, Hc, Wc),
         given before `is_key` to policies that need motion (None for the first frame)."""
@@ -45,12 +52,18 @@ class FixedInterval(KeyframePolicy):
     def is_key(self, index: int, pict_type: str, deviation: float | None = None) -> bool:
         return index % self.interval == 0
 
+    def may_be_key(self, index: int, pict_type: str) -> bool:
+        return self.is_key(index, pict_type)
+
 
 class IFrames(KeyframePolicy):
     """The stream's own I-frames are the keyframes (and the first frame, whatever its type)."""
 
     def is_key(self, index: int, pict_type: str, deviation: float | None = None) -> bool:
         return index == 0 or pict_type in ("I", "i")
+
+    def may_be_key(self, index: int, pict_type: str) -> bool:
+        return self.is_key(index, pict_type)
 
 
 class AdaptiveThreshold(KeyframePolicy):
@@ -115,7 +128,14 @@ class MotionCoverage(KeyframePolicy):
             self._chain, self._last, self.uncovered = None, index, 0.0
 
 
-POLICIES = ("fixed", "iframes", "adaptive", "coverage")
+#: the policies by their config name (`keyframe_policy`, `mvseg predict --policy`)
+POLICY_CLASSES: dict[str, type[KeyframePolicy]] = {
+    "fixed": FixedInterval,
+    "iframes": IFrames,
+    "adaptive": AdaptiveThreshold,
+    "coverage": MotionCoverage,
+}
+POLICIES = tuple(POLICY_CLASSES)
 
 
 def make_policy(name: str, interval: int, threshold: float | None = None) -> KeyframePolicy:

@@ -183,13 +183,16 @@ def test_no_frame_waits_for_a_slow_track():
         model.stream_reset()
         answered, taken = [], []
         for f, k in zip(fs, keys):
-            model.stream_taken = None
-            answered.append(model.stream_step(f, None, None, k))
-            taken.append(model.stream_taken)
+            out = model.stream_push(f, None, None, k)
+            answered.extend(out.ready)
+            taken.append(out.is_key)  # the decision that stood
+            model.stream_idle()
             assert not finished  # answered while the slow track is still running
         assert len(answered) == 6
         assert model.slow_tracks == 1  # frame 2's slow track was still busy at frame 4 ...
-        assert model.deferred == 1 and taken == [None, None, None, None, False, None]  # ... so it was deferred
+        assert model.deferred == 1 and taken == [True, False, True, False, False, False]  # ... so it was deferred
+        with pytest.raises(RuntimeError, match="stream_decide"):  # a keyframe forced past the decision
+            model.stream_step(fs[0], None, None, True)
         release.set()
         model.stream_wait()
         assert finished == [1]

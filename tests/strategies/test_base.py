@@ -149,4 +149,16 @@ def test_learning_rate_schedules_poly_and_cosine():
         opt.step()
         sched.step()
     with pytest.raises(ValueError, match="optim.schedule must be 'poly' or 'cosine'"):
-        Oracle.__mro__[1](2, 2, optim={"schedule": "step"})
+        SegStrategy.__init__(Oracle.__new__(Oracle), 2, 2, optim={"schedule": "step"})
+
+
+def test_a_strategy_missing_a_required_method_fails_at_construction():
+    class NoStream(SegStrategy):  # training_loss and predict_batch, but no stream_step
+        def training_loss(self, batch):
+            return {}
+
+        def predict_batch(self, batch):
+            return batch["cur"]
+
+    with pytest.raises(TypeError, match="abstract method.*stream_step"):
+        NoStream(2, 2)
