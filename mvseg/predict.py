@@ -21,7 +21,7 @@ from mvseg.runtime import run_stream
 from mvseg.strategies.base import check_policy
 from mvseg.strategies.loading import load_strategy
 from mvseg.strategies.policies import make_policy
-from mvseg.video.decode import VideoError, display_rotation, probe
+from mvseg.video.decode import VideoError, VideoReader
 from mvseg.video.encode import encode_video
 
 
@@ -78,7 +78,6 @@ def predict_video(
             f"{ckpt}: a {type(model).__name__} checkpoint segments nothing (it trains a part of another "
             "method): give the checkpoint of a segmenting run"
         )
-    info = probe(video)
     pol = None
     if policy or interval or threshold is not None:
         name = policy or ("adaptive" if threshold is not None else "fixed")
@@ -111,10 +110,12 @@ def predict_video(
             stacklevel=2,
         )
     classes = list(data.get("classes") or [f"class {k}" for k in range(model.num_classes)])
-    panel = legend(classes[: model.num_classes], palette, info.height) if legend_panel else None
     out = Path(out) if out else Path(video).with_suffix(".seg.mp4")
     if Path(video).resolve() == out.resolve():
         raise ValueError(f"{out}: the output is the input video itself: predict never overwrites its input")
+    reader = VideoReader(video, need_size=True)  # opened once: its header here, its frames in run_stream
+    info = reader.info
+    panel = legend(classes[: model.num_classes], palette, info.height) if legend_panel else None
     # label PNGs go to DIR.part while the video streams, into DIR when it is whole: an
     # interrupted run never leaves a labels folder that looks complete
     part = None
@@ -125,11 +126,12 @@ def predict_video(
 
     pad = ((0, info.height % 2), (0, info.width % 2), (0, 0))  # H.264 4:2:0 needs even sizes: edge-pad the overlay
     done = 0
+    rotation = [0]
 
     def frames() -> Iterator[tuple[np.ndarray, float | None]]:
         nonlocal done
         kw = {k: data[k] for k in ("mean", "std") if k in data}
-        stream = run_stream(model, video, policy=pol, prefetch=4, **kw)  # decoding overlaps the network
+        stream = run_stream(model, reader, policy=pol, prefetch=4, **kw)  # decoding overlaps the network
         try:
             for r in tqdm(stream, total=info.num_frames or None, desc="predict"):
                 if part is not None:  # labels at the source size, whatever the overlay's
@@ -137,6 +139,7 @@ def predict_video(
                 shown = overlay(r.image, r.label, palette, alpha)
                 if panel is not None:  # the legend to the right
                     shown = np.concatenate([shown, panel], axis=1)
+                rotation[0] = r.rotation
                 done += 1
                 yield (np.pad(shown, pad, mode="edge") if any(pad[0] + pad[1]) else shown), r.time
         except VideoError as e:
@@ -154,7 +157,7 @@ def predict_video(
             fps=info.fps or 30.0,
             crf=20,
             timed=True,
-            rotation=display_rotation(video),
+            rotation=lambda: rotation[0],  # the source's, known from its first frame
         )
     except KeyboardInterrupt:
         labels = f"; the label PNGs of frames 0-{done - 1} are in {part}" if part is not None and done else ""

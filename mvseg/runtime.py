@@ -21,7 +21,7 @@ from torch import Tensor
 from mvseg.data.folder import IMAGENET_MEAN, IMAGENET_STD
 from mvseg.strategies.base import SegStrategy, StreamOut, check_policy
 from mvseg.strategies.policies import FixedInterval, KeyframePolicy
-from mvseg.video.decode import VideoError, iter_frames, probe
+from mvseg.video.decode import VideoError, VideoReader, iter_frames
 from mvseg.video.motion import iter_fields
 
 
@@ -33,6 +33,7 @@ class FrameResult:
     is_key: bool
     latency_ms: float
     time: float | None = None  # the frame's timestamp in the video, seconds (None: the stream has none)
+    rotation: int = 0  # the video's display rotation, degrees counter-clockwise (its display matrix)
 
 
 def frame_tensor(
@@ -46,7 +47,7 @@ def frame_tensor(
 
 def run_stream(
     model: SegStrategy,
-    video: str | Path,
+    video: str | Path | VideoReader,
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
     policy: KeyframePolicy | None = None,
@@ -67,15 +68,16 @@ def run_stream(
 
     prefetch: frames decoded ahead in a background thread while the network runs (throughput,
     as `mvseg predict` uses it; 0 for latency measurements, where a frame is decoded when due).
+
+    video: a file, or a `VideoReader` open on one (a caller that read its header: opened once).
     """
-    info = probe(video)
     dev = model.device  # frames, motion and state live where the model does; labels come back to the CPU
     policy = policy or model.policy
     check_policy(policy, model)
     policy.reset()
     model.eval()
     model.stream_reset()
-    waiting: dict[int, tuple[np.ndarray | None, float, float | None]] = {}  # decoded, answer not yet out
+    waiting: dict[int, tuple[np.ndarray | None, float, float | None, int]] = {}  # decoded, answer not yet out
 
     def wants_pixels(index: int, pict_type: str) -> bool:
         # asked on the decode thread before the frame is converted to RGB: only the policy's pure
@@ -84,7 +86,7 @@ def run_stream(
 
     # stands in for the pixels of a frame the strategy does not read: the right shape, no cost,
     # and NaN should anything read it after all
-    no_pixels = torch.full((1, 3, 1, 1), float("nan"), device=dev).expand(1, 3, info.height, info.width)
+    nan = torch.full((1, 3, 1, 1), float("nan"), device=dev)
     is_key: dict[int, bool] = {}  # the decision that stood, per frame not yet answered
 
     def emit(ready):
@@ -92,11 +94,11 @@ def run_stream(
             torch.cuda.synchronize(dev)
         now = time.perf_counter()
         for idx, logits in ready:
-            image, t0, when = waiting.pop(idx)
+            image, t0, when, rotation = waiting.pop(idx)
             # max(1).indices, not argmax(1): same result (first maximum), but torch's CPU argmax
             # over the channel dim of NCHW logits is several times slower (`mvseg bench stream`)
             label = logits.max(1).indices[0].to(torch.uint8).cpu().numpy()
-            yield FrameResult(idx, image, label, is_key.pop(idx), 1e3 * (now - t0), when)
+            yield FrameResult(idx, image, label, is_key.pop(idx), 1e3 * (now - t0), when, rotation)
 
     def push_all(frames) -> Iterator[FrameResult]:
         start = None
@@ -111,8 +113,8 @@ def run_stream(
                 if release > t0:
                     time.sleep(release - t0)
                 t0 = release
-            x = no_pixels if f.image is None else frame_tensor(f.image, mean, std, dev)
-            waiting[f.index] = (f.image if images else None, t0, f.time)
+            x = nan.expand(1, 3, f.height, f.width) if f.image is None else frame_tensor(f.image, mean, std, dev)
+            waiting[f.index] = (f.image if images else None, t0, f.time, f.rotation)
             # the predicted deviation (or the motion's coverage) is part of the frame's latency
             out, _ = stream_frame(model, policy, x, off, mask, f.index, f.pict_type)
             is_key[f.index] = out.is_key

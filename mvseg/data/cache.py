@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mvseg.video.decode import probe
+from mvseg.video.decode import VideoReader
 from mvseg.video.motion import FIELD_RULES, IFRAME_RULES, INTRA_RULES, iter_fields
 
 CACHE_VERSION = 1
@@ -117,9 +117,12 @@ class VideoCache:
         return CachedVideo(src, arrays["frames"], arrays["offsets"], arrays["masks"], meta["pict_types"], meta)
 
     def _build(self, src: Path, entry: Path) -> None:
-        info = probe(src)
+        reader = VideoReader(src, need_size=True)  # opened once: its header for meta.json, its frames below
+        info = reader.info
         frames, types, offsets, masks = [], [], [], []
-        for f, o, m in iter_fields(src, iframes=self.params["iframes"], intra=self.params["intra"], prefetch=4):  # decoding overlaps the rasterising (docs/conventions.md)
+        for f, o, m in iter_fields(
+            reader, iframes=self.params["iframes"], intra=self.params["intra"], prefetch=4
+        ):  # decoding overlaps the rasterising (docs/conventions.md)
             frames.append(f.image)
             types.append(f.pict_type)
             offsets.append(o)
@@ -129,10 +132,20 @@ class VideoCache:
         meta = {
             "version": CACHE_VERSION,
             "decode": self.params,
-            "source": {"path": str(src.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
-                       "sha256": file_sha256(src)},
-            "video": {"codec": info.codec, "width": info.width, "height": info.height, "fps": info.fps,
-                      "has_b_frames": info.has_b_frames, "max_ref_frames": info.max_ref_frames},
+            "source": {
+                "path": str(src.resolve()),
+                "size": st.st_size,
+                "mtime_ns": st.st_mtime_ns,
+                "sha256": file_sha256(src),
+            },
+            "video": {
+                "codec": info.codec,
+                "width": info.width,
+                "height": info.height,
+                "fps": info.fps,
+                "has_b_frames": info.has_b_frames,
+                "max_ref_frames": info.max_ref_frames,
+            },
             "pict_types": "".join(types),
             "shapes": {k: list(v.shape) for k, v in arrays.items()},
         }
@@ -150,7 +163,8 @@ class VideoCache:
             except OSError as e:  # a full disk, a quota: the other entries stay as they were
                 err = CacheWriteError(
                     f"{src}: could not write its decode cache to {self.root} ({e.strerror or e}); "
-                    "no entry was written and the existing ones are unchanged (free space or set data.cache_dir)")
+                    "no entry was written and the existing ones are unchanged (free space or set data.cache_dir)"
+                )
                 err.errno = e.errno
                 raise err from e
             old = None

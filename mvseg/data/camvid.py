@@ -32,8 +32,7 @@ from mvseg.data.prepare import PrepareConfig, Window, read_frames, read_rgb, wri
 
 FPS = 30.0
 VIDEO_EXTS = (".mxf", ".MXF", ".mp4", ".avi", ".mov", ".mkv")
-CLASSES_11 = ("sky", "building", "pole", "road", "sidewalk", "tree", "sign", "fence", "car", "pedestrian",
-              "bicyclist")
+CLASSES_11 = ("sky", "building", "pole", "road", "sidewalk", "tree", "sign", "fence", "car", "pedestrian", "bicyclist")
 # The 11-class grouping of CamVid's 32 names (Brostow et al.'s evaluation, used by SegNet and the
 # video papers); Void and anything unlisted is ignored (or the 12th class with void_class).
 GROUPS = {
@@ -49,8 +48,19 @@ GROUPS = {
     "pedestrian": ("Pedestrian", "Child", "CartLuggagePram", "Animal"),
     "bicyclist": ("Bicyclist", "MotorcycleScooter"),
 }
-PALETTE_11 = [[128, 128, 128], [128, 0, 0], [192, 192, 128], [128, 64, 128], [0, 0, 192], [128, 128, 0],
-              [192, 128, 128], [64, 64, 128], [64, 0, 128], [64, 64, 0], [0, 128, 192]]
+PALETTE_11 = [
+    [128, 128, 128],
+    [128, 0, 0],
+    [192, 192, 128],
+    [128, 64, 128],
+    [0, 0, 192],
+    [128, 128, 0],
+    [192, 128, 128],
+    [64, 64, 128],
+    [64, 0, 128],
+    [64, 64, 0],
+    [0, 128, 192],
+]
 NAME_RE = re.compile(r"^(?P<seq>.+?)_(?P<n>f?\d+)$")
 
 
@@ -125,8 +135,9 @@ def _source(root: Path, seq: str) -> tuple[str, Path]:
             return "video", root / "videos" / f"{seq}{ext}"
     if (root / "frames" / seq).is_dir():
         return "frames", root / "frames" / seq
-    raise DatasetError(f"{root}: no source for sequence {seq}: neither videos/{seq}.mp4 (or .MXF, .avi, .mov, "
-                       f".mkv) nor frames/{seq}/")
+    raise DatasetError(
+        f"{root}: no source for sequence {seq}: neither videos/{seq}.mp4 (or .MXF, .avi, .mov, .mkv) nor frames/{seq}/"
+    )
 
 
 def _frame_files(folder: Path) -> dict[int, Path]:
@@ -140,9 +151,15 @@ def _frame_files(folder: Path) -> dict[int, Path]:
     return files
 
 
-def iter_windows(root: str | Path, splits: tuple[str, ...] = ("train", "val", "test"), before: int = 11,
-                 after: int = 12, void_class: bool = False, frame_offsets: dict[str, int] | None = None,
-                 max_snippets: int | None = None) -> tuple[list[str], int, Iterator[Window]]:
+def iter_windows(
+    root: str | Path,
+    splits: tuple[str, ...] = ("train", "val", "test"),
+    before: int = 11,
+    after: int = 12,
+    void_class: bool = False,
+    frame_offsets: dict[str, int] | None = None,
+    max_snippets: int | None = None,
+) -> tuple[list[str], int, Iterator[Window]]:
     """(class names, number of windows, the windows): each sequence's source read once, in order."""
     root = Path(root)
     if not root.is_dir():
@@ -173,21 +190,34 @@ def iter_windows(root: str | Path, splits: tuple[str, ...] = ("train", "val", "t
             items = sorted((n + off, n, name, split) for n, name, split in wanted[seq])
             for idx, _, name, _ in items:
                 if idx < 0:
-                    raise DatasetError(f"{label_dir / (name + '_L.png')}: frame offset {off} of {seq} puts it before "
-                                       f"the start of {src}")
+                    raise DatasetError(
+                        f"{label_dir / (name + '_L.png')}: frame offset {off} of {seq} puts it before "
+                        f"the start of {src}"
+                    )
             extra = {"sequence": seq, "frame_offset": off}
             if kind == "frames":
                 files = _frame_files(src)
                 last = max(files)
-                for idx, n, name, split in items:
+                for idx, _, name, split in items:
                     a, b = max(idx - before, 0), min(idx + after, last)
                     missing = [i for i in range(a, b + 1) if i not in files]
                     if idx not in files or missing:
-                        raise DatasetError(f"{label_dir / (name + '_L.png')}: source frame "
-                                           f"{missing[0] if missing else idx} is missing in {src}")
+                        raise DatasetError(
+                            f"{label_dir / (name + '_L.png')}: source frame "
+                            f"{missing[0] if missing else idx} is missing in {src}"
+                        )
                     paths = [files[i] for i in range(a, b + 1)]
-                    yield Window(split, name, len(paths), idx - a, partial(read_frames, tuple(paths)),
-                                 label_of(label_dir / f"{name}_L.png"), str(label_dir / f"{name}_L.png"), a, extra)
+                    yield Window(
+                        split,
+                        name,
+                        len(paths),
+                        idx - a,
+                        partial(read_frames, tuple(paths)),
+                        label_of(label_dir / f"{name}_L.png"),
+                        str(label_dir / f"{name}_L.png"),
+                        a,
+                        extra,
+                    )
             else:
                 yield from _video_windows(src, items, before, after, label_dir, label_of, extra)
 
@@ -218,19 +248,37 @@ def _video_windows(src: Path, items, before: int, after: int, label_dir: Path, l
             yield emit(idx, name, split, idx + after)
     for idx, _, name, split in pending:  # near the end of the video: a shorter window after it
         if idx >= n_decoded:
-            raise DatasetError(f"{label_dir / (name + '_L.png')}: labelled frame {idx} but {src} has {n_decoded} "
-                               "frames (check --frame-offset)")
+            raise DatasetError(
+                f"{label_dir / (name + '_L.png')}: labelled frame {idx} but {src} has {n_decoded} "
+                "frames (check --frame-offset)"
+            )
         yield emit(idx, name, split, n_decoded - 1)
 
 
-def prepare_camvid(root: str | Path, out: str | Path, cfg: PrepareConfig,
-                   splits: tuple[str, ...] = ("train", "val", "test"), before: int = 11, after: int = 12,
-                   void_class: bool = False, frame_offsets: dict[str, int] | None = None,
-                   max_snippets: int | None = None, progress: bool = True, workers: int = 1) -> dict:
+def prepare_camvid(
+    root: str | Path,
+    out: str | Path,
+    cfg: PrepareConfig,
+    splits: tuple[str, ...] = ("train", "val", "test"),
+    before: int = 11,
+    after: int = 12,
+    void_class: bool = False,
+    frame_offsets: dict[str, int] | None = None,
+    max_snippets: int | None = None,
+    progress: bool = True,
+    workers: int = 1,
+) -> dict:
     """Encode CamVid's labelled frames with their neighbours under `out`; see mvseg.data.prepare."""
     cfg.fps = FPS
     classes, count, windows = iter_windows(root, splits, before, after, void_class, frame_offsets, max_snippets)
-    info = {"name": "camvid", "classes": classes, "palette": PALETTE_11 + ([[0, 0, 0]] if void_class else []),
-            "ignore_index": 255, "prepare_before_after": [before, after], "prepare_splits": list(splits),
-            "prepare_void_class": void_class, "prepare_frame_offsets": dict(sorted((frame_offsets or {}).items()))}
+    info = {
+        "name": "camvid",
+        "classes": classes,
+        "palette": PALETTE_11 + ([[0, 0, 0]] if void_class else []),
+        "ignore_index": 255,
+        "prepare_before_after": [before, after],
+        "prepare_splits": list(splits),
+        "prepare_void_class": void_class,
+        "prepare_frame_offsets": dict(sorted((frame_offsets or {}).items())),
+    }
     return write_dataset(windows, out, cfg, info, total=count, progress=progress, desc="camvid", workers=workers)

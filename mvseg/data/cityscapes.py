@@ -32,8 +32,10 @@ def label_table() -> tuple[np.ndarray, list[str], list[list[int]]]:
     try:
         from cityscapesscripts.helpers.labels import labels
     except ImportError as e:
-        raise DatasetError("Cityscapes' label table comes from the official `cityscapesscripts` package: "
-                           "pip install 'mvseg[cityscapes]'") from e
+        raise DatasetError(
+            "Cityscapes' label table comes from the official `cityscapesscripts` package: "
+            "pip install 'mvseg[cityscapes]'"
+        ) from e
     lut = np.full(256, 255, np.uint8)
     train = sorted((lab.trainId, lab.name, list(lab.color)) for lab in labels if 0 <= lab.trainId < 255)
     for lab in labels:
@@ -46,15 +48,22 @@ def _train_ids(path: Path, lut: np.ndarray) -> np.ndarray:
     return lut[read_ids(path)]
 
 
-def find_windows(root: str | Path, splits: tuple[str, ...] = ("train", "val"), before: int = 19, after: int = 10,
-                 max_snippets: int | None = None) -> list[Window]:
+def find_windows(
+    root: str | Path,
+    splits: tuple[str, ...] = ("train", "val"),
+    before: int = 19,
+    after: int = 10,
+    max_snippets: int | None = None,
+) -> list[Window]:
     """One Window per annotated frame of each split, in sorted order; errors name the file."""
     root = Path(root)
     seq_root, gt_root = root / "leftImg8bit_sequence", root / "gtFine"
     for p in (seq_root, gt_root):
         if not p.is_dir():
-            raise DatasetError(f"{root}: not a Cityscapes root: {p.name}/ is missing (unpack "
-                               "leftImg8bit_sequence_trainvaltest.zip and gtFine_trainvaltest.zip here)")
+            raise DatasetError(
+                f"{root}: not a Cityscapes root: {p.name}/ is missing (unpack "
+                "leftImg8bit_sequence_trainvaltest.zip and gtFine_trainvaltest.zip here)"
+            )
     lut, _, _ = label_table()
     windows = []
     for split in splits:
@@ -71,29 +80,56 @@ def find_windows(root: str | Path, splits: tuple[str, ...] = ("train", "val"), b
                 raise DatasetError(f"{lp}: not named CITY_SEQ_FRAME_gtFine_labelIds.png")
             city, seq, f = m["city"], m["seq"], int(m["frame"])
             first = f - before
-            paths = [seq_root / split / lp.parent.name / f"{city}_{seq}_{n:06d}_leftImg8bit.png"
-                     for n in range(first, f + after + 1)]
+            paths = [
+                seq_root / split / lp.parent.name / f"{city}_{seq}_{n:06d}_leftImg8bit.png"
+                for n in range(first, f + after + 1)
+            ]
             missing = [p for p in paths if not p.is_file()]
             if first < 0 or missing:
                 what = missing[0] if missing else f"frame {first} (before the sequence start)"
-                raise DatasetError(f"{lp}: its snippet frame {what} is missing (expected {before} frames before "
-                                   f"and {after} after it in {seq_root / split / lp.parent.name})")
-            windows.append(Window(
-                split=split, name=f"{city}_{seq}_{f:06d}", length=len(paths), label_index=before,
-                frames=partial(read_frames, tuple(paths)), label=partial(_train_ids, lp, lut), source=str(lp),
-                first_frame=first,
-                extra={"sequence": f"{city}_{seq}"}))
+                raise DatasetError(
+                    f"{lp}: its snippet frame {what} is missing (expected {before} frames before "
+                    f"and {after} after it in {seq_root / split / lp.parent.name})"
+                )
+            windows.append(
+                Window(
+                    split=split,
+                    name=f"{city}_{seq}_{f:06d}",
+                    length=len(paths),
+                    label_index=before,
+                    frames=partial(read_frames, tuple(paths)),
+                    label=partial(_train_ids, lp, lut),
+                    source=str(lp),
+                    first_frame=first,
+                    extra={"sequence": f"{city}_{seq}"},
+                )
+            )
     return windows
 
 
-def prepare_cityscapes(root: str | Path, out: str | Path, cfg: PrepareConfig,
-                       splits: tuple[str, ...] = ("train", "val"), before: int = 19, after: int = 10,
-                       max_snippets: int | None = None, progress: bool = True, workers: int = 1) -> dict:
+def prepare_cityscapes(
+    root: str | Path,
+    out: str | Path,
+    cfg: PrepareConfig,
+    splits: tuple[str, ...] = ("train", "val"),
+    before: int = 19,
+    after: int = 10,
+    max_snippets: int | None = None,
+    progress: bool = True,
+    workers: int = 1,
+) -> dict:
     """Encode Cityscapes' annotated snippets under `out` (mvseg folder layout); see mvseg.data.prepare."""
     cfg.fps = FPS
     windows = find_windows(root, splits, before, after, max_snippets)
     _, classes, palette = label_table()
-    info = {"name": "cityscapes", "classes": classes, "palette": palette, "ignore_index": 255,
-            "prepare_before_after": [before, after], "prepare_splits": list(splits)}
-    return write_dataset(iter(windows), out, cfg, info, total=len(windows), progress=progress, desc="cityscapes",
-                         workers=workers)
+    info = {
+        "name": "cityscapes",
+        "classes": classes,
+        "palette": palette,
+        "ignore_index": 255,
+        "prepare_before_after": [before, after],
+        "prepare_splits": list(splits),
+    }
+    return write_dataset(
+        iter(windows), out, cfg, info, total=len(windows), progress=progress, desc="cityscapes", workers=workers
+    )

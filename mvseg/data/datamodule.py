@@ -89,19 +89,33 @@ class CompressedVideoDataModule(L.LightningDataModule):
             raise ValueError(f"data.dataset must be 'synthetic' or 'folder', got {dataset!r}")
         if keyframe_interval < 1:
             raise ValueError(f"data.keyframe_interval must be >= 1, got {keyframe_interval}")
-        if eval_distances is not None and (not eval_distances or any(not 0 <= d < keyframe_interval for d in eval_distances)):
-            raise ValueError(f"data.eval_distances must be a non-empty subset of 0..{keyframe_interval - 1}, got {eval_distances}")
+        if eval_distances is not None and (
+            not eval_distances or any(not 0 <= d < keyframe_interval for d in eval_distances)
+        ):
+            raise ValueError(
+                f"data.eval_distances must be a non-empty subset of 0..{keyframe_interval - 1}, got {eval_distances}"
+            )
         # training may draw farther than L-1: BDNet draws the current frame 1..tau = L frames after its keyframe
-        if train_distances is not None and (not train_distances or any(not 0 <= d <= keyframe_interval for d in train_distances)):
-            raise ValueError(f"data.train_distances must be a non-empty subset of 0..{keyframe_interval}, got {train_distances}")
-        for name, v, lo in (("batch_size", batch_size, 1), ("eval_batch_size", eval_batch_size, 1), ("num_workers", num_workers, 0)):
+        if train_distances is not None and (
+            not train_distances or any(not 0 <= d <= keyframe_interval for d in train_distances)
+        ):
+            raise ValueError(
+                f"data.train_distances must be a non-empty subset of 0..{keyframe_interval}, got {train_distances}"
+            )
+        for name, v, lo in (
+            ("batch_size", batch_size, 1),
+            ("eval_batch_size", eval_batch_size, 1),
+            ("num_workers", num_workers, 0),
+        ):
             if v is not None and v < lo:
                 raise ValueError(f"data.{name} must be >= {lo}, got {v}")
         for name, v in (("mean", mean), ("std", std)):
             if v is not None and (len(v) != 3 or (name == "std" and min(v) <= 0)):
                 raise ValueError(f"data.{name} must be 3 numbers (RGB{', > 0' if name == 'std' else ''}), got {v}")
-        self.mean, self.std = (tuple(map(float, mean)) if mean is not None else None,
-                               tuple(map(float, std)) if std is not None else None)
+        self.mean, self.std = (
+            tuple(map(float, mean)) if mean is not None else None,
+            tuple(map(float, std)) if std is not None else None,
+        )
         self.root = Path(root)
         self.dataset = dataset
         self.keyframe_interval = keyframe_interval
@@ -134,8 +148,12 @@ class CompressedVideoDataModule(L.LightningDataModule):
         if self.dataset == "synthetic" and not (self.root / "dataset.json").is_file():
             s = self.synthetic
             make_synthetic_dataset(
-                str(self.root), train_clips=s.train_clips, val_clips=s.val_clips, seed=s.seed,
-                config=SyntheticConfig(height=s.height, width=s.width, frames=s.frames), annotated=tuple(s.annotated),
+                str(self.root),
+                train_clips=s.train_clips,
+                val_clips=s.val_clips,
+                seed=s.seed,
+                config=SyntheticConfig(height=s.height, width=s.width, frames=s.frames),
+                annotated=tuple(s.annotated),
             )
         ds = load_folder_dataset(self.root)
         clips = [c for split in ds.clips.values() for c in split]
@@ -150,10 +168,20 @@ class CompressedVideoDataModule(L.LightningDataModule):
             self.ds.mean = self.mean or self.ds.mean
             self.ds.std = self.std or self.ds.std
         L_ = self.keyframe_interval
-        self.train_set = KeyframeSamples(self.ds, "train", self.cache, L_, self.train_distances, True,
-                                         self.augment, self.with_next, self.with_gt_flow)
-        self.val_set = KeyframeSamples(self.ds, "val", self.cache, L_, self.eval_distances, False, None, self.with_next,
-                                       self.with_gt_flow)
+        self.train_set = KeyframeSamples(
+            self.ds,
+            "train",
+            self.cache,
+            L_,
+            self.train_distances,
+            True,
+            self.augment,
+            self.with_next,
+            self.with_gt_flow,
+        )
+        self.val_set = KeyframeSamples(
+            self.ds, "val", self.cache, L_, self.eval_distances, False, None, self.with_next, self.with_gt_flow
+        )
         if self.train_generator is None:  # seeded from the global RNG (seed_everything) once
             self.train_generator = torch.Generator().manual_seed(int(torch.randint(2**62, (1,))))
 
@@ -187,9 +215,16 @@ class CompressedVideoDataModule(L.LightningDataModule):
     def _loader(self, ds, shuffle: bool, batch: int) -> DataLoader:
         drop_last = shuffle and len(ds) > batch  # never an empty epoch on a tiny dataset
         sampler = SeededSampler(len(ds), self.train_generator) if shuffle else None
-        return ForkSafeDataLoader(ds, batch_size=batch, sampler=sampler, drop_last=drop_last,
-                                  num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
-                                  pin_memory=False, generator=torch.Generator().manual_seed(0))
+        return ForkSafeDataLoader(
+            ds,
+            batch_size=batch,
+            sampler=sampler,
+            drop_last=drop_last,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=False,
+            generator=torch.Generator().manual_seed(0),
+        )
 
     def train_dataloader(self) -> DataLoader:
         loader = self._loader(self.train_set, True, self.batch_size)

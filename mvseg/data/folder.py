@@ -81,7 +81,9 @@ def label_path(root: str | Path, split: str, clip: str, frame: int) -> Path:
 
 def clip_written(root: str | Path, split: str, clip: str, annotated: list[int]) -> bool:
     """Whether `write_clip` finished this clip (a resumed preparation keeps it)."""
-    return video_path(root, split, clip).is_file() and all(label_path(root, split, clip, t).is_file() for t in annotated)
+    return video_path(root, split, clip).is_file() and all(
+        label_path(root, split, clip, t).is_file() for t in annotated
+    )
 
 
 def _save_png(img: np.ndarray, path: Path) -> None:
@@ -93,8 +95,17 @@ def _save_png(img: np.ndarray, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def write_clip(root: str | Path, split: str, clip: str, frames: np.ndarray, labels: Mapping[int, np.ndarray],
-               gop: int, fps: float, crf: float, scenecut: int = 0) -> Path:
+def write_clip(
+    root: str | Path,
+    split: str,
+    clip: str,
+    frames: np.ndarray,
+    labels: Mapping[int, np.ndarray],
+    gop: int,
+    fps: float,
+    crf: float,
+    scenecut: int = 0,
+) -> Path:
     """Store one clip: frames (T, H, W, 3) uint8 as H.264 (an I-frame every `gop` frames, and
     where x264 detects a cut when `scenecut` > 0) and the label (H, W) uint8 of each annotated
     frame as a PNG. Labels first, video last, each whole."""
@@ -120,8 +131,10 @@ def _inside(root: Path, rel: str | Path) -> Path:
     the dataset root (a dataset is one folder that can be moved, shared and trusted whole)."""
     p = (root / rel).resolve()
     if not p.is_relative_to(root.resolve()):
-        raise DatasetError(f"{root / 'dataset.json'}: path {rel!s} escapes the dataset root (it resolves to {p}; "
-                           "copy the file into the dataset instead of linking it)")
+        raise DatasetError(
+            f"{root / 'dataset.json'}: path {rel!s} escapes the dataset root (it resolves to {p}; "
+            "copy the file into the dataset instead of linking it)"
+        )
     return p
 
 
@@ -167,9 +180,15 @@ def load_folder_dataset(root: str | Path, splits: tuple[str, ...] = ("train", "v
             video = _inside(root, Path("videos") / split / f"{name}.mp4")
             if not video.is_file():
                 raise DatasetError(f"{video}: video of clip '{name}' ({split}) is missing")
-            clip = Clip(split, name, video, _inside(root, Path("labels") / split / name),
-                        [int(t) for t in spec.get("annotated", [])], spec.get("frames"),
-                        [int(d) for d in spec["distances"]] if spec.get("distances") is not None else None)
+            clip = Clip(
+                split,
+                name,
+                video,
+                _inside(root, Path("labels") / split / name),
+                [int(t) for t in spec.get("annotated", [])],
+                spec.get("frames"),
+                [int(d) for d in spec["distances"]] if spec.get("distances") is not None else None,
+            )
             for t in clip.annotated:
                 _inside(root, Path("labels") / split / name / f"{t:06d}.png")  # a linked label file too
                 if not clip.label_path(t).is_file():

@@ -31,26 +31,76 @@ from mvseg.data.synthetic import CLASSES, IGNORE_INDEX, SyntheticConfig, render_
 LAYOUTS = ("cityscapes", "camvid")
 
 # synthetic class -> Cityscapes label id (cityscapesscripts' `labels` table); ignore -> 0 (unlabeled)
-CITYSCAPES_IDS = {"road": 7, "sidewalk": 8, "building": 11, "vegetation": 21, "sky": 23, "car": 26,
-                  "person": 24, "pole": 17, "sign": 20}
+CITYSCAPES_IDS = {
+    "road": 7,
+    "sidewalk": 8,
+    "building": 11,
+    "vegetation": 21,
+    "sky": 23,
+    "car": 26,
+    "person": 24,
+    "pole": 17,
+    "sign": 20,
+}
 # colours of those ids in Cityscapes' own table (the _color.png files)
-CITYSCAPES_COLOURS = {0: (0, 0, 0), 7: (128, 64, 128), 8: (244, 35, 232), 11: (70, 70, 70), 17: (153, 153, 153),
-                      20: (220, 220, 0), 21: (107, 142, 35), 23: (70, 130, 180), 24: (220, 20, 60), 26: (0, 0, 142)}
+CITYSCAPES_COLOURS = {
+    0: (0, 0, 0),
+    7: (128, 64, 128),
+    8: (244, 35, 232),
+    11: (70, 70, 70),
+    17: (153, 153, 153),
+    20: (220, 220, 0),
+    21: (107, 142, 35),
+    23: (70, 130, 180),
+    24: (220, 20, 60),
+    26: (0, 0, 142),
+}
 # CamVid's label_colors.txt, the 32 names as the dataset ships them
 CAMVID_COLOURS = (
-    ((64, 128, 64), "Animal"), ((192, 0, 128), "Archway"), ((0, 128, 192), "Bicyclist"), ((0, 128, 64), "Bridge"),
-    ((128, 0, 0), "Building"), ((64, 0, 128), "Car"), ((64, 0, 192), "CartLuggagePram"), ((192, 128, 64), "Child"),
-    ((192, 192, 128), "Column_Pole"), ((64, 64, 128), "Fence"), ((128, 0, 192), "LaneMkgsDriv"),
-    ((192, 0, 64), "LaneMkgsNonDriv"), ((128, 128, 64), "Misc_Text"), ((192, 0, 192), "MotorcycleScooter"),
-    ((128, 64, 64), "OtherMoving"), ((64, 192, 128), "ParkingBlock"), ((64, 64, 0), "Pedestrian"),
-    ((128, 64, 128), "Road"), ((128, 128, 192), "RoadShoulder"), ((0, 0, 192), "Sidewalk"),
-    ((192, 128, 128), "SignSymbol"), ((128, 128, 128), "Sky"), ((64, 128, 192), "SUVPickupTruck"),
-    ((0, 0, 64), "TrafficCone"), ((0, 64, 64), "TrafficLight"), ((192, 64, 128), "Train"), ((128, 128, 0), "Tree"),
-    ((192, 128, 192), "Truck_Bus"), ((64, 0, 64), "Tunnel"), ((192, 192, 0), "VegetationMisc"), ((0, 0, 0), "Void"),
+    ((64, 128, 64), "Animal"),
+    ((192, 0, 128), "Archway"),
+    ((0, 128, 192), "Bicyclist"),
+    ((0, 128, 64), "Bridge"),
+    ((128, 0, 0), "Building"),
+    ((64, 0, 128), "Car"),
+    ((64, 0, 192), "CartLuggagePram"),
+    ((192, 128, 64), "Child"),
+    ((192, 192, 128), "Column_Pole"),
+    ((64, 64, 128), "Fence"),
+    ((128, 0, 192), "LaneMkgsDriv"),
+    ((192, 0, 64), "LaneMkgsNonDriv"),
+    ((128, 128, 64), "Misc_Text"),
+    ((192, 0, 192), "MotorcycleScooter"),
+    ((128, 64, 64), "OtherMoving"),
+    ((64, 192, 128), "ParkingBlock"),
+    ((64, 64, 0), "Pedestrian"),
+    ((128, 64, 128), "Road"),
+    ((128, 128, 192), "RoadShoulder"),
+    ((0, 0, 192), "Sidewalk"),
+    ((192, 128, 128), "SignSymbol"),
+    ((128, 128, 128), "Sky"),
+    ((64, 128, 192), "SUVPickupTruck"),
+    ((0, 0, 64), "TrafficCone"),
+    ((0, 64, 64), "TrafficLight"),
+    ((192, 64, 128), "Train"),
+    ((128, 128, 0), "Tree"),
+    ((192, 128, 192), "Truck_Bus"),
+    ((64, 0, 64), "Tunnel"),
+    ((192, 192, 0), "VegetationMisc"),
+    ((0, 0, 0), "Void"),
     ((64, 192, 0), "Wall"),
 )
-CAMVID_NAMES = {"road": "Road", "sidewalk": "Sidewalk", "building": "Building", "vegetation": "Tree", "sky": "Sky",
-                "car": "Car", "person": "Pedestrian", "pole": "Column_Pole", "sign": "SignSymbol"}
+CAMVID_NAMES = {
+    "road": "Road",
+    "sidewalk": "Sidewalk",
+    "building": "Building",
+    "vegetation": "Tree",
+    "sky": "Sky",
+    "car": "Car",
+    "person": "Pedestrian",
+    "pole": "Column_Pole",
+    "sign": "SignSymbol",
+}
 
 
 def _lut(values: dict[str, object], void, dtype=np.uint8) -> np.ndarray:
@@ -70,8 +120,9 @@ def _save_png(path: Path, array: np.ndarray) -> None:
     Image.fromarray(array).save(path)
 
 
-def write_cityscapes_layout(root: str | Path, snippets: dict[str, int] | None = None, size: tuple[int, int] = (128, 256),
-                            seed: int = 0) -> dict[str, list[str]]:
+def write_cityscapes_layout(
+    root: str | Path, snippets: dict[str, int] | None = None, size: tuple[int, int] = (128, 256), seed: int = 0
+) -> dict[str, list[str]]:
     """Cityscapes-layout snippets from synthetic clips: `snippets` per split (default 3 train in
     two cities, 2 val), each 30 frames with the 20th annotated. Returns {split: [snippet names]}."""
     snippets = snippets or {"train": 3, "val": 2}
@@ -89,8 +140,10 @@ def write_cityscapes_layout(root: str | Path, snippets: dict[str, int] | None = 
             clip = render_clip(seed * 1_000_003 + 50_000 * (s_i + 1) + k, cfg)
             stem = f"{city}_{seq:06d}"
             for i, img in enumerate(clip.frames):
-                _save_png(root / "leftImg8bit_sequence" / split / city / f"{stem}_{label_frame - 19 + i:06d}_leftImg8bit.png",
-                          img)
+                _save_png(
+                    root / "leftImg8bit_sequence" / split / city / f"{stem}_{label_frame - 19 + i:06d}_leftImg8bit.png",
+                    img,
+                )
             lab = ids[clip.labels[19]]
             gt = root / "gtFine" / split / city / f"{stem}_{label_frame:06d}_gtFine"
             _save_png(gt.with_name(gt.name + "_labelIds.png"), lab)
@@ -99,8 +152,12 @@ def write_cityscapes_layout(root: str | Path, snippets: dict[str, int] | None = 
     return names
 
 
-def write_camvid_layout(root: str | Path, sequences: dict[str, tuple[str, int]] | None = None,
-                        size: tuple[int, int] = (120, 160), seed: int = 0) -> dict[str, list[str]]:
+def write_camvid_layout(
+    root: str | Path,
+    sequences: dict[str, tuple[str, int]] | None = None,
+    size: tuple[int, int] = (120, 160),
+    seed: int = 0,
+) -> dict[str, list[str]]:
     """CamVid-layout sequences from synthetic clips: `sequences` {name: (split, labelled frames)}
     (default three sequences, one per split), each a 30 fps H.264 video of 30 x labelled + 1
     frames with colour labels at frames 30, 60, ... Returns {split: [labelled frame names]}."""

@@ -28,8 +28,15 @@ from pathlib import Path
 
 import numpy as np
 
-from mvseg.data.folder import (IMAGENET_MEAN, IMAGENET_STD, DatasetError, clip_written, label_path, write_clip,
-                               write_dataset_json)
+from mvseg.data.folder import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    DatasetError,
+    clip_written,
+    label_path,
+    write_clip,
+    write_dataset_json,
+)
 
 PROTOCOLS = ("gop", "per-distance")
 
@@ -99,7 +106,7 @@ def _clips_of(win: Window, cfg: PrepareConfig) -> list[tuple[str, int, int, int,
     if t < cfg.interval - 1:  # e.g. CamVid's Seq05VD_f00000, the first frame of its video
         import warnings
 
-        warnings.warn(f"{win.source}: only {t} frames before it: per-distance clips for d <= {t} only")
+        warnings.warn(f"{win.source}: only {t} frames before it: per-distance clips for d <= {t} only", stacklevel=2)
     return [(f"{win.name}_d{d:02d}", t - d, t + 1, d, [d]) for d in range(min(cfg.interval, t + 1))]
 
 
@@ -109,8 +116,12 @@ def _clip_specs(win: Window, cfg: PrepareConfig) -> list[tuple[str, str, dict]]:
     for name, a, b, t, dist in _clips_of(win, cfg):
         # source frame numbers of the clip's first and last frame: decoded frame n is source
         # frame source_frames[0] + n
-        spec = {"frames": b - a, "annotated": [t], "source_frames": [win.first_frame + a, win.first_frame + b - 1],
-                **win.extra}
+        spec = {
+            "frames": b - a,
+            "annotated": [t],
+            "source_frames": [win.first_frame + a, win.first_frame + b - 1],
+            **win.extra,
+        }
         if dist is not None:
             spec["distances"] = dist
         out.append((win.split, name, spec))
@@ -128,8 +139,10 @@ def _write_window(win: Window, out: Path, cfg: PrepareConfig) -> tuple[int, int,
     if frames.ndim != 4 or frames.shape[0] != win.length or frames.shape[-1] != 3:
         raise DatasetError(f"{win.source}: expected {win.length} RGB frames around it, got {frames.shape}")
     if label.shape != frames.shape[1:3]:
-        raise DatasetError(f"{win.source}: label is {label.shape[1]}x{label.shape[0]} but its frames are "
-                           f"{frames.shape[2]}x{frames.shape[1]}")
+        raise DatasetError(
+            f"{win.source}: label is {label.shape[1]}x{label.shape[0]} but its frames are "
+            f"{frames.shape[2]}x{frames.shape[1]}"
+        )
     frames, label = resize_frames(frames, cfg.size), resize_label(label, cfg.size)
     for name, a, b, t, _ in todo:
         write_clip(out, win.split, name, frames[a:b], {t: label}, gop=cfg.interval, fps=cfg.fps, crf=cfg.crf)
@@ -140,17 +153,17 @@ def in_workers(job: Callable, items: Iterable, workers: int) -> Iterator:
     """job(item) for each item in `workers` spawned processes, results in order, at most
     2 x workers items in flight (CamVid windows carry their frames). A worker that dies (killed,
     out of memory) raises BrokenProcessPool here instead of hanging, as multiprocessing.Pool would."""
+    import signal
     from collections import deque
     from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_context
 
-    import signal
-
     # "spawn": forking a process whose torch/OpenMP thread pools run can deadlock the children.
     # Workers ignore Ctrl-C: the parent stops (one line) and its pool lets the items in flight end
     # whole, instead of each worker printing a KeyboardInterrupt traceback.
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=signal.signal,
-                             initargs=(signal.SIGINT, signal.SIG_IGN)) as pool:
+    with ProcessPoolExecutor(
+        workers, mp_context=get_context("spawn"), initializer=signal.signal, initargs=(signal.SIGINT, signal.SIG_IGN)
+    ) as pool:
         pending: deque = deque()
         try:
             for item in items:
@@ -164,8 +177,16 @@ def in_workers(job: Callable, items: Iterable, workers: int) -> Iterator:
                 f.cancel()
 
 
-def write_dataset(windows: Iterable[Window], out: str | Path, cfg: PrepareConfig, info: dict,
-                  total: int | None = None, progress: bool = True, desc: str = "clips", workers: int = 1) -> dict:
+def write_dataset(
+    windows: Iterable[Window],
+    out: str | Path,
+    cfg: PrepareConfig,
+    info: dict,
+    total: int | None = None,
+    progress: bool = True,
+    desc: str = "clips",
+    workers: int = 1,
+) -> dict:
     """Encode every window as clips of `cfg.protocol` under `out`; returns dataset.json's content.
 
     info: "name", "classes", "palette", "ignore_index" (and anything else to record).
@@ -176,18 +197,27 @@ def write_dataset(windows: Iterable[Window], out: str | Path, cfg: PrepareConfig
     cfg.check()
     out = Path(out)
     meta_path = out / "dataset.json"
-    settings = {"protocol": cfg.protocol, "interval": cfg.interval, "size": list(cfg.size) if cfg.size else None,
-                "crf": cfg.crf, **{k: v for k, v in info.items() if k.startswith("prepare_")}}
+    settings = {
+        "protocol": cfg.protocol,
+        "interval": cfg.interval,
+        "size": list(cfg.size) if cfg.size else None,
+        "crf": cfg.crf,
+        **{k: v for k, v in info.items() if k.startswith("prepare_")},
+    }
     if meta_path.is_file():
         old = json.loads(meta_path.read_text()).get("prepared")
         if old != settings:
-            raise DatasetError(f"{meta_path}: this folder holds a dataset prepared with other settings "
-                               f"({old}); choose another --out or delete it")
+            raise DatasetError(
+                f"{meta_path}: this folder holds a dataset prepared with other settings "
+                f"({old}); choose another --out or delete it"
+            )
     marker = out / ".prepare.json"  # the settings of an unfinished prepare, checked on resume
     out.mkdir(parents=True, exist_ok=True)
     if marker.is_file() and json.loads(marker.read_text()) != settings:
-        raise DatasetError(f"{out}: an unfinished prepare with other settings is here "
-                           f"({json.loads(marker.read_text())}); choose another --out or delete it")
+        raise DatasetError(
+            f"{out}: an unfinished prepare with other settings is here "
+            f"({json.loads(marker.read_text())}); choose another --out or delete it"
+        )
     marker.write_text(json.dumps(settings))
     splits: dict[str, dict] = {}
     size = None
@@ -205,8 +235,10 @@ def write_dataset(windows: Iterable[Window], out: str | Path, cfg: PrepareConfig
         for n_written, n_kept, got in tqdm(results, total=total, desc=desc, disable=not progress, unit="snippet"):
             written, kept, size = written + n_written, kept + n_kept, size or got
     except BrokenProcessPool:
-        raise OSError(f"{out}: a worker process died while encoding (killed, or out of memory); the clips "
-                      "written are kept: run the same command again to resume (--workers 1 uses less memory)") from None
+        raise OSError(
+            f"{out}: a worker process died while encoding (killed, or out of memory); the clips "
+            "written are kept: run the same command again to resume (--workers 1 uses less memory)"
+        ) from None
     for split, name, spec in (x for clips in specs for x in clips):
         splits.setdefault(split, {})[name] = spec
     if not splits:
@@ -217,10 +249,18 @@ def write_dataset(windows: Iterable[Window], out: str | Path, cfg: PrepareConfig
         split, clips = next(iter(splits.items()))
         name, spec = next(iter(clips.items()))
         size = list(np.asarray(Image.open(label_path(out, split, name, spec["annotated"][0]))).shape)
-    meta = {"name": info["name"], "classes": list(info["classes"]), "palette": info.get("palette"),
-            "ignore_index": int(info.get("ignore_index", 255)), "size": size, "fps": cfg.fps,
-            "mean": list(info.get("mean", IMAGENET_MEAN)), "std": list(info.get("std", IMAGENET_STD)),
-            "splits": splits, "prepared": settings}
+    meta = {
+        "name": info["name"],
+        "classes": list(info["classes"]),
+        "palette": info.get("palette"),
+        "ignore_index": int(info.get("ignore_index", 255)),
+        "size": size,
+        "fps": cfg.fps,
+        "mean": list(info.get("mean", IMAGENET_MEAN)),
+        "std": list(info.get("std", IMAGENET_STD)),
+        "splits": splits,
+        "prepared": settings,
+    }
     meta = write_dataset_json(out, meta)
     marker.unlink(missing_ok=True)
     meta["_counts"] = {"written": written, "kept": kept}

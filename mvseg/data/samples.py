@@ -28,8 +28,11 @@ from mvseg.data.folder import Clip, DatasetError, FolderDataset, read_label
 from mvseg.ops.fields import CELL, compose, compose_forward, resize_field
 
 IMAGE_KEYS = ("key", "cur", "next_key")
-FIELD_KEYS = (("offset_cur_to_key", "mask_cur_to_key"), ("offset_cur_to_next", "mask_cur_to_next"),
-              ("flow_cur_to_key", "flowmask_cur_to_key"))
+FIELD_KEYS = (
+    ("offset_cur_to_key", "mask_cur_to_key"),
+    ("offset_cur_to_next", "mask_cur_to_next"),
+    ("flow_cur_to_key", "flowmask_cur_to_key"),
+)
 
 
 @dataclass
@@ -53,8 +56,10 @@ def chain_offsets(video: CachedVideo, t: int, k: int) -> tuple[Tensor, Tensor]:
     if k == t:
         return torch.zeros(2, hc, wc), torch.ones(hc, wc)
     js = range(t, k, -1)  # f_t, f_{t-1}, ..., f_{k+1}
-    return compose([torch.from_numpy(np.array(video.offsets[j])) for j in js],
-                   [torch.from_numpy(video.masks[j].astype(np.float32)) for j in js])
+    return compose(
+        [torch.from_numpy(np.array(video.offsets[j])) for j in js],
+        [torch.from_numpy(video.masks[j].astype(np.float32)) for j in js],
+    )
 
 
 def chain_offsets_forward(video: CachedVideo, t: int, n: int) -> tuple[Tensor, Tensor]:
@@ -63,8 +68,10 @@ def chain_offsets_forward(video: CachedVideo, t: int, n: int) -> tuple[Tensor, T
     if n == t:
         return torch.zeros(2, hc, wc), torch.ones(hc, wc)
     js = range(t + 1, n + 1)
-    return compose_forward([torch.from_numpy(np.array(video.offsets[j])) for j in js],
-                           [torch.from_numpy(video.masks[j].astype(np.float32)) for j in js])
+    return compose_forward(
+        [torch.from_numpy(np.array(video.offsets[j])) for j in js],
+        [torch.from_numpy(video.masks[j].astype(np.float32)) for j in js],
+    )
 
 
 def gt_flow_path(ds: FolderDataset, clip: Clip) -> Path:
@@ -77,8 +84,10 @@ def load_gt_flow(path: Path, frames: int, size: tuple[int, int]) -> tuple[Tensor
     """Per-frame ground-truth flow averaged over 4x4 cells -> (T, 2, Hc, Wc) float32, and (T,)
     bool: the frame's flow exists (False at a scene cut of a clip with cuts)."""
     if not path.is_file():
-        raise DatasetError(f"{path}: ground-truth flow not found (with_gt_flow needs gt/{{split}}/{{clip}}.npz, "
-                           "as `mvseg data prepare synthetic` writes)")
+        raise DatasetError(
+            f"{path}: ground-truth flow not found (with_gt_flow needs gt/{{split}}/{{clip}}.npz, "
+            "as `mvseg data prepare synthetic` writes)"
+        )
     try:
         with np.load(path) as z:
             flow = np.asarray(z["flow"], dtype=np.float32)
@@ -184,12 +193,17 @@ class KeyframeSamples(Dataset):
             else:  # a chain across a scene cut has no flow: masked
                 js = range(t, k, -1)
                 s["flow_cur_to_key"], s["flowmask_cur_to_key"] = compose(
-                    [gt[j] for j in js], [torch.full(gt.shape[-2:], float(valid[j])) for j in js])
+                    [gt[j] for j in js], [torch.full(gt.shape[-2:], float(valid[j])) for j in js]
+                )
         if self.with_next:
             n = min(k + self.interval, len(v) - 1)  # clamped at the end of the clip
             off_n, m_n = chain_offsets_forward(v, t, max(n, t))
-            s.update(next_key=self._image(v, max(n, t)), offset_cur_to_next=off_n, mask_cur_to_next=m_n,
-                     next_distance=max(n, t) - t)
+            s.update(
+                next_key=self._image(v, max(n, t)),
+                offset_cur_to_next=off_n,
+                mask_cur_to_next=m_n,
+                next_distance=max(n, t) - t,
+            )
         if self.train and self.augment is not None:
             s = augment_sample(s, self.augment, gen)
         return s
@@ -223,7 +237,9 @@ class SeededSampler(Sampler):
     def state_dict(self, samples_done: int) -> dict:
         """Where the current epoch stands: its draw (the generator before it) and how many of its
         samples the model has trained on."""
-        return {} if self.epoch_state is None else {"epoch_generator": self.epoch_state, "samples_done": int(samples_done)}
+        return (
+            {} if self.epoch_state is None else {"epoch_generator": self.epoch_state, "samples_done": int(samples_done)}
+        )
 
     def load_state_dict(self, state: dict) -> None:
         """The next epoch drawn is the saved one, from its first sample not yet trained on."""
@@ -240,15 +256,20 @@ def augment_sample(s: dict, aug: Augment, gen: torch.Generator | None = None) ->
     origin = None
     if aug.crop is not None:
         ph, pw = max(size[0], aug.crop[0]), max(size[1], aug.crop[1])  # padded size
-        origin = (CELL * int(torch.randint((ph - aug.crop[0]) // CELL + 1, (1,), generator=gen)),
-                  CELL * int(torch.randint((pw - aug.crop[1]) // CELL + 1, (1,), generator=gen)))
+        origin = (
+            CELL * int(torch.randint((ph - aug.crop[0]) // CELL + 1, (1,), generator=gen)),
+            CELL * int(torch.randint((pw - aug.crop[1]) // CELL + 1, (1,), generator=gen)),
+        )
     flip = aug.hflip and bool(torch.rand((), generator=gen) < 0.5)
     return transform_sample(s, size, aug.crop, origin, flip)
 
 
 def transform_sample(
-    s: dict, size: tuple[int, int], crop: tuple[int, int] | None = None,
-    origin: tuple[int, int] | None = None, flip: bool = False,
+    s: dict,
+    size: tuple[int, int],
+    crop: tuple[int, int] | None = None,
+    origin: tuple[int, int] | None = None,
+    flip: bool = False,
 ) -> dict:
     """Resize to `size`, pad/crop to `crop` at `origin` (multiples of 4) and mirror, every
     image, the label and the offset fields of a sample alike."""

@@ -40,8 +40,15 @@ IGNORE_INDEX = 255
 FPS = 17.0  # the clips' frame rate (Cityscapes' video is 17 fps)
 # Cityscapes-like colours, for visualisation only.
 PALETTE = (
-    (128, 64, 128), (244, 35, 232), (70, 70, 70), (107, 142, 35), (70, 130, 180),
-    (0, 0, 142), (220, 20, 60), (153, 153, 153), (220, 220, 0),
+    (128, 64, 128),
+    (244, 35, 232),
+    (70, 70, 70),
+    (107, 142, 35),
+    (70, 130, 180),
+    (0, 0, 142),
+    (220, 20, 60),
+    (153, 153, 153),
+    (220, 220, 0),
 )
 
 
@@ -78,8 +85,17 @@ class SyntheticConfig:
 
 # the event settings: left out of a dataset's generator record at their defaults (datasets made
 # before they existed stay valid)
-EVENT_FIELDS = ("speed_changes", "cut_rate", "turn_rate", "lorry_rate", "tunnel_rate", "turn_degrees",
-                "turn_frames", "fov_degrees", "tunnel_gain")
+EVENT_FIELDS = (
+    "speed_changes",
+    "cut_rate",
+    "turn_rate",
+    "lorry_rate",
+    "tunnel_rate",
+    "turn_degrees",
+    "turn_frames",
+    "fov_degrees",
+    "tunnel_gain",
+)
 
 
 @dataclass
@@ -202,8 +218,7 @@ class _Camera:
 
     def to_image(self, z: float, t: float, cx, cy):
         s, (tx, ty) = self.scale(z, t), self.shift(z, t)
-        return ((cx - self.foe[0] - tx) * s + self.foe[0] - self.yaw(t),
-                (cy - self.foe[1] - ty) * s + self.foe[1])
+        return ((cx - self.foe[0] - tx) * s + self.foe[0] - self.yaw(t), (cy - self.foe[1] - ty) * s + self.foe[1])
 
 
 @dataclass
@@ -288,8 +303,13 @@ class StreetScene:
         # trees: canopies above the horizon line
         nt = int(rng.integers(2, 7))
         self.trees = [
-            (rng.uniform(-0.5 * w, 1.5 * w), self.horizon - rng.uniform(0.05, 0.2) * h,
-             rng.uniform(0.06, 0.14) * w, rng.uniform(0.08, 0.18) * h, _colour(rng, "green"))
+            (
+                rng.uniform(-0.5 * w, 1.5 * w),
+                self.horizon - rng.uniform(0.05, 0.2) * h,
+                rng.uniform(0.06, 0.14) * w,
+                rng.uniform(0.08, 0.18) * h,
+                _colour(rng, "green"),
+            )
             for _ in range(nt)
         ]
         self.t_tex = _Texture(rng, 2.0, 8)
@@ -311,23 +331,57 @@ class StreetScene:
             speed = rng.choice([0.0, rng.uniform(0.6, 2.5)]) * rng.choice([-1, 1])
             x = foe[0] + lane - speed * cfg.frames * rng.uniform(0.2, 0.8)
             hw = 0.45 * depth + 4
-            self.objects.append(_Object("car", x, y, speed, hw, 0.55 * hw, _colour(rng, "vivid"),
-                                        np.array([60, 70, 80.0]) * rng.uniform(0.6, 1.3), _Texture(rng, 2.5, 10)))
+            self.objects.append(
+                _Object(
+                    "car",
+                    x,
+                    y,
+                    speed,
+                    hw,
+                    0.55 * hw,
+                    _colour(rng, "vivid"),
+                    np.array([60, 70, 80.0]) * rng.uniform(0.6, 1.3),
+                    _Texture(rng, 2.5, 10),
+                )
+            )
         for _ in range(int(rng.integers(*cfg.people))):
             y = gy(0.2, 1.0)
             depth = y - self.horizon
             side = rng.choice([-1, 1])
             x = foe[0] + side * rng.uniform(1.05, 1.4) * self.road_slope * depth
             hh = 0.3 * depth + 3
-            self.objects.append(_Object("person", x, y, rng.uniform(-0.8, 0.8), 0.35 * hh, hh,
-                                        _colour(rng, "vivid"), _colour(rng, "vivid"), _Texture(rng, 2.0, 6)))
+            self.objects.append(
+                _Object(
+                    "person",
+                    x,
+                    y,
+                    rng.uniform(-0.8, 0.8),
+                    0.35 * hh,
+                    hh,
+                    _colour(rng, "vivid"),
+                    _colour(rng, "vivid"),
+                    _Texture(rng, 2.0, 6),
+                )
+            )
         for _ in range(int(rng.integers(*cfg.poles))):
             y = gy(0.15, 0.9)
             depth = y - self.horizon
             x = foe[0] + rng.choice([-1, 1]) * rng.uniform(1.05, 1.3) * self.road_slope * depth
             hh = 0.8 * depth + 6
-            self.objects.append(_Object("pole", x, y, 0.0, 0.12 * hh, hh, _colour(rng, "grey") * 0.7,
-                                        _colour(rng, "vivid"), _Texture(rng, 2.0, 6), has_sign=rng.random() < 0.7))
+            self.objects.append(
+                _Object(
+                    "pole",
+                    x,
+                    y,
+                    0.0,
+                    0.12 * hh,
+                    hh,
+                    _colour(rng, "grey") * 0.7,
+                    _colour(rng, "vivid"),
+                    _Texture(rng, 2.0, 6),
+                    has_sign=rng.random() < 0.7,
+                )
+            )
         if cfg.lorry_rate > 0:
             self.objects += self._lorries(np.random.default_rng([seed, 104717]))
         self.light_amp = rng.uniform(0, cfg.illumination)
@@ -347,8 +401,19 @@ class StreetScene:
             vx = side * (w + 2 * hw) / rng.uniform(12, 30)
             edge = self.cam.to_canvas(self.z_ground, float(t0), np.array(0.0 if side > 0 else w), np.array(y))[0]
             x0 = float(edge) - side * hw - vx * t0  # its near end at the frame's edge at t0
-            out.append(_Object("car", x0, y, vx, hw, 0.8 * hw, _colour(rng, "vivid"),
-                               np.array([60, 70, 80.0]) * rng.uniform(0.6, 1.3), _Texture(rng, 2.5, 10)))
+            out.append(
+                _Object(
+                    "car",
+                    x0,
+                    y,
+                    vx,
+                    hw,
+                    0.8 * hw,
+                    _colour(rng, "vivid"),
+                    np.array([60, 70, 80.0]) * rng.uniform(0.6, 1.3),
+                    _Texture(rng, 2.5, 10),
+                )
+            )
         return out
 
     def gain(self, t: int) -> float:
@@ -419,12 +484,16 @@ class StreetScene:
         lab = np.full((h, w), IGNORE_INDEX, np.int16)
         flow = np.zeros((2, h, w), np.float32)
         obj_id = np.full((h, w), -1, np.int16)
-        for z, layer in ((self.z_sky, self._sky), (self.z_build, self._buildings),
-                         (self.z_tree, self._trees), (self.z_ground, self._ground)):
+        for z, layer in (
+            (self.z_sky, self._sky),
+            (self.z_build, self._buildings),
+            (self.z_tree, self._trees),
+            (self.z_ground, self._ground),
+        ):
             cx, cy = cam.to_canvas(z, t, px, py)
-            col, l = layer(cx, cy)
-            m = l >= 0
-            img[m], lab[m] = col[m], l[m]
+            col, ids = layer(cx, cy)
+            m = ids >= 0
+            img[m], lab[m] = col[m], ids[m]
             qx, qy = cam.to_image(z, t - 1, cx, cy)
             flow[0][m], flow[1][m] = (qx - px)[m], (qy - py)[m]
         # objects, far to near (painter's order by ground depth)
@@ -449,8 +518,8 @@ class StreetScene:
             return
         bx, by = px[y0:y1, x0:x1], py[y0:y1, x0:x1]
         u, v = (bx - cxi) / sx, (by - cyi) / sy
-        l, shade, part = _shape(o, u, v)
-        m = l >= 0
+        ids, shade, part = _shape(o, u, v)
+        m = ids >= 0
         if not m.any():
             return
         col = np.where(part[..., None], o.colour2, o.colour) * shade[..., None]
@@ -458,7 +527,7 @@ class StreetScene:
         pcx, pcy, psx, psy = placement(t - 1)
         fx, fy = pcx + u * psx - bx, pcy + v * psy - by
         sl = (slice(y0, y1), slice(x0, x1))
-        img[sl][m], lab[sl][m], obj_id[sl][m] = col[m], l[m], k
+        img[sl][m], lab[sl][m], obj_id[sl][m] = col[m], ids[m], k
         flow[0][sl][m], flow[1][sl][m] = fx[m], fy[m]
 
 
@@ -514,8 +583,10 @@ def render_clip(seed: int, cfg: SyntheticConfig | None = None) -> RenderedClip:
     cfg = cfg or SyntheticConfig()
     cuts = scene_cuts(np.random.default_rng([seed, 104701]), cfg) if cfg.cut_rate > 0 else ()
     starts = (0,) + cuts
-    scenes = [StreetScene(seed if i == 0 else int(np.random.SeedSequence([seed, i]).generate_state(1)[0]), cfg)
-              for i in range(len(starts))]
+    scenes = [
+        StreetScene(seed if i == 0 else int(np.random.SeedSequence([seed, i]).generate_state(1)[0]), cfg)
+        for i in range(len(starts))
+    ]
     rng = np.random.default_rng(seed + 7919)
     frames, labels, flows, ids = [], [], [], []
     for t in range(cfg.frames):
@@ -541,8 +612,17 @@ def _write_clip(job: tuple) -> tuple[str, str, np.ndarray, np.ndarray, int]:
     root, split, name, seed, cfg, gop, crf, annotated, with_gt, scenecut = job
     root = Path(root)
     clip = render_clip(seed, cfg)
-    write_clip(root, split, name, clip.frames, {t: clip.labels[t] for t in annotated}, gop=gop, fps=FPS, crf=crf,
-               scenecut=scenecut)
+    write_clip(
+        root,
+        split,
+        name,
+        clip.frames,
+        {t: clip.labels[t] for t in annotated},
+        gop=gop,
+        fps=FPS,
+        crf=crf,
+        scenecut=scenecut,
+    )
     if with_gt:
         gt = root / "gt" / split / f"{name}.npz"
         gt.parent.mkdir(parents=True, exist_ok=True)
@@ -594,10 +674,19 @@ def make_synthetic_dataset(
         raise ValueError(f"annotated frames {bad} outside a clip of {cfg.frames} frames")
     rootp = Path(root)
     meta_path = rootp / "dataset.json"
-    generator = {"seed": seed, "gop": gop, "crf": crf, "annotated": list(annotated),
-                 "train_clips": train_clips, "val_clips": val_clips,
-                 "config": {k: list(v) if isinstance(v, tuple) else v for k, v in vars(cfg).items()
-                            if not (k in EVENT_FIELDS and v == getattr(SyntheticConfig, k))}}
+    generator = {
+        "seed": seed,
+        "gop": gop,
+        "crf": crf,
+        "annotated": list(annotated),
+        "train_clips": train_clips,
+        "val_clips": val_clips,
+        "config": {
+            k: list(v) if isinstance(v, tuple) else v
+            for k, v in vars(cfg).items()
+            if not (k in EVENT_FIELDS and v == getattr(SyntheticConfig, k))
+        },
+    }
     if scenecut:  # only when on: datasets made before the option keep their metadata (and stay resumable)
         generator["scenecut"] = scenecut
     if meta_path.exists():
@@ -605,16 +694,27 @@ def make_synthetic_dataset(
         if meta.get("generator") == generator:
             return meta
         raise FileExistsError(
-            f"{rootp}: holds a synthetic dataset made with other settings; choose another --out "
-            "or delete it"
+            f"{rootp}: holds a synthetic dataset made with other settings; choose another --out or delete it"
         )
     splits = {"train": train_clips, "val": val_clips}
     jobs, offset = [], {"train": 0, "val": 100_000}
     for split, n in splits.items():
         for i in range(n):
             name = f"clip_{i:04d}"
-            jobs.append((str(rootp), split, name, seed * 1_000_003 + offset[split] + i, cfg, gop, crf,
-                         tuple(annotated), with_gt, scenecut))
+            jobs.append(
+                (
+                    str(rootp),
+                    split,
+                    name,
+                    seed * 1_000_003 + offset[split] + i,
+                    cfg,
+                    gop,
+                    crf,
+                    tuple(annotated),
+                    with_gt,
+                    scenecut,
+                )
+            )
     s1, s2, count = np.zeros(3), np.zeros(3), 0
     workers = max(1, min(workers, os.cpu_count() or 1, len(jobs)))
 
@@ -627,23 +727,26 @@ def make_synthetic_dataset(
 
         yield from in_workers(_write_clip, jobs, workers)
 
-    for split, name, a, b, n in tqdm(results(), total=len(jobs), desc="synthetic clips", disable=not progress):
+    for split, _, a, b, n in tqdm(results(), total=len(jobs), desc="synthetic clips", disable=not progress):
         if split == "train":
             s1, s2, count = s1 + a, s2 + b, count + n
     mean = s1 / max(count, 1)
     std = np.sqrt(np.maximum(s2 / max(count, 1) - mean**2, 1e-12))
-    return write_dataset_json(rootp, {
-        "name": "synthetic",
-        "classes": list(CLASSES),
-        "palette": [list(c) for c in PALETTE],
-        "ignore_index": IGNORE_INDEX,
-        "size": [cfg.height, cfg.width],
-        "fps": FPS,
-        "mean": mean.round(4).tolist(),
-        "std": std.round(4).tolist(),
-        "splits": {
-            split: {f"clip_{i:04d}": {"frames": cfg.frames, "annotated": list(annotated)} for i in range(n)}
-            for split, n in splits.items()
+    return write_dataset_json(
+        rootp,
+        {
+            "name": "synthetic",
+            "classes": list(CLASSES),
+            "palette": [list(c) for c in PALETTE],
+            "ignore_index": IGNORE_INDEX,
+            "size": [cfg.height, cfg.width],
+            "fps": FPS,
+            "mean": mean.round(4).tolist(),
+            "std": std.round(4).tolist(),
+            "splits": {
+                split: {f"clip_{i:04d}": {"frames": cfg.frames, "annotated": list(annotated)} for i in range(n)}
+                for split, n in splits.items()
+            },
+            "generator": generator,
         },
-        "generator": generator,
-    })
+    )

@@ -42,7 +42,7 @@ def encode_video(
     bframes: int = 0,
     ref: int = 1,
     timed: bool = False,
-    rotation: int = 0,
+    rotation: int | Callable[[], int] = 0,
     scenecut: int = 0,
     threads: int | None = None,
     sliced_threads: bool | None = None,
@@ -54,7 +54,8 @@ def encode_video(
     timed: the items are (frame, seconds) pairs and each frame keeps its time (variable frame
     rate kept; a time that is missing or does not increase becomes the previous one + 1 / fps).
     rotation: display rotation in degrees, written as the stream's display matrix (a player
-    shows the frames rotated; the pixels are stored as given).
+    shows the frames rotated; the pixels are stored as given); or a function giving it, asked when
+    the first frame arrives (a source whose rotation its first decoded frame says).
     scenecut: x264's scene-cut threshold (0: off, the datasets' setting; 40 is x264's default):
     when on, an I-frame also where x264 detects a cut, `gop` is then the longest GOP.
     threads: x264's threads (None: its default; 1 makes scene-cut decisions independent of timing).
@@ -100,8 +101,9 @@ def encode_video(
                 stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
                 if timed:
                     stream.codec_context.time_base = tick
-                if rotation % 360:
-                    stream.set_display_rotation(rotation % 360)
+                degrees = (rotation() if callable(rotation) else rotation) % 360
+                if degrees:
+                    stream.set_display_rotation(degrees)
                 opts = {"x264-params": params, "preset": preset}
                 if bitrate is not None:
                     stream.bit_rate = int(bitrate)

@@ -32,7 +32,7 @@ import numpy as np
 
 from mvseg.ops.fields import CELL, grid_size
 from mvseg.video import raster_jit
-from mvseg.video.decode import DecodedFrame, iter_frames
+from mvseg.video.decode import DecodedFrame, VideoReader, iter_frames
 
 
 def reference_distances(pict_types: str) -> list[tuple[int, int]]:
@@ -219,7 +219,7 @@ FIELD_RULES = {"iframes": "extrapolate", "intra": "fill"}  # iter_fields' defaul
 
 
 def iter_fields(
-    path: str | Path,
+    path: str | Path | VideoReader,
     *,
     rgb: bool | Callable[[int, str], bool] = True,
     strict_mvs: bool = True,

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from mvseg.ops.fields import cell_index, compose
-from mvseg.video.decode import CODECS, NoMotionVectorsError, iter_frames, probe
+from mvseg.video.decode import CODECS, NoMotionVectorsError, VideoReader, iter_frames, probe
 from mvseg.video.motion import iter_fields
 
 CSV_HEADER = "framenum,source,blockw,blockh,srcx,srcy,dstx,dsty,flags,motion_x,motion_y,motion_scale"
@@ -22,15 +22,17 @@ CSV_FORMAT = "%d,%2d,%2d,%2d,%4d,%4d,%4d,%4d,0x%x,%4d,%4d,%4d"
 def summarize(path: str | Path, dump_mvs: str | Path | None = None) -> dict:
     """Stream facts and MV statistics; optionally write every MV to a CSV (one row per MV,
     framenum 1-based in decoder output order, like FFmpeg's extract_mvs)."""
-    info = probe(path)
+    reader = VideoReader(path, need_size=True)  # opened once: the header here, the frames below
+    info = reader.info
     if dump_mvs and not info.exports_mvs:  # no header-only CSV that looks like "no motion"
+        reader.close()
         raise NoMotionVectorsError(
             path,
             f"codec {info.codec!r} carries no block motion vectors that FFmpeg exports: "
             "nothing to dump (re-encode to H.264 for the MV methods)",
         )
     types, n_mvs, frames_with = [], 0, 0
-    corrupt, missing, times, rotation = [], [], [], 0
+    corrupt, missing, times, rotation, interlaced = [], [], [], 0, False
     sizes: Counter = Counter()
     sources: Counter = Counter()
     # the CSV is written under a temporary name and renamed when whole (an interrupted dump leaves none)
@@ -40,7 +42,8 @@ def summarize(path: str | Path, dump_mvs: str | Path | None = None) -> dict:
     try:
         if out:
             out.write(CSV_HEADER + "\n")
-        for f in iter_frames(path, rgb=False, strict_mvs=False):
+        for f in iter_frames(reader, rgb=False, strict_mvs=False):
+            interlaced = interlaced or (f.index == 0 and f.interlaced)  # the first frame says
             types.append(f.pict_type)
             if f.corrupt:
                 corrupt.append(f.index)
@@ -62,6 +65,7 @@ def summarize(path: str | Path, dump_mvs: str | Path | None = None) -> dict:
                     np.savetxt(out, np.stack([c.astype(np.int64) for c in cols], 1), fmt=CSV_FORMAT)
         done = True
     finally:
+        reader.close()  # (the pass closed it already, unless it never started)
         if out:
             out.close()
             if done:
@@ -72,7 +76,7 @@ def summarize(path: str | Path, dump_mvs: str | Path | None = None) -> dict:
         "path": str(path),
         "codec": info.codec,
         "exports_mvs": info.exports_mvs,
-        "interlaced": _interlaced(path),
+        "interlaced": interlaced,
         "width": info.width,
         "height": info.height,
         "fps": round(info.fps, 3),
@@ -91,18 +95,6 @@ def summarize(path: str | Path, dump_mvs: str | Path | None = None) -> dict:
         "block_sizes": dict(sorted(sizes.items())),
         "mv_sources": {str(k): v for k, v in sorted(sources.items())},
     }
-
-
-def _interlaced(path: str | Path) -> bool:
-    """Whether the first frame is coded interlaced (fields): MVs then describe fields, and
-    mvseg reads them as if they moved whole frames."""
-    import av
-
-    try:
-        with av.open(str(path)) as c:
-            return bool(next(c.decode(video=0)).interlaced_frame)
-    except (av.FFmpegError, StopIteration, OSError, UnicodeDecodeError, AttributeError):
-        return False  # summarize has read the file already: its own errors name it
 
 
 def _variable_rate(times: list[float]) -> bool:

@@ -43,7 +43,9 @@ def test_intra_rule_is_part_of_the_entry(tiny_dataset, tmp_path):
     uncovered = np.mean([1 - raw.masks[t].mean() for t in p_frames])
     assert uncovered > 0.02 and np.mean([1 - filled.masks[t].mean() for t in p_frames]) < 0.2 * uncovered
     covered = raw.masks[p_frames] > 0
-    np.testing.assert_array_equal(np.asarray(filled.offsets[p_frames])[:, 0][covered], np.asarray(raw.offsets[p_frames])[:, 0][covered])
+    np.testing.assert_array_equal(
+        np.asarray(filled.offsets[p_frames])[:, 0][covered], np.asarray(raw.offsets[p_frames])[:, 0][covered]
+    )
     with pytest.raises(ValueError, match="data.intra_blocks must be one of"):
         VideoCache(tmp_path / "c", intra="zero")
 

@@ -6,9 +6,8 @@ import json
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from helpers import CAMVID_COLOURS, closest_frames, make_camvid_root
+from PIL import Image
 
 from mvseg.cli import main
 from mvseg.data.camvid import CLASSES_11, prepare_camvid
@@ -23,17 +22,29 @@ def cv_root(tmp_path_factory):
     return root, make_camvid_root(root)
 
 
-
 @pytest.mark.parametrize("void_class", [False, True])
 def test_colours_map_to_11_classes_or_12_with_void(cv_root, tmp_path, void_class):
     root, _ = cv_root
     meta = prepare_camvid(root, tmp_path / "o", PrepareConfig(interval=4), void_class=void_class, progress=False)
     assert meta["classes"] == list(CLASSES_11) + (["void"] if void_class else [])
     colours = {tuple(int(x) for x in line.split()[:3]): line.split()[3] for line in CAMVID_COLOURS.splitlines()}
-    want = {"Sky": 0, "Animal": 9, "Road": 3, "Car": 8, "Bicyclist": 10, "Building": 1,
-            "Void": 11 if void_class else 255}
+    want = {
+        "Sky": 0,
+        "Animal": 9,
+        "Road": 3,
+        "Car": 8,
+        "Bicyclist": 10,
+        "Building": 1,
+        "Void": 11 if void_class else 255,
+    }
     src = np.asarray(Image.open(root / "LabeledApproved_full/0001TP_000015_L.png"))
-    got = np.asarray(Image.open(tmp_path / "o/labels/train/0001TP_000015" / f"{meta['splits']['train']['0001TP_000015']['annotated'][0]:06d}.png"))
+    got = np.asarray(
+        Image.open(
+            tmp_path
+            / "o/labels/train/0001TP_000015"
+            / f"{meta['splits']['train']['0001TP_000015']['annotated'][0]:06d}.png"
+        )
+    )
     for rgb, name in colours.items():
         m = (src == rgb).all(-1)
         assert m.any() and (got[m] == want[name]).all(), name
@@ -44,12 +55,23 @@ def test_labels_align_with_decoded_frames_from_a_video_and_from_frames(cv_root, 
     the annotated index is that source frame, from a source video (decoded with PyAV) and
     from extracted frames; windows are cut at the ends of a sequence."""
     root, sources = cv_root
-    meta = prepare_camvid(root, tmp_path / "o", PrepareConfig(protocol="gop", interval=4), before=3, after=4,
-                          frame_offsets={"0001TP": 2}, progress=False)
+    meta = prepare_camvid(
+        root,
+        tmp_path / "o",
+        PrepareConfig(protocol="gop", interval=4),
+        before=3,
+        after=4,
+        frame_offsets={"0001TP": 2},
+        progress=False,
+    )
     s = meta["splits"]
     assert sorted(s["train"]) == ["0001TP_000015", "Seq05VD_f00012"] and list(s["test"]) == ["Seq05VD_f00024"]
-    cases = [("train", "0001TP_000015", "0001TP", 17), ("val", "0001TP_000030", "0001TP", 32),
-             ("train", "Seq05VD_f00012", "Seq05VD", 12), ("test", "Seq05VD_f00024", "Seq05VD", 24)]
+    cases = [
+        ("train", "0001TP_000015", "0001TP", 17),
+        ("val", "0001TP_000030", "0001TP", 32),
+        ("train", "Seq05VD_f00012", "Seq05VD", 12),
+        ("test", "Seq05VD_f00024", "Seq05VD", 24),
+    ]
     for split, name, seq, frame in cases:
         spec = s[split][name]
         first = spec["source_frames"][0]
@@ -83,8 +105,14 @@ def test_errors_name_the_file(cv_root, tmp_path):
     with pytest.raises(DatasetError, match=r"0001TP_000030_L.png: colour \(1, 2, 3\) is not in label_colors.txt"):
         prepare_camvid(bad, tmp_path / "o", PrepareConfig(interval=4), progress=False)
     with pytest.raises(DatasetError, match="labelled frame 45 but .*0001TP.mp4 has 40 frames"):
-        prepare_camvid(root, tmp_path / "o2", PrepareConfig(interval=4), splits=("val",), frame_offsets={"0001TP": 15},
-                       progress=False)
+        prepare_camvid(
+            root,
+            tmp_path / "o2",
+            PrepareConfig(interval=4),
+            splits=("val",),
+            frame_offsets={"0001TP": 15},
+            progress=False,
+        )
     (bad / "frames/Seq05VD/Seq05VD_000010.png").unlink()
     with pytest.raises(DatasetError, match=r"Seq05VD_f00012_L.png: source frame 10 is missing"):
         prepare_camvid(bad, tmp_path / "o3", PrepareConfig(interval=4), splits=("train",), progress=False)
@@ -92,15 +120,57 @@ def test_errors_name_the_file(cv_root, tmp_path):
 
 def test_cli_prepare_camvid_per_distance(cv_root, tmp_path, capsys):
     root, _ = cv_root
-    assert main(["data", "prepare", "camvid", "--root", str(root), "--out", str(tmp_path / "o"), "--protocol",
-                 "per-distance", "--interval", "3", "--void-class", "--frame-offset", "0001TP=1"]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "prepare",
+                "camvid",
+                "--root",
+                str(root),
+                "--out",
+                str(tmp_path / "o"),
+                "--protocol",
+                "per-distance",
+                "--interval",
+                "3",
+                "--void-class",
+                "--frame-offset",
+                "0001TP=1",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "6 train, 3 val, 3 test clips (per-distance, L = 3, 96x72); 12 encoded, 0 kept" in out
     meta = json.loads((tmp_path / "o/dataset.json").read_text())
     assert meta["classes"][-1] == "void" and meta["prepared"]["prepare_frame_offsets"] == {"0001TP": 1}
-    assert main(["data", "prepare", "camvid", "--root", str(root), "--out", str(tmp_path / "o"), "--protocol",
-                 "per-distance", "--interval", "3", "--void-class", "--frame-offset", "0001TP=1"]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "prepare",
+                "camvid",
+                "--root",
+                str(root),
+                "--out",
+                str(tmp_path / "o"),
+                "--protocol",
+                "per-distance",
+                "--interval",
+                "3",
+                "--void-class",
+                "--frame-offset",
+                "0001TP=1",
+            ]
+        )
+        == 0
+    )
     assert "0 encoded, 12 kept" in capsys.readouterr().out
-    assert main(["data", "prepare", "camvid", "--root", str(root), "--out", str(tmp_path / "p"),
-                 "--frame-offset", "0001TP"]) == 2
+    assert (
+        main(
+            ["data", "prepare", "camvid", "--root", str(root), "--out", str(tmp_path / "p"), "--frame-offset", "0001TP"]
+        )
+        == 2
+    )
     assert "--frame-offset expects SEQ=N" in capsys.readouterr().err

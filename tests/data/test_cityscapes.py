@@ -6,9 +6,8 @@ import json
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from helpers import closest_frames, make_cityscapes_root
+from PIL import Image
 
 from mvseg.cli import main
 from mvseg.data.folder import DatasetError, load_folder_dataset
@@ -26,12 +25,21 @@ def cs_root(tmp_path_factory):
     return root, make_cityscapes_root(root)
 
 
-
 def test_label_ids_map_to_the_19_official_train_ids(cs_root, tmp_path):
     root, _ = cs_root
     lut, classes, palette = label_table()
     assert len(classes) == 19 and classes[0] == "road" and classes[13] == "car" and classes[18] == "bicycle"
-    assert (lut[7], lut[8], lut[11], lut[21], lut[23], lut[24], lut[26], lut[33], lut[0]) == (0, 1, 2, 8, 10, 11, 13, 18, 255)
+    assert (lut[7], lut[8], lut[11], lut[21], lut[23], lut[24], lut[26], lut[33], lut[0]) == (
+        0,
+        1,
+        2,
+        8,
+        10,
+        11,
+        13,
+        18,
+        255,
+    )
     prepare_cityscapes(root, tmp_path / "out", PrepareConfig(interval=12), progress=False)
     src = np.asarray(Image.open(root / "gtFine/train/aachen/aachen_000000_000019_gtFine_labelIds.png"))
     got = np.asarray(Image.open(tmp_path / "out/labels/train/aachen_000000_000019/000019.png"))
@@ -69,8 +77,9 @@ def test_per_distance_protocol_puts_the_label_at_each_gop_position(cs_root, tmp_
 
     root, frames_of = cs_root
     L = 6
-    meta = prepare_cityscapes(root, tmp_path / "out", PrepareConfig(protocol="per-distance", interval=L),
-                              splits=("val",), progress=False)
+    meta = prepare_cityscapes(
+        root, tmp_path / "out", PrepareConfig(protocol="per-distance", interval=L), splits=("val",), progress=False
+    )
     name = "frankfurt_000001_000500"
     src = frames_of[name]
     assert sorted(meta["splits"]["val"]) == [f"{name}_d{d:02d}" for d in range(L)]
@@ -84,7 +93,8 @@ def test_per_distance_protocol_puts_the_label_at_each_gop_position(cs_root, tmp_
     ds = load_folder_dataset(tmp_path / "out", splits=("val",))
     s = KeyframeSamples(ds, "val", VideoCache(tmp_path / "cache"), L, list(range(L)), train=False)
     assert sorted((ds.clips["val"][ci].name[-3:], t, d) for ci, t, d in s.items) == [
-        (f"d{d:02d}", d, d) for d in range(L)]
+        (f"d{d:02d}", d, d) for d in range(L)
+    ]
 
 
 def test_a_killed_prepare_resumes_to_the_same_output(cs_root, tmp_path, monkeypatch):
@@ -148,12 +158,30 @@ def test_errors_name_the_file(cs_root, tmp_path):
 
 def test_cli_prepare_cityscapes(cs_root, tmp_path, capsys):
     root, _ = cs_root
-    assert main(["data", "prepare", "cityscapes", "--root", str(root), "--out", str(tmp_path / "o"),
-                 "--size", "32x64", "--interval", "4"]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "prepare",
+                "cityscapes",
+                "--root",
+                str(root),
+                "--out",
+                str(tmp_path / "o"),
+                "--size",
+                "32x64",
+                "--interval",
+                "4",
+            ]
+        )
+        == 0
+    )
     assert "2 train, 1 val clips (gop, L = 4, 64x32); 3 encoded, 0 kept" in capsys.readouterr().out
     v = decode_video(tmp_path / "o/videos/train/aachen_000000_000019.mp4", mvs=True)
     assert v.frames.shape == (30, 32, 64, 3) and sum(len(m) > 0 for m in v.mvs) > 20  # real MVs
-    assert main(["data", "prepare", "cityscapes", "--root", str(tmp_path / "nowhere"), "--out", str(tmp_path / "p")]) == 2
+    assert (
+        main(["data", "prepare", "cityscapes", "--root", str(tmp_path / "nowhere"), "--out", str(tmp_path / "p")]) == 2
+    )
     assert "not a Cityscapes root" in capsys.readouterr().err
 
 

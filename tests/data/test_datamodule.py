@@ -141,7 +141,9 @@ def test_empty_split_is_an_error_at_load(how, tiny_dataset, tmp_path):
         if how == "no-videos":
             (root / "videos" / "val").mkdir()
     (root / "dataset.json").write_text(json.dumps(meta))
-    want = r"videos/val: split 'val' has no video folder" if how == "no-folder" else r"split 'val' has no annotated frames"
+    want = (
+        r"videos/val: split 'val' has no video folder" if how == "no-folder" else r"split 'val' has no annotated frames"
+    )
     with pytest.raises(DatasetError, match=want):
         load_folder_dataset(root)
 
@@ -266,8 +268,33 @@ def test_a_synthetic_dataset_made_with_other_settings_is_used_as_it_is(tmp_path,
     from mvseg.cli import main
 
     root = tmp_path / "small"
-    assert main(["data", "prepare", "synthetic", "--out", str(root), "--train-clips", "2", "--val-clips", "1",
-                 "--height", "64", "--width", "128", "--frames", "12", "--annotated", "5", "8", "--workers", "1"]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "prepare",
+                "synthetic",
+                "--out",
+                str(root),
+                "--train-clips",
+                "2",
+                "--val-clips",
+                "1",
+                "--height",
+                "64",
+                "--width",
+                "128",
+                "--frames",
+                "12",
+                "--annotated",
+                "5",
+                "8",
+                "--workers",
+                "1",
+            ]
+        )
+        == 0
+    )
     before = {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()}
     dm = CompressedVideoDataModule(root=str(root), dataset="synthetic", keyframe_interval=3, batch_size=2)
     dm.prepare_data()
@@ -283,8 +310,9 @@ def test_ground_truth_flow_is_masked_across_a_scene_cut(tmp_path):
 
     cfg = SyntheticConfig(height=32, width=64, frames=8, cut_rate=50.0)
     cuts = render_clip(100_000, cfg).cuts  # the validation clip's (seed 0): cuts at 5 and 6
-    make_synthetic_dataset(str(tmp_path / "d"), train_clips=1, val_clips=1, config=cfg, annotated=(7,), workers=1,
-                           progress=False)
+    make_synthetic_dataset(
+        str(tmp_path / "d"), train_clips=1, val_clips=1, config=cfg, annotated=(7,), workers=1, progress=False
+    )
     dm = make_dm(tmp_path / "d", with_gt_flow=True)
     for s in dm.val_set:
         crosses = any(s["frame"] - s["distance"] < c <= s["frame"] for c in cuts)

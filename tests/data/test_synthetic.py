@@ -109,10 +109,13 @@ def test_colour_alone_cannot_solve_it():
 
 def test_dataset_layout_and_resume(tmp_path):
     root = tmp_path / "syn"
-    meta = make_synthetic_dataset(str(root), train_clips=2, val_clips=1, config=SMALL, annotated=(3, 6),
-                                  workers=1, progress=False)
+    meta = make_synthetic_dataset(
+        str(root), train_clips=2, val_clips=1, config=SMALL, annotated=(3, 6), workers=1, progress=False
+    )
     assert json.loads((root / "dataset.json").read_text()) == meta
-    assert meta["classes"] == list(CLASSES) and meta["splits"]["val"] == {"clip_0000": {"frames": 8, "annotated": [3, 6]}}
+    assert meta["classes"] == list(CLASSES) and meta["splits"]["val"] == {
+        "clip_0000": {"frames": 8, "annotated": [3, 6]}
+    }
     assert len(meta["mean"]) == 3 and all(0 < s < 1 for s in meta["std"])
     video = root / "videos" / "train" / "clip_0001.mp4"
     v = decode_video(video)
@@ -123,8 +126,12 @@ def test_dataset_layout_and_resume(tmp_path):
     assert gt["flow"].shape == (8, 2, 64, 128)
     # resumable and idempotent: a second call with the same settings rewrites nothing
     stamp = video.stat().st_mtime_ns
-    assert make_synthetic_dataset(str(root), train_clips=2, val_clips=1, config=SMALL, annotated=(3, 6),
-                                  workers=1, progress=False) == meta
+    assert (
+        make_synthetic_dataset(
+            str(root), train_clips=2, val_clips=1, config=SMALL, annotated=(3, 6), workers=1, progress=False
+        )
+        == meta
+    )
     assert video.stat().st_mtime_ns == stamp
     with pytest.raises(FileExistsError, match="other settings"):
         make_synthetic_dataset(str(root), train_clips=3, val_clips=1, config=SMALL, annotated=(3, 6), workers=1)
@@ -133,14 +140,59 @@ def test_dataset_layout_and_resume(tmp_path):
 
 
 def test_data_prepare_cli(tmp_path, capsys):
-    rc = main(["data", "prepare", "synthetic", "--out", str(tmp_path / "d"), "--train-clips", "1", "--val-clips", "1",
-               "--height", "32", "--width", "64", "--frames", "6", "--annotated", "2", "--workers", "1"])
+    rc = main(
+        [
+            "data",
+            "prepare",
+            "synthetic",
+            "--out",
+            str(tmp_path / "d"),
+            "--train-clips",
+            "1",
+            "--val-clips",
+            "1",
+            "--height",
+            "32",
+            "--width",
+            "64",
+            "--frames",
+            "6",
+            "--annotated",
+            "2",
+            "--workers",
+            "1",
+        ]
+    )
     assert rc == 0
     assert (tmp_path / "d" / "videos" / "val" / "clip_0000.mp4").exists()
     assert "1 train + 1 val clips of 6 frames, 64x32" in capsys.readouterr().out
-    rc = main(["data", "prepare", "synthetic", "--out", str(tmp_path / "u"), "--train-clips", "1", "--val-clips", "1",
-               "--height", "32", "--width", "64", "--frames", "6", "--annotated", "2", "--workers", "1",
-               "--cut-rate", "20", "--tunnel-rate", "5"])
+    rc = main(
+        [
+            "data",
+            "prepare",
+            "synthetic",
+            "--out",
+            str(tmp_path / "u"),
+            "--train-clips",
+            "1",
+            "--val-clips",
+            "1",
+            "--height",
+            "32",
+            "--width",
+            "64",
+            "--frames",
+            "6",
+            "--annotated",
+            "2",
+            "--workers",
+            "1",
+            "--cut-rate",
+            "20",
+            "--tunnel-rate",
+            "5",
+        ]
+    )
     config = json.loads((tmp_path / "u" / "dataset.json").read_text())["generator"]["config"]
     assert rc == 0 and config["cut_rate"] == 20.0 and config["tunnel_rate"] == 5.0 and "turn_rate" not in config
     with pytest.raises(SystemExit, match="--turn-rate must be >= 0"):
@@ -197,8 +249,9 @@ def test_events_off_by_default_render_the_same_bytes(tmp_path):
     for k in ("frames", "labels", "flow", "objects"):
         h.update(np.ascontiguousarray(getattr(clip, k)).tobytes())
     assert h.hexdigest() == DEFAULT_CLIP_SHA256 and clip.cuts == () and clip.flow_valid.all()
-    meta = make_synthetic_dataset(str(tmp_path / "d"), train_clips=1, val_clips=1, config=SMALL, annotated=(2,),
-                                  workers=1, progress=False)
+    meta = make_synthetic_dataset(
+        str(tmp_path / "d"), train_clips=1, val_clips=1, config=SMALL, annotated=(2,), workers=1, progress=False
+    )
     assert not {"cut_rate", "turn_rate", "lorry_rate", "tunnel_rate", "turn_degrees"} & set(meta["generator"]["config"])
     with np.load(tmp_path / "d" / "gt" / "val" / "clip_0000.npz") as z:
         assert set(z.files) == {"labels", "flow", "objects"}
@@ -217,8 +270,9 @@ def test_scene_cut_changes_most_labels_at_once_and_has_no_flow(tmp_path):
             else:
                 assert changed < 0.2 and clip.flow_valid[t]
     assert seen >= 2
-    meta = make_synthetic_dataset(str(tmp_path / "d"), train_clips=1, val_clips=1, workers=1, progress=False,
-                                  config=cfg, annotated=(2,))
+    meta = make_synthetic_dataset(
+        str(tmp_path / "d"), train_clips=1, val_clips=1, workers=1, progress=False, config=cfg, annotated=(2,)
+    )
     assert meta["generator"]["config"]["cut_rate"] == 10.0
     with np.load(tmp_path / "d" / "gt" / "train" / "clip_0000.npz") as z:
         np.testing.assert_array_equal(z["flow_valid"], render_clip(0, cfg).flow_valid)
@@ -231,9 +285,35 @@ def test_scenecut_encoding_puts_an_iframe_at_every_cut(tmp_path):
     from mvseg.video.decode import iter_frames
 
     out = tmp_path / "sc"
-    rc = main(["data", "prepare", "synthetic", "--out", str(out), "--train-clips", "1", "--val-clips", "2",
-               "--height", "64", "--width", "128", "--frames", "40", "--annotated", "2", "--workers", "1",
-               "--cut-rate", "6", "--scenecut", "40", "--gop", "12"])
+    rc = main(
+        [
+            "data",
+            "prepare",
+            "synthetic",
+            "--out",
+            str(out),
+            "--train-clips",
+            "1",
+            "--val-clips",
+            "2",
+            "--height",
+            "64",
+            "--width",
+            "128",
+            "--frames",
+            "40",
+            "--annotated",
+            "2",
+            "--workers",
+            "1",
+            "--cut-rate",
+            "6",
+            "--scenecut",
+            "40",
+            "--gop",
+            "12",
+        ]
+    )
     assert rc == 0 and json.loads((out / "dataset.json").read_text())["generator"]["scenecut"] == 40
     cuts = 0
     for split, name in (("train", "clip_0000"), ("val", "clip_0000"), ("val", "clip_0001")):
@@ -304,8 +384,9 @@ def test_flow_stays_exact_with_every_event():
     """Without noise and light changes (a tunnel keeps labels and flow, tested above), warping
     frame t-1 by the flow gives frame t within interpolation error, turns and lorries included;
     a cut frame has no flow to check."""
-    cfg = SyntheticConfig(height=64, width=128, frames=24, noise=0.0, illumination=0.0, cut_rate=4.0,
-                          turn_rate=6.0, lorry_rate=6.0)
+    cfg = SyntheticConfig(
+        height=64, width=128, frames=24, noise=0.0, illumination=0.0, cut_rate=4.0, turn_rate=6.0, lorry_rate=6.0
+    )
     cuts = 0
     for seed in range(2):
         clip = render_clip(seed, cfg)

@@ -384,14 +384,14 @@ def _x264(path, frames: np.ndarray, params: str) -> None:
 def test_gop_parallel_mvs_equal_one_decoder(params, chunks, tmp_path, monkeypatch):
     # MVs only: cut at IDR frames, one decoder per chunk in worker threads; an open GOP (B-frames
     # shown before their I-frame) cannot be cut there: one decoder from the start instead
-    import mvseg.video.decode as decode
+    import mvseg.video.gop as gop
 
     path = tmp_path / "clip.mp4"
     _x264(path, translating_frames(48, 64, 96, 2.0, 1.0), params)
-    monkeypatch.setattr(decode, "GOP_CHUNK", (10, 40))
+    monkeypatch.setattr(gop, "GOP_CHUNK", (10, 40))
     calls = []
-    real = decode._decode_chunk
-    monkeypatch.setattr(decode, "_decode_chunk", lambda *a: calls.append(len(a[2])) or real(*a))
+    real = gop.decode_chunk
+    monkeypatch.setattr(gop, "decode_chunk", lambda *a: calls.append(len(a[2])) or real(*a))
     for rgb in (False, True):  # MVs only; MVs and every frame's pixels (converted in the workers)
         monkeypatch.setenv("MVSEG_DECODE_THREADS", "1")
         one = list(iter_frames(path, rgb=rgb))
