@@ -18,9 +18,9 @@ from tqdm import tqdm
 
 from mvseg.data.synthetic import PALETTE
 from mvseg.runtime import run_stream
-from mvseg.strategies.base import check_policy
+from mvseg.strategies.base import SegStrategy, check_policy
 from mvseg.strategies.loading import load_strategy
-from mvseg.strategies.policies import make_policy
+from mvseg.strategies.policies import KeyframePolicy, make_policy
 from mvseg.video.decode import VideoError, VideoReader
 from mvseg.video.encode import encode_video
 
@@ -54,6 +54,36 @@ class PredictInterrupted(Exception):
     """Ctrl-C during `predict_video`: what was and was not written."""
 
 
+def _policy(
+    model: SegStrategy, ckpt: str | Path, policy: str | None, interval: int | None, threshold: float | None
+) -> KeyframePolicy | None:
+    """The keyframe policy the command line asks for (None: the model's own), checked against the model."""
+    if not (policy or interval or threshold is not None):
+        return None  # the model's own
+    name = policy or ("adaptive" if threshold is not None else "fixed")
+    try:
+        check_policy(name, model)
+    except ValueError as e:
+        raise ValueError(f"{ckpt}: {e}") from None
+    if name == "coverage" and threshold is None:
+        raise ValueError(
+            "--policy coverage needs --threshold (the share of the frame its block motion cannot "
+            "bring from the keyframe, e.g. 0.2)"
+        )
+    return make_policy(
+        name, interval or model.keyframe_interval, threshold if threshold is not None else model.deviation_threshold
+    )
+
+
+def _palette(data: dict, num_classes: int) -> np.ndarray:
+    """The checkpoint's class colours (K, 3), with deterministic extra ones for classes it has none for."""
+    palette = np.array(data.get("palette") or PALETTE, np.float32)
+    if len(palette) < num_classes:  # more classes than colours: add deterministic ones
+        extra = np.random.default_rng(0).integers(0, 255, (num_classes - len(palette), 3))
+        palette = np.concatenate([palette, extra])
+    return palette
+
+
 def predict_video(
     video: str | Path,
     ckpt: str | Path,
@@ -78,31 +108,14 @@ def predict_video(
             f"{ckpt}: a {type(model).__name__} checkpoint segments nothing (it trains a part of another "
             "method): give the checkpoint of a segmenting run"
         )
-    pol = None
-    if policy or interval or threshold is not None:
-        name = policy or ("adaptive" if threshold is not None else "fixed")
-        try:
-            check_policy(name, model)
-        except ValueError as e:
-            raise ValueError(f"{ckpt}: {e}") from None
-        if name == "coverage" and threshold is None:
-            raise ValueError(
-                "--policy coverage needs --threshold (the share of the frame its block motion cannot "
-                "bring from the keyframe, e.g. 0.2)"
-            )
-        pol = make_policy(
-            name, interval or model.keyframe_interval, threshold if threshold is not None else model.deviation_threshold
-        )
+    pol = _policy(model, ckpt, policy, interval, threshold)
     if low_latency is not None:
         if not model.has_fast_track:
             raise ValueError(
                 f"{ckpt}: {type(model).__name__} has no low-latency schedule (mvseg.strategies.Adaptive has)"
             )
         model.low_latency = low_latency
-    palette = np.array(data.get("palette") or PALETTE, np.float32)
-    if len(palette) < model.num_classes:  # more classes than colours: add deterministic ones
-        extra = np.random.default_rng(0).integers(0, 255, (model.num_classes - len(palette), 3))
-        palette = np.concatenate([palette, extra])
+    palette = _palette(data, model.num_classes)
     if data.get("dataset") == "synthetic":  # said once (the CLI shows each warning once, one line)
         warnings.warn(
             f"{ckpt} was trained on mvseg's synthetic street scenes only: on real footage its classes "

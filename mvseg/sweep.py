@@ -154,6 +154,37 @@ def _run_dir_args(run_dir: Path) -> list[str]:
     return [f"--trainer.default_root_dir={run_dir}", f"--trainer.callbacks+={cb}"]
 
 
+def _run_one(rec: dict, resume: bool, out: Path, state: dict, metric: str, echo: Callable[[str], None]) -> None:
+    """Run one run of a local sweep to its end, its record and the sweep state kept on disk."""
+    state_path = out / STATE_FILE
+    run_dir = out / rec["name"]
+    run_dir.mkdir(parents=True, exist_ok=True)
+    argv = [*rec["command"]]
+    if resume and (run_dir / "checkpoints" / "last.ckpt").exists():
+        argv += ["--ckpt_path", "last"]
+    echo(f"[{rec['name']}] " + " ".join(f"{k.split('.')[-1]}={v['value']}" for k, v in rec["config"].items()))
+    rec["state"], rec["started"] = "running", time.time()
+    _write_json(state_path, state)  # a killed sweep knows which run to resume
+    with open(run_dir / "output.log", "ab") as log:
+        log.write(("$ " + shlex.join(argv) + "\n").encode())
+        log.flush()
+        rc = subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT).returncode
+    rec["exitcode"], rec["seconds"] = rc, round(time.time() - rec.pop("started"), 1)
+    metrics = run_dir / METRICS_FILE
+    got = json.loads(metrics.read_text()) if metrics.is_file() else {"history": [], "summary": {}}
+    rec["history"], rec["summary_metrics"] = got["history"], got["summary"]
+    rec["state"] = "finished" if rc == 0 else "failed"
+    value = rec["summary_metrics"].get(metric)
+    if rc != 0:
+        tail = (run_dir / "output.log").read_text(errors="replace").strip().splitlines()[-3:]
+        echo(f"[{rec['name']}] failed (exit {rc}); {run_dir / 'output.log'}: " + " | ".join(tail))
+    elif value is None:
+        echo(f"[{rec['name']}] finished without {metric} (no validation ran?): the search counts it as failed")
+    else:
+        echo(f"[{rec['name']}] {metric} = {value:.4f} ({rec['seconds']:.0f} s)")
+    _write_json(state_path, state)
+
+
 def run_local_sweep(
     sweep_path: str | Path,
     count: int,
@@ -191,32 +222,7 @@ def run_local_sweep(
         raise SweepError(f"{sweep_path}: the command's program {program[1]!r} is not on PATH")
 
     def run_once(rec: dict, resume: bool) -> None:
-        run_dir = out / rec["name"]
-        run_dir.mkdir(parents=True, exist_ok=True)
-        argv = [*rec["command"]]
-        if resume and (run_dir / "checkpoints" / "last.ckpt").exists():
-            argv += ["--ckpt_path", "last"]
-        echo(f"[{rec['name']}] " + " ".join(f"{k.split('.')[-1]}={v['value']}" for k, v in rec["config"].items()))
-        rec["state"], rec["started"] = "running", time.time()
-        _write_json(state_path, state)  # a killed sweep knows which run to resume
-        with open(run_dir / "output.log", "ab") as log:
-            log.write(("$ " + shlex.join(argv) + "\n").encode())
-            log.flush()
-            rc = subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT).returncode
-        rec["exitcode"], rec["seconds"] = rc, round(time.time() - rec.pop("started"), 1)
-        metrics = run_dir / METRICS_FILE
-        got = json.loads(metrics.read_text()) if metrics.is_file() else {"history": [], "summary": {}}
-        rec["history"], rec["summary_metrics"] = got["history"], got["summary"]
-        rec["state"] = "finished" if rc == 0 else "failed"
-        value = rec["summary_metrics"].get(metric)
-        if rc != 0:
-            tail = (run_dir / "output.log").read_text(errors="replace").strip().splitlines()[-3:]
-            echo(f"[{rec['name']}] failed (exit {rc}); {run_dir / 'output.log'}: " + " | ".join(tail))
-        elif value is None:
-            echo(f"[{rec['name']}] finished without {metric} (no validation ran?): the search counts it as failed")
-        else:
-            echo(f"[{rec['name']}] {metric} = {value:.4f} ({rec['seconds']:.0f} s)")
-        _write_json(state_path, state)
+        _run_one(rec, resume, out, state, metric, echo)
 
     for rec in state["runs"]:  # interrupted by a kill: resume it before anything new
         if rec["state"] == "running":

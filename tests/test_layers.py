@@ -112,3 +112,18 @@ def test_the_check_finds_a_circle_and_an_upward_import(tmp_path):
     graph = import_graph(tmp_path)
     assert graph == {"mvseg.cli": {"mvseg.strategies"}, "mvseg.strategies": {"mvseg.cli"}}
     assert LAYER["mvseg.cli"] > LAYER["mvseg.strategies"]  # the second edge goes up
+
+
+# compiled kernels (numba), where one loop nest is one function on purpose
+LONG_FUNCTIONS_ALLOWED = {"mvseg/video/raster_jit.py:_kernel"}
+
+
+def test_no_function_in_the_package_is_over_100_lines():
+    long = []
+    for path in sorted((ROOT / "mvseg").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                where = f"{path.relative_to(ROOT)}:{node.name}"
+                if node.end_lineno - node.lineno + 1 > 100 and where not in LONG_FUNCTIONS_ALLOWED:
+                    long.append(f"{where} ({node.end_lineno - node.lineno + 1} lines)")
+    assert long == []

@@ -94,6 +94,17 @@ def _corners(px, py, pm, Hf, Wf):
     )
 
 
+@triton.jit
+def _load_corners(f, i00, i01, i10, i11, m00, m01, m10, m11, cm):
+    """The four bilinear corners of [BLOCK_C] channel planes at `f` (rows of pointers), fp32, 0
+    outside the image or past the last channel (cm)."""
+    v00 = tl.load(f + i00[None, :], mask=cm & m00[None, :], other=0.0).to(tl.float32)
+    v01 = tl.load(f + i01[None, :], mask=cm & m01[None, :], other=0.0).to(tl.float32)
+    v10 = tl.load(f + i10[None, :], mask=cm & m10[None, :], other=0.0).to(tl.float32)
+    v11 = tl.load(f + i11[None, :], mask=cm & m11[None, :], other=0.0).to(tl.float32)
+    return v00, v01, v10, v11
+
+
 @autotune(_FWD_CONFIGS, key=["C"])
 @triton.jit(do_not_specialize=_SHAPE_ARGS)
 def _warp_fwd(
@@ -127,11 +138,7 @@ def _warp_fwd(
     step = HW.to(tl.int64) * BLOCK_C
     for c0 in range(0, C, BLOCK_C):
         cm = (c0 + c < C)[:, None]
-        f = feat_ptr + rows
-        v00 = tl.load(f + i00[None, :], mask=cm & m00[None, :], other=0.0).to(tl.float32)
-        v01 = tl.load(f + i01[None, :], mask=cm & m01[None, :], other=0.0).to(tl.float32)
-        v10 = tl.load(f + i10[None, :], mask=cm & m10[None, :], other=0.0).to(tl.float32)
-        v11 = tl.load(f + i11[None, :], mask=cm & m11[None, :], other=0.0).to(tl.float32)
+        v00, v01, v10, v11 = _load_corners(feat_ptr + rows, i00, i01, i10, i11, m00, m01, m10, m11, cm)
         acc = v00 * w00 + v01 * w01 + v10 * w10 + v11 * w11
         tl.store(out_ptr + rows + p[None, :], acc.to(out_ptr.dtype.element_ty), mask=cm & pm[None, :])
         rows += step
@@ -180,11 +187,7 @@ def _warp_bwd(
             tl.atomic_add(d + i10[None, :], g * ((1 - fx) * fy)[None, :], mask=cm & m10[None, :], sem="relaxed")
             tl.atomic_add(d + i11[None, :], g * (fx * fy)[None, :], mask=cm & m11[None, :], sem="relaxed")
         if NEED_DOFF:  # d out / d position, summed over channels
-            f = feat_ptr + rows
-            v00 = tl.load(f + i00[None, :], mask=cm & m00[None, :], other=0.0).to(tl.float32)
-            v01 = tl.load(f + i01[None, :], mask=cm & m01[None, :], other=0.0).to(tl.float32)
-            v10 = tl.load(f + i10[None, :], mask=cm & m10[None, :], other=0.0).to(tl.float32)
-            v11 = tl.load(f + i11[None, :], mask=cm & m11[None, :], other=0.0).to(tl.float32)
+            v00, v01, v10, v11 = _load_corners(feat_ptr + rows, i00, i01, i10, i11, m00, m01, m10, m11, cm)
             gx += tl.sum(g * ((v01 - v00) * (1 - fy)[None, :] + (v11 - v10) * fy[None, :]), axis=0)
             gy += tl.sum(g * ((v10 - v00) * (1 - fx)[None, :] + (v11 - v01) * fx[None, :]), axis=0)
         rows += step

@@ -22,7 +22,7 @@ time from open to the last frame, imports excluded alike for all):
 The variants run interleaved `repeats` rounds; times are each variant's best, ratios the median
 over rounds of the ratio within a round (robust to load that changes during the run). Both
 tools are timed the same way: a streaming pass that keeps nothing (holding every frame's MVs
-would time page faults, hashing them would time SHA-1: 20-26 ms a clip here, 10 % of a decode),
+would time page faults, hashing them would time SHA-1, a tenth of a decode),
 then an untimed second pass in the same process digests every MV, so the table also says whether
 each tool's MVs were the same in every round and pass (determinism).
 """

@@ -10,8 +10,22 @@ import argparse
 def add_parser(sub: argparse._SubParsersAction) -> None:
     bench = sub.add_parser("bench", help="benchmarks (ratios measured side by side in one run)")
     bsub = bench.add_subparsers(dest="bench_command", required=True)
+    for add in (
+        _add_video,
+        _add_kernels,
+        _add_strategies,
+        _add_fusion,
+        _add_stream,
+        _add_data,
+        _add_flops,
+        _add_speed,
+        _add_synthetic,
+    ):
+        add(bsub)
 
-    p = bsub.add_parser(
+
+def _add_video(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
         "video",
         help="decode vs MV export, offset fields, RGB; side by side with "
         "motion-vector-extractor (--peer); every run a fresh process",
@@ -49,7 +63,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--json", metavar="OUT.json")
 
-    p = bsub.add_parser(
+
+def _add_kernels(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
         "kernels",
         help="warp / local attention / sv_conv: Triton vs PyTorch at paper sizes; logits resize: matmul vs interpolate",
     )
@@ -65,7 +81,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dry-run", action="store_true", help="list the rows and the kernels' traffic, measure nothing")
     p.add_argument("--json", metavar="OUT.json")
 
-    p = bsub.add_parser("strategies", help="mIoU, fps, latency and GFLOPs of trained strategies per keyframe interval")
+
+def _add_strategies(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("strategies", help="mIoU, fps, latency and GFLOPs of trained strategies per keyframe interval")
     p.add_argument("--run", action="append", required=True, metavar="NAME=CKPT", help="a method and its checkpoint")
     p.add_argument("--intervals", type=int, nargs="+", default=list(range(1, 11)))
     p.add_argument("--data-root", default="data/synthetic", help="mvseg folder dataset (its val split)")
@@ -136,7 +154,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "when the checkpoint and clips are the same (rescoring other thresholds takes seconds)",
     )
 
-    p = bsub.add_parser(
+
+def _add_fusion(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
         "fusion", help="AR-Seg: mIoU per distance of CReFF vs its two inputs alone (LR, MV-warped HR) and their mean"
     )
     p.add_argument("--ckpt", required=True, help="a stage-2 AR-Seg checkpoint")
@@ -146,7 +166,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out-dir", default="bench/fusion", help="fusion.json, fusion.md")
     p.add_argument("--json", metavar="OUT.json")
 
-    p = bsub.add_parser("stream", help="constant memory of the streaming runtime on a long generated video")
+
+def _add_stream(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("stream", help="constant memory of the streaming runtime on a long generated video")
     p.add_argument("--frames", type=int, default=10_000)
     p.add_argument("--size", default="64x128", help="HxW of the generated frames")
     p.add_argument("--interval", type=int, default=10, help="keyframe interval (and GOP)")
@@ -158,7 +180,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--json", metavar="OUT.json")
 
-    p = bsub.add_parser(
+
+def _add_data(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
         "data", help="DataModule samples/s with 0, 1, 2 workers, a sample's cost by part, vs a training step"
     )
     p.add_argument("--data-root", default="data/synthetic", help="mvseg folder dataset (its train split)")
@@ -167,7 +191,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=int, default=3, help="epochs per loader measurement")
     p.add_argument("--json", metavar="OUT.json")
 
-    p = bsub.add_parser("flops", help="AR-Seg GFLOPs per frame (1.0x vs AR^s), a table like its Table 1")
+
+def _add_flops(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("flops", help="AR-Seg GFLOPs per frame (1.0x vs AR^s), a table like its Table 1")
     p.add_argument(
         "--backbones", nargs="+", default=["psp18"], help="psp18, bise18 (the paper's) | cpu (experiments/arseg.yaml)"
     )
@@ -176,9 +202,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--interval", type=int, default=12, help="keyframe interval L")
     p.add_argument("--json", metavar="OUT.json")
 
-    p = bsub.add_parser(
-        "speed", help="AR-Seg streaming ms/frame, 1.0x vs AR^s at the paper's resolutions (its Table 5)"
-    )
+
+def _add_speed(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("speed", help="AR-Seg streaming ms/frame, 1.0x vs AR^s at the paper's resolutions (its Table 5)")
     p.add_argument(
         "--backbones",
         nargs="+",
@@ -195,7 +221,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--json", metavar="OUT.json")
 
-    p = bsub.add_parser("synthetic", help="per-pixel colour classifier vs a small CNN on the synthetic data")
+
+def _add_synthetic(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("synthetic", help="per-pixel colour classifier vs a small CNN on the synthetic data")
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--json", metavar="OUT.json")
 

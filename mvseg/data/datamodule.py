@@ -49,7 +49,7 @@ class CompressedVideoDataModule(L.LightningDataModule):
         dataset: "synthetic" (generated at `root` if missing) or "folder" (prepared already).
         keyframe_interval: L, the keyframe interval of the strategies.
         train_distances: keyframe distances drawn in training (default 0..L-1; up to L, as BDNet's tau).
-        eval_distances: distances evaluated (default 0..L-1: the protocol of DESIGN.md).
+        eval_distances: distances evaluated (default 0..L-1: the protocol of docs/conventions.md).
         crop_size, scale_range, hflip: training augmentation (crop in pixels, multiple of 4).
         with_next: also load the next keyframe and offsets to it (interpolating methods).
         with_gt_flow: also load the ground-truth flow to the keyframe (synthetic data; flow

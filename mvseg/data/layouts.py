@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mvseg.data.synthetic import CLASSES, IGNORE_INDEX, SyntheticConfig, render_clip
+from mvseg.data.synthetic import CLASSES, IGNORE_INDEX, SyntheticConfig, clip_seed, render_clip
 
 LAYOUTS = ("cityscapes", "camvid")
 
@@ -137,7 +137,7 @@ def write_cityscapes_layout(
         for k in range(n):
             city = cities.get(split, ("city",))[k % len(cities.get(split, ("city",)))]
             seq, label_frame = k, 19 + 30 * (k + 1)  # frame numbers run on within a sequence, as in the dataset
-            clip = render_clip(seed * 1_000_003 + 50_000 * (s_i + 1) + k, cfg)
+            clip = render_clip(clip_seed(seed, "cityscapes_layout", 50_000 * s_i + k), cfg)
             stem = f"{city}_{seq:06d}"
             for i, img in enumerate(clip.frames):
                 _save_png(
@@ -171,7 +171,7 @@ def write_camvid_layout(
     (root / "label_colors.txt").write_text("".join(f"{r} {g} {b}\t{n}\n" for (r, g, b), n in CAMVID_COLOURS))
     for q, (seq, (split, labelled)) in enumerate(sequences.items()):
         cfg = replace(SyntheticConfig(), height=size[0], width=size[1], frames=30 * labelled + 1)
-        clip = render_clip(seed * 1_000_003 + 70_000 + q, cfg)
+        clip = render_clip(clip_seed(seed, "camvid_layout", q), cfg)
         # the source video, as a camera gives it: one I-frame at the start, high quality
         encode_video(clip.frames, root / "videos" / f"{seq}.mp4", gop=len(clip.frames), crf=10, fps=30.0)
         for j in range(1, labelled + 1):

@@ -119,6 +119,29 @@ class RenderedClip:
 # ----------------------------------------------------------------------------- textures
 
 
+#: The scene's event streams: each event kind draws from its own generator, seeded by the clip's
+#: seed and the stream's key, so switching one kind on or off leaves the scene and every other
+#: event what the seed gives. Keys: distinct primes (the values every dataset was generated with).
+EVENT_STREAMS = {"scene_cuts": 104701, "tunnels": 104711, "lorries": 104717, "turns": 104723, "speed_changes": 104729}
+
+
+def event_rng(seed: int, stream: str) -> np.random.Generator:
+    """The generator of one event stream of a clip (`EVENT_STREAMS`)."""
+    return np.random.default_rng([seed, EVENT_STREAMS[stream]])
+
+
+#: A clip's seed: the dataset's seed times CLIP_SEED_STRIDE, plus its stream's offset and its
+#: index in the stream. Streams: the dataset's splits, and the rehearsal layouts of
+#: mvseg.data.layouts (Cityscapes: 50,000 apart per split; CamVid).
+CLIP_SEED_STRIDE = 1_000_003
+CLIP_SEED_OFFSET = {"train": 0, "val": 100_000, "cityscapes_layout": 50_000, "camvid_layout": 70_000}
+
+
+def clip_seed(seed: int, stream: str, index: int) -> int:
+    """The seed of clip `index` of `stream` (a split, or a layout) made with `seed`."""
+    return seed * CLIP_SEED_STRIDE + CLIP_SEED_OFFSET[stream] + index
+
+
 def _noise(rng: np.random.Generator, h: int, w: int, cell: float) -> np.ndarray:
     """Smooth value noise in [-1, 1] of size (h, w) with features about `cell` pixels wide."""
     gh, gw = int(h / cell) + 3, int(w / cell) + 3
@@ -280,10 +303,23 @@ class StreetScene:
             sway=rng.uniform(0, 0.6),
         )
         if cfg.speed_changes > 0:  # its own generator: the scene itself stays what this seed gives
-            self.cam.knots = stop_and_go(np.random.default_rng([seed, 104729]), cfg.frames, cfg.speed_changes)
+            self.cam.knots = stop_and_go(event_rng(seed, "speed_changes"), cfg.frames, cfg.speed_changes)
         if cfg.turn_rate > 0:
-            self.cam.turns = sharp_turns(np.random.default_rng([seed, 104723]), cfg)
-        self.tunnels = tunnels(np.random.default_rng([seed, 104711]), cfg) if cfg.tunnel_rate > 0 else []
+            self.cam.turns = sharp_turns(event_rng(seed, "turns"), cfg)
+        self.tunnels = tunnels(event_rng(seed, "tunnels"), cfg) if cfg.tunnel_rate > 0 else []
+        self._background(rng)  # the draws in this order: a seed gives the scene it always gave
+        self.objects: list[_Object] = self._street_objects(rng, foe)
+        if cfg.lorry_rate > 0:
+            self.objects += self._lorries(event_rng(seed, "lorries"))
+        self.light_amp = rng.uniform(0, cfg.illumination)
+        self.light_phase = rng.uniform(0, 2 * np.pi)
+        self.light_freq = rng.uniform(0.5, 1.5) / cfg.frames
+        self.tint = 1 + rng.normal(0, 0.04, 3)
+
+    def _background(self, rng: np.random.Generator) -> None:
+        """Sky, skyline, trees and ground (road, sidewalk, grass) of the scene."""
+        cfg = self.cfg
+        h, w = cfg.height, cfg.width
         # depth factors
         self.z_sky, self.z_build, self.z_tree, self.z_ground = 0.03, 0.35, 0.6, 1.0
         self.sky_top, self.sky_bottom = _colour(rng, "sky"), _colour(rng, "sky") * 1.1
@@ -321,8 +357,12 @@ class StreetScene:
         self.grass_col = _colour(rng, "green")
         self.road_tex, self.walk_tex = _Texture(rng, 2.0, 12), _Texture(rng, 4, 20)
         self.tile = rng.uniform(6, 12)
-        # objects
-        self.objects: list[_Object] = []
+
+    def _street_objects(self, rng: np.random.Generator, foe: tuple[float, float]) -> list[_Object]:
+        """Cars on the road, people on the sidewalks, poles (with signs) beside them."""
+        cfg = self.cfg
+        h = cfg.height
+        objects: list[_Object] = []
         gy = lambda lo, hi: self.horizon + rng.uniform(lo, hi) * (h - self.horizon)  # noqa: E731
         for _ in range(int(rng.integers(*cfg.cars))):
             y = gy(0.25, 1.0)
@@ -331,7 +371,7 @@ class StreetScene:
             speed = rng.choice([0.0, rng.uniform(0.6, 2.5)]) * rng.choice([-1, 1])
             x = foe[0] + lane - speed * cfg.frames * rng.uniform(0.2, 0.8)
             hw = 0.45 * depth + 4
-            self.objects.append(
+            objects.append(
                 _Object(
                     "car",
                     x,
@@ -350,7 +390,7 @@ class StreetScene:
             side = rng.choice([-1, 1])
             x = foe[0] + side * rng.uniform(1.05, 1.4) * self.road_slope * depth
             hh = 0.3 * depth + 3
-            self.objects.append(
+            objects.append(
                 _Object(
                     "person",
                     x,
@@ -368,7 +408,7 @@ class StreetScene:
             depth = y - self.horizon
             x = foe[0] + rng.choice([-1, 1]) * rng.uniform(1.05, 1.3) * self.road_slope * depth
             hh = 0.8 * depth + 6
-            self.objects.append(
+            objects.append(
                 _Object(
                     "pole",
                     x,
@@ -382,12 +422,7 @@ class StreetScene:
                     has_sign=rng.random() < 0.7,
                 )
             )
-        if cfg.lorry_rate > 0:
-            self.objects += self._lorries(np.random.default_rng([seed, 104717]))
-        self.light_amp = rng.uniform(0, cfg.illumination)
-        self.light_phase = rng.uniform(0, 2 * np.pi)
-        self.light_freq = rng.uniform(0.5, 1.5) / cfg.frames
-        self.tint = 1 + rng.normal(0, 0.04, 3)
+        return objects
 
     def _lorries(self, rng: np.random.Generator) -> list[_Object]:
         """Large vehicles that enter from a side close to the camera (near the bottom of the
@@ -581,7 +616,7 @@ def render_clip(seed: int, cfg: SyntheticConfig | None = None) -> RenderedClip:
     scene (its own seed) at its time 0, and the cut frame's flow is undefined (zero, see
     RenderedClip.flow_valid)."""
     cfg = cfg or SyntheticConfig()
-    cuts = scene_cuts(np.random.default_rng([seed, 104701]), cfg) if cfg.cut_rate > 0 else ()
+    cuts = scene_cuts(event_rng(seed, "scene_cuts"), cfg) if cfg.cut_rate > 0 else ()
     starts = (0,) + cuts
     scenes = [
         StreetScene(seed if i == 0 else int(np.random.SeedSequence([seed, i]).generate_state(1)[0]), cfg)
@@ -634,6 +669,35 @@ def _write_clip(job: tuple) -> tuple[str, str, np.ndarray, np.ndarray, int]:
     return split, name, px.sum(0), (px**2).sum(0), len(px)
 
 
+def _generator_meta(
+    cfg: SyntheticConfig,
+    seed: int,
+    gop: int,
+    crf: float,
+    annotated: tuple[int, ...],
+    train_clips: int,
+    val_clips: int,
+    scenecut: int,
+) -> dict:
+    """dataset.json's "generator": what made the dataset (a resumed run must match it)."""
+    generator = {
+        "seed": seed,
+        "gop": gop,
+        "crf": crf,
+        "annotated": list(annotated),
+        "train_clips": train_clips,
+        "val_clips": val_clips,
+        "config": {
+            k: list(v) if isinstance(v, tuple) else v
+            for k, v in vars(cfg).items()
+            if not (k in EVENT_FIELDS and v == getattr(SyntheticConfig, k))
+        },
+    }
+    if scenecut:  # only when on: datasets made before the option keep their metadata (and stay resumable)
+        generator["scenecut"] = scenecut
+    return generator
+
+
 def make_synthetic_dataset(
     root: str,
     *,
@@ -674,21 +738,7 @@ def make_synthetic_dataset(
         raise ValueError(f"annotated frames {bad} outside a clip of {cfg.frames} frames")
     rootp = Path(root)
     meta_path = rootp / "dataset.json"
-    generator = {
-        "seed": seed,
-        "gop": gop,
-        "crf": crf,
-        "annotated": list(annotated),
-        "train_clips": train_clips,
-        "val_clips": val_clips,
-        "config": {
-            k: list(v) if isinstance(v, tuple) else v
-            for k, v in vars(cfg).items()
-            if not (k in EVENT_FIELDS and v == getattr(SyntheticConfig, k))
-        },
-    }
-    if scenecut:  # only when on: datasets made before the option keep their metadata (and stay resumable)
-        generator["scenecut"] = scenecut
+    generator = _generator_meta(cfg, seed, gop, crf, annotated, train_clips, val_clips, scenecut)
     if meta_path.exists():
         meta = json.loads(meta_path.read_text())
         if meta.get("generator") == generator:
@@ -697,24 +747,12 @@ def make_synthetic_dataset(
             f"{rootp}: holds a synthetic dataset made with other settings; choose another --out or delete it"
         )
     splits = {"train": train_clips, "val": val_clips}
-    jobs, offset = [], {"train": 0, "val": 100_000}
-    for split, n in splits.items():
-        for i in range(n):
-            name = f"clip_{i:04d}"
-            jobs.append(
-                (
-                    str(rootp),
-                    split,
-                    name,
-                    seed * 1_000_003 + offset[split] + i,
-                    cfg,
-                    gop,
-                    crf,
-                    tuple(annotated),
-                    with_gt,
-                    scenecut,
-                )
-            )
+    jobs = [
+        (str(rootp), split, f"clip_{i:04d}", clip_seed(seed, split, i), cfg, gop, crf, tuple(annotated))
+        + (with_gt, scenecut)
+        for split, n in splits.items()
+        for i in range(n)
+    ]  # _write_clip's arguments
     s1, s2, count = np.zeros(3), np.zeros(3), 0
     workers = max(1, min(workers, os.cpu_count() or 1, len(jobs)))
 

@@ -49,7 +49,7 @@ class CReFF(nn.Module):
         # offsets stay fp32 under mixed precision: a bf16 position is off by up to 1 px at x = 256
         warped = ops.warp(key_feat, offset, mask, frame_size) if self.warp and offset is not None else key_feat
         if not up.is_cuda and not (torch.is_grad_enabled() and self.q.weight.requires_grad):
-            # CPU inference: channels-last, where depthwise convs run ~2.7x faster (oneDNN) and the
+            # CPU inference: channels-last, where oneDNN's depthwise convs run faster and the
             # blocked local attention copies its inputs without a transpose; the same sums either way
             up, warped = (
                 up.contiguous(memory_format=torch.channels_last),

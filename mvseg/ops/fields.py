@@ -62,7 +62,7 @@ def _batched(t: Tensor, dims: int) -> tuple[Tensor, bool]:
 
 
 def compose(offsets: Sequence[Tensor], masks: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
-    """Compose a chain of offset fields by sampling (DESIGN.md: never by summing).
+    """Compose a chain of offset fields by sampling (docs/conventions.md, "Motion": never by summing).
 
     offsets[0] maps the current frame to the next frame of the chain, offsets[1] that frame
     to the one after, and so on. For keyframe k -> frame t pass [f_t, f_{t-1}, ..., f_{k+1}]
@@ -120,7 +120,7 @@ def _inside(x: Tensor, y: Tensor, hc: int, wc: int) -> Tensor:
 def invert(offset: Tensor, mask: Tensor, iterations: int = 20) -> tuple[Tensor, Tensor]:
     """Invert a backward field f (frame t -> t-1) into g (frame t-1 -> t).
 
-    Fixed point (DESIGN.md): g(q) = -f(q + g(q)), iterated from g = -f(q). Used for offsets
+    Fixed point (docs/conventions.md, "Motion"): g(q) = -f(q + g(q)), iterated from g = -f(q). Used for offsets
     from a future keyframe. Cells whose preimage is invalid or leaves the frame get mask 0.
     """
     f, squeeze = _batched(offset.float(), 3)

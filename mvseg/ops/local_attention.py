@@ -34,7 +34,8 @@ def _view(p: Tensor, r: int, dy: int, dx: int, h: int, w: int) -> Tensor:
 
 class _LocalAttentionTorch(torch.autograd.Function):
     # one padded copy of k and v, then views per window offset (no copy per offset) and
-    # in-place accumulation: 3x faster than shifting per offset at CReFF's CPU size (64x16x32)
+    # in-place accumulation: faster than shifting per offset at CReFF's CPU size (64x16x32;
+    # `mvseg bench kernels`, docs/results.md "Why the code is as it is")
     @staticmethod
     def forward(ctx, q: Tensor, k: Tensor, v: Tensor, window: int, scale: float) -> Tensor:
         offs = window_offsets(window)
@@ -100,8 +101,8 @@ def local_attention_blocked(
     Q_blk (block, C) @ K_blk^T (C, block + K - 1) gives all K scores of the row for the block
     (the K diagonals of the product; the rest, (K - 1) / block of the work, is discarded).
     Softmax over the K² scores, then the same with the weights placed on the diagonals of a
-    (block, block + K - 1) matrix times the block's V. 5.2x and 7.4x faster than the reference
-    at (64, 720, 960) and (512, 128, 256) on 2 cores (`mvseg bench kernels`); used by
+    (block, block + K - 1) matrix times the block's V. Several times faster than the reference
+    at paper sizes on a CPU (`mvseg bench kernels`; figures in docs/results.md); used by
     `ops.local_attention` for CPU tensors when no gradient is needed."""
     validate.local_attention_args(q, k, v, window)
     bsz, c, h, w = q.shape

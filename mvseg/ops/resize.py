@@ -4,10 +4,10 @@
 Bilinear interpolation is separable: resizing (H, W) -> (H', W') is ``R_y @ x @ R_x^T`` with
 R_y (H', H) and R_x (W', W) holding the two taps of each output row / column. Up-sampling a
 segmentation head's 1/8-resolution logits to the frame is the last step of every method, and
-on a CPU torch's interpolate kernel costs 0.40-0.52 ms for 9 classes at 128x256 where the two
-matmuls cost 0.07-0.08 ms (the resize cases of `mvseg bench kernels`): on a prop-MV
-non-keyframe that was about a third of the frame. The dense matmul does h MACs per output instead
-of 2, so it only pays for small inputs: `resize_bilinear` takes it on CPU tensors up to MATMUL_MAX_INPUT rows and
+on a CPU torch's interpolate kernel costs several times the two matmuls at the synthetic recipes'
+sizes (the resize cases of `mvseg bench kernels`; figures in docs/results.md): a large share of a
+prop-MV non-keyframe. The dense matmul does h MACs per output instead of 2, so it only pays for
+small inputs: `resize_bilinear` takes it on CPU tensors up to MATMUL_MAX_INPUT rows and
 columns and calls F.interpolate otherwise (and on GPUs, where that kernel is already fast).
 """
 

@@ -27,9 +27,9 @@ def _window(kernels: Tensor) -> int:
 
 def _padded_views(x: Tensor, k: int):
     """Pad `x` once by k//2 and yield (j, view) with view[..., y, x] = x[..., y + dy_j, x + dx_j]
-    (zero outside): one pad instead of one per offset, and views instead of copies (2.7x faster
-    than shifting per offset for a 64x16x32 feature and a 9x9 window, where the op is
-    dominated by per-call overhead)."""
+    (zero outside): one pad instead of one per offset, and views instead of copies (faster than
+    shifting per offset for small features, where the op is dominated by per-call overhead:
+    `mvseg bench kernels`, docs/results.md)."""
     r = k // 2
     h, w = x.shape[-2:]
     p = F.pad(x, (r, r, r, r))

@@ -30,7 +30,7 @@ def warp_reference(
     """features [B, C, Hf, Wf], offsets [B, 2, Hm, Wm] in frame pixels, mask [B, Hm, Wm].
 
     frame_size: (H, W) of the frame the offsets are measured in; default (4*Hm, 4*Wm), the
-    4x4-cell MV grid of DESIGN.md. Cells with mask 0 take zero offset. padding_mode "zeros"
+    4x4-cell MV grid (docs/conventions.md, "Motion"). Cells with mask 0 take zero offset. padding_mode "zeros"
     (the kernel contract) or "border" (used to warp whole images). Returns [B, C, Hf, Wf].
     """
     h, w = validate.warp_args(features, offsets, mask, frame_size)

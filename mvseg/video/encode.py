@@ -30,6 +30,38 @@ def _frames_from(source: np.ndarray | Iterable[np.ndarray] | str | Path) -> Iter
     return source
 
 
+def _h264_stream(
+    container: av.container.OutputContainer,
+    path: Path,
+    h: int,
+    w: int,
+    fps: float,
+    params: str,
+    preset: str,
+    crf: float | None,
+    bitrate: int | None,
+    tick: Fraction | None,
+) -> av.video.stream.VideoStream:
+    """The libx264 stream of `encode_video`, made when its first frame (h x w) arrives; `tick`:
+    the time base of timed frames (None: frame-rate steps)."""
+    if h % 2 or w % 2:
+        raise ValueError(
+            f"{path}: H.264 4:2:0 needs even frame sizes, got {w}x{h}; crop or pad "
+            "the frames (and their labels) to an even size first"
+        )
+    stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
+    stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+    if tick is not None:
+        stream.codec_context.time_base = tick
+    opts = {"x264-params": params, "preset": preset}
+    if bitrate is not None:
+        stream.bit_rate = int(bitrate)
+    elif crf is not None:
+        opts["crf"] = str(crf)
+    stream.options = opts
+    return stream
+
+
 def encode_video(
     frames: np.ndarray | Iterable[np.ndarray] | str | Path,
     path: str | Path,
@@ -92,24 +124,10 @@ def encode_video(
                 raise ValueError(f"{path}: frames must be (H, W, 3) uint8 RGB, got {img.shape} {img.dtype}")
             if stream is None:
                 h, w = img.shape[:2]
-                if h % 2 or w % 2:
-                    raise ValueError(
-                        f"{path}: H.264 4:2:0 needs even frame sizes, got {w}x{h}; crop or pad "
-                        "the frames (and their labels) to an even size first"
-                    )
-                stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
-                stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-                if timed:
-                    stream.codec_context.time_base = tick
+                stream = _h264_stream(container, path, h, w, fps, params, preset, crf, bitrate, tick if timed else None)
                 degrees = (rotation() if callable(rotation) else rotation) % 360
                 if degrees:
                     stream.set_display_rotation(degrees)
-                opts = {"x264-params": params, "preset": preset}
-                if bitrate is not None:
-                    stream.bit_rate = int(bitrate)
-                elif crf is not None:
-                    opts["crf"] = str(crf)
-                stream.options = opts
                 size = (h, w)
             elif img.shape[:2] != size:
                 raise ValueError(f"{path}: frame {n} is {img.shape[:2]}, expected {size}")

@@ -1,18 +1,18 @@
 """The compiled fast path of `mvseg.video.motion.rasterize_mvs` (numba; the dinov2 pattern: used
 when numba is installed, the NumPy path otherwise or with ``MVSEG_JIT=0``).
 
-The NumPy path is vectorised over MVs but pays ~50 array calls a frame: 0.3-0.5 ms for a
-640x360 B-frame, half of what FFmpeg needs to decode it (`mvseg bench video`). Here one loop
+The NumPy path is vectorised over MVs but pays ~50 array calls a frame, a large share of what
+FFmpeg needs to decode it (`mvseg bench video`; docs/results.md, "Decoding"). Here one loop
 over the blocks and one over the cells give the same offset field and mask, cell for cell and
 bit for bit (the same float32/float64 operations in the same order; tests/video/test_raster_jit.py
-compares the two on random and real frames), in ~0.075 ms instead of ~0.45 ms for a B-frame of
-~2,370 MVs (docs/results.md, "Decoding"), and without the GIL. It takes the blocks FFmpeg exports
+compares the two on random and real frames), several times faster (docs/results.md, "Decoding"),
+and without the GIL. It takes the blocks FFmpeg exports
 for H.264 and the MPEG family (8 or 16 pixels a side, inside the macroblock-padded picture);
 anything else (sub-8x8 partitions, corrupt blocks outside the picture) returns None and the NumPy
 path paints it.
 
-Compiled on first use and cached beside this file (numba's ``cache=True``; 4 s once per install,
-0.35 s to load in a new process, numba's import included): `load` compiles or loads it.
+Compiled on first use and cached beside this file (numba's ``cache=True``: seconds once per
+install, a fraction of a second to load in a new process): `load` compiles or loads it.
 """
 
 from __future__ import annotations

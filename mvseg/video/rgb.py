@@ -10,9 +10,9 @@ class RGBConverter:
     """Decoded frames -> (H, W, 3) uint8 RGB arrays, bit-exact to PyAV's ``to_ndarray(format="rgb24")``.
 
     PyAV's per-frame conversion makes a new swscale context per frame with automatic slice
-    threads; the thread start-up dominates at common sizes (640x360: 0.40 ms of a frame's
-    0.10 ms of work). One context for the stream, one thread below ~0.75 MP, swscale's threads
-    above (where they pay: 1280x720 0.34 vs 0.41 ms); `mvseg bench video` measures it.
+    threads; the thread start-up dominates at common sizes. One context for the stream, one
+    thread below ~0.75 MP, swscale's threads above (where they pay); `mvseg bench video` measures
+    it (docs/results.md, "Decoding").
     """
 
     def __init__(self, width: int, height: int):

@@ -177,7 +177,7 @@ class Tally:
         if sd is not None:
             # A copy: a view would keep the side data, and through it the decoded frame and its
             # decoder buffers, alive as long as the MVs are kept. (a byte copy, then the view:
-            # numpy copies a structured dtype field by field, 10x slower than the memcpy)
+            # numpy copies a structured dtype field by field, far slower than the memcpy)
             arr = np.frombuffer(sd, dtype=np.uint8).copy().view(MV_DTYPE)
             self.frames_with_mvs += 1
             del sd
