@@ -18,18 +18,9 @@ NET = {"backbone": "resnet18", "width": 0.125, "output_stride": 8, "feat_dim": 1
 
 def _merged(path: Path) -> dict:
     """An experiment with its chain of bases merged in (as `mvseg fit` reads it), to copy elsewhere."""
-    cfg = yaml.safe_load(path.read_text())
-    base = cfg.pop("base", None)
-    if not base:
-        return cfg
+    from mvseg.cli.lightning import merged_config
 
-    def merge(a, b):
-        return {
-            **a,
-            **{k: merge(a[k], v) if isinstance(v, dict) and isinstance(a.get(k), dict) else v for k, v in b.items()},
-        }
-
-    return merge(_merged(path.parent / base), cfg)
+    return merged_config(path)
 
 
 def _config(base: str, run: Path, **model) -> dict:

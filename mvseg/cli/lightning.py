@@ -8,7 +8,7 @@ import signal
 import sys
 import warnings
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Union
 
 import yaml
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
@@ -253,10 +253,10 @@ class MVSegCLI(LightningCLI):
         parser.link_arguments("data.init_args.keyframe_interval", "model.init_args.keyframe_interval")
         parser.add_argument(
             "--base",
-            type=Optional[str],  # noqa: UP045 - jsonargparse reads the annotation object
+            type=Optional[Union[str, list[str]]],  # noqa: UP007, UP045 - jsonargparse reads the annotation object
             default=None,
-            help="a config (path relative to this one) whose keys this one extends and overrides; "
-            "read before it (`with_bases`)",
+            help="a config, or a list of them (paths relative to this one), whose keys this one extends "
+            "and overrides; read before it, in order (`with_bases`)",
         )
         parser.add_argument(
             "--prerequisites",
@@ -393,43 +393,102 @@ def error_line(e: BaseException) -> str:
     return msg
 
 
-def _config_chain(path: str, seen: tuple[Path, ...] = ()) -> list[str]:
-    """`--config path`, preceded by the chain of configs its `base:` key names (bases first)."""
-    p = Path(path)
+def _yaml_of(path: str) -> dict:
     try:
-        data = yaml.safe_load(p.read_text()) if p.is_file() else None
+        data = yaml.safe_load(Path(path).read_text()) if Path(path).is_file() else None
     except (OSError, yaml.YAMLError):
         data = None  # jsonargparse reports an unreadable config, naming it
-    base = data.get("base") if isinstance(data, dict) else None
+    return data if isinstance(data, dict) else {}
+
+
+def _config_chain(path: str, seen: tuple[Path, ...] = ()) -> list[str]:
+    """`path` preceded by the configs its `base:` names (one path or a list), each base's own chain
+    before it, bases in their order; a config reached twice is read once, at its first place."""
+    p = Path(path)
+    base = _yaml_of(path).get("base")
     if not base:
-        return ["--config", path]
-    if not isinstance(base, str):
-        raise ConfigError(f"{p}: base must be the path of a config (relative to {p.parent}), got {base!r}")
-    b = p.parent / base
-    if not b.is_file():
-        raise ConfigError(f"{p}: its base {base!r} is not a file (looked for {b})")
-    if b.resolve() in seen or b.resolve() == p.resolve():
-        raise ConfigError(f"{p}: base {base!r} leads back to itself")
-    return [*_config_chain(str(b), (*seen, p.resolve())), "--config", path]
+        return [path]
+    names = [base] if isinstance(base, str) else base
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        raise ConfigError(f"{p}: base must be a config's path or a list of them (relative to {p.parent}), got {base!r}")
+    chain: list[str] = []
+    for name in names:
+        b = Path(os.path.normpath(p.parent / name))  # camvid/../_base.yaml -> _base.yaml
+        if not b.is_file():
+            raise ConfigError(f"{p}: its base {name!r} is not a file (looked for {b})")
+        if b.resolve() in seen or b.resolve() == p.resolve():
+            raise ConfigError(f"{p}: base {name!r} leads back to itself")
+        for c in _config_chain(str(b), (*seen, p.resolve())):
+            if all(Path(c).resolve() != Path(d).resolve() for d in chain):
+                chain.append(c)
+    return [*chain, path]
+
+
+def _class_first(chain: list[str]) -> list[str]:
+    """jsonargparse reads a subclass's init_args only once its class_path is known: a fragment that
+    sets `model` or `data` init_args before any config of the chain named that class (a `_net/`
+    fragment: the method's config names the class) is read right after the first config that names
+    it, and that config once more after it, so the config's own keys still override the fragment."""
+    out: list[str] = []
+    waiting: dict[str, list[str]] = {}  # section -> fragments read once its class is known
+    named: set[str] = set()
+    for c in chain:
+        data, early = _yaml_of(c), None
+        for key in ("model", "data"):
+            section = data.get(key)
+            if isinstance(section, dict) and "class_path" not in section and key not in named:
+                early = key
+        if early is not None:
+            waiting.setdefault(early, []).append(c)
+            continue
+        out.append(c)
+        for key in ("model", "data"):
+            section = data.get(key)
+            if (isinstance(section, dict) and "class_path" in section) or isinstance(section, str):
+                named.add(key)
+                if waiting.get(key):
+                    out += [*waiting.pop(key), c]
+    return out + [c for fragments in waiting.values() for c in fragments]  # left for jsonargparse to report
+
+
+def merged_config(path: str | Path) -> dict:
+    """A config with its chain of bases merged in, key by key (lists whole), as `mvseg fit` reads
+    it (before jsonargparse's defaults): what a config really sets, e.g. to copy it elsewhere."""
+
+    def merge(a: dict, b: dict) -> dict:
+        return {
+            **a,
+            **{k: merge(a[k], v) if isinstance(v, dict) and isinstance(a.get(k), dict) else v for k, v in b.items()},
+        }
+
+    out: dict = {}
+    for c in _class_first(_config_chain(str(path))):
+        out = merge(out, _yaml_of(c))
+    out.pop("base", None)
+    return out
 
 
 def with_bases(args: list[str]) -> list[str]:
-    """Every `--config X` (or -c X, --config=X) whose YAML names a `base:` becomes `--config BASE
-    --config X`, recursively: LightningCLI merges configs given in turn key by key, so a config
-    holds only what differs from its base (the experiments share experiments/_base.yaml)."""
-    out, i = [], 0
+    """Every `--config X` (or -c X, --config=X) whose YAML names a `base:` becomes `--config` of
+    each config of its chain (`_config_chain`, class paths first: `_class_first`), then X:
+    LightningCLI merges configs given in turn key by key (lists whole), so a config holds only what
+    differs from its bases (experiments/_base.yaml, _data/*.yaml, _net/*.yaml)."""
+    out, i, merged = [], 0, False
     while i < len(args):
         a = args[i]
         if a in ("--config", "-c") and i + 1 < len(args):
-            out += _config_chain(args[i + 1])
-            i += 2
-            continue
-        if a.startswith("--config="):
-            out += _config_chain(a.split("=", 1)[1])
+            path, i = args[i + 1], i + 2
+        elif a.startswith("--config="):
+            path, i = a.split("=", 1)[1], i + 1
         else:
             out.append(a)
-        i += 1
-    if len(out) > len(args):  # merged now: the printed and saved configs are whole, they name no base
+            i += 1
+            continue
+        chain = _class_first(_config_chain(path))
+        merged = merged or len(chain) > 1
+        for c in chain:
+            out += ["--config", c]
+    if merged:  # merged now: the printed and saved configs are whole, they name no base
         out += ["--base", "null"]
     return out
 

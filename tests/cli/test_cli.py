@@ -18,7 +18,8 @@ from mvseg.video.decode import decode_video
 
 ROOT = Path(__file__).parents[2] / "experiments"
 EXPERIMENTS = sorted(p for p in ROOT.glob("*.yaml") if not p.name.startswith("_"))  # _base.yaml: shared keys
-RECIPES = sorted(p for p in ROOT.glob("*/*.yaml") if not p.name.startswith("_"))  # paper-scale (cityscapes, camvid)
+# paper-scale (cityscapes, camvid); _data/ and _net/ hold fragments that configs name in their base
+RECIPES = sorted(p for p in ROOT.glob("*/*.yaml") if not p.name.startswith("_") and not p.parent.name.startswith("_"))
 BASES = sorted(ROOT.rglob("_base.yaml"))
 ABLATIONS = sorted(p for p in RECIPES if p.parent.name == "bdnet_ablation")  # overrides on top of bdnet.yaml
 RECIPES = [p for p in RECIPES if p not in ABLATIONS and p.parent.name != "sweeps"]  # sweeps: W&B sweep configs
@@ -72,29 +73,66 @@ def teacher_ckpt(tiny_dataset, tmp_path_factory):
     return run / "checkpoints" / "last.ckpt"
 
 
+def _leaves(d: dict, prefix: str = "") -> dict:
+    """{"trainer.logger.init_args.name": value, ...}: a config's values by their full key (lists whole)."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.update(_leaves(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
 def test_every_config_stands_on_its_folders_base_and_states_only_what_differs():
-    """A config's `base:` is read first and its own keys override it, key by key (lists whole):
-    every config of a folder with a _base.yaml names it, and repeats none of its values."""
+    """A config's `base:` (a path or a list) is read first and its own keys override it, key by
+    key (lists whole): every config of a folder with a _base.yaml stands on it (the folders' bases
+    on experiments/_base.yaml), and repeats none of the values its bases give."""
     import yaml
 
-    from mvseg.cli.lightning import with_bases
+    from mvseg.cli.lightning import _class_first, _config_chain, merged_config, with_bases
 
     assert {p.parent.name for p in BASES} == {"experiments", "cityscapes", "camvid"}
     for base in BASES:
-        shared = yaml.safe_load(base.read_text())["trainer"]
         for config in sorted(base.parent.glob("[!_]*.yaml")):
+            chain = _class_first(_config_chain(str(config)))
+            assert chain[0] == str(ROOT / "_base.yaml") and str(base) in chain and chain[-1] == str(config)
             assert with_bases(["fit", "--config", str(config)]) == [
                 "fit",
-                "--config",
-                str(base),
-                "--config",
-                str(config),
+                *[a for c in chain for a in ("--config", c)],
                 "--base",
                 "null",
             ]
-            own = yaml.safe_load(config.read_text())["trainer"]
-            repeated = {k for k in shared if k in own and own[k] == shared[k]}
-            assert not repeated, f"{config.name} repeats {repeated} of its base"
+            own = _leaves({k: v for k, v in yaml.safe_load(config.read_text()).items() if k != "base"})
+            given: dict = {}
+            for c in _config_chain(str(config))[:-1]:
+                given.update(_leaves(merged_config(c)))
+            repeated = {k for k in own if k in given and given[k] == own[k] and not k.endswith("class_path")}
+            assert not repeated, f"{config.name} repeats {repeated} of its bases"
+
+
+def test_a_fragment_base_is_read_once_its_class_is_known(tmp_path):
+    """A `_net/` fragment sets model init_args before the config names the model's class: it is
+    read after that config, and the config once more, so the config's own keys still win."""
+    from mvseg.cli.lightning import merged_config, with_bases
+
+    (tmp_path / "net.yaml").write_text("model:\n  init_args:\n    net: {width: 0.5, head: psp}\n")
+    (tmp_path / "run.yaml").write_text(
+        "base: [net.yaml]\nmodel:\n  class_path: mvseg.strategies.PerFrame\n  init_args:\n    net: {width: 1.0}\n"
+    )
+    net, run = str(tmp_path / "net.yaml"), str(tmp_path / "run.yaml")
+    assert with_bases(["fit", "--config", run]) == [
+        "fit",
+        "--config",
+        run,
+        "--config",
+        net,
+        "--config",
+        run,
+        "--base",
+        "null",
+    ]
+    assert merged_config(run)["model"]["init_args"]["net"] == {"width": 1.0, "head": "psp"}
 
 
 def test_a_broken_base_is_one_line_naming_the_config(tmp_path, capsys):
