@@ -108,7 +108,7 @@ def test_agent_value_forms_parse():
 
 
 def test_agent_none_becomes_null():
-    from mvseg.cli import sweep_agent_values
+    from mvseg.cli.lightning import sweep_agent_values
 
     assert sweep_agent_values(
         [

@@ -100,26 +100,10 @@ def _subparser(parser: argparse.ArgumentParser, a: argparse.Namespace) -> argpar
         parser = sub.choices[getattr(a, sub.dest)]
 
 
-def sweep_agent_values(argv: list[str]) -> list[str]:
-    """A W&B sweep agent writes each value with Python's str(): True/False and lists parse as
-    YAML, but None does not (YAML's null is `null`); `--key=None` and `--key None` become null."""
-    out = []
-    for i, a in enumerate(argv):
-        if a.startswith("--") and a.endswith("=None") and "." in a:
-            a = a[: -len("None")] + "null"
-        elif a == "None" and i > 0 and argv[i - 1].startswith("--") and "=" not in argv[i - 1]:
-            a = "null"
-        out.append(a)
-    return out
-
-
 def _lightning(argv: list[str], from_sys_argv: bool) -> int:
     from mvseg.cli.lightning import run_lightning_cli
 
-    fixed = sweep_agent_values(argv)
-    if from_sys_argv and fixed != argv:
-        sys.argv[1:] = fixed
-    return run_lightning_cli(None if from_sys_argv else fixed)
+    return run_lightning_cli(None if from_sys_argv else argv)
 
 
 def main(args: Sequence[str] | None = None) -> int:

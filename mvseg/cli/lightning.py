@@ -168,14 +168,8 @@ class MVSegParser(LightningArgumentParser):
         super().__init__(*args, **kwargs)
 
     def error(self, message: str, ex: Exception | None = None):
-        try:  # jsonargparse's debug mode (JSONARGPARSE_DEBUG) raises instead: keep that
-            from jsonargparse._common import debug_mode_active
-        except ImportError:  # a private helper: absent in another version, the debug check is
-
-            def debug_mode_active() -> bool:
-                return bool(os.environ.get("JSONARGPARSE_DEBUG"))
-
-        if not self.exit_on_error or debug_mode_active():
+        # jsonargparse's debug mode (its documented JSONARGPARSE_DEBUG variable) raises instead: keep that
+        if not self.exit_on_error or os.environ.get("JSONARGPARSE_DEBUG"):
             return super().error(message, ex)
         parser = getattr(ex, "subcommand_parser", None) or self
         prog = parser.prog.replace(" [options]", "")
@@ -267,11 +261,7 @@ class MVSegCLI(LightningCLI):
         )
 
     def parse_arguments(self, parser, args) -> None:
-        # configs' bases first (with_bases); sys.argv too, which DDP re-launches its ranks from
-        if args is None:
-            sys.argv[1:] = with_bases(sys.argv[1:])
-        elif isinstance(args, (list, tuple)):
-            args = with_bases(list(args))
+        # the command line is normalised already (normalize_argv, in run_lightning_cli)
         super().parse_arguments(parser, args)
         if self.config.get("subcommand") == "fit":
             cfg = self.config["fit"]
@@ -512,22 +502,50 @@ def quiet_notices() -> None:
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")  # torch's, inside Lightning
 
 
+#: mvseg's own flags of the Lightning verbs (LightningCLI does not know them)
+OWN_FLAGS = ("--no-prerequisites", "--overwrite")
+
+
+def sweep_agent_values(argv: list[str]) -> list[str]:
+    """A W&B sweep agent writes each value with Python's str(): True/False and lists parse as
+    YAML, but None does not (YAML's null is `null`); `--key=None` and `--key None` become null."""
+    out = []
+    for i, a in enumerate(argv):
+        if a.startswith("--") and a.endswith("=None") and "." in a:
+            a = a[: -len("None")] + "null"
+        elif a == "None" and i > 0 and argv[i - 1].startswith("--") and "=" not in argv[i - 1]:
+            a = "null"
+        out.append(a)
+    return out
+
+
+def normalize_argv(argv: list[str]) -> tuple[list[str], set[str]]:
+    """The one place a Lightning verb's command line is rewritten before LightningCLI reads it:
+    a sweep agent's None values as null (`sweep_agent_values`), mvseg's own flags taken out
+    (returned apart), every config's bases spelled out (`with_bases`; a command line that has
+    them already, as DDP's re-launched ranks get it, is left as it is)."""
+    flags = {a for a in argv if a in OWN_FLAGS}
+    out = [a for a in sweep_agent_values(argv) if a not in OWN_FLAGS]
+    if "--base" not in out:
+        out = with_bases(out)
+    return out, flags
+
+
 def run_lightning_cli(argv: list[str] | None) -> int:
     """Run LightningCLI on `argv` (None: sys.argv); returns the exit status."""
     ensure_wandb_never_blocks()
     quiet_notices()
     if notice := configure_threads():  # torch's threads from the CPUs this process may use
         print(notice, file=sys.stderr)
-    given = sys.argv[1:] if argv is None else argv
-    MVSegCLI.prerequisites_allowed = "--no-prerequisites" not in given
-    MVSegCLI.overwrite = "--overwrite" in given
-    ours = ("--no-prerequisites", "--overwrite")  # mvseg's flags, not LightningCLI's
-    if argv is None:  # LightningCLI reads sys.argv itself (and DDP re-launches ranks from it)
-        sys.argv[1:] = [a for a in sys.argv[1:] if a not in ours]
-    else:
-        argv = [a for a in argv if a not in ours]
     held = len(MVSegCLI.locks)  # a prerequisite stage runs nested in this process: its own locks only
     try:
+        normal, flags = normalize_argv(list(sys.argv[1:] if argv is None else argv))
+        MVSegCLI.prerequisites_allowed = "--no-prerequisites" not in flags
+        MVSegCLI.overwrite = "--overwrite" in flags
+        if argv is None:  # LightningCLI reads sys.argv itself (and DDP re-launches ranks from it)
+            sys.argv[1:] = normal
+        else:
+            argv = normal
         MVSegCLI(
             SegStrategy,
             CompressedVideoDataModule,
