@@ -344,6 +344,10 @@ def test_ctrl_c_in_data_prepare_leaves_whole_files_and_the_command_finishes(tmp_
         "1",
         "--frames",
         "12",
+        "--height",  # small clips: what is tested is the interruption, not the size
+        "64",
+        "--width",
+        "128",
         "--annotated",
         "5",
         "--workers",
