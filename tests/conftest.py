@@ -9,7 +9,7 @@ os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import pytest
-from helpers import translating_frames
+from helpers import folder_data_args, translating_frames
 
 from mvseg.video.encode import encode_video
 
@@ -60,14 +60,7 @@ def tiny_dataset(tmp_path_factory):
 def tiny_data_args(tiny_dataset, tmp_path):
     """CLI overrides that point an experiment config at the tiny dataset."""
     return [
-        "--data.init_args.root",
-        str(tiny_dataset),
-        "--data.init_args.dataset",
-        "folder",
-        "--data.init_args.cache_dir",
-        str(tiny_dataset / ".cache"),
-        "--data.init_args.num_workers",
-        "0",
+        *folder_data_args(tiny_dataset),
         "--trainer.default_root_dir",
         str(tmp_path / "run"),
         "--trainer.logger.init_args.save_dir",

@@ -264,3 +264,12 @@ def encode_with(
         c.mux(p)
     c.close()
     return path
+
+
+def folder_data_args(root) -> list[str]:
+    """The CLI options that point a config at a prepared mvseg folder dataset `root` (its decode
+    cache beside it, no loader workers)."""
+    return [
+        *("--data.init_args.root", str(root), "--data.init_args.dataset", "folder"),
+        *("--data.init_args.cache_dir", str(root / ".cache"), "--data.init_args.num_workers", "0"),
+    ]

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import torch
+from helpers import folder_data_args
 
 from mvseg.cli.lightning import newest_resume_point
 
@@ -81,14 +82,7 @@ def test_preempted_slurm_job_requeues_and_resumes(tiny_dataset, tmp_path):
         "fit",
         "--config",
         str(ROOT / "experiments" / "per_frame.yaml"),
-        "--data.init_args.root",
-        str(tiny_dataset),
-        "--data.init_args.dataset",
-        "folder",
-        "--data.init_args.cache_dir",
-        str(tiny_dataset / ".cache"),
-        "--data.init_args.num_workers",
-        "0",
+        *folder_data_args(tiny_dataset),
         "--data.init_args.batch_size",
         "2",
         "--data.init_args.crop_size",

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import folder_data_args
 
 from mvseg.cli import main
 
@@ -20,14 +21,7 @@ def _args(cmd: str, data: Path, run: Path) -> list[str]:
         cmd,
         "--config",
         str(ROOT / "experiments" / "per_frame.yaml"),
-        "--data.init_args.root",
-        str(data),
-        "--data.init_args.dataset",
-        "folder",
-        "--data.init_args.cache_dir",
-        str(data / ".cache"),
-        "--data.init_args.num_workers",
-        "0",
+        *folder_data_args(data),
         "--data.init_args.batch_size",
         "2",
         "--data.init_args.crop_size",

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import folder_data_args
 
 from mvseg.cli import main
 from mvseg.prerequisites import PrerequisiteError, find_stage, passed_on, prepare, stage_checkpoint
@@ -50,14 +51,7 @@ def stages(tmp_path, tiny_dataset):
     b["prerequisites"] = {"model.init_args.init_from": "a.yaml"}
     (tmp_path / "b.yaml").write_text(yaml.safe_dump(b))
     data = [
-        "--data.init_args.root",
-        str(tiny_dataset),
-        "--data.init_args.dataset",
-        "folder",
-        "--data.init_args.cache_dir",
-        str(tiny_dataset / ".cache"),
-        "--data.init_args.num_workers",
-        "0",
+        *folder_data_args(tiny_dataset),
     ]
     return tmp_path, runs, data
 

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+from helpers import folder_data_args
 
 from mvseg.cli import main
 
@@ -19,14 +20,7 @@ def _fit(config: str, run: Path, data: Path, *extra: str) -> list[str]:
         "fit",
         "--config",
         str(ROOT / f"{config}.yaml"),
-        "--data.init_args.root",
-        str(data),
-        "--data.init_args.dataset",
-        "folder",
-        "--data.init_args.cache_dir",
-        str(data / ".cache"),
-        "--data.init_args.num_workers",
-        "0",
+        *folder_data_args(data),
         "--data.init_args.keyframe_interval",
         "3",
         "--trainer.default_root_dir",

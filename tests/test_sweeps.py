@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import folder_data_args
 from wandb.sdk.launch.sweeps import utils as sweep_utils
 
 from mvseg.cli import main
@@ -267,14 +268,7 @@ def test_sweep_local_trains_with_mvseg_fit(tiny_dataset, tmp_path, monkeypatch, 
     path.write_text(yaml.safe_dump(sweep))
     out = tmp_path / "out"
     extra = [
-        "--data.init_args.root",
-        str(tiny_dataset),
-        "--data.init_args.dataset",
-        "folder",
-        "--data.init_args.cache_dir",
-        str(tiny_dataset / ".cache"),
-        "--data.init_args.num_workers",
-        "0",
+        *folder_data_args(tiny_dataset),
         "--data.init_args.crop_size",
         "[64, 96]",
         "--trainer.max_epochs",

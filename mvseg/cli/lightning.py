@@ -261,7 +261,11 @@ class MVSegCLI(LightningCLI):
         )
 
     def parse_arguments(self, parser, args) -> None:
-        # the command line is normalised already (normalize_argv, in run_lightning_cli)
+        # the command line normalised (normalize_argv); sys.argv too, which DDP re-launches its ranks from
+        if args is None:
+            sys.argv[1:] = normalize_argv(sys.argv[1:])[0]
+        elif isinstance(args, (list, tuple)):
+            args = normalize_argv(list(args))[0]
         super().parse_arguments(parser, args)
         if self.config.get("subcommand") == "fit":
             cfg = self.config["fit"]
@@ -539,13 +543,9 @@ def run_lightning_cli(argv: list[str] | None) -> int:
         print(notice, file=sys.stderr)
     held = len(MVSegCLI.locks)  # a prerequisite stage runs nested in this process: its own locks only
     try:
-        normal, flags = normalize_argv(list(sys.argv[1:] if argv is None else argv))
-        MVSegCLI.prerequisites_allowed = "--no-prerequisites" not in flags
-        MVSegCLI.overwrite = "--overwrite" in flags
-        if argv is None:  # LightningCLI reads sys.argv itself (and DDP re-launches ranks from it)
-            sys.argv[1:] = normal
-        else:
-            argv = normal
+        given = sys.argv[1:] if argv is None else argv  # normalised in MVSegCLI.parse_arguments
+        MVSegCLI.prerequisites_allowed = "--no-prerequisites" not in given
+        MVSegCLI.overwrite = "--overwrite" in given
         MVSegCLI(
             SegStrategy,
             CompressedVideoDataModule,

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import folder_data_args
 
 from mvseg.cli import main
 from mvseg.cli.lightning import ensure_wandb_never_blocks
@@ -50,14 +51,7 @@ def teacher_ckpt(tiny_dataset, tmp_path_factory):
         "fit",
         "--config",
         str(ROOT / "teacher.yaml"),
-        "--data.init_args.root",
-        str(tiny_dataset),
-        "--data.init_args.dataset",
-        "folder",
-        "--data.init_args.cache_dir",
-        str(tiny_dataset / ".cache"),
-        "--data.init_args.num_workers",
-        "0",
+        *folder_data_args(tiny_dataset),
         "--trainer.default_root_dir",
         str(run),
         "--trainer.logger.init_args.save_dir",

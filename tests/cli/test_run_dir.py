@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
+from helpers import folder_data_args
 
 from mvseg.cli import main
 from mvseg.run_dir import LOCK_NAME, RunLock
@@ -22,14 +23,7 @@ def _fit(data: Path, run: Path, *extra: str) -> list[str]:
         "fit",
         "--config",
         str(ROOT / "experiments" / "per_frame.yaml"),
-        "--data.init_args.root",
-        str(data),
-        "--data.init_args.dataset",
-        "folder",
-        "--data.init_args.cache_dir",
-        str(data / ".cache"),
-        "--data.init_args.num_workers",
-        "0",
+        *folder_data_args(data),
         "--data.init_args.batch_size",
         "2",
         "--data.init_args.crop_size",
