@@ -20,7 +20,7 @@ class _Fallback(Exception):
 
 
 class WorkerFrame:
-    """What `_decode` reads of a frame decoded in a worker thread: MVs copied, the picture
+    """What `mvseg.video.tally.Tally` reads of a frame decoded in a worker thread: MVs copied, the picture
     converted to RGB there (`image`) or dropped."""
 
     __slots__ = (
@@ -39,7 +39,7 @@ class WorkerFrame:
 
 def cut_indexed(st, target: int) -> bool:
     """Whether the container's index of `st` shows a keyframe at least `target` packets after
-    the start: a place `_gop_parallel` could cut (short clips and single GOPs have none)."""
+    the start: a place `gop_parallel` could cut (short clips and single GOPs have none)."""
     for n, entry in enumerate(st.index_entries):
         if n >= target and entry.is_keyframe:
             return True
