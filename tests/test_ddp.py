@@ -45,27 +45,44 @@ def _val_metrics(run: Path) -> dict[str, float]:
     return {k: float(v) for k, v in rows[-1].items() if k.startswith("val/") and v}
 
 
+def _extra(config: str) -> list[str]:
+    return ["--model.init_args.init_from", "null"] if config == "prop_mv" else []
+
+
+def _validate_args(config: str, data: Path, run: Path, ckpt: Path) -> list[str]:
+    a = _args("validate", data, run)
+    a[2] = str(ROOT / "experiments" / f"{config}.yaml")
+    return [*a, *_extra(config), "--ckpt_path", str(ckpt)]
+
+
+@pytest.fixture(scope="module")
+def single_process(tiny_dataset, tmp_path_factory):
+    """config -> (a checkpoint trained one epoch, its validation by one process): made once per config."""
+    made: dict[str, tuple[Path, Path]] = {}
+
+    def get(config: str) -> tuple[Path, Path]:
+        if config not in made:
+            root = tmp_path_factory.mktemp(config)
+            fit = _args("fit", tiny_dataset, root / "train")
+            fit[2] = str(ROOT / "experiments" / f"{config}.yaml")
+            assert main([*fit, *_extra(config), "--trainer.max_epochs", "1", "--trainer.limit_val_batches", "0"]) == 0
+            ckpt = root / "train" / "checkpoints" / "last.ckpt"
+            assert main(_validate_args(config, tiny_dataset, root / "single", ckpt)) == 0
+            made[config] = (ckpt, root / "single")
+        return made[config]
+
+    return get
+
+
 @pytest.mark.parametrize(
     "config,launcher", [("per_frame", "lightning"), ("prop_mv", "lightning"), ("per_frame", "torchrun")]
 )
-def test_ddp_validation_equals_single_process(config, launcher, tiny_dataset, tmp_path, capsys):
+def test_ddp_validation_equals_single_process(config, launcher, single_process, tiny_dataset, tmp_path, capsys):
     """The same checkpoint validated by 1 process and by 2 DDP ranks (each sees half of the
     samples; for the per-frame model one rank holds no distance-0 sample at all, which used to
     deadlock): the same mIoU per distance, mean, minimum and loss. The ranks are started by
     Lightning itself, or by torchrun (Lightning reads torchelastic's environment)."""
-    ckpt_run = tmp_path / "train"
-    fit = [a if a != "per_frame.yaml" else a for a in _args("fit", tiny_dataset, ckpt_run)]
-    fit[2] = str(ROOT / "experiments" / f"{config}.yaml")
-    extra = ["--model.init_args.init_from", "null"] if config == "prop_mv" else []
-    assert main([*fit, *extra, "--trainer.max_epochs", "1", "--trainer.limit_val_batches", "0"]) == 0
-    ckpt = ckpt_run / "checkpoints" / "last.ckpt"
-
-    def validate(run: Path) -> list[str]:
-        a = _args("validate", tiny_dataset, run)
-        a[2] = str(ROOT / "experiments" / f"{config}.yaml")
-        return [*a, *extra, "--ckpt_path", str(ckpt)]
-
-    assert main(validate(tmp_path / "single")) == 0
+    ckpt, single_run = single_process(config)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")])}
     launch = [sys.executable, "-m", "mvseg.cli"]
     if launcher == "torchrun":
@@ -80,14 +97,15 @@ def test_ddp_validation_equals_single_process(config, launcher, tiny_dataset, tm
             "mvseg.cli",
         ]
     proc = subprocess.run(
-        [*launch, *validate(tmp_path / "ddp"), "--trainer.strategy", "ddp", "--trainer.devices", "2"],
+        [*launch, *_validate_args(config, tiny_dataset, tmp_path / "ddp", ckpt), "--trainer.strategy", "ddp"]
+        + ["--trainer.devices", "2"],
         env=env,
         capture_output=True,
         text=True,
         timeout=180,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    single, ddp = _val_metrics(tmp_path / "single"), _val_metrics(tmp_path / "ddp")
+    single, ddp = _val_metrics(single_run), _val_metrics(tmp_path / "ddp")
     assert set(single) == set(ddp) and "val/mIoU_d1" in single
     assert ddp == pytest.approx(single, abs=1e-5)
 

@@ -87,10 +87,17 @@ def _weights(ckpt: Path) -> dict[str, torch.Tensor]:
     return torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
 
 
-@pytest.mark.parametrize("kill_at", [(1, 1), (2, 0)], ids=["epoch1-batch1", "epoch2-batch0"])
-def test_sigkilled_fit_resumes_to_the_same_metrics(tiny_dataset, tmp_path, kill_at, capsys):
-    clean = tmp_path / "clean"
+@pytest.fixture(scope="module")
+def clean_run(tiny_dataset, tmp_path_factory) -> Path:
+    """The uninterrupted fit every kill point is compared with (trained once for the module)."""
+    clean = tmp_path_factory.mktemp("clean") / "clean"
     assert main(_fit_args(tiny_dataset, clean)) == 0
+    return clean
+
+
+@pytest.mark.parametrize("kill_at", [(1, 1), (2, 0)], ids=["epoch1-batch1", "epoch2-batch0"])
+def test_sigkilled_fit_resumes_to_the_same_metrics(tiny_dataset, clean_run, tmp_path, kill_at, capsys):
+    clean = clean_run
 
     # The same fit in its own process, SIGKILLed at a training batch (no handler runs).
     killed = tmp_path / "killed"
