@@ -120,52 +120,14 @@ def test_errors_name_the_file(cv_root, tmp_path):
 
 def test_cli_prepare_camvid_per_distance(cv_root, tmp_path, capsys):
     root, _ = cv_root
-    assert (
-        main(
-            [
-                "data",
-                "prepare",
-                "camvid",
-                "--root",
-                str(root),
-                "--out",
-                str(tmp_path / "o"),
-                "--protocol",
-                "per-distance",
-                "--interval",
-                "3",
-                "--void-class",
-                "--frame-offset",
-                "0001TP=1",
-            ]
-        )
-        == 0
-    )
+    cmd = ["data", "prepare", "camvid", "--root", str(root), "--out", str(tmp_path / "o")]
+    cmd += ["--protocol", "per-distance", "--interval", "3", "--void-class", "--frame-offset", "0001TP=1"]
+    assert main(cmd) == 0
     out = capsys.readouterr().out
     assert "6 train, 3 val, 3 test clips (per-distance, L = 3, 96x72); 12 encoded, 0 kept" in out
     meta = json.loads((tmp_path / "o/dataset.json").read_text())
     assert meta["classes"][-1] == "void" and meta["prepared"]["prepare_frame_offsets"] == {"0001TP": 1}
-    assert (
-        main(
-            [
-                "data",
-                "prepare",
-                "camvid",
-                "--root",
-                str(root),
-                "--out",
-                str(tmp_path / "o"),
-                "--protocol",
-                "per-distance",
-                "--interval",
-                "3",
-                "--void-class",
-                "--frame-offset",
-                "0001TP=1",
-            ]
-        )
-        == 0
-    )
+    assert main(cmd) == 0  # the same command again: everything kept
     assert "0 encoded, 12 kept" in capsys.readouterr().out
     assert (
         main(
