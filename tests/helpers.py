@@ -273,3 +273,19 @@ def folder_data_args(root) -> list[str]:
         *("--data.init_args.root", str(root), "--data.init_args.dataset", "folder"),
         *("--data.init_args.cache_dir", str(root / ".cache"), "--data.init_args.num_workers", "0"),
     ]
+
+
+def one_step_trainer(root):
+    """A CPU Lightning Trainer that trains one step, validates nothing and logs nothing, writing
+    under `root`: what a test needs to make a checkpoint whose plumbing it tests."""
+    import lightning as L
+
+    return L.Trainer(
+        accelerator="cpu",
+        max_steps=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=root,
+        limit_val_batches=0,
+    )

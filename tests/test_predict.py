@@ -8,7 +8,7 @@ from fractions import Fraction
 import av
 import numpy as np
 import pytest
-from helpers import translating_frames
+from helpers import one_step_trainer, translating_frames
 from PIL import Image
 
 from mvseg.data.synthetic import CLASSES, PALETTE
@@ -33,7 +33,6 @@ def test_the_legend_shows_every_class_beside_its_colour():
 @pytest.fixture(scope="module")
 def prop_ckpt(tiny_dataset, tmp_path_factory):
     """A prop-MV checkpoint (reads MVs) trained one step on the tiny dataset."""
-    import lightning as L
 
     from mvseg.data.datamodule import CompressedVideoDataModule
     from mvseg.models.segnet import SegNetConfig
@@ -42,15 +41,7 @@ def prop_ckpt(tiny_dataset, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("prop")
     dm = CompressedVideoDataModule(str(tiny_dataset), "folder", keyframe_interval=3, batch_size=2)
     model = PropMV(9, 3, net=SegNetConfig(width=0.125, feat_dim=16, head_dim=16))
-    trainer = L.Trainer(
-        accelerator="cpu",
-        max_steps=1,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp,
-        limit_val_batches=0,
-    )
+    trainer = one_step_trainer(tmp)
     trainer.fit(model, dm)
     trainer.save_checkpoint(tmp / "prop.ckpt")
     return tmp / "prop.ckpt"

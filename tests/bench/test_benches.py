@@ -6,6 +6,7 @@ import json
 import math
 
 import pytest
+from helpers import one_step_trainer
 
 from mvseg.cli import main
 
@@ -301,7 +302,6 @@ def test_bench_strategies_latency_view(tiny_dataset, tmp_path):
     """Schedules over whole streams: fixed L, adaptive thresholds (0: every frame a keyframe,
     above 1: only the first), and the low-latency variant; the stream mIoU of identical
     schedules agree, and the comparison at the same number of keyframes is filled in."""
-    import lightning as L
 
     from mvseg.data.datamodule import CompressedVideoDataModule
     from mvseg.models.segnet import SegNetConfig
@@ -314,15 +314,7 @@ def test_bench_strategies_latency_view(tiny_dataset, tmp_path):
         adaptive=AdaptiveConfig(kernel_size=3, kernel_channels=8, deviation_channels=8, fuse_channels=4),
     )
     dm = CompressedVideoDataModule(str(tiny_dataset), "folder", keyframe_interval=3, batch_size=2)
-    trainer = L.Trainer(
-        accelerator="cpu",
-        max_steps=1,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-        limit_val_batches=0,
-    )
+    trainer = one_step_trainer(tmp_path)
     trainer.fit(model, dm)
     ckpt = tmp_path / "adaptive.ckpt"
     trainer.save_checkpoint(ckpt)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import folder_data_args
+from helpers import folder_data_args, one_step_trainer
 
 from mvseg.cli import main
 from mvseg.cli.lightning import ensure_wandb_never_blocks
@@ -575,7 +575,6 @@ def test_fit_with_wandb_logger_offline_writes_a_local_run(tiny_data_args, monkey
 
 
 def test_predict_writes_overlay_video_and_labels(tiny_dataset, tmp_path, capsys):
-    import lightning as L
 
     from mvseg.data.datamodule import CompressedVideoDataModule
     from mvseg.models.segnet import SegNetConfig
@@ -583,15 +582,7 @@ def test_predict_writes_overlay_video_and_labels(tiny_dataset, tmp_path, capsys)
 
     dm = CompressedVideoDataModule(str(tiny_dataset), "folder", keyframe_interval=3, batch_size=2)
     model = PerFrame(9, 3, net=SegNetConfig(width=0.125, feat_dim=16, head_dim=16))
-    trainer = L.Trainer(
-        accelerator="cpu",
-        max_steps=1,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-        limit_val_batches=0,
-    )
+    trainer = one_step_trainer(tmp_path)
     trainer.fit(model, dm)
     ckpt = tmp_path / "m.ckpt"
     trainer.save_checkpoint(ckpt)
@@ -615,7 +606,6 @@ def test_predict_writes_overlay_video_and_labels(tiny_dataset, tmp_path, capsys)
 
 
 def test_predict_with_the_adaptive_policy_and_low_latency(tiny_dataset, tmp_path):
-    import lightning as L
 
     from mvseg.data.datamodule import CompressedVideoDataModule
     from mvseg.models.segnet import SegNetConfig
@@ -628,15 +618,7 @@ def test_predict_with_the_adaptive_policy_and_low_latency(tiny_dataset, tmp_path
         net=SegNetConfig(width=0.125, feat_dim=16, head_dim=16),
         adaptive=AdaptiveConfig(kernel_size=3, kernel_channels=8, deviation_channels=8, fuse_channels=4),
     )
-    trainer = L.Trainer(
-        accelerator="cpu",
-        max_steps=1,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-        limit_val_batches=0,
-    )
+    trainer = one_step_trainer(tmp_path)
     trainer.fit(model, dm)
     ckpt = tmp_path / "a.ckpt"
     trainer.save_checkpoint(ckpt)

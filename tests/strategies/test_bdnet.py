@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import fit_batch
+from helpers import fit_batch, one_step_trainer
 from torch.utils.flop_counter import FlopCounterMode
 
 from mvseg.data.datamodule import CompressedVideoDataModule
@@ -19,20 +19,11 @@ TEACHER_NET = SegNetConfig(width=0.25, feat_dim=32, head="psp", head_dim=32, dro
 @pytest.fixture(scope="module")
 def teacher_ckpt(tiny_dataset, tmp_path_factory):
     """A PerFrame checkpoint (one training step is enough: the tests need its plumbing)."""
-    import lightning as L
 
     tmp = tmp_path_factory.mktemp("teacher")
     dm = CompressedVideoDataModule(str(tiny_dataset), "folder", keyframe_interval=3, batch_size=2)
     torch.manual_seed(0)
-    trainer = L.Trainer(
-        accelerator="cpu",
-        max_steps=1,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp,
-        limit_val_batches=0,
-    )
+    trainer = one_step_trainer(tmp)
     trainer.fit(PerFrame(9, 3, net=TEACHER_NET), dm)
     trainer.save_checkpoint(tmp / "teacher.ckpt")
     return tmp / "teacher.ckpt"
@@ -86,22 +77,13 @@ def test_teacher_is_frozen_and_not_part_of_the_model(teacher_ckpt, train_batch):
 
 
 def test_trained_bdnet_loads_and_predicts_without_its_teacher(teacher_ckpt, tiny_dataset, train_batch, tmp_path):
-    import lightning as L
 
     from mvseg.strategies.loading import load_strategy
 
     torch.manual_seed(0)
     model = BDNet(9, 3, net=NET, teacher=str(teacher_ckpt))
     dm = CompressedVideoDataModule(str(tiny_dataset), "folder", keyframe_interval=3, batch_size=2)
-    trainer = L.Trainer(
-        accelerator="cpu",
-        max_steps=1,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-        limit_val_batches=0,
-    )
+    trainer = one_step_trainer(tmp_path)
     trainer.fit(model, dm)
     trainer.save_checkpoint(tmp_path / "bdnet.ckpt")
     teacher_ckpt.rename(teacher_ckpt.with_suffix(".away"))  # the teacher file is gone

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import fit_batch, runtime_vs_protocol
+from helpers import fit_batch, one_step_trainer, runtime_vs_protocol
 
 from mvseg.data.datamodule import CompressedVideoDataModule
 from mvseg.models.segnet import SegNetConfig
@@ -78,19 +78,10 @@ def test_training_loss_falls(tiny_dataset, cls, kw):
 
 
 def test_init_from_a_per_frame_checkpoint(tiny_dataset, tmp_path):
-    import lightning as L
 
     dm = CompressedVideoDataModule(str(tiny_dataset), "folder", keyframe_interval=3, batch_size=2)
     pf = PerFrame(9, 3, net=NET)
-    trainer = L.Trainer(
-        accelerator="cpu",
-        max_steps=1,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-        limit_val_batches=0,
-    )
+    trainer = one_step_trainer(tmp_path)
     trainer.fit(pf, dm)
     trainer.save_checkpoint(tmp_path / "pf.ckpt")
     prop = PropMV(9, 3, net=NET, init_from=str(tmp_path / "pf.ckpt"))
